@@ -1,0 +1,68 @@
+# rtd / tldr / robattr monorepo. `make demo` (offline, embedded data) and `make test` are
+# the two commands a new user needs; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYPROJECTS := shared/pyproject.toml rtd-cli/pyproject.toml tldr-cli/pyproject.toml robattr-cli/pyproject.toml
+
+# Nothing in tests, demos or benches may download weights or data sets.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+# Pytest workers: 2 by default (CI has 2 cores); `make test JOBS=1` for serial runs.
+JOBS ?= 2
+DATA_ROOT ?= data
+
+.PHONY: install test test-slow lint format demo bench clean help
+help:
+	@echo "make install   create .venv and install the four packages (editable) + dev tools"
+	@echo "make test      offline CPU test suite (what CI runs)"
+	@echo "make test-slow the tests marked slow (longer end-to-end runs)"
+	@echo "make lint      ruff check + format check"
+	@echo "make demo      offline demo of every tool on embedded data"
+	@echo "make bench     cost of each step (time, peak memory)"
+	@echo "make reproduce-<setting> DATA_ROOT=...   paper settings (see README)"
+
+# Re-installs only when a pyproject or the dev requirements change (idempotent).
+$(STAMP): $(PYPROJECTS) requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements-dev.txt -e shared -e rtd-cli -e tldr-cli -e robattr-cli
+	@touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Each tool adds its demo/bench/reproduce targets in its own makefile fragment.
+DEMOS := demo-toy
+BENCHES :=
+-include robattr-cli/robattr.mk
+-include tldr-cli/tldr.mk
+-include rtd-cli/rtd.mk
+
+# The shared part of the demo: fit (or load) the tiny CLIP and report its retrieval.
+demo-toy: install
+	$(BIN)/python -m labshared.tinyclip --report
+
+demo: install $(DEMOS)
+
+bench: install $(BENCHES)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

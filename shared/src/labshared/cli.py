@@ -1,0 +1,149 @@
+"""CLI conventions shared by rtd, tldr and robattr: options declared once, one error style.
+
+Use the `Annotated` aliases below in every command so a flag means the same thing in all
+three tools (lighteval's `cli_args.py` pattern)::
+
+    @app.command()
+    def train(device: DeviceOpt = "auto", precision: PrecisionOpt = "auto",
+              seed: SeedOpt = 0, output_dir: OutputDirOpt = None, ...):
+
+and build each app with `make_app(...)`: its commands print our own errors (`LabError`)
+as one red line on stderr and exit 1; other errors keep their traceback.
+"""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labshared.console import console
+from labshared.errors import LabError
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+        rich_help_panel="Runtime",
+    ),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="Autocast precision: auto (bf16 on GPUs that support it, fp16 with loss "
+        "scaling on older GPUs, fp32 on CPU), fp32, bf16 or fp16.",
+        rich_help_panel="Runtime",
+    ),
+]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", help="Random seed (each torchrun rank adds its rank).", rich_help_panel="Runtime"),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic/--no-deterministic",
+        help="Ask torch for deterministic kernels (slower).",
+        rich_help_panel="Runtime",
+    ),
+]
+OutputDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output-dir",
+        "-o",
+        help="Run folder (default runs/<tool>/<command>/<timestamp>). A non-empty folder "
+        "needs --resume or --overwrite.",
+        rich_help_panel="Run folder",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run in --output-dir from its latest checkpoint.", rich_help_panel="Run folder"),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Empty a non-empty --output-dir and start again.", rich_help_panel="Run folder"),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Recompute frozen features instead of reading the cache.", rich_help_panel="Runtime"),
+]
+
+
+class LabTyper(typer.Typer):
+    """A Typer whose commands print our own errors (LabError) as one red line, exit 1."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(guard(fn))
+
+
+def make_app(name: str, help: str, version: str) -> typer.Typer:
+    """A Typer app with `--version`, no local-variable dumps in tracebacks (an API key
+    may be in scope), and `--help` on a bare call."""
+    app = LabTyper(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+        add_completion=False,
+        rich_markup_mode="rich",
+    )
+
+    def _version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {version}")
+            raise typer.Exit()
+
+    version_opt = typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    )
+
+    # No `from __future__ import annotations` in this module: Typer resolves annotations
+    # at registration time, and this local callback must be a real object, not a string.
+    @app.callback()
+    def _root(version_: Annotated[bool, version_opt] = False) -> None:
+        pass
+
+    _root.__doc__ = help
+    return app
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one red line on stderr and return the Exit to raise."""
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Entry point body: run `app`, turning LabError into one red line and exit 1."""
+    try:
+        app(standalone_mode=True)
+    except LabError as exc:  # raised outside a command body (rare)
+        raise SystemExit(_report(exc)) from None
+
+
+def _report(exc: LabError) -> int:
+    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+    return 1
+
+
+def guard(fn):
+    """Decorator for command bodies: our own errors become one red line and exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LabError as exc:
+            raise typer.Exit(_report(exc)) from None
+
+    return wrapper
+
+
+def is_tty_stdout() -> bool:
+    return sys.stdout.isatty()

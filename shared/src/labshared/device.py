@@ -1,0 +1,201 @@
+"""Device, precision and seeding, decided once per command (nanoGPT/torchtune style).
+
+`setup_runtime` is the one call a command makes: it resolves `--device`, `--precision`,
+`--seed`, joins torchrun's process group when present, turns TF32 on for matmuls on
+Ampere and newer, and returns a frozen `Runtime` that is passed down. Library code never
+reads a global device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from labshared.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _cuda_summary() -> str:
+    if not torch.cuda.is_available():
+        built = torch.version.cuda or "none (CPU-only build)"
+        return f"torch {torch.__version__} sees no CUDA device (CUDA build: {built})"
+    n = torch.cuda.device_count()
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(n))
+    return f"{n} CUDA device(s): {names}"
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:
+    """Turn `auto|cpu|cuda|cuda:N|mps` into a checked `torch.device`.
+
+    `auto` picks CUDA (the process's LOCAL_RANK device under torchrun), then MPS, then CPU.
+
+    Raises:
+        ConfigError: CUDA or MPS asked for but absent, or an index past the device count;
+            the message says what was found.
+    """
+    spec = (spec or "auto").strip().lower()
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not _mps_available():
+            raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA was asked for, but {_cuda_summary()}; use --device cpu or auto")
+        if spec == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        try:
+            index = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--device {spec}: expected cuda:N with an integer N") from None
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: no such device; {_cuda_summary()}")
+        return torch.device("cuda", index)
+    raise ConfigError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What autocast does on this device.
+
+    Attributes:
+        name: `fp32`, `bf16` or `fp16` after resolving `auto`.
+        dtype: the autocast dtype (float32 means autocast is off).
+        use_grad_scaler: True only for fp16 on CUDA (bf16 needs no loss scaling).
+    """
+
+    name: str
+    dtype: torch.dtype
+    use_grad_scaler: bool
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype != torch.float32
+
+
+def resolve_precision(spec: str, device: torch.device) -> Precision:
+    """`auto` means bf16 on GPUs that support it, fp16 (with a grad scaler) on older GPUs,
+    fp32 on CPU and MPS. An explicit fp16/bf16 on CPU is refused: CPU autocast is slow and
+    not what the papers ran."""
+    spec = (spec or "auto").strip().lower()
+    if spec not in PRECISIONS:
+        raise ConfigError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        if spec in ("bf16", "fp16"):
+            raise ConfigError(f"--precision {spec} needs a CUDA device (got {device}); use fp32 or auto")
+        return Precision("fp32", torch.float32, False)
+    if spec == "auto":
+        spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if spec == "bf16":
+        return Precision("bf16", torch.bfloat16, False)
+    if spec == "fp16":
+        return Precision("fp16", torch.float16, True)
+    return Precision("fp32", torch.float32, False)
+
+
+def autocast(device: torch.device, precision: Precision):
+    """Autocast context for the forward pass; a no-op in fp32."""
+    if not precision.enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=precision.dtype)
+
+
+def make_grad_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:
+    """A GradScaler that is active only for fp16 on CUDA (pass-through otherwise)."""
+    return torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
+
+
+def enable_tf32(device: torch.device) -> bool:
+    """TF32 matmuls and convolutions on Ampere (sm_80) and newer. Returns whether it is on."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8:
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> int:
+    """Seed python, numpy and torch (all devices) once; returns the seed used.
+
+    With `deterministic`, also ask torch for deterministic kernels (slower; some CUDA ops
+    then need CUBLAS_WORKSPACE_CONFIG, which is set here).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return seed
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a workflow needs to know about where it runs; passed down, never global."""
+
+    device: torch.device
+    precision: Precision
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    tf32: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        return autocast(self.device, self.precision)
+
+    def describe(self) -> dict:
+        return {
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "tf32": self.tf32,
+            "torch": torch.__version__,
+        }
+
+
+def setup_runtime(
+    device: str = "auto", precision: str = "auto", seed: int = 0, deterministic: bool = False
+) -> Runtime:
+    """Resolve device and precision, join torchrun's group if present, seed `seed + rank`."""
+    from labshared import distributed
+
+    dist_info = distributed.init_distributed(device)
+    dev = resolve_device(device, dist_info.local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    prec = resolve_precision(precision, dev)
+    tf32 = enable_tf32(dev)
+    seed_everything(seed + dist_info.rank, deterministic)
+    return Runtime(dev, prec, seed, dist_info.rank, dist_info.world_size, dist_info.local_rank, tf32)

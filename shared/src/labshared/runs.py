@@ -1,0 +1,262 @@
+"""Run folders, resolved configs, metrics and atomic, resumable checkpoints.
+
+Layout of one run (every command of every tool)::
+
+    runs/<tool>/<command>/<YYYYmmdd-HHMMSS>/   (or --output-dir)
+        config.json        resolved config + versions, device, seed (never secrets)
+        metrics.json       final metrics
+        log.txt            optional text log
+        checkpoints/step-00000100/{model.safetensors, state.pt, meta.json}
+        figures/
+
+Every file is written to a temporary name and renamed into place, and a checkpoint is a
+whole folder renamed at once, so an interruption leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from labshared.errors import ConfigError
+
+SECRET_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+CHECKPOINT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+# --------------------------------------------------------------------------- atomic I/O
+def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Call `writer(tmp_path)` then rename tmp onto `path`; on any error the old file stays."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_safetensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Save tensors as safetensors atomically (clones, so tied or non-contiguous tensors work)."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda p: save_file(flat, str(p), metadata=meta))
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """For optimizer/scheduler state only (tensors and plain containers): read back with
+    `torch.load(weights_only=True)`, never plain pickle."""
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load` restricted to tensors and plain containers (weights_only=True)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# --------------------------------------------------------------------------- JSON helpers
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, Paths, tensors, numpy scalars and enums -> plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "value") and obj.__class__.__module__ != "builtins":  # enums
+        return obj.value
+    if isinstance(obj, torch.dtype | torch.device):
+        return str(obj)
+    return obj
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """Drop every key that looks like a credential (api_key, token, secret, ...)."""
+    if isinstance(obj, Mapping):
+        return {k: scrub_secrets(v) for k, v in obj.items() if not SECRET_PATTERN.search(str(k))}
+    if isinstance(obj, list):
+        return [scrub_secrets(v) for v in obj]
+    return obj
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# --------------------------------------------------------------------------- run folders
+def default_run_dir(tool: str, command: str, root: str | Path = "runs") -> Path:
+    return Path(root) / tool / command / time.strftime("%Y%m%d-%H%M%S")
+
+
+def create_run_dir(
+    tool: str,
+    command: str,
+    output_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Make the run folder. A non-empty `output_dir` is refused unless `resume` (keep it
+    and continue) or `overwrite` (empty it first), as open_clip_train does."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    run_dir = Path(output_dir) if output_dir else default_run_dir(tool, command)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise ConfigError(
+                f"--output-dir {run_dir} is not empty; pass --resume to continue it or "
+                "--overwrite to start again"
+            )
+    elif resume and output_dir is None:
+        raise ConfigError("--resume needs --output-dir naming the run to continue")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_config(run_dir: str | Path, config: Any, **extra: Any) -> Path:
+    """Write config.json: the resolved config plus `extra` (runtime, versions), secrets removed."""
+    payload = {"config": to_jsonable(config), **to_jsonable(extra)}
+    payload.setdefault("git_commit", git_commit())
+    payload.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return atomic_write_json(Path(run_dir) / "config.json", scrub_secrets(payload))
+
+
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; is {run_dir} a run folder?")
+    return json.loads(path.read_text())
+
+
+def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json") -> Path:
+    return atomic_write_json(Path(run_dir) / name, scrub_secrets(to_jsonable(metrics)))
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    train_state: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    keep_last: int = 2,
+    name: str | None = None,
+) -> Path:
+    """Save `checkpoints/step-<step>/` (or `checkpoints/<name>/`) as one atomic folder.
+
+    Contents: `model.safetensors` (weights), `state.pt` (optimizer/scheduler/RNG state, if
+    given; loaded with weights_only=True), `meta.json` (step, plus `meta`: the config
+    needed to rebuild the model). Older `step-*` folders beyond `keep_last` are pruned.
+    """
+    ckpt_root = Path(run_dir) / CHECKPOINT_DIR
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / (name or f"step-{step:08d}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckpt_root))
+    try:
+        atomic_save_safetensors(tmp / "model.safetensors", model_state)
+        if train_state is not None:
+            atomic_torch_save(tmp / "state.pt", dict(train_state))
+        atomic_write_json(tmp / "meta.json", {"step": step, **(meta or {})})
+        if final.exists():
+            old = ckpt_root / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if name is None and keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete `step-*` checkpoint folders, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found) if (p / "meta.json").is_file()]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(
+    ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
+    """Returns (model_state, train_state or None, meta)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "model.safetensors").is_file():
+        raise ConfigError(f"{ckpt_dir} is not a checkpoint folder (no model.safetensors)")
+    model_state = load_file(str(ckpt_dir / "model.safetensors"), device=str(map_location))
+    state_path = ckpt_dir / "state.pt"
+    train_state = safe_torch_load(state_path, map_location) if state_path.is_file() else None
+    meta = json.loads((ckpt_dir / "meta.json").read_text())
+    return model_state, train_state, meta
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch CPU (and CUDA) RNG state as tensors, for exact resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

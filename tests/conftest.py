@@ -1,0 +1,15 @@
+"""Test-wide settings: offline, CPU, and one shared cache for the fitted tiny CLIP.
+
+The cache lives in the checkout (`.cache/labshared`, git-ignored) unless LABSHARED_CACHE
+is set, so the tiny CLIP is fitted once per clone and both pytest-xdist workers share it.
+"""
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("LABSHARED_NO_PROGRESS", "1")
+os.environ.setdefault("LABSHARED_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "labshared"))
+# Never let a test reach a real LLM endpoint with a real key.
+os.environ.pop("OPENAI_API_KEY", None)
