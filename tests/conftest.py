@@ -10,6 +10,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("LABSHARED_NO_PROGRESS", "1")
-os.environ.setdefault("LABSHARED_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "labshared"))
+os.environ.setdefault(
+    "LABSHARED_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "labshared")
+)
 # Never let a test reach a real LLM endpoint with a real key.
 os.environ.pop("OPENAI_API_KEY", None)

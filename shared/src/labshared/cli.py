@@ -39,7 +39,9 @@ PrecisionOpt = Annotated[
 ]
 SeedOpt = Annotated[
     int,
-    typer.Option("--seed", help="Random seed (each torchrun rank adds its rank).", rich_help_panel="Runtime"),
+    typer.Option(
+        "--seed", help="Random seed (each torchrun rank adds its rank).", rich_help_panel="Runtime"
+    ),
 ]
 DeterministicOpt = Annotated[
     bool,
@@ -61,15 +63,27 @@ OutputDirOpt = Annotated[
 ]
 ResumeOpt = Annotated[
     bool,
-    typer.Option("--resume", help="Continue the run in --output-dir from its latest checkpoint.", rich_help_panel="Run folder"),
+    typer.Option(
+        "--resume",
+        help="Continue the run in --output-dir from its latest checkpoint.",
+        rich_help_panel="Run folder",
+    ),
 ]
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Empty a non-empty --output-dir and start again.", rich_help_panel="Run folder"),
+    typer.Option(
+        "--overwrite",
+        help="Empty a non-empty --output-dir and start again.",
+        rich_help_panel="Run folder",
+    ),
 ]
 NoCacheOpt = Annotated[
     bool,
-    typer.Option("--no-cache", help="Recompute frozen features instead of reading the cache.", rich_help_panel="Runtime"),
+    typer.Option(
+        "--no-cache",
+        help="Recompute frozen features instead of reading the cache.",
+        rich_help_panel="Runtime",
+    ),
 ]
 
 

@@ -56,11 +56,15 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu")
+            raise ConfigError(
+                "--device mps: MPS is not available on this machine; use --device cpu"
+            )
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: CUDA was asked for, but {_cuda_summary()}; use --device cpu or auto")
+            raise ConfigError(
+                f"--device {spec}: CUDA was asked for, but {_cuda_summary()}; use --device cpu or auto"
+            )
         if spec == "cuda":
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         try:
@@ -101,7 +105,9 @@ def resolve_precision(spec: str, device: torch.device) -> Precision:
         raise ConfigError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
     if device.type != "cuda":
         if spec in ("bf16", "fp16"):
-            raise ConfigError(f"--precision {spec} needs a CUDA device (got {device}); use fp32 or auto")
+            raise ConfigError(
+                f"--precision {spec} needs a CUDA device (got {device}); use fp32 or auto"
+            )
         return Precision("fp32", torch.float32, False)
     if spec == "auto":
         spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -198,4 +204,6 @@ def setup_runtime(
     prec = resolve_precision(precision, dev)
     tf32 = enable_tf32(dev)
     seed_everything(seed + dist_info.rank, deterministic)
-    return Runtime(dev, prec, seed, dist_info.rank, dist_info.world_size, dist_info.local_rank, tf32)
+    return Runtime(
+        dev, prec, seed, dist_info.rank, dist_info.world_size, dist_info.local_rank, tf32
+    )

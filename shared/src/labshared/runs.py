@@ -174,7 +174,9 @@ def read_config(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json") -> Path:
+def write_metrics(
+    run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json"
+) -> Path:
     return atomic_write_json(Path(run_dir) / name, scrub_secrets(to_jsonable(metrics)))
 
 

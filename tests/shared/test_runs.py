@@ -1,0 +1,104 @@
+"""Run folders, secret scrubbing, atomic writes and resumable checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from labshared import runs
+from labshared.errors import ConfigError
+
+
+def test_run_dir_refuses_non_empty_without_resume(tmp_path):
+    out = tmp_path / "run"
+    d = runs.create_run_dir("robattr", "train", out)
+    (d / "x.txt").write_text("1")
+    with pytest.raises(ConfigError, match="--resume"):
+        runs.create_run_dir("robattr", "train", out)
+    assert runs.create_run_dir("robattr", "train", out, resume=True) == out
+    assert (out / "x.txt").exists()
+    runs.create_run_dir("robattr", "train", out, overwrite=True)
+    assert not (out / "x.txt").exists()
+
+
+def test_default_run_dir_layout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = runs.create_run_dir("tldr", "filter")
+    assert d.parts[:3] == ("runs", "tldr", "filter") and d.is_dir()
+
+
+def test_config_never_holds_secrets(tmp_path):
+    runs.write_config(
+        tmp_path,
+        {"model": "gpt", "openai_api_key": "sk-SECRET", "nested": {"token": "t0k"}},
+        runtime={"device": "cpu"},
+    )
+    text = (tmp_path / "config.json").read_text()
+    assert "sk-SECRET" not in text and "t0k" not in text
+    cfg = json.loads(text)
+    assert cfg["config"]["model"] == "gpt" and cfg["runtime"]["device"] == "cpu"
+
+
+def _state(v: float):
+    return {"w": torch.full((3, 2), v), "b": torch.arange(2.0) + v}
+
+
+def test_checkpoint_roundtrip_and_latest(tmp_path):
+    opt_state = {"step": 5, "lr": torch.tensor(0.1)}
+    runs.save_checkpoint(tmp_path, 5, _state(1.0), opt_state, {"model": "lenet"})
+    runs.save_checkpoint(tmp_path, 10, _state(2.0), opt_state, {"model": "lenet"})
+    runs.save_checkpoint(tmp_path, 15, _state(3.0), opt_state, {"model": "lenet"}, keep_last=2)
+    assert [p.name for p in runs.list_checkpoints(tmp_path)] == ["step-00000010", "step-00000015"]
+    model, train, meta = runs.load_checkpoint(runs.latest_checkpoint(tmp_path))
+    assert torch.equal(model["w"], torch.full((3, 2), 3.0))
+    assert meta == {"step": 15, "model": "lenet"} and train["step"] == 5
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    runs.save_checkpoint(tmp_path, 1, _state(1.0), {"step": 1})
+
+    real_save_file = runs.save_file
+
+    def half_write_then_crash(tensors, path, metadata=None):
+        real_save_file(tensors, path, metadata=metadata)  # bytes hit the disk...
+        raise KeyboardInterrupt("killed half-way")  # ...then the process dies
+
+    monkeypatch.setattr(runs, "save_file", half_write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        runs.save_checkpoint(tmp_path, 2, _state(2.0), {"step": 2})
+    monkeypatch.setattr(runs, "save_file", real_save_file)
+
+    latest = runs.latest_checkpoint(tmp_path)
+    assert latest.name == "step-00000001"
+    model, train, meta = runs.load_checkpoint(latest)
+    assert torch.equal(model["w"], torch.full((3, 2), 1.0)) and meta["step"] == 1
+    # No half-written files are left behind next to it.
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert leftovers == ["step-00000001"]
+
+
+def test_interrupted_overwrite_of_a_single_file_keeps_old_content(tmp_path):
+    path = tmp_path / "cache.json"
+    runs.atomic_write_json(path, {"v": 1})
+
+    def crash(p):
+        p.write_text('{"v": 2, "trunc')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        runs.atomic_write(path, crash)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_state_loads_with_weights_only(tmp_path):
+    runs.atomic_torch_save(tmp_path / "s.pt", {"opt": {"state": {0: {"exp_avg": torch.ones(2)}}}})
+    loaded = runs.safe_torch_load(tmp_path / "s.pt")
+    assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.ones(2))
+
+
+def test_rng_state_roundtrip():
+    state = runs.rng_state()
+    a = torch.rand(4)
+    runs.set_rng_state(state)
+    assert torch.equal(torch.rand(4), a)
