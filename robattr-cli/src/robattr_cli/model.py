@@ -1,0 +1,269 @@
+"""Classifier builders, the ReLU -> Softplus(beta) transform, and checkpoint reloading.
+
+Architectures follow the official `project/module/models/` of `joshua840/RobustAGA`:
+- `lenet` (`lenet.py`): conv3x3 32 -> 32 -> maxpool -> 64 -> 64 -> maxpool -> FC 4096->256
+  -> FC 256->10, all convolutions with padding 1; CIFAR-10 (3 x 32 x 32).
+- `resnet18-cifar` (`resnet.py`, the kuangliu-style net): 3x3 stem without max-pool,
+  BasicBlocks [2, 2, 2, 2], 4x4 average pool, linear 512 -> classes; 32 x 32 inputs.
+- `resnet18`: `torchvision.models.resnet18(num_classes=100)` for ImageNet-100 (random
+  init; nothing is downloaded).
+- `mnist-cnn`: ours, a two-conv net for the offline MNIST-5k toy runs.
+
+The paper replaces every ReLU with Softplus(beta=3) (Dombrowski et al. 2019);
+`swap_activation` does this recursively on modules, as the official
+`utils/convert_activation.py` does, so every architecture here uses activation modules,
+never functional `F.relu`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labshared.data.image_classification import unknown_name_message
+from labshared.errors import ConfigError
+from labshared.runs import latest_checkpoint, load_checkpoint
+
+ACTIVATIONS = ("softplus", "relu")
+
+
+# --------------------------------------------------------------------------- architectures
+class LeNet(nn.Module):
+    """The official CIFAR LeNet (4 convs, 2 max-pools, 2 FCs)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.fc1 = nn.Linear(64 * 8 * 8, 256)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).flatten(1)  # (B, 4096)
+        return self.fc2(self.act(self.fc1(h)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU()
+        self.act2 = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet18Cifar(nn.Module):
+    """ResNet-18 for 32 x 32 inputs: 3x3 stem, no max-pool, 4x4 average pool at the end."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
+        layers, in_planes = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(
+                nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes))
+            )
+            in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AvgPool2d(4)
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.stem(x))  # (B, 512, 4, 4)
+        return self.linear(self.pool(h).flatten(1))
+
+
+class MnistCNN(nn.Module):
+    """A small CNN for 1 x 28 x 28 digits (ours; ~0.1 M parameters, fast on a CPU)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 14, 14)
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 7, 7)
+        )  # fmt: skip
+        self.fc1 = nn.Linear(32 * 7 * 7, 64)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.features(x).flatten(1))))
+
+
+def _torchvision_resnet18(num_classes: int) -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None, num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: the builder and the input it expects.
+
+    Attributes:
+        build: `num_classes -> nn.Module` (ReLU activations; see `swap_activation`).
+        in_channels: input channels the first layer takes.
+        image_size: input side the head is sized for (None: any size, adaptive pooling).
+        description: one line for `--help` and error messages.
+    """
+
+    build: Callable[[int], nn.Module]
+    in_channels: int
+    image_size: int | None
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lenet": ModelSpec(LeNet, 3, 32, "official CIFAR LeNet (4 conv + 2 FC)"),
+    "resnet18-cifar": ModelSpec(ResNet18Cifar, 3, 32, "kuangliu-style ResNet-18 for 32x32"),
+    "resnet18": ModelSpec(_torchvision_resnet18, 3, None, "torchvision ResNet-18 (ImageNet-100)"),
+    "mnist-cnn": ModelSpec(MnistCNN, 1, 28, "small CNN for the MNIST-5k toy"),
+}
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ConfigError(unknown_name_message("model", name, MODELS))
+    return MODELS[name]
+
+
+# --------------------------------------------------------------------------- activation
+def swap_activation(model: nn.Module, activation: str, beta: float = 3.0) -> nn.Module:
+    """Replace every ReLU and Softplus module, recursively and in place, by `activation`.
+
+    `softplus` gives Softplus(beta): smooth, so input Hessians (and the double-backprop
+    regulariser) are not zero almost everywhere. `relu` gives a non-in-place ReLU (in-place
+    activations break gradients taken with respect to inputs inside attacks).
+
+    Returns:
+        The same `model`, for chaining.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+    if activation == "softplus" and not beta > 0:
+        raise ConfigError(f"--beta {beta}: the Softplus beta must be > 0")
+    for name, child in model.named_children():
+        if isinstance(child, nn.ReLU | nn.Softplus):
+            new = nn.Softplus(beta=beta) if activation == "softplus" else nn.ReLU()
+            setattr(model, name, new)
+        else:
+            swap_activation(child, activation, beta)
+    return model
+
+
+def build_model(
+    name: str, num_classes: int, activation: str = "softplus", beta: float = 3.0
+) -> nn.Module:
+    """Build a registered architecture with its activations set (paper: softplus, beta 3)."""
+    return swap_activation(get_model_spec(name).build(num_classes), activation, beta)
+
+
+# --------------------------------------------------------------------------- checkpoints
+META_KEYS = ("model", "num_classes", "activation", "beta", "dataset", "mean", "std")
+
+
+def model_meta(
+    name: str, num_classes: int, activation: str, beta: float, dataset: Any
+) -> dict[str, Any]:
+    """What a checkpoint must carry to rebuild its model and its input normalisation.
+
+    Args:
+        dataset: a `labshared.data.image_classification.DatasetInfo`.
+    """
+    return {
+        "model": name,
+        "num_classes": num_classes,
+        "activation": activation,
+        "beta": beta,
+        "dataset": dataset.name,
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "image_size": dataset.image_size,
+        "in_channels": dataset.channels,
+    }
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """A checkpoint folder from a run folder or a checkpoint folder.
+
+    Args:
+        path: a `robattr train` run folder, or one of its `checkpoints/<name>` folders.
+        which: for a run folder, "last" (the latest step-* checkpoint; the official
+            evaluation reloads `last.ckpt`) or "best" (highest validation accuracy).
+    """
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    if which == "best":
+        best = path / "checkpoints" / "best"
+        if (best / "model.safetensors").is_file():
+            return best
+    elif which == "last":
+        last = latest_checkpoint(path)
+        if last is not None:
+            return last
+    else:
+        raise ConfigError(f"checkpoint choice {which!r}: expected last or best")
+    raise ConfigError(
+        f"{path}: neither a checkpoint folder (model.safetensors) nor a run folder with "
+        f"checkpoints/{'best' if which == 'best' else 'step-*'}; pass a `robattr train` output"
+    )
+
+
+def load_trained(
+    path: str | Path, device: torch.device | str = "cpu", which: str = "last"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained classifier from its checkpoint's meta, weights loaded, eval mode.
+
+    Args:
+        path: run folder or checkpoint folder (see `resolve_checkpoint`).
+        device: where to put the model.
+        which: "last" or "best" when `path` is a run folder.
+
+    Returns:
+        (model, meta); meta holds model, num_classes, activation, beta, dataset, mean, std,
+        image_size, in_channels, the training step and the checkpoint path.
+
+    Raises:
+        ConfigError: not a checkpoint, meta lacking a field, or weights not matching it.
+    """
+    ckpt = resolve_checkpoint(path, which)
+    state, _, meta = load_checkpoint(ckpt, map_location="cpu")
+    absent = [k for k in META_KEYS if k not in meta]
+    if absent:
+        raise ConfigError(f"{ckpt / 'meta.json'}: fields {', '.join(absent)} absent")
+    model = build_model(meta["model"], int(meta["num_classes"]), meta["activation"], meta["beta"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{ckpt}: weights do not match {meta['model']}: {exc}") from None
+    meta = {**meta, "checkpoint": str(ckpt)}
+    return model.to(device).eval(), meta
