@@ -1,0 +1,590 @@
+"""Models of projection-based zero-shot CIR: open_clip backbones, the pseudo-token text
+tower, and the projections phi (SEARLE/LinCIR `Phi`, Pic2Word `IM2TEXT`).
+
+Official sources:
+- pseudo-token encoding: `jaeseokbyun/RTD:encode_with_pseudo_tokens.py::
+  encode_with_pseudo_tokens_HF` (every `$` replaced through `torch.where`), re-done on an
+  open_clip text tower as in open_clip `model.py::CLIP.encode_text`;
+- `Phi`: `miccunifi/SEARLE:src/phi.py` (= `navervision/lincir:models.py::Phi`), checkpoint
+  `{'Phi': state_dict}`;
+- `Im2Text`: `google-research/composed_image_retrieval:model/model.py::IM2TEXT`, checkpoint
+  key `state_dict_img2text` with DDP's `module.` prefix.
+
+Deviation: Pic2Word splices the image token at the first `*` position of sample 0 for the
+whole batch (`encode_text_img_retrieval`), which assumes one prompt prefix per batch; here
+every row is handled on its own, at every occurrence of its token.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labshared.errors import ConfigError
+from labshared.runs import atomic_save_safetensors, atomic_write_json, safe_torch_load, to_jsonable
+
+TINY_BACKBONE = "tiny-clip-toy"
+
+# Known (architecture, default open_clip pretrained tag) pairs; any other open_clip name,
+# `local-dir:`/`hf-hub:` model or local checkpoint file passes straight through.
+BACKBONES: dict[str, str | None] = {
+    "ViT-B-32": "openai",
+    "ViT-L-14": "openai",
+    "ViT-H-14": "laion2b_s32b_b79k",
+    "ViT-bigG-14": "laion2b_s39b_b160k",
+    TINY_BACKBONE: None,  # weights fitted on the toy world by labshared.tinyclip
+}
+RANDOM_WEIGHTS = "random"  # --pretrained random: architecture only (tests, benches)
+
+
+# --------------------------------------------------------------------------- backbones
+def build_clip(backbone: str, pretrained: str | None, device: torch.device | str = "cpu"):
+    """Build an open_clip model, its eval transform and its tokenizer.
+
+    Args:
+        backbone: an open_clip architecture (`ViT-B-32`, `ViT-L-14`, `ViT-H-14`,
+            `ViT-bigG-14`, ...), `local-dir:PATH` / `hf-hub:ORG/REPO`, or `tiny-clip-toy`.
+        pretrained: an open_clip tag, a local checkpoint file, `random` (no weights), or
+            None for the backbone's default from `BACKBONES` (the fitted toy weights for
+            `tiny-clip-toy`).
+        device: where the model goes; it is returned in eval mode.
+
+    Returns:
+        (clip_model, preprocess, tokenizer): preprocess is open_clip's val transform
+        (resize + center crop with the weights' mean/std, which matches LinCIR's
+        CLIPImageProcessor settings, brief §1.7).
+
+    Raises:
+        ConfigError: unknown backbone, or weights that cannot be found offline.
+    """
+    import open_clip
+
+    if backbone == TINY_BACKBONE:
+        from labshared import tinyclip
+
+        tinyclip.register_tiny_clip()
+        if pretrained is None:
+            pretrained = str(tinyclip.ensure_tiny_clip())
+    has_schema = backbone.startswith(("local-dir:", "hf-hub:"))
+    if not has_schema and backbone not in open_clip.list_models():
+        close = difflib.get_close_matches(backbone, open_clip.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"--backbone {backbone!r} is not an open_clip model; known here: "
+            f"{', '.join(BACKBONES)} (or any name in open_clip.list_models()){hint}"
+        )
+    if pretrained is None and not has_schema:
+        pretrained = BACKBONES.get(backbone)
+    if pretrained == RANDOM_WEIGHTS:
+        pretrained = None
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            backbone, pretrained=pretrained, device=device
+        )
+    except (RuntimeError, OSError) as exc:
+        if pretrained is None:  # an architecture problem: keep the traceback
+            raise
+        raise ConfigError(
+            f"--backbone {backbone} --pretrained {pretrained}: could not load the weights "
+            f"({exc}). Offline, pass --pretrained PATH to a local open_clip checkpoint."
+        ) from exc
+    tokenizer = open_clip.get_tokenizer(backbone)
+    return model.eval(), preprocess, tokenizer
+
+
+def pseudo_token_id(tokenizer, symbol: str) -> int:
+    """The vocabulary id of `symbol` as a standalone word (`$` -> 259, `*` -> 265 in the
+    CLIP BPE), looked up rather than hard-coded (SEARLE hard-codes 259).
+
+    Raises:
+        ConfigError: the symbol does not encode to exactly one token.
+    """
+    if hasattr(tokenizer, "encode"):
+        ids = list(tokenizer.encode(symbol))
+    else:  # tokenizers without `encode`: strip the special tokens from a full tokenization
+        row = tokenizer([symbol])[0].tolist()
+        special = {
+            0,
+            getattr(tokenizer, "sot_token_id", -1),
+            getattr(tokenizer, "eot_token_id", -1),
+        }
+        ids = [i for i in row if i not in special]
+    if len(ids) != 1:
+        raise ConfigError(f"pseudo-token symbol {symbol!r} tokenizes to {ids}; expected one token")
+    return int(ids[0])
+
+
+# --------------------------------------------------------------------------- text tower
+class TextTower(nn.Module):
+    """A standalone copy of an open_clip CLIP text side, with pseudo-token injection.
+
+    Parameter names equal those of open_clip's `CLIP` (`token_embedding.weight`,
+    `positional_embedding`, `transformer.resblocks.*`, `ln_final.*`, `text_projection`),
+    so a state dict moves between the two.
+    """
+
+    def __init__(
+        self,
+        token_embedding: nn.Embedding,
+        positional_embedding: nn.Parameter,
+        transformer: nn.Module,
+        ln_final: nn.Module,
+        text_projection: nn.Parameter | nn.Linear | None,
+        attn_mask: torch.Tensor | None,
+        pool_type: str = "argmax",
+        eos_id: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.token_embedding = token_embedding
+        self.positional_embedding = positional_embedding
+        self.transformer = transformer
+        self.ln_final = ln_final
+        self.text_projection = text_projection
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
+        self.pool_type = pool_type
+        self.eos_id = eos_id
+
+    @property
+    def width(self) -> int:
+        return self.token_embedding.weight.shape[1]
+
+    def _cast_dtype(self) -> torch.dtype:
+        if hasattr(self.transformer, "get_cast_dtype"):
+            return self.transformer.get_cast_dtype()
+        return self.token_embedding.weight.dtype
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        pseudo_tokens: torch.Tensor | None = None,
+        pseudo_token_id: int = 259,
+    ) -> torch.Tensor:
+        """Encode token ids, replacing every `pseudo_token_id` by that row's pseudo token.
+
+        Args:
+            ids: (B, L) token ids, L <= context length, SOT/EOT/zero padding as open_clip's
+                tokenizer makes them.
+            pseudo_tokens: (B, W) or (1, W) vectors in token-embedding space (W = width), or
+                None for plain text encoding.
+            pseudo_token_id: the vocabulary id to replace (see `pseudo_token_id()`).
+
+        Returns:
+            (B, D) unnormalised projected text features (the pooled EOT feature).
+        """
+        cast = self._cast_dtype()
+        x = self.token_embedding(ids).to(cast)  # (B, L, W)
+        if pseudo_tokens is not None:
+            if pseudo_tokens.dim() != 2 or pseudo_tokens.shape[1] != x.shape[-1]:
+                raise ValueError(
+                    f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)}; expected "
+                    f"({ids.shape[0]}, {x.shape[-1]})"
+                )
+            slot = (ids == pseudo_token_id).unsqueeze(-1)  # (B, L, 1)
+            x = torch.where(slot, pseudo_tokens.to(x.dtype).unsqueeze(1), x)
+        length = ids.shape[1]
+        x = x + self.positional_embedding[:length].to(cast)
+        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        if hasattr(self.transformer, "batch_first"):
+            # open_clip >= 2.2x: the Transformer handles its own (L, B) layout.
+            x = self.transformer(x, attn_mask=mask)
+        else:  # older open_clip towers want (L, B, W)
+            x = self.transformer(x.permute(1, 0, 2), attn_mask=mask).permute(1, 0, 2)
+        x = self.ln_final(x)  # (B, L, W)
+        x = _pool(x, ids, self.pool_type, self.eos_id)  # (B, W)
+        if self.text_projection is None:
+            return x
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection  # (B, D)
+
+
+def _pool(x: torch.Tensor, ids: torch.Tensor, pool_type: str, eos_id: int | None) -> torch.Tensor:
+    """open_clip's text pooling: `argmax` takes the EOT position (the largest id)."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    if pool_type == "argmax":
+        return x[rows, ids.argmax(dim=-1)]
+    if pool_type == "eos":
+        return x[rows, (ids == eos_id).int().argmax(dim=-1)]
+    if pool_type == "first":
+        return x[:, 0]
+    if pool_type == "last":
+        return x[:, -1]
+    raise ConfigError(f"text pool type {pool_type!r} is not supported (argmax, eos, first, last)")
+
+
+def text_tower_from_clip(clip_model: nn.Module) -> TextTower:
+    """Deep-copy the text side of an open_clip `CLIP` (or a `CustomTextCLIP` whose `.text`
+    is open_clip's own `TextTransformer`) into a `TextTower`.
+
+    Raises:
+        ConfigError: a text tower this encoding cannot reproduce (HF text models, CoCa).
+    """
+    src = getattr(clip_model, "text", clip_model)
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+    if not all(hasattr(src, name) for name in needed) or getattr(src, "cls_emb", None) is not None:
+        raise ConfigError(
+            f"{type(clip_model).__name__}: pseudo-token encoding needs an open_clip CLIP text "
+            "transformer (token_embedding, positional_embedding, transformer, ln_final)"
+        )
+    pool_type = getattr(src, "text_pool_type", None) or getattr(src, "pool_type", "argmax")
+    eos_id = getattr(src, "text_eos_id", None) or getattr(src, "eos_id", None)
+    return TextTower(
+        token_embedding=copy.deepcopy(src.token_embedding),
+        positional_embedding=copy.deepcopy(src.positional_embedding),
+        transformer=copy.deepcopy(src.transformer),
+        ln_final=copy.deepcopy(src.ln_final),
+        text_projection=copy.deepcopy(getattr(src, "text_projection", None)),
+        attn_mask=None if src.attn_mask is None else src.attn_mask.detach().clone(),
+        pool_type=pool_type,
+        eos_id=eos_id,
+    )
+
+
+TEXT_TOWER_FORMAT = "rtd-text-tower/1"
+
+
+def save_text_tower(
+    path: str | Path,
+    tower: TextTower,
+    config: Mapping[str, Any],
+    params: Iterable[str] | None = None,
+) -> Path:
+    """Save a text tower as safetensors plus a JSON sidecar (`<path>.json`).
+
+    Args:
+        path: the `.safetensors` file to write (atomically).
+        tower: the (trained) tower.
+        config: what rebuilds it: at least `backbone` and `pretrained`; anything else
+            (base, step, trained layers) is kept.
+        params: names of the tensors to store (default: all); unstored ones come back from
+            the base CLIP at load time, so a partial fine-tune stays small.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    for key in ("backbone", "pretrained"):
+        if key not in config:
+            raise ConfigError(
+                f"save_text_tower: config lacks {key!r} (needed to rebuild the tower)"
+            )
+    state = tower.state_dict()
+    names = list(state) if params is None else list(params)
+    unknown = sorted(set(names) - set(state))
+    if unknown:
+        raise ConfigError(f"save_text_tower: no such tower parameters: {unknown[:5]}")
+    meta = {
+        "format": TEXT_TOWER_FORMAT,
+        "config": to_jsonable(dict(config)),
+        "params": names,
+        "shapes": {n: list(state[n].shape) for n in names},
+    }
+    atomic_save_safetensors(path, {n: state[n] for n in names}, {"rtd": json.dumps(meta)})
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def _tower_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("text_tower.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(
+            f"--text-encoder {path}: folder holds no text_tower.safetensors or model.safetensors"
+        )
+    if not path.is_file():
+        raise ConfigError(f"--text-encoder {path}: no such file")
+    return path
+
+
+def read_text_tower_config(path: str | Path) -> dict[str, Any]:
+    """The config saved with a text tower (`backbone`, `pretrained`, ...)."""
+    from safetensors import safe_open
+
+    file = _tower_file(Path(path))
+    with safe_open(str(file), framework="pt") as handle:
+        meta = (handle.metadata() or {}).get("rtd")
+    if meta is None:
+        raise ConfigError(f"{file}: not written by save_text_tower (no 'rtd' metadata)")
+    return json.loads(meta)["config"]
+
+
+def load_text_tower(
+    path: str | Path, clip_model: nn.Module, backbone: str | None = None
+) -> TextTower:
+    """Rebuild a saved text tower on top of `clip_model`'s text side.
+
+    Args:
+        path: a file from `save_text_tower`, or a folder holding one.
+        clip_model: the base CLIP; tensors absent from the file keep its values.
+        backbone: if given, must equal the backbone the tower was trained from.
+
+    Raises:
+        ConfigError: wrong backbone, unknown tensor names or mismatched shapes.
+    """
+    from safetensors.torch import load_file
+
+    file = _tower_file(Path(path))
+    tower = text_tower_from_clip(clip_model)
+    saved = load_file(str(file))
+    try:
+        config = read_text_tower_config(file)
+    except ConfigError:
+        config = {}
+    if backbone is not None and config.get("backbone") not in (None, backbone):
+        raise ConfigError(
+            f"--text-encoder {file} was trained from backbone {config['backbone']!r}, "
+            f"but --backbone is {backbone!r}"
+        )
+    own = tower.state_dict()
+    unknown = sorted(set(saved) - set(own))
+    bad = {
+        k: (tuple(v.shape), tuple(own[k].shape))
+        for k, v in saved.items()
+        if k in own and v.shape != own[k].shape
+    }
+    if unknown or bad:
+        raise ConfigError(
+            f"--text-encoder {file} does not fit this backbone: unknown tensors {unknown[:5]}, "
+            f"shape mismatches (found, expected) {dict(list(bad.items())[:5])}"
+        )
+    tower.load_state_dict(saved, strict=False)
+    device = next(clip_model.parameters()).device
+    return tower.to(device).eval()
+
+
+# --------------------------------------------------------------------------- projections
+class Phi(nn.Module):
+    """SEARLE/LinCIR textual inversion network phi (`SEARLE:src/phi.py`): unnormalised CLIP
+    embedding (B, d) -> pseudo-word token (B, d_tok). State keys `layers.{0,3,6}.*`."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, output_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Im2Text(nn.Module):
+    """Pic2Word IM2TEXT (`composed_image_retrieval:model/model.py`): n_layer blocks of
+    [Linear -> Dropout -> ReLU], then `fc_out`. State keys `layers.{i}.0.*`, `fc_out.*`."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        middle_dim: int = 512,
+        output_dim: int = 512,
+        n_layer: int = 2,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.fc_out = nn.Linear(middle_dim, output_dim)
+        dims = [embed_dim] + [middle_dim] * n_layer
+        self.layers = nn.Sequential(
+            *[
+                nn.Sequential(nn.Linear(dims[i], middle_dim), nn.Dropout(dropout), nn.ReLU())
+                for i in range(n_layer)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.layers(x))
+
+
+RTD_PROMPT = "a photo of $ that {mod}"
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a base method fixes: its projection, checkpoint format and query prompts.
+
+    Attributes:
+        projection: `Phi` or `Im2Text`.
+        checkpoint_key: the key holding the state dict in the official checkpoint.
+        symbol: the pseudo-word in the base's own prompts (`$` or `*`).
+        prompts: the base repo's own template per benchmark, with `{mod}` for the
+            modification text (brief §2).
+        fiq_orders: FashionIQ caption joining in the base repo: `both` (c1 and c2, and the
+            reverse, features averaged) or `single` (Pic2Word's "{c2} and {c1}").
+    """
+
+    name: str
+    projection: type[nn.Module]
+    checkpoint_key: str
+    symbol: str
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    fiq_orders: str = "both"
+
+
+_SEARLE_PROMPTS = {b: RTD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")}
+_PIC2WORD_PROMPT = "a photo of * , {mod}"
+
+BASES: dict[str, BaseSpec] = {
+    "pic2word": BaseSpec(
+        "pic2word",
+        Im2Text,
+        "state_dict_img2text",
+        "*",
+        {b: _PIC2WORD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")},
+        fiq_orders="single",
+    ),
+    "searle": BaseSpec("searle", Phi, "Phi", "$", _SEARLE_PROMPTS),
+    "lincir": BaseSpec("lincir", Phi, "Phi", "$", _SEARLE_PROMPTS),
+}
+PROMPT_STYLES = ("rtd", "base")
+
+
+def get_base(base: str) -> BaseSpec:
+    if base not in BASES:
+        close = difflib.get_close_matches(base, BASES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"--base {base!r}: expected one of {', '.join(BASES)}{hint}")
+    return BASES[base]
+
+
+def prompt_for(base: str, benchmark: str, style: str = "rtd") -> tuple[str, str]:
+    """(template with `{mod}`, pseudo-token symbol) for a base, benchmark and prompt style.
+
+    `rtd` is the RTD repo's common prompt `a photo of $ that {mod}` for every base; `base`
+    is the base repo's own prompt (brief §2).
+    """
+    spec = get_base(base)
+    if style == "rtd":
+        return RTD_PROMPT, "$"
+    if style == "base":
+        return spec.prompts.get(
+            benchmark, RTD_PROMPT if spec.symbol == "$" else _PIC2WORD_PROMPT
+        ), spec.symbol
+    raise ConfigError(f"--prompt {style!r}: expected one of {', '.join(PROMPT_STYLES)}")
+
+
+def build_projection(base: str, in_dim: int, token_dim: int) -> nn.Module:
+    """A fresh projection for `base` with the official sizes: Phi (4*d hidden, dropout 0.5)
+    or IM2TEXT (512 hidden, 2 layers, dropout 0.1)."""
+    spec = get_base(base)
+    if spec.projection is Phi:
+        return Phi(in_dim, 4 * in_dim, token_dim, dropout=0.5)
+    return Im2Text(in_dim, 512, token_dim, n_layer=2, dropout=0.1)
+
+
+def _projection_from_state(base: str, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Rebuild a projection whose sizes are read off the checkpoint's shapes."""
+    spec = get_base(base)
+    if spec.projection is Phi:
+        need = ("layers.0.weight", "layers.6.weight")
+        if not all(k in state for k in need):
+            return build_projection(base, 1, 1)  # key check below reports the mismatch
+        hidden, in_dim = state["layers.0.weight"].shape
+        return Phi(in_dim, hidden, state["layers.6.weight"].shape[0], dropout=0.5)
+    n_layer = sum(1 for k in state if k.startswith("layers.") and k.endswith(".0.weight"))
+    if "layers.0.0.weight" not in state or "fc_out.weight" not in state:
+        return build_projection(base, 1, 1)
+    middle, in_dim = state["layers.0.0.weight"].shape
+    return Im2Text(in_dim, middle, state["fc_out.weight"].shape[0], n_layer=n_layer, dropout=0.1)
+
+
+def load_projection(
+    path: str | Path, base: str, in_dim: int | None = None, token_dim: int | None = None
+) -> nn.Module:
+    """Load an official (or `save_projection`) phi / IM2TEXT checkpoint, in eval mode.
+
+    Args:
+        path: `.pt` file; read with `torch.load(weights_only=True)`.
+        base: `pic2word`, `searle` or `lincir`.
+        in_dim, token_dim: if given, the CLIP embedding and token widths it must match.
+
+    Raises:
+        ConfigError: missing file, missing checkpoint key, wrong tensor names or shapes;
+            the message names what was expected and what was found.
+    """
+    spec = get_base(base)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--phi {path}: no such file")
+    try:
+        ckpt = safe_torch_load(path)
+    except Exception as exc:  # pickles with custom classes, truncated files
+        raise ConfigError(
+            f"--phi {path}: cannot be read with torch.load(weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(ckpt, Mapping) or spec.checkpoint_key not in ckpt:
+        found = list(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ConfigError(
+            f"--phi {path}: expected a {base} checkpoint with top-level key "
+            f"{spec.checkpoint_key!r}; found keys {found}"
+        )
+    state = {k.removeprefix("module."): v for k, v in ckpt[spec.checkpoint_key].items()}
+    module = _projection_from_state(base, state)
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = {
+        k: (tuple(state[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    }
+    if missing or unexpected or bad:
+        raise ConfigError(
+            f"--phi {path}: not a {spec.projection.__name__} state dict; expected keys "
+            f"{sorted(own)}, missing {missing}, unexpected {unexpected}, shape mismatches "
+            f"(found, expected) {bad}"
+        )
+    module.load_state_dict(state)
+    got_in, got_tok = _projection_dims(module)
+    if (in_dim is not None and got_in != in_dim) or (
+        token_dim is not None and got_tok != token_dim
+    ):
+        raise ConfigError(
+            f"--phi {path} maps {got_in}-d embeddings to {got_tok}-d tokens, but the backbone "
+            f"has {in_dim}-d embeddings and {token_dim}-d tokens; pick the phi of this backbone"
+        )
+    return module.eval()
+
+
+def _projection_dims(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, Phi):
+        return module.layers[0].in_features, module.layers[6].out_features
+    return module.layers[0][0].in_features, module.fc_out.out_features
+
+
+def save_projection(path: str | Path, module: nn.Module, base: str) -> Path:
+    """Write `module` in its base's official checkpoint format (Pic2Word with `module.`
+    prefixes), atomically, loadable by the official repos and by `load_projection`."""
+    from labshared.runs import atomic_torch_save
+
+    spec = get_base(base)
+    if not isinstance(module, spec.projection):
+        raise ConfigError(
+            f"save_projection: base {base} needs {spec.projection.__name__}, got {type(module).__name__}"
+        )
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    if spec.projection is Im2Text:
+        state = {f"module.{k}": v for k, v in state.items()}
+    return atomic_torch_save(path, {spec.checkpoint_key: state})
+
+
+def clip_dims(clip_model: nn.Module) -> tuple[int, int]:
+    """(embedding dim d of encode_image/encode_text, token-embedding width d_tok)."""
+    src = getattr(clip_model, "text", clip_model)
+    token_dim = src.token_embedding.weight.shape[1]
+    embed_dim = getattr(clip_model.visual, "output_dim", None)
+    if embed_dim is None:
+        proj = src.text_projection
+        embed_dim = proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
+    return int(embed_dim), int(token_dim)
