@@ -1,0 +1,225 @@
+"""Similarity of attribution maps, per image (official `utils/metrics.py` and peers).
+
+All functions take two batches of maps `a`, `b` shaped (B, H, W) (or (B, ...), flattened
+per image) and return a (B,) tensor; average over images yourself. They are pure tensor
+functions, vectorised over the batch (no Python loops over pixels).
+
+- `pcc`: Pearson correlation. Deviation: the official `calc_pcc` divides a population
+  covariance by unbiased stds, i.e. r * (n-1)/n; this is the exact r (scipy's pearsonr).
+- `ssim`: SSIM with a 7x7 Gaussian window (sigma 1.5), C1 = (0.01 L)^2, C2 = (0.03 L)^2,
+  L = value range of the first map, zero padding (`same`, as the official `_ssim`) or
+  `valid` windows (as scikit-image). Deviation: the official takes L over the whole batch
+  of first maps; here per image, so a map's score does not depend on its batch-mates.
+- `cosine`: cosine similarity of the flattened maps.
+- `mse`: squared error summed over pixels (official `F.mse_loss(..., 'sum') / B`).
+- `topk_intersection`: |topk(a) and topk(b)| / k (Ghorbani et al. 2019).
+- `spearman`: Spearman rho with average ranks for ties (`scipy.stats.spearmanr`).
+- `kendall_tau`: Kendall tau-b (`scipy.stats.kendalltau`), exact, in row blocks.
+- `insertion_curve` / `aopc`: the official `test_insertion.py` game (brief section 3.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PCC_EPS = 1e-12
+KENDALL_BLOCK_ELEMS = 1 << 24  # pairwise entries held at once in kendall_tau
+
+
+def _flat(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return a.flatten(1), b.flatten(1)
+
+
+def pcc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per image; 0 where a map is constant. Returns (B,)."""
+    a, b = _flat(a, b)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    denom = (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt().clamp_min(PCC_EPS)
+    return (a * b).sum(1) / denom
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of the flattened maps (official `calc_cossim`). Returns (B,)."""
+    a, b = _flat(a, b)
+    return F.cosine_similarity(a, b, dim=1)
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over pixels per image (official: `mse_loss(sum) / B`)."""
+    a, b = _flat(a, b)
+    return (a - b).pow(2).sum(1)
+
+
+def gaussian_window(size: int = 7, sigma: float = 1.5, dtype=torch.float32) -> torch.Tensor:
+    """Normalised (size, size) Gaussian: outer product of the normalised 1-D kernel."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g).to(dtype)
+
+
+def ssim(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    win_size: int = 7,
+    sigma: float = 1.5,
+    padding: str = "same",
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Mean SSIM per image of (B, H, W) maps; `a` sets the range L for C1, C2.
+
+    padding: `same` (zero padding of win_size // 2, mean over all H*W positions, the
+    official `_ssim`) or `valid` (only windows inside the map; scikit-image's
+    `structural_similarity(gaussian_weights=True, use_sample_covariance=False)` for a
+    Gaussian truncated at the same radius). Returns (B,).
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(
+            f"ssim takes two (B, H, W) maps, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding {padding!r}: expected 'same' or 'valid'")
+    window = gaussian_window(win_size, sigma, a.dtype).to(a.device)[None, None]
+    pad = win_size // 2 if padding == "same" else 0
+    stack = torch.stack([a, b, a * a, b * b, a * b], 1)  # (B, 5, H, W)
+    filt = F.conv2d(stack.flatten(0, 1)[:, None], window, padding=pad)  # (B*5, 1, H', W')
+    filt = filt.view(a.shape[0], 5, *filt.shape[-2:])
+    mu_a, mu_b, e_aa, e_bb, e_ab = filt.unbind(1)
+    var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
+    flat = a.flatten(1)
+    data_range = (flat.max(1).values - flat.min(1).values).view(-1, 1, 1)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return (num / den).flatten(1).mean(1)
+
+
+def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """Fraction of the k largest entries of `a` that are among the k largest of `b`."""
+    a, b = _flat(a, b)
+    if not 0 < k <= a.shape[1]:
+        raise ValueError(f"top-k intersection: k={k} must be in 1..{a.shape[1]}")
+    top_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, a.topk(k, 1).indices, True)
+    top_b = torch.zeros_like(b, dtype=torch.bool).scatter_(1, b.topk(k, 1).indices, True)
+    return (top_a & top_b).sum(1).to(a.dtype) / k
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks per row, ties sharing their average rank (scipy `rankdata`)."""
+    ordered = x.sort(1).values
+    below = torch.searchsorted(ordered, x.contiguous(), right=False)
+    upto = torch.searchsorted(ordered, x.contiguous(), right=True)
+    return (below + upto + 1).to(torch.float64) / 2
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rho per image: Pearson correlation of average ranks. Returns (B,)."""
+    a, b = _flat(a, b)
+    return pcc(average_ranks(a), average_ranks(b)).to(a.dtype)
+
+
+def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Kendall tau-b per image, exact: S / sqrt((n0 - n1)(n0 - n2)) over all pixel pairs.
+
+    S = sum_{i<j} sign(a_i - a_j) sign(b_i - b_j), n0 = n(n-1)/2 and n1, n2 the pairs tied
+    in a and in b. O(n^2) sign products, computed in row blocks of bounded memory.
+    Returns (B,); 0 where a map is constant.
+    """
+    a, b = _flat(a, b)
+    batch, n = a.shape
+    rows = max(1, KENDALL_BLOCK_ELEMS // max(1, batch * n))
+    s = torch.zeros(batch, dtype=torch.float64, device=a.device)
+    ties_a = torch.zeros_like(s)
+    ties_b = torch.zeros_like(s)
+    for start in range(0, n, rows):
+        sa = torch.sign(a[:, start : start + rows, None] - a[:, None, :])  # (B, r, n)
+        sb = torch.sign(b[:, start : start + rows, None] - b[:, None, :])
+        s += (sa * sb).sum((1, 2), dtype=torch.float64)
+        ties_a += (sa == 0).sum((1, 2), dtype=torch.float64)
+        ties_b += (sb == 0).sum((1, 2), dtype=torch.float64)
+    # Ordered pairs count each unordered pair twice; the diagonal adds n ties.
+    n0 = n * (n - 1) / 2
+    n1, n2 = (ties_a - n) / 2, (ties_b - n) / 2
+    denom = ((n0 - n1) * (n0 - n2)).sqrt()
+    tau = torch.where(denom > 0, (s / 2) / denom.clamp_min(1e-300), torch.zeros_like(s))
+    return tau.to(a.dtype)
+
+
+def similarity_report(
+    maps: torch.Tensor, ref: torch.Tensor, *, k: int | None = None, rank_metrics: bool = True
+) -> dict[str, torch.Tensor]:
+    """Every map-similarity metric of `maps` against `ref` (both (B, H, W)), per image.
+
+    Keys: mse, pcc, ssim, cosine, ssim_sumnorm (SSIM after dividing each map by its L1 norm,
+    official `sumnorm_ssim`), and with `rank_metrics` spearman, kendall, plus topk
+    (k default: 100 on 32x32 maps, scaled with the pixel count, brief section 7).
+    """
+    out = {
+        "mse": mse(maps, ref),
+        "pcc": pcc(maps, ref),
+        "ssim": ssim(maps, ref),
+        "cosine": cosine(maps, ref),
+    }
+    l1 = lambda h: h / (h.abs().flatten(1).sum(1).view(-1, 1, 1) + 1e-8)  # noqa: E731
+    out["ssim_sumnorm"] = ssim(l1(maps), l1(ref))
+    if rank_metrics:
+        out["topk"] = topk_intersection(maps, ref, k or default_topk(maps))
+        out["spearman"] = spearman(maps, ref)
+        out["kendall"] = kendall_tau(maps, ref)
+    return out
+
+
+def default_topk(maps: torch.Tensor) -> int:
+    """k = 100 per 32*32 pixels (ART/SSR on CIFAR; ~1000+ on 224x224), at least 1."""
+    return max(1, round(100 * maps[0].numel() / 1024))
+
+
+@torch.no_grad()
+def insertion_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    maps: torch.Tensor,
+    n_ratios: int = 20,
+) -> torch.Tensor:
+    """Insertion game of the official `test_insertion.py`, per image.
+
+    For ratio r = i / n_ratios, i = 0..n_ratios-1: keep the pixels whose map value is
+    strictly above the value ranked r * H * W (descending), zero the others in normalised
+    space (the dataset-mean colour), and read the softmax probability of the true class.
+
+    Args: x (B, C, H, W) normalised; target (B,); maps (B, H, W).
+    Returns: (B, n_ratios) probabilities (ratio 0 keeps no pixel, as the official code).
+    """
+    batch, hw = maps.shape[0], maps[0].numel()
+    flat = maps.flatten(1)
+    ordered = flat.sort(1, descending=True).values
+    probs = []
+    for i in range(n_ratios):
+        pos = min(int(i / n_ratios * hw), hw - 1)
+        keep = (flat > ordered[:, pos : pos + 1]).view(batch, 1, *maps.shape[1:])
+        logits = model(x * keep)
+        probs.append(logits.softmax(1).gather(1, target.view(-1, 1)).squeeze(1))
+    return torch.stack(probs, 1)
+
+
+def aopc(curve: torch.Tensor) -> torch.Tensor:
+    """Area over the ratios: mean probability along an insertion curve, (B, R) -> (B,)."""
+    return curve.mean(1)
+
+
+def finite_mean(values: torch.Tensor) -> float:
+    """Mean of the finite entries (nan when none)."""
+    values = values[torch.isfinite(values)]
+    return float(values.mean()) if values.numel() else math.nan
