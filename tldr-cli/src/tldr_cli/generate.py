@@ -1,0 +1,447 @@
+"""`tldr generate`: build the class and spurious word lists with an LLM (or import them).
+
+Paper step: "an LLM supplies ~200 words per class and ~200 per spurious value"
+(method brief §0 step 3, §1a). The official repo has no generation code: its lists are
+hard-coded in `TLDR:datasets/text_template.py`, 200 words per key, noisy on purpose.
+
+Deviation: everything here is ours, because the paper's LLM and prompt were not
+released. Each list is grown over several chat calls (`per_call` words asked each time,
+the words so far listed as "do not repeat"), de-duplicated case-insensitively, until it
+holds `target` words, `max_calls` calls were made, or `patience` calls in a row added
+nothing new. A reply that cannot be read is re-asked with a reminder. Every completed
+reply is cached (see `tldr_cli.llm.ReplyCache`) before its words are used, so a run
+killed at any point resumes with `--resume` without repeating a request.
+
+Output in the run folder: `wordlists.json` (schema in `tldr_cli.wordlists`), the reply
+log `replies.jsonl`, `config.json` and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labshared.console import log
+from labshared.errors import ConfigError
+from tldr_cli import __version__
+from tldr_cli.llm import ChatClient, ReplyCache, RetryPolicy, redact_url, request_key
+from tldr_cli.presets import DatasetPreset, get_preset
+from tldr_cli.prompts import PromptSet, build_messages, load_prompts, parse_word_reply
+from tldr_cli.wordimport import ImportedLists, import_lists
+from tldr_cli.wordlists import WordLists, dedupe_words, save_wordlists
+
+WORDLISTS_FILE = "wordlists.json"
+REPLIES_FILE = "replies.jsonl"
+PLACEHOLDER_KEY = "EMPTY"  # what vLLM/Ollama accept when they check no key
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Resolved options of `tldr generate` (never holds the API key itself).
+
+    Attributes:
+        preset: dataset preset name (classes, spurious values, anchors, descriptions).
+        model: LLM name; None when every list comes from --from-file.
+        base_url: OpenAI-compatible endpoint; None means api.openai.com.
+        key_env_var: environment variable holding the API key.
+        temperature: sampling temperature sent with every request.
+        target: words wanted per list.
+        per_call: words asked for in one request.
+        max_calls: requests per list before giving up on reaching `target` (0: automatic,
+            3 x ceil(target / per_call) + 2).
+        patience: stop a list after this many calls in a row added no new word.
+        max_tokens: reply token limit sent to the server (None: server default).
+        timeout: seconds per HTTP request.
+        max_attempts: HTTP attempts per request (retries + 1).
+        retry_base_delay: seconds before the first retry; doubles each retry.
+        retry_max_delay: cap on one backoff delay, seconds.
+        prompts_file: JSON/TOML file overriding the prompts.
+        from_files: `[LIST=]PATH` sources imported instead of asking the LLM.
+        shared_cache: also read/write the content-keyed reply cache under cache_root().
+        show_prompts: print each prompt as it is sent.
+    """
+
+    preset: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    key_env_var: str = "OPENAI_API_KEY"
+    temperature: float = 1.0
+    target: int = 200
+    per_call: int = 50
+    max_calls: int = 0
+    patience: int = 3
+    max_tokens: int | None = 4096
+    timeout: float = 120.0
+    max_attempts: int = 6
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    prompts_file: Path | None = None
+    from_files: tuple[str, ...] = ()
+    shared_cache: bool = True
+    show_prompts: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.target >= 1, f"--target {self.target}: expected at least 1 word per list"),
+            (self.per_call >= 1, f"--per-call {self.per_call}: expected at least 1"),
+            (self.max_calls >= 0, f"--max-calls {self.max_calls}: expected 0 (auto) or more"),
+            (self.patience >= 1, f"--patience {self.patience}: expected at least 1"),
+            (0.0 <= self.temperature <= 2.0, f"--temperature {self.temperature}: expected 0..2"),
+            (self.timeout > 0, f"--timeout {self.timeout}: expected seconds > 0"),
+            (self.max_attempts >= 1, f"--max-attempts {self.max_attempts}: expected >= 1"),
+            (self.retry_base_delay >= 0, "--retry-base-delay must be >= 0 seconds"),
+            (self.max_tokens is None or self.max_tokens >= 16, "--max-tokens must be >= 16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.model is None and not self.from_files:
+            raise ConfigError(
+                "tell tldr generate where the words come from: --model NAME (with "
+                "--base-url for vLLM/Ollama) or --from-file PATH, or --offline-toy"
+            )
+
+    @property
+    def calls_limit(self) -> int:
+        return self.max_calls or 3 * math.ceil(self.target / self.per_call) + 2
+
+    def public(self) -> dict[str, Any]:
+        """The config as recorded in config.json and provenance (base URL redacted)."""
+        from labshared.runs import to_jsonable
+
+        out = to_jsonable(self)
+        out["base_url"] = redact_url(self.base_url)
+        return out
+
+
+@dataclass
+class ListResult:
+    """One generated list and how it was obtained."""
+
+    words: list[str]
+    calls: int = 0
+    cached_calls: int = 0
+    unreadable_replies: int = 0
+    stop_reason: str = ""
+    keys: list[str] = field(default_factory=list)
+
+
+def resolve_api_key(cfg: GenerateConfig) -> str:
+    """The key from the environment, or a placeholder for local servers that need none.
+
+    Raises:
+        ConfigError: talking to api.openai.com without a key.
+    """
+    key = os.environ.get(cfg.key_env_var, "").strip()
+    if key:
+        return key
+    if cfg.base_url is None or "api.openai.com" in cfg.base_url:
+        raise ConfigError(
+            f"the environment variable {cfg.key_env_var} is not set; export your OpenAI "
+            "key there (it is never written to disk), or pass --base-url for a local server"
+        )
+    log(
+        f"[dim]{cfg.key_env_var} not set: sending a placeholder key to {redact_url(cfg.base_url)}[/dim]"
+    )
+    return PLACEHOLDER_KEY
+
+
+def generate_list(
+    client: ChatClient,
+    cache: ReplyCache,
+    cfg: GenerateConfig,
+    prompts: PromptSet,
+    *,
+    dataset: str,
+    kind: str,
+    name: str,
+    description: str,
+    on_prompt: Callable[[list[dict[str, str]]], None] | None = None,
+) -> ListResult:
+    """Grow one list to `cfg.target` words over several requests (see module docstring).
+
+    Every reply is stored in `cache` before its words are used; a cached reply is reused
+    instead of a request, so replaying a run reproduces the same prompts and keys.
+    """
+    result = ListResult(words=[])
+    reask = False
+    no_new = 0
+    unreadable_in_row = 0
+    while len(result.words) < cfg.target:
+        if result.calls >= cfg.calls_limit:
+            result.stop_reason = f"call limit ({cfg.calls_limit}) reached"
+            break
+        n = min(cfg.per_call, cfg.target - len(result.words))
+        messages = build_messages(
+            prompts,
+            dataset=dataset,
+            kind=kind,
+            name=name,
+            description=description,
+            n=n,
+            so_far=result.words,
+            reminder=reask,
+        )
+        key = request_key(
+            cfg.model or "", cfg.base_url, messages, result.calls, cfg.temperature, cfg.max_tokens
+        )
+        result.keys.append(key)
+        entry = cache.get(key)
+        if entry is None:
+            if on_prompt is not None:
+                on_prompt(messages)
+            reply = client.complete(
+                messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens
+            )
+            entry = cache.put(
+                key,
+                {
+                    "list": f"{kind}.{name}",
+                    "call": result.calls,
+                    "model": cfg.model,
+                    "messages": messages,
+                    "received_at": _now(),
+                    **reply,
+                },
+            )
+        else:
+            result.cached_calls += 1
+            client.stats.cached += 1
+        result.calls += 1
+        words = parse_word_reply(entry["content"])
+        if words is None:
+            result.unreadable_replies += 1
+            unreadable_in_row += 1
+            log(
+                f"[yellow]{kind}.{name}: call {result.calls} reply unreadable; asking again[/yellow]"
+            )
+            reask = True
+            if unreadable_in_row >= cfg.patience:
+                result.stop_reason = f"{cfg.patience} unreadable replies in a row"
+                break
+            continue
+        reask = False
+        unreadable_in_row = 0
+        new = dedupe_words(words, seen=result.words)[: cfg.target - len(result.words)]
+        result.words += new
+        no_new = 0 if new else no_new + 1
+        if no_new >= cfg.patience:
+            result.stop_reason = f"{cfg.patience} calls in a row added no new word"
+            break
+    if not result.stop_reason:
+        result.stop_reason = "target reached"
+    return result
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _resolve_preset(cfg: GenerateConfig, imported: ImportedLists) -> DatasetPreset | None:
+    if cfg.preset is not None:
+        return get_preset(cfg.preset)
+    if imported.full is not None:
+        return None
+    raise ConfigError(
+        "--preset is required (waterbirds, celeba, spuco-animals or toy) unless "
+        "--from-file is a complete word-list JSON"
+    )
+
+
+def run(
+    cfg: GenerateConfig,
+    run_dir: str | Path,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[WordLists, dict[str, Any]]:
+    """Build the word lists into `run_dir`; returns (word lists, metrics).
+
+    Imported lists are used as given; every other list of the preset is generated with
+    the LLM (`cfg.model`). Writes wordlists.json and metrics.json.
+
+    Raises:
+        ConfigError: bad options, a list with no source, an endpoint refusing the request.
+        LLMUnavailableError: the endpoint kept failing; cached replies survive for --resume.
+    """
+    run_dir = Path(run_dir)
+    started = time.time()
+    prompts = load_prompts(cfg.prompts_file)
+    imported = import_lists(list(cfg.from_files), get_preset(cfg.preset) if cfg.preset else None)
+    preset = _resolve_preset(cfg, imported)
+    if preset is not None:
+        dataset = preset.name
+        plan = [(kind, spec.name, spec.description) for kind, spec in preset.lists]
+    else:
+        full = imported.full
+        dataset = full.dataset
+        plan = [
+            (k, n, "")
+            for k, lists in (("classes", full.classes), ("spurious", full.spurious))
+            for n in lists
+        ]
+    missing = [(k, n, d) for k, n, d in plan if (k, n) not in imported.words]
+    if missing and cfg.model is None:
+        names = ", ".join(f"{k}.{n}" for k, n, _ in missing)
+        raise ConfigError(
+            f"no words for {names}: add them with --from-file or pass --model to generate them"
+        )
+
+    lists: dict[tuple[str, str], list[str]] = {}
+    per_list: dict[str, dict[str, Any]] = {}
+    for kind, name in imported.words:
+        words = imported.words[(kind, name)]
+        lists[(kind, name)] = words
+        per_list[f"{kind}.{name}"] = {"source": "file", "count": len(words)}
+
+    client = None
+    if missing:
+        client = ChatClient(
+            cfg.model or "",
+            cfg.base_url,
+            resolve_api_key(cfg),
+            timeout=cfg.timeout,
+            policy=RetryPolicy(
+                max_attempts=cfg.max_attempts,
+                base_delay=cfg.retry_base_delay,
+                max_delay=cfg.retry_max_delay,
+            ),
+            sleep=sleep,
+        )
+        cache = ReplyCache(run_dir / REPLIES_FILE, shared=cfg.shared_cache)
+        if len(cache):
+            log(f"resuming: {len(cache)} cached replies in {run_dir / REPLIES_FILE}")
+        on_prompt = _print_prompt if cfg.show_prompts else None
+        for kind, name, description in missing:
+            log(f"generating {kind}.{name} with {cfg.model} ...")
+            res = generate_list(
+                client,
+                cache,
+                cfg,
+                prompts,
+                dataset=dataset,
+                kind=kind,
+                name=name,
+                description=description,
+                on_prompt=on_prompt,
+            )
+            lists[(kind, name)] = res.words
+            per_list[f"{kind}.{name}"] = {
+                "source": "llm",
+                "count": len(res.words),
+                "calls": res.calls,
+                "cached_calls": res.cached_calls,
+                "unreadable_replies": res.unreadable_replies,
+                "stop_reason": res.stop_reason,
+            }
+            short = (
+                ""
+                if len(res.words) >= cfg.target
+                else f" [yellow](short: {res.stop_reason})[/yellow]"
+            )
+            log(f"  {kind}.{name}: {len(res.words)} words in {res.calls} calls{short}")
+
+    wordlists = _assemble(preset, imported, dataset, plan, lists)
+    stats = client.stats if client is not None else None
+    provenance: dict[str, Any] = {
+        "source": _source_kind(per_list),
+        "tool": f"tldr-cli {__version__}",
+        "created_at": _now(),
+        "model": cfg.model,
+        "base_url": redact_url(cfg.base_url),
+        "temperature": cfg.temperature if missing else None,
+        "target_per_list": cfg.target,
+        "per_call": cfg.per_call,
+        "prompts": prompts.as_dict() if missing else None,
+        "descriptions": {f"{k}.{n}": prompts.descriptions.get(n, d) for k, n, d in missing},
+        "files": imported.sources,
+        "lists": per_list,
+        "counts": wordlists.counts(),
+        "requests": None
+        if stats is None
+        else {
+            "http_requests": stats.requests,
+            "retries": stats.retries,
+            "answered": stats.completed,
+            "from_cache": stats.cached,
+        },
+    }
+    wordlists = WordLists(**{**wordlists.__dict__, "provenance": provenance})
+    out = save_wordlists(run_dir / WORDLISTS_FILE, wordlists)
+    metrics = {
+        "wordlists": str(out),
+        "counts": wordlists.counts(),
+        "lists": per_list,
+        "requests": provenance["requests"],
+        "seconds": round(time.time() - started, 3),
+    }
+    return wordlists, metrics
+
+
+def _source_kind(per_list: dict[str, dict[str, Any]]) -> str:
+    kinds = {v["source"] for v in per_list.values()}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _assemble(
+    preset: DatasetPreset | None,
+    imported: ImportedLists,
+    dataset: str,
+    plan: list[tuple[str, str, str]],
+    lists: dict[tuple[str, str], list[str]],
+) -> WordLists:
+    classes = {n: lists[(k, n)] for k, n, _ in plan if k == "classes"}
+    spurious = {n: lists[(k, n)] for k, n, _ in plan if k == "spurious"}
+    if preset is not None:
+        return WordLists(
+            dataset=dataset,
+            classes=classes,
+            spurious=spurious,
+            class_anchors={s.name: s.anchor for s in preset.classes},
+            spurious_anchors={s.name: s.anchor for s in preset.spurious},
+            word_template=preset.word_template,
+            pairs=preset.pairs_dict(),
+        )
+    full = imported.full
+    assert full is not None
+    return WordLists(
+        dataset=dataset,
+        classes=classes,
+        spurious=spurious,
+        class_anchors=full.class_anchors,
+        spurious_anchors=full.spurious_anchors,
+        word_template=full.word_template,
+        pairs=full.pairs,
+    )
+
+
+def _print_prompt(messages: list[dict[str, str]]) -> None:
+    from rich.markup import escape
+
+    for m in messages:
+        log(f"[bold]{m['role']}:[/bold] {escape(m['content'])}", highlight=False)
+
+
+def preview_prompts(cfg: GenerateConfig) -> list[dict[str, Any]]:
+    """The first request of every list the LLM would be asked for (for --dry-run)."""
+    prompts = load_prompts(cfg.prompts_file)
+    preset = get_preset(cfg.preset) if cfg.preset else None
+    if preset is None:
+        raise ConfigError("--dry-run needs --preset to know which lists to ask for")
+    out = []
+    for kind, spec in preset.lists:
+        messages = build_messages(
+            prompts,
+            dataset=preset.name,
+            kind=kind,
+            name=spec.name,
+            description=spec.description,
+            n=min(cfg.per_call, cfg.target),
+            so_far=[],
+        )
+        out.append({"list": f"{kind}.{spec.name}", "messages": messages})
+    return out
