@@ -1,0 +1,90 @@
+"""Group-shift metrics, as `TLDR:evaluate/tldr_evaluator.py:L379-411` reports them.
+
+- worst-group accuracy: the minimum test accuracy over the (y, a) groups present in test;
+- average accuracy: test group accuracies weighted by the TRAINING group proportions (the
+  group_DRO / DFR convention, DFR issue #1), which TLDR applies to every dataset;
+- class-balanced accuracy: the mean of the per-class accuracies;
+- plain accuracy (the unweighted mean over test samples), reported beside them.
+
+Pure functions of integer arrays; the group id is y * n_spurious + a.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def group_ids(y: np.ndarray, a: np.ndarray, n_spurious: int) -> np.ndarray:
+    """Group index y * n_spurious + a."""
+    return np.asarray(y, dtype=np.int64) * int(n_spurious) + np.asarray(a, dtype=np.int64)
+
+
+def group_counts(y: np.ndarray, a: np.ndarray, n_classes: int, n_spurious: int) -> np.ndarray:
+    """(n_classes * n_spurious,) number of samples in each group."""
+    return np.bincount(group_ids(y, a, n_spurious), minlength=n_classes * n_spurious)
+
+
+def evaluate_predictions(
+    pred: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    n_classes: int,
+    n_spurious: int,
+    train_group_counts: np.ndarray,
+) -> dict[str, Any]:
+    """Metrics of one model on one split.
+
+    Args:
+        pred, y, a: (N,) predicted class, true class and spurious value.
+        train_group_counts: (n_classes * n_spurious,) training-set group sizes, the weights
+            of the average accuracy.
+
+    Returns:
+        dict with worst_group_acc, average_acc, class_balanced_acc, accuracy (all in
+        [0, 1]) and `groups`: one row per group present in this split (y, a, n, acc,
+        train_n).
+    """
+    pred, y, a = (np.asarray(v, dtype=np.int64).reshape(-1) for v in (pred, y, a))
+    if not (pred.shape == y.shape == a.shape):
+        raise ValueError(f"pred, y, a differ in length: {pred.shape}, {y.shape}, {a.shape}")
+    if pred.size == 0:
+        raise ValueError("evaluate_predictions got no samples")
+    n_groups = n_classes * n_spurious
+    train_group_counts = np.asarray(train_group_counts, dtype=np.float64).reshape(-1)
+    if train_group_counts.size != n_groups:
+        raise ValueError(
+            f"train_group_counts has {train_group_counts.size} entries, expected {n_groups}"
+        )
+    g = group_ids(y, a, n_spurious)
+    correct = (pred == y).astype(np.float64)
+    n = np.bincount(g, minlength=n_groups)
+    hits = np.bincount(g, weights=correct, minlength=n_groups)
+    present = n > 0
+    acc = np.divide(hits, n, out=np.zeros(n_groups), where=present)
+
+    weights = np.where(present, train_group_counts, 0.0)
+    if weights.sum() > 0:
+        average = float((weights * acc).sum() / weights.sum())
+    else:  # no training group overlaps this split: fall back to the plain mean
+        average = float(correct.mean())
+    class_accs = [correct[y == c].mean() for c in range(n_classes) if (y == c).any()]
+    rows = [
+        {
+            "y": int(i // n_spurious),
+            "a": int(i % n_spurious),
+            "n": int(n[i]),
+            "acc": float(acc[i]),
+            "train_n": int(train_group_counts[i]),
+        }
+        for i in range(n_groups)
+        if present[i]
+    ]
+    return {
+        "worst_group_acc": float(acc[present].min()),
+        "average_acc": average,
+        "class_balanced_acc": float(np.mean(class_accs)),
+        "accuracy": float(correct.mean()),
+        "groups": rows,
+    }
