@@ -119,3 +119,33 @@ def test_rows_that_are_not_objects_are_counted():
     got = triplets_from_rows([["a", "b", "c"], {"reference_caption": "a",
                               "conditioning_caption": "b", "target_caption": "c"}], "mem")  # fmt: skip
     assert len(got) == 1 and "not an object" in got.skipped[0].problems[0]
+
+
+def test_toy_source():
+    got = load_text_triplets("toy:50")
+    assert len(got) == 50 and got.source == "toy:50" and not got.skipped
+    t = got.triplets[0]
+    assert t.reference != t.target and t.conditioning
+    with pytest.raises(ConfigError, match="toy:N"):
+        load_text_triplets("toy:x")
+
+
+def test_load_captions_forms(tmp_path):
+    from labshared.data.text_triplets import load_captions
+
+    txt = tmp_path / "c.txt"
+    txt.write_text("a red car\n\n  a dog  \n")
+    got = load_captions(txt)
+    assert got.captions == ["a red car", "a dog"] and got.skipped == [1] and got.total_rows == 3
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps([{"text": "one"}, {"text": None}, {"caption": "x"}, {"text": "two"}]))
+    got = load_captions(js)
+    assert got.captions == ["one", "two"] and got.skipped == [1, 2]
+    assert "skipped 2 of 4" in got.skipped_summary()
+    jl = tmp_path / "c.jsonl"
+    jl.write_text('{"caption": "p"}\n{"caption": "q"}\n')
+    assert load_captions(jl, column="caption").captions == ["p", "q"]
+    toy_caps = load_captions("toy:5")
+    assert len(toy_caps) == 10 and toy_caps.captions[0].startswith("a ")
+    with pytest.raises(DataLayoutError, match="not found"):
+        load_captions(tmp_path / "nope.txt")

@@ -1,10 +1,346 @@
 """The `rtd` command line: wiring only; each command's work lives in its own module."""
 
-from labshared.cli import make_app, run_app
+from typing import Annotated
 
+import typer
+
+from labshared.cli import (
+    DeterministicOpt,
+    DeviceOpt,
+    NoCacheOpt,
+    OutputDirOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    make_app,
+    run_app,
+)
 from rtd_cli import __version__
 
-app = make_app("rtd", "RTD: fine-tune a CLIP text encoder on text triplets for zero-shot composed image retrieval, and evaluate Pic2Word / SEARLE / LinCIR with or without it.", __version__)
+app = make_app(
+    "rtd",
+    "RTD: fine-tune a CLIP text encoder on text triplets for zero-shot composed image retrieval, and evaluate Pic2Word / SEARLE / LinCIR with or without it.",
+    __version__,
+)
+
+
+# --------------------------------------------------------------------------- train
+# (R2) `rtd train` and `rtd train-phi`: options map one-to-one onto rtd_cli.config fields;
+# None keeps the preset's value.
+_TRAIN = "Training"
+_DATA = "Data"
+_VAL = "Validation"
+
+
+def _print_json(obj) -> None:
+    import json
+
+    from labshared.runs import to_jsonable
+
+    typer.echo(json.dumps(to_jsonable(obj), indent=2))
+
+
+@app.command("train")
+def train_cmd(
+    preset: Annotated[
+        str, typer.Option(help="Preset: paper (ViT-B-32, README settings), paper-vit-l14, toy.")
+    ] = "paper",
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="open_clip architecture (ViT-B-32, ViT-L-14, tiny-clip-toy, ...)."),
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(help="open_clip weight tag or local checkpoint; 'random' for none."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base method of --phi: lincir, searle (Phi, '$') or pic2word (IM2TEXT, '*')."
+        ),
+    ] = None,
+    phi: Annotated[
+        str | None,
+        typer.Option(
+            help="Projection checkpoint of the base ({'Phi': ...} or Pic2Word's state_dict_img2text)."
+        ),
+    ] = None,
+    triplets: Annotated[
+        str | None,
+        typer.Option(
+            help="Text triplets: LLM_triplets.json, a .jsonl file, a save_to_disk folder, a hub id, or toy[:N].",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    triplet_columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Column map, e.g. 'ref=source_caption,cond=instruction,target=target_caption'.",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    triplet_split: Annotated[
+        str | None,
+        typer.Option(help="Split of a hub dataset or DatasetDict.", rich_help_panel=_DATA),
+    ] = None,
+    triplet_limit: Annotated[
+        int | None, typer.Option(help="Use only the first N rows.", rich_help_panel=_DATA)
+    ] = None,
+    noise_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="sigma of the phi-input noise e + sigma*U(0,1)*N(0,I) (paper 0.5).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    tau: Annotated[
+        float | None,
+        typer.Option(
+            help="Temperature of the contrastive loss (paper 0.07).", rich_help_panel=_TRAIN
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (paper 2000).", rich_help_panel=_TRAIN)
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Triplets per process per step (paper 128 on each of 4 GPUs).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="AdamW learning rate, constant (paper 1e-5).", rich_help_panel=_TRAIN),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help="AdamW weight decay (paper 0.01).", rich_help_panel=_TRAIN),
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option(help="Clip the gradient norm (paper: no clipping).", rich_help_panel=_TRAIN),
+    ] = None,
+    train_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only these comma-separated parameter prefixes, e.g. 'transformer.resblocks.11,ln_final,text_projection' (default: the whole tower).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    gather_negatives: Annotated[
+        bool | None,
+        typer.Option(
+            "--gather-negatives/--local-negatives",
+            help="All-gather negatives across torchrun ranks (paper: local, per GPU).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps between resumable checkpoints (the last step always saves).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Leave after N steps of this invocation with a checkpoint; continue with --resume.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    val_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Validate every --val-every steps on this `rtd eval` dataset (toy, cirr, ...).",
+            rich_help_panel=_VAL,
+        ),
+    ] = None,
+    val_root: Annotated[
+        str | None, typer.Option(help="Root folder of --val-dataset.", rich_help_panel=_VAL)
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option(help="Steps between validations.", rich_help_panel=_VAL)
+    ] = None,
+    keep_best: Annotated[
+        str | None,
+        typer.Option(
+            help="Also keep the tower best on this validation metric in best/ (default: report the fixed-step model only).",
+            rich_help_panel=_VAL,
+        ),
+    ] = None,
+    log_every: Annotated[int | None, typer.Option(help="Steps between log lines.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config and exit.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Random seed (paper 12345; each torchrun rank adds its rank).",
+            rich_help_panel="Runtime",
+        ),
+    ] = None,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Fine-tune the CLIP text tower with RTD on text triplets (runs under torchrun too)."""
+    from rtd_cli import config as C
+
+    cfg = C.resolve(
+        C.TRAIN_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base, phi=phi,
+        triplets=triplets, triplet_columns=triplet_columns, triplet_split=triplet_split,
+        triplet_limit=triplet_limit, noise_scale=noise_scale, tau=tau, steps=steps,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+        train_layers=train_layers, gather_negatives=gather_negatives,
+        checkpoint_every=checkpoint_every, val_dataset=val_dataset, val_root=val_root,
+        val_every=val_every, keep_best=keep_best, log_every=log_every, seed=seed,
+    )  # fmt: skip
+    if dry_run:
+        _print_json({"preset": preset, "config": cfg})
+        return
+    from labshared.device import setup_runtime
+    from rtd_cli.train import run
+
+    runtime = setup_runtime(device, precision, cfg.seed, deterministic)
+    run_dir, metrics = run(cfg, runtime, output_dir=output_dir, resume=resume, overwrite=overwrite,
+                           stop_after=stop_after, no_cache=no_cache)  # fmt: skip
+    if runtime.is_main:
+        keys = ("step", "loss", "stopped", "text_tower", "best", "triplets_per_second")
+        _print_json({"run_dir": str(run_dir), **{k: metrics[k] for k in keys if k in metrics}})
+
+
+@app.command("train-phi")
+def train_phi_cmd(
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Preset: lincir (ViT-B-32, LinCIR's train_phi.py settings), lincir-vit-l14, toy."
+        ),
+    ] = "lincir",
+    backbone: Annotated[str | None, typer.Option(help="open_clip architecture.")] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(help="open_clip weight tag or local checkpoint; 'random' for none."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Projection to train: lincir/searle (Phi, '$') or pic2word (IM2TEXT, '*')."
+        ),
+    ] = None,
+    captions: Annotated[
+        str | None,
+        typer.Option(
+            help="Captions: .txt (one a line), .json, .jsonl, a save_to_disk folder, a hub id, or toy[:N].",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    caption_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Field holding the caption (LinCIR's hub sets: text).", rich_help_panel=_DATA
+        ),
+    ] = None,
+    caption_limit: Annotated[
+        int | None, typer.Option(help="Use only the first N captions.", rich_help_panel=_DATA)
+    ] = None,
+    keywords: Annotated[
+        str | None,
+        typer.Option(
+            help="Keyword masking: auto (spaCy en_core_web_sm if installed, else built-in), spacy, builtin.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    noise_scale: Annotated[
+        float | None,
+        typer.Option(help="sigma of the input noise (LinCIR 1.0).", rich_help_panel=_TRAIN),
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Projection dropout while training (default: the base's, Phi 0.5).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps.", rich_help_panel=_TRAIN)
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Captions per process per step (LinCIR 256).", rich_help_panel=_TRAIN),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="AdamW learning rate (LinCIR 1e-4).", rich_help_panel=_TRAIN),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help="AdamW weight decay (LinCIR 0.01).", rich_help_panel=_TRAIN),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Steps between resumable checkpoints.", rich_help_panel=_TRAIN),
+    ] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Leave after N steps of this invocation; continue with --resume.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    log_every: Annotated[int | None, typer.Option(help="Steps between log lines.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config and exit.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Random seed (each torchrun rank adds its rank).",
+            rich_help_panel="Runtime",
+        ),
+    ] = None,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train the projection phi LinCIR-style on captions only (keyword masking + MSE)."""
+    from rtd_cli import config as C
+
+    cfg = C.resolve(
+        C.PHI_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base,
+        captions=captions, caption_column=caption_column, caption_limit=caption_limit,
+        keywords=keywords, noise_scale=noise_scale, dropout=dropout, steps=steps,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        checkpoint_every=checkpoint_every, log_every=log_every, seed=seed,
+    )  # fmt: skip
+    if dry_run:
+        _print_json({"preset": preset, "config": cfg})
+        return
+    from labshared import distributed
+    from labshared.device import setup_runtime
+    from rtd_cli.train import shared_run_dir
+    from rtd_cli.train_phi import train_phi
+
+    runtime = setup_runtime(device, precision, cfg.seed, deterministic)
+    try:
+        run_dir = shared_run_dir("train-phi", output_dir, resume, overwrite, runtime)
+        metrics = train_phi(cfg, run_dir, runtime, resume=resume, stop_after=stop_after)
+    finally:
+        distributed.cleanup()
+    if runtime.is_main:
+        keys = ("step", "loss", "stopped", "phi", "keywords")
+        _print_json({"run_dir": str(run_dir), **{k: metrics[k] for k in keys if k in metrics}})
 
 
 def main() -> None:

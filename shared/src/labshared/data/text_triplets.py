@@ -9,7 +9,8 @@ Sources, all read into one list of `TextTriplet`:
 - a folder written by `datasets.Dataset.save_to_disk` (or a `DatasetDict` holding `split`);
 - a Hugging Face hub dataset id (e.g. `navervision/SynthTriplets18M`), read with
   `datasets.load_dataset(id, split=split)`; honours `HF_DATASETS_OFFLINE`;
-- `toy`: the toy CIR world's triplets (`labshared.toy.text_triplets`).
+- `toy` or `toy:N`: N (default 5000) triplets of the toy CIR world's caption grammar
+  (`labshared.toy.text_triplets`).
 
 The field names default to the official ones (`reference_caption`, `conditioning_caption`,
 `target_caption`); `columns` maps them to other names. Rows whose fields are missing, not
@@ -226,7 +227,7 @@ def load_text_triplets(
     """Read text triplets from `source` (see the module docstring for the forms).
 
     Args:
-        source: `toy`, a .json/.jsonl file, a save_to_disk folder, or a hub dataset id.
+        source: `toy[:N]`, a .json/.jsonl file, a save_to_disk folder, or a hub dataset id.
         columns: role -> column map or "ref=a,cond=b,target=c"; default the official names.
         split: split of a hub dataset or DatasetDict.
         limit: keep only the first `limit` rows (before validation), for quick runs.
@@ -239,11 +240,12 @@ def load_text_triplets(
     cols = parse_columns(columns)
     text = str(source)
     path = Path(text).expanduser()
-    if text == "toy":
+    if text == "toy" or text.startswith("toy:"):
         from labshared import toy
 
-        rows: Sequence[Any] = [_toy_row(t) for t in toy.text_triplets()]
-        label = "toy"
+        n = _toy_count(text)
+        rows: Sequence[Any] = [_toy_row(t) for t in toy.text_triplets(n)]
+        label = f"toy:{n}"
         cols = dict(zip(ROLES, FIELDS, strict=True))
     elif path.is_file():
         suffix = path.suffix.lower()
@@ -281,6 +283,20 @@ def load_text_triplets(
     return result
 
 
+TOY_DEFAULT_COUNT = 5000
+
+
+def _toy_count(text: str) -> int:
+    if text == "toy":
+        return TOY_DEFAULT_COUNT
+    count = text.split(":", 1)[1]
+    if not count.isdigit() or int(count) <= 0:
+        raise ConfigError(
+            f"triplet source {text!r}: expected toy or toy:N with N a positive integer"
+        )
+    return int(count)
+
+
 def _toy_row(item: Any) -> Mapping[str, Any]:
     """The toy world's triplets as rows with the official field names."""
     if isinstance(item, Mapping):
@@ -291,3 +307,93 @@ def _toy_row(item: Any) -> Mapping[str, Any]:
     if isinstance(item, Sequence) and len(item) == 3:
         return dict(zip(FIELDS, item, strict=True))
     return {name: getattr(item, name, None) for name in FIELDS}
+
+
+# --------------------------------------------------------------------------- captions
+CAPTION_LAYOUT = """\
+captions.txt     one caption a line
+captions.json    ["a caption", ...] or [{"text": "a caption"}, ...]
+captions.jsonl   {"text": "a caption"} a line
+<save_to_disk>   a datasets.Dataset with a `text` column (LinCIR's hub sets:
+                 dangne/gcc_caption_only, FredZhang7/stable-diffusion-prompts-2.47M,
+                 Geonmo/midjourney-prompts-only, all with `text`)"""
+
+
+@dataclass
+class CaptionSet:
+    source: str
+    captions: list[str]
+    skipped: list[int] = field(default_factory=list)
+    total_rows: int = 0
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def skipped_summary(self, max_rows: int = 10) -> str:
+        if not self.skipped:
+            return f"{self.source}: all {self.total_rows} captions usable"
+        shown = ", ".join(map(str, self.skipped[:max_rows]))
+        more = f" (+{len(self.skipped) - max_rows} more)" if len(self.skipped) > max_rows else ""
+        return (
+            f"{self.source}: skipped {len(self.skipped)} of {self.total_rows} rows with a "
+            f"missing, non-string or empty caption: rows {shown}{more}"
+        )
+
+
+def load_captions(
+    source: str | Path, *, column: str = "text", split: str = "train", limit: int | None = None
+) -> CaptionSet:
+    """Captions for LinCIR-style projection training (`rtd train-phi`).
+
+    `source`: `toy[:N]` (the reference and target captions of N toy triplets), a .txt /
+    .json / .jsonl file, a save_to_disk folder or a hub dataset id (column `column`).
+    Unusable rows are counted and indexed as for triplets.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if text == "toy" or text.startswith("toy:"):
+        from labshared import toy
+
+        rows: Any = []
+        for t in toy.text_triplets(_toy_count(text)):
+            rows += [t["reference_caption"], t["target_caption"]]
+        label = f"toy:{_toy_count(text)}"
+    elif path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            rows = path.read_text(encoding="utf-8").splitlines()
+        elif suffix == ".json":
+            rows = _read_json(path)
+        elif suffix == ".jsonl":
+            rows = _read_jsonl(path)
+        else:
+            raise DataLayoutError(path, f"unknown caption file type {suffix!r}", CAPTION_LAYOUT)
+        label = str(path)
+    elif path.is_dir() or "/" in text and not text.startswith((".", "/", "~")):
+        ds = _read_saved_dataset(path, split) if path.is_dir() else _read_hub_dataset(text, split)
+        names = list(ds.column_names)
+        if column not in names:
+            raise DataLayoutError(
+                text,
+                f"dataset has columns {names}, not {column!r}; pass --caption-column",
+                CAPTION_LAYOUT,
+            )
+        rows = ds[column] if limit is None else ds.select(range(min(limit, len(ds))))[column]
+        label = str(path) if path.is_dir() else f"hf:{text}[{split}]"
+    else:
+        raise DataLayoutError(
+            path, "not found (expected toy, a file, a folder or a hub id)", CAPTION_LAYOUT
+        )
+    if limit is not None:
+        rows = rows[:limit]
+    captions, skipped = [], []
+    for index, row in enumerate(rows):
+        value = row.get(column) if isinstance(row, Mapping) else row
+        if isinstance(value, str) and value.strip():
+            captions.append(value.strip())
+        else:
+            skipped.append(index)
+    result = CaptionSet(label, captions, skipped, len(rows))
+    if not captions:
+        raise ConfigError(f"{result.skipped_summary()}; no usable caption left")
+    return result

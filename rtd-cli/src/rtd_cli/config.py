@@ -1,0 +1,198 @@
+"""Presets for `rtd train` and `rtd train-phi`: frozen dataclasses, complete and runnable.
+
+Precedence: dataclass defaults < preset < flags actually passed (`None` = keep the preset),
+applied with `dataclasses.replace` through `resolve`.
+
+`rtd train` presets follow `jaeseokbyun/RTD:README.md` / `run.sh` / `train_text_encoder.py`
+(method brief section 1.4): AdamW lr 1e-5, weight decay 0.01, constant LR, 2000 steps, batch
+128 per GPU (run on 4 GPUs: 512 triplets per step), seed 12345, noise 0.5, tau 0.07.
+`rtd train-phi` follows `navervision/lincir:train_phi.py`: AdamW lr 1e-4, weight decay
+0.01, batch 256, phi dropout 0.5, noise 1.0; the script's default of 50000 steps is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from labshared.errors import ConfigError
+
+BASE_NAMES = ("lincir", "searle", "pic2word")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`rtd train`: RTD fine-tuning of the CLIP text tower (brief section 1.3).
+
+    Attributes:
+        backbone / pretrained: open_clip model name and weight tag (`None`: the backbone's
+            default weights, `random`: none).
+        base: which projection plugs the pseudo token in: lincir / searle (Phi, `$`) or
+            pic2word (IM2TEXT, `*`).
+        phi: path of the projection checkpoint (`{'Phi': sd}` or Pic2Word's
+            `state_dict_img2text`); required.
+        triplets: `toy`, a .json/.jsonl file, a save_to_disk folder or a hub dataset id.
+        noise_scale: sigma of the phi-input noise, e + sigma * U(0,1) * N(0, I).
+        tau: temperature of the contrastive loss.
+        steps / batch_size: optimizer steps and triplets per process per step.
+        lr / weight_decay: AdamW on the trainable tower, constant LR.
+        train_layers: comma-separated parameter-name prefixes to train (None: all).
+        gather_negatives: all-gather queries/anchors across ranks (off in the paper).
+        checkpoint_every: steps between resumable checkpoints (the last step always saves).
+        val_dataset / val_root / val_every: periodic `rtd eval` during training (off if None).
+        keep_best: also keep the checkpoint best on this validation metric.
+    """
+
+    backbone: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    base: str = "lincir"
+    phi: str | None = None
+    triplets: str | None = None
+    triplet_columns: str | None = None
+    triplet_split: str = "train"
+    triplet_limit: int | None = None
+    noise_scale: float = 0.5
+    tau: float = 0.07
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = None
+    train_layers: str | None = None
+    gather_negatives: bool = False
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    val_dataset: str | None = None
+    val_root: str | None = None
+    val_every: int = 100
+    keep_best: str | None = None
+    log_every: int = 10
+    seed: int = 12345
+
+
+@dataclass(frozen=True)
+class PhiConfig:
+    """`rtd train-phi`: LinCIR-style text-only training of the projection.
+
+    Attributes:
+        captions: `toy`, a .txt file (one caption a line), a .json list of strings or of
+            objects, a .jsonl file, a save_to_disk folder or a hub dataset id.
+        caption_column: the field holding the caption in objects / datasets.
+        keywords: keyword backend, auto / spacy / builtin (see `rtd_cli.keywords`).
+        noise_scale: sigma of the input noise (LinCIR 1.0).
+        dropout: projection dropout while training (None: the base's, Phi 0.5 as
+            LinCIR, IM2TEXT 0.1 as Pic2Word).
+    """
+
+    backbone: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    base: str = "lincir"
+    captions: str | None = None
+    caption_column: str = "text"
+    caption_limit: int | None = None
+    keywords: str = "auto"
+    noise_scale: float = 1.0
+    dropout: float | None = None
+    steps: int = 50000
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    checkpoint_every: int = 1000
+    keep_last: int = 2
+    log_every: int = 50
+    seed: int = 0
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # The paper's ViT-B/32 setting (README run.sh); launch on 4 GPUs with torchrun.
+    "paper": TrainConfig(),
+    "paper-vit-l14": TrainConfig(backbone="ViT-L-14"),
+    # Tiny CLIP of the toy world: minutes on 2 CPU cores. A larger LR because the tiny
+    # tower trains from a poorer start and for 60 steps only.
+    "toy": TrainConfig(
+        backbone="tiny-clip-toy",
+        pretrained=None,  # the fitted toy weights (labshared.tinyclip)
+        triplets="toy",
+        steps=60,
+        batch_size=64,
+        lr=1e-4,
+        checkpoint_every=20,
+        val_every=20,
+        log_every=5,
+    ),
+}
+
+PHI_PRESETS: dict[str, PhiConfig] = {
+    "lincir": PhiConfig(),
+    "lincir-vit-l14": PhiConfig(backbone="ViT-L-14"),
+    "toy": PhiConfig(
+        backbone="tiny-clip-toy",
+        pretrained=None,  # the fitted toy weights (labshared.tinyclip)
+        captions="toy",
+        steps=300,
+        batch_size=128,
+        lr=1e-3,
+        checkpoint_every=100,
+        log_every=25,
+        keywords="builtin",
+    ),
+}
+
+
+def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ConfigError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}{hint}")
+
+
+def resolve(presets: dict[str, Any], preset: str, **overrides: Any) -> Any:
+    """The preset with every non-None override applied, then validated."""
+    if preset not in presets:
+        raise unknown_name("preset", preset, list(presets))
+    cfg = dataclasses.replace(
+        presets[preset], **{k: v for k, v in overrides.items() if v is not None}
+    )
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig | PhiConfig) -> None:
+    """Reject bad values before anything heavy loads, naming the flag and the fix."""
+    if cfg.base not in BASE_NAMES:
+        raise unknown_name("--base", cfg.base, BASE_NAMES)
+    positive = {"steps": cfg.steps, "batch-size": cfg.batch_size, "lr": cfg.lr,
+                "checkpoint-every": cfg.checkpoint_every}  # fmt: skip
+    for flag, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"--{flag} must be positive, got {value}")
+    if cfg.noise_scale < 0:
+        raise ConfigError(f"--noise-scale must be >= 0, got {cfg.noise_scale}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    if isinstance(cfg, TrainConfig):
+        if cfg.tau <= 0:
+            raise ConfigError(f"--tau must be positive, got {cfg.tau}")
+        if cfg.phi is None:
+            raise ConfigError(
+                "--phi is required: the projection checkpoint of the base method (LinCIR/SEARLE "
+                "Phi or Pic2Word IM2TEXT); make one with `rtd train-phi`"
+            )
+        if cfg.triplets is None:
+            raise ConfigError(
+                "--triplets is required (a .json/.jsonl file, a folder, a hub id or 'toy')"
+            )
+        if cfg.keep_best and not cfg.val_dataset:
+            raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
+        if cfg.val_dataset and cfg.val_every <= 0:
+            raise ConfigError(f"--val-every must be positive, got {cfg.val_every}")
+        if cfg.max_grad_norm is not None and cfg.max_grad_norm <= 0:
+            raise ConfigError(f"--max-grad-norm must be positive, got {cfg.max_grad_norm}")
+    else:
+        if cfg.captions is None:
+            raise ConfigError(
+                "--captions is required (a .txt/.json/.jsonl file, a folder, a hub id or 'toy')"
+            )
+        if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")

@@ -1,0 +1,158 @@
+"""Keyword masking for LinCIR-style text-only training of the projection (`rtd train-phi`).
+
+LinCIR (`navervision/lincir:loader.py::CaptionDataset`, `extract_keywords_spacy`) cleans a
+caption (lower case, `$` removed, `<PERSON>` -> person), takes every maximal run of spaCy
+tokens tagged NOUN, PROPN, ADJ or DET as a keyword, and replaces each keyword by the pseudo
+token. When spaCy finds no keyword it replaces one random word; when the result still has no
+pseudo token it falls back to `"a photo of $"` (indicator 0).
+
+Backends:
+- `spacy`: the same rule with spaCy's `en_core_web_sm` (or another installed English
+  pipeline). Used by `auto` when installed; nothing is ever downloaded at run time
+  (`pip install spacy && python -m spacy download en_core_web_sm` beforehand).
+- `builtin`: a dependency-free approximation. A word is a keyword word unless it is in
+  `FUNCTION_WORDS` (prepositions, conjunctions, pronouns, auxiliaries, frequent verbs and
+  adverbs); determiners count as keyword words as spaCy's DET does, so
+  "a photo of a red car on the street" -> "$ of $ on $". Verbs outside the list are taken
+  for keywords, which spaCy would not do.
+
+Deviation: LinCIR uses `str.replace`, which also rewrites substrings inside other words
+(replacing the keyword "a" hits every letter a). Here whole keyword runs are replaced, so
+each run becomes exactly one pseudo token.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labshared.console import log
+from labshared.errors import ConfigError
+
+KEYWORD_POS = frozenset({"NOUN", "PROPN", "ADJ", "DET"})
+BACKENDS = ("auto", "spacy", "builtin")
+
+FUNCTION_WORDS = frozenset(
+    """
+    about above across after against along amid among around as at before behind below
+    beneath beside besides between beyond by down during except for from in inside into
+    like near of off on onto out outside over past per since through throughout till to
+    toward towards under underneath until up upon via with within without
+    and but or nor so yet while whereas although though because if than then that which
+    who whom whose where when what how why whether
+    i me my mine we us our ours you your yours he him his she her hers it its they them
+    their theirs itself themselves himself herself myself ourselves yourself
+    is are was were be been being am has have had having do does did doing done
+    can could will would shall should may might must
+    get gets got getting make makes made making let lets put puts
+    show shows showing shown look looks looking see sees seen seeing
+    sit sits sitting stand stands standing hold holds holding hang hangs hanging
+    lie lies lying walk walks walking run runs running play plays playing
+    ride rides riding fly flies flying eat eats eating wear wears wearing
+    not no very too also just only really quite rather almost even still
+    there here now again ever never always often together away back
+    """.split()  # noqa: SIM905 (a word list reads better as text)
+)
+
+_WORD_RE = re.compile(r"\S+")
+
+
+def clean_caption(caption: str | None) -> str:
+    """LinCIR's `clean_caption` without the tokenizer round trip (truncation happens at
+    tokenization): None -> "", `<PERSON>` -> person, lower case, `$` removed, stripped."""
+    caption = (caption or "").replace("<PERSON>", "person")
+    return caption.lower().replace("$", "").strip()
+
+
+def mask_runs(pieces: Sequence[tuple[str, str, bool]], symbol: str) -> str:
+    """Join `(text, trailing_whitespace, is_keyword)` pieces, each maximal keyword run
+    replaced by one `symbol` (keeping the whitespace after the run)."""
+    out: list[str] = []
+    in_run = False
+    for i, (text, ws, is_kw) in enumerate(pieces):
+        if is_kw:
+            if not in_run:
+                out.append(symbol)
+                in_run = True
+            next_kw = i + 1 < len(pieces) and pieces[i + 1][2]
+            if not next_kw:
+                out.append(ws)
+                in_run = False
+        else:
+            out.append(text + ws)
+    return "".join(out).strip()
+
+
+def _builtin_pieces(caption: str) -> list[tuple[str, str, bool]]:
+    pieces = []
+    matches = list(_WORD_RE.finditer(caption))
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(caption)
+        word = m.group(0)
+        core = word.strip(".,;:!?\"'()[]")
+        is_kw = bool(core) and core not in FUNCTION_WORDS and any(c.isalpha() for c in core)
+        pieces.append((word, caption[m.end() : end], is_kw))
+    return pieces
+
+
+@dataclass
+class KeywordMasker:
+    """Masks the keywords of captions with a pseudo-token symbol.
+
+    Attributes:
+        backend: `spacy` or `builtin` (resolved; never `auto`).
+        symbol: the pseudo-token text (`$` for LinCIR/SEARLE, `*` for Pic2Word).
+        nlp: the spaCy pipeline (spaCy backend only).
+    """
+
+    backend: str
+    symbol: str = "$"
+    nlp: Any = None
+
+    def pieces(self, caption: str) -> list[tuple[str, str, bool]]:
+        if self.backend == "spacy":
+            return [(t.text, t.whitespace_, t.pos_ in KEYWORD_POS) for t in self.nlp(caption)]
+        return _builtin_pieces(caption)
+
+    def mask(self, caption: str, rng: random.Random) -> tuple[str, str, bool]:
+        """Returns (cleaned caption, masked caption, keyword_found).
+
+        The masked caption holds at least one `symbol`: keyword runs replaced; else one
+        random word replaced; else (empty caption) `"a photo of <symbol>"`.
+        """
+        clean = clean_caption(caption)
+        pieces = self.pieces(clean)
+        if any(kw for _, _, kw in pieces):
+            return clean, mask_runs(pieces, self.symbol), True
+        if pieces:
+            pick = rng.randrange(len(pieces))
+            pieces = [(t, ws, i == pick) for i, (t, ws, _) in enumerate(pieces)]
+            return clean, mask_runs(pieces, self.symbol), False
+        return clean, f"a photo of {self.symbol}", False
+
+
+def load_masker(
+    backend: str = "auto", symbol: str = "$", model: str = "en_core_web_sm"
+) -> KeywordMasker:
+    """Pick the keyword backend. `auto` uses spaCy's `model` when both are installed and
+    the built-in rule otherwise; `spacy` insists on spaCy (ConfigError if absent)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--keywords {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend in ("auto", "spacy"):
+        try:
+            import spacy
+
+            nlp = spacy.load(model, disable=["ner", "lemmatizer", "parser"])
+            return KeywordMasker("spacy", symbol, nlp)
+        except (ImportError, OSError) as exc:
+            if backend == "spacy":
+                raise ConfigError(
+                    f"--keywords spacy: cannot load spaCy model {model!r} ({exc}); install it "
+                    f"with `pip install spacy && python -m spacy download {model}` or use "
+                    "--keywords builtin"
+                ) from None
+            log(f"[dim]keywords: spaCy model {model!r} not available; built-in rule used[/dim]")
+    return KeywordMasker("builtin", symbol)
