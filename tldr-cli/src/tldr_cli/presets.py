@@ -193,12 +193,12 @@ TOY = DatasetPreset(
     spurious=(
         ListSpec(
             "grass",
-            "a photo of a digit on grass.",
+            "a photo of grass.",
             "things and textures seen in grass and on lawns (e.g. 'lawn', 'green blades')",
         ),
         ListSpec(
-            "bricks",
-            "a photo of a digit on bricks.",
+            "brick",
+            "a photo of brick.",
             "things and textures seen in brick walls (e.g. 'brick wall', 'red bricks')",
         ),
     ),
