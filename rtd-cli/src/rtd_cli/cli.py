@@ -1,5 +1,6 @@
 """The `rtd` command line: wiring only; each command's work lives in its own module."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ from labshared.cli import (
     OverwriteOpt,
     PrecisionOpt,
     ResumeOpt,
+    SeedOpt,
     make_app,
     run_app,
 )
@@ -341,6 +343,150 @@ def train_phi_cmd(
     if runtime.is_main:
         keys = ("step", "loss", "stopped", "phi", "keywords")
         _print_json({"run_dir": str(run_dir), **{k: metrics[k] for k in keys if k in metrics}})
+
+
+# --------------------------------------------------------------------------- eval
+# (R1) `rtd eval`: options map one-to-one onto rtd_cli.evaluate.EvalConfig fields.
+_EVAL_DATA = "Benchmark"
+_EVAL_MODEL = "Model"
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Benchmark: fashioniq, cirr, circo, genecis or toy.", rich_help_panel=_EVAL_DATA
+        ),
+    ],
+    phi: Annotated[
+        Path,
+        typer.Option(
+            help="Projection checkpoint of --base in its official format ({'Phi': ...} or "
+            "Pic2Word's {'state_dict_img2text': ...}).",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ],
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Base method: pic2word (IM2TEXT), searle or lincir (Phi).",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ] = "lincir",
+    backbone: Annotated[
+        str,
+        typer.Option(
+            help="open_clip architecture: ViT-B-32, ViT-L-14, ViT-H-14, ViT-bigG-14, tiny-clip-toy, "
+            "or local-dir:PATH.",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ] = "ViT-B-32",
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="open_clip weight tag or local checkpoint file (default: openai for B-32/L-14, "
+            "laion2b_s32b_b79k for H-14, laion2b_s39b_b160k for bigG, the fitted toy weights "
+            "for tiny-clip-toy); 'random' for none.",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ] = None,
+    text_encoder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Text tower trained by `rtd train` (text_tower.safetensors or its folder); "
+            "default: the backbone's own text tower.",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="val or test (default: val; test for genecis). CIRR/CIRCO test write server files.",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Benchmark folder in its official layout (see README), or 'hf' for the "
+            "Hugging Face copies of CIRR/FashionIQ; not needed for toy.",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = None,
+    prompt: Annotated[
+        str,
+        typer.Option(
+            help="rtd: 'a photo of $ that {mod}' for every base (RTD's evaluation); base: each "
+            "base repo's own prompt (Pic2Word 'a photo of * , {mod}').",
+            rich_help_panel=_EVAL_MODEL,
+        ),
+    ] = "rtd",
+    fiq_orders: Annotated[
+        str | None,
+        typer.Option(
+            help="FashionIQ captions: both (c1 and c2 + c2 and c1, averaged; SEARLE/LinCIR/RTD) "
+            "or single (Pic2Word's c2 and c1). Default follows --prompt and --base.",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated FashionIQ categories (dress,shirt,toptee) or GeneCIS tasks "
+            "(focus_attribute,change_attribute,focus_object,change_object); default all.",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = None,
+    toy_queries: Annotated[
+        int,
+        typer.Option(
+            help="Toy benchmark size (queries; as many distractors).", rich_help_panel=_EVAL_DATA
+        ),
+    ] = 300,
+    batch_size: Annotated[int, typer.Option(help="Images per encoding batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader workers decoding images.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config and exit.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    output_dir: OutputDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Score a ZS-CIR method (Pic2Word / SEARLE / LinCIR, optionally + an RTD text tower)."""
+    from rtd_cli.evaluate import EvalConfig
+
+    cfg = EvalConfig(
+        dataset=dataset, base=base, phi=phi, backbone=backbone, split=split, pretrained=pretrained,
+        text_encoder=text_encoder, data_root=data_root, prompt=prompt, fiq_orders=fiq_orders,
+        parts=tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None,
+        batch_size=batch_size, workers=workers, toy_queries=toy_queries, cache=not no_cache,
+    )  # fmt: skip
+    if dry_run:
+        _print_json({"config": cfg})
+        return
+    cfg.validate()
+    from labshared.console import log
+    from labshared.device import setup_runtime
+    from labshared.runs import create_run_dir, write_config
+    from rtd_cli.evaluate import format_table, run_eval
+
+    runtime = setup_runtime(device, precision, seed)
+    run_dir = create_run_dir("rtd", "eval", output_dir, overwrite=overwrite)
+    write_config(run_dir, cfg, runtime=runtime.describe(), tool="rtd", version=__version__)
+    log(f"rtd {__version__} eval | {runtime.describe()} | run folder {run_dir}")
+    result = run_eval(cfg, run_dir, runtime)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(format_table(result))
+    log(f"metrics: {run_dir / 'metrics.json'}")
 
 
 def main() -> None:

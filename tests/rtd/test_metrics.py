@@ -1,0 +1,158 @@
+"""rtd_cli.metrics and the per-benchmark protocols of rtd_cli.evaluate on hand-made rankings."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labshared.data.composed_retrieval import CIRBenchmark, CIRQuery, TensorImages
+from labshared.device import setup_runtime
+from rtd_cli import metrics as M
+from rtd_cli.evaluate import evaluate_part, modification_texts
+
+
+def test_recall_on_a_hand_ranking():
+    ranked = torch.tensor([[3, 1, 2], [0, 2, 1], [5, 4, 0]])
+    hits = M.hits_matrix(ranked, M.pad_targets([[1], [7], [5, 0]]))
+    assert hits.tolist() == [[False, True, False], [False, False, False], [True, False, True]]
+    assert M.recall_at_k(hits, (1, 2, 3)) == pytest.approx({1: 100 / 3, 2: 200 / 3, 3: 200 / 3})
+
+
+def test_circo_ap_uses_min_gt_k_denominator():
+    # query 0: |GT| = 3, hits at ranks 1 and 3; query 1: |GT| = 1, hit at rank 2
+    hits = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
+    n_gt = torch.tensor([3, 1])
+    # AP@5: q0 = (1/1 + 2/3) / min(3, 5) = 5/9; q1 = (1/2) / 1
+    # AP@2: q0 = (1/1) / min(3, 2) = 1/2;    q1 = (1/2) / 1
+    out = M.map_at_k(hits, n_gt, (2, 5))
+    assert out[5] == pytest.approx((5 / 9 + 1 / 2) / 2 * 100)
+    assert out[2] == pytest.approx((1 / 2 + 1 / 2) / 2 * 100)
+
+
+def test_map_matches_a_loop_formulation():
+    g = torch.Generator().manual_seed(0)
+    hits = torch.rand(40, 50, generator=g) < 0.1
+    n_gt = hits.sum(1).clamp(min=1) + torch.randint(0, 3, (40,), generator=g)
+    for k in (5, 10, 25, 50):
+        aps = []
+        for q in range(40):
+            found, total = 0, 0.0
+            for j in range(k):
+                if hits[q, j]:
+                    found += 1
+                    total += found / (j + 1)
+            aps.append(total / min(int(n_gt[q]), k))
+        assert M.map_at_k(hits, n_gt, (k,))[k] == pytest.approx(sum(aps) / 40 * 100, rel=1e-5)
+
+
+def test_rank_in_candidates_masks_and_breaks_ties_stably():
+    scores = torch.tensor([[0.1, 0.5, 0.3], [0.5, 0.5, 0.5], [0.9, 0.2, 0.4]])
+    valid = torch.tensor([[True, True, True], [True, True, True], [False, True, True]])
+    ranks = M.rank_in_candidates(scores, torch.tensor([2, 1, 2]), valid)
+    assert ranks.tolist() == [1, 1, 0]  # row 2: the 0.9 candidate is masked out
+    assert M.genecis_metrics(ranks) == pytest.approx({"R@1": 100 / 3, "R@2": 100.0, "R@3": 100.0})
+
+
+def test_summaries_average_over_parts():
+    parts = {
+        "dress": {"R@10": 10.0, "R@50": 30.0},
+        "shirt": {"R@10": 20.0, "R@50": 40.0},
+        "toptee": {"R@10": 30.0, "R@50": 50.0},
+    }
+    assert M.summarize("fashioniq", parts) == pytest.approx({"R@10": 20.0, "R@50": 40.0})
+    assert M.summarize("cirr", {"cirr": {"R@1": 5.0}}) == {"R@1": 5.0}
+
+
+# --------------------------------------------------------------------------- protocols
+@pytest.fixture(scope="module")
+def runtime():
+    return setup_runtime("cpu", "fp32", 0)
+
+
+def _bench(dataset, queries, gallery):
+    return CIRBenchmark(dataset, "val", queries, gallery, TensorImages({}, "none"))
+
+
+def _query_with_sims(sims):
+    """A unit query vector whose dot products with the one-hot gallery are `sims` (scaled)."""
+    return F.normalize(torch.tensor([sims], dtype=torch.float32), dim=-1)
+
+
+def test_cirr_removes_the_reference_and_ranks_the_subset(runtime):
+    names = ["a", "b", "c", "d", "e"]
+    feats = torch.eye(5)  # gallery item i is e_i
+    index = {n: i for i, n in enumerate(names)}
+    # similarities: a (reference) 0.9, c 0.7, b (target) 0.5, e 0.3, d 0.1
+    queries = _query_with_sims([0.9, 0.5, 0.7, 0.1, 0.3])
+    q = CIRQuery("7", "a", ("cap",), ("b",), subset=("a", "b", "c", "d"))
+    result = evaluate_part(_bench("cirr", [q], names), feats, index, queries, runtime, top_k=4)
+    # full ranking without the reference: c, b, e, d -> target at rank 2
+    assert result.metrics["R@1"] == 0.0 and result.metrics["R@5"] == 100.0
+    # subset without the reference: c (0.7), b (0.5), d (0.1) -> target at rank 2
+    assert result.metrics["Rs@1"] == 0.0 and result.metrics["Rs@2"] == 100.0
+    assert result.metrics["Avg"] == pytest.approx(50.0)
+    q2 = CIRQuery("8", "c", ("cap",), ("b",), subset=("a", "b", "c", "d"))
+    result = evaluate_part(_bench("cirr", [q2], names), feats, index, queries, runtime, top_k=4)
+    assert result.metrics["R@1"] == 0.0  # a (0.9) still first: only the reference is removed
+    assert result.metrics["Rs@1"] == 0.0 and result.metrics["Rs@2"] == 100.0
+
+
+def test_cirr_test_split_returns_rankings_without_reference(runtime):
+    names = [f"n{i}" for i in range(5)]
+    queries = _query_with_sims([0.9, 0.5, 0.7, 0.1, 0.3])
+    q = CIRQuery("7", "n0", ("cap",), (), subset=("n0", "n1", "n3", "n4"))
+    result = evaluate_part(
+        _bench("cirr", [q], names),
+        torch.eye(5),
+        {n: i for i, n in enumerate(names)},
+        queries,
+        runtime,
+    )
+    assert result.metrics == {}
+    assert result.ranked["7"] == ["n2", "n1", "n4", "n3"]
+    assert result.subset_ranked["7"] == ["n1", "n4", "n3"]
+
+
+def test_circo_keeps_the_reference_and_counts_every_ground_truth(runtime):
+    names = [str(i) for i in range(60)]
+    sims = [0.0] * 60
+    sims[0], sims[1], sims[2], sims[3] = 0.9, 0.8, 0.7, 0.6  # 0 is the reference
+    queries = _query_with_sims(sims)
+    q = CIRQuery("1", "0", ("cap",), ("2", "0", "59"))  # target_img_id "2", gts incl. the reference
+    result = evaluate_part(
+        _bench("circo", [q], names),
+        torch.eye(60),
+        {n: i for i, n in enumerate(names)},
+        queries,
+        runtime,
+    )
+    # ranking 0, 1, 2, 3, ...: hits at ranks 1 ("0") and 3 ("2"); "59" at a tie-broken rank > 5
+    assert result.metrics["mAP@5"] == pytest.approx((1 + 2 / 3) / 3 * 100)
+    assert result.metrics["R@5"] == 100.0
+
+
+def test_genecis_ranks_within_each_query_gallery(runtime):
+    names = ["r0", "t0", "g0", "g1", "r1", "t1", "g2"]
+    feats = torch.eye(7)
+    queries = torch.stack(
+        [
+            _query_with_sims([0, 0.5, 0.9, 0.1, 0, 0, 0])[0],
+            _query_with_sims([0, 0, 0, 0, 0, 0.8, 0.2])[0],
+        ]
+    )
+    qs = [
+        CIRQuery("0", "r0", ("c",), ("t0",), gallery=("t0", "g0", "g1")),
+        CIRQuery("1", "r1", ("c",), ("t1",), gallery=("t1", "g2")),
+    ]
+    result = evaluate_part(
+        _bench("genecis", qs, []), feats, {n: i for i, n in enumerate(names)}, queries, runtime
+    )
+    assert result.metrics == pytest.approx({"R@1": 50.0, "R@2": 100.0, "R@3": 100.0})
+
+
+def test_fashioniq_caption_orders():
+    q = CIRQuery("0", "r", ("is red.", " has a collar?"), ("t",))
+    bench = _bench("fashioniq", [q], ["t"])
+    assert modification_texts(bench, "both") == [
+        ["is red and has a collar", "has a collar and is red"]
+    ]
+    assert modification_texts(bench, "single") == [["has a collar and is red"]]
