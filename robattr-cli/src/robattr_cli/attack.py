@@ -1,0 +1,310 @@
+"""`robattr attack`: attack the attribution maps of a trained classifier, save what it made.
+
+Read top to bottom: validate the config, rebuild the model from its checkpoint (its meta
+carries dataset, mean/std and activation), take the first `num_examples` test images the
+model classifies correctly (ART's protocol), attack them batch by batch, and save into the
+run folder:
+
+    attacked.safetensors   x, x_adv (normalised), y, index (test-set positions),
+                           h_clean, h_adv (maps on the real model)
+    metrics.json           mean similarity of attacked to clean maps (+ attack extras)
+    figures/attack.png     images, clean maps, attacked images, attacked maps
+
+The attack maths live in `attacks.py`; this module is the loop around them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labshared.console import log, make_progress
+from labshared.errors import ConfigError
+from labshared.runs import atomic_save_safetensors, write_metrics
+from robattr_cli.attacks import (
+    OPTIMIZERS,
+    PixelBox,
+    attack_surrogate,
+    frame_attack,
+    frame_target,
+    random_perturbation,
+    rps_similarity,
+    topk_attack,
+)
+from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
+from robattr_cli.metrics import default_topk, similarity_report
+
+ATTACKS = ("frame", "topk", "random")
+DEFAULT_EPS = {"frame": 4.0, "topk": 8.0, "random": 8.0}
+ATTACKED_FILE = "attacked.safetensors"
+FIGURE_ROWS = 6
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One `robattr attack` run (saved in config.json).
+
+    Attributes:
+        checkpoint: a `robattr train` run folder or one of its checkpoint folders.
+        which: "last" or "best" checkpoint of a run folder.
+        data_root: dataset location (None: the training run's, or none for mnist).
+        attack: frame (official targeted manipulation), topk (Ghorbani) or random (RPS).
+        method: attribution method (`attributions.ATTRIBUTIONS`).
+        eps: l_inf budget in pixels/255 (None: frame 4, topk 8, random 8).
+        n_iter: attack iterations (official 100). gamma: frame map-loss weight (0.5).
+        optimizer: frame attack optimiser, adam (official code) or pgd (sign steps).
+        step_size: sign-step size in pixels/255 (None: 2.5 eps / n_iter).
+        k: top-k size for the attack and the intersection metric (None: 100 per 32x32).
+        n_draws: random draws for `random` (official 10).
+        surrogate_beta: Softplus beta of the surrogate used for ReLU models (official 20).
+        num_examples: clean-correct test images to attack. batch_size: images per batch.
+        ig_steps, ig_rule: IG / path-averaged steps and quadrature rule.
+        sg_samples, sg_noise: SmoothGrad samples and noise level (sigma / input range).
+    """
+
+    checkpoint: str
+    which: str = "last"
+    data_root: str | None = None
+    attack: str = "frame"
+    method: str = "grad"
+    eps: float | None = None
+    n_iter: int = 100
+    gamma: float = 0.5
+    optimizer: str = "adam"
+    step_size: float | None = None
+    k: int | None = None
+    n_draws: int = 10
+    surrogate_beta: float = 20.0
+    num_examples: int = 100
+    batch_size: int = 50
+    ig_steps: int = 50
+    ig_rule: str = "riemann_trapezoid"
+    sg_samples: int = 50
+    sg_noise: float = 0.1
+
+    @property
+    def budget(self) -> float:
+        return self.eps if self.eps is not None else DEFAULT_EPS[self.attack]
+
+
+def validate(cfg: AttackConfig) -> None:
+    """Check every field before loading anything; raises ConfigError naming the flag."""
+    if cfg.attack not in ATTACKS:
+        raise ConfigError(f"--attack {cfg.attack!r}: expected one of {', '.join(ATTACKS)}")
+    check_method(cfg.method)
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer {cfg.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+    if cfg.ig_rule not in INTEGRATION_RULES:
+        raise ConfigError(
+            f"--ig-rule {cfg.ig_rule!r}: expected one of {', '.join(INTEGRATION_RULES)}"
+        )
+    for flag, value in {
+        "--num-examples": cfg.num_examples,
+        "--batch-size": cfg.batch_size,
+        "--n-iter": cfg.n_iter,
+        "--n-draws": cfg.n_draws,
+        "--ig-steps": cfg.ig_steps,
+        "--sg-samples": cfg.sg_samples,
+        "--surrogate-beta": cfg.surrogate_beta,
+    }.items():
+        if not value > 0:
+            raise ConfigError(f"{flag} {value}: must be > 0")
+    if cfg.budget < 0 or (cfg.step_size is not None and cfg.step_size <= 0):
+        raise ConfigError(f"--eps {cfg.eps} / --step-size {cfg.step_size}: must be >= 0 / > 0")
+    if not 0 <= cfg.gamma <= 1:
+        raise ConfigError(f"--gamma {cfg.gamma}: expected a weight in [0, 1]")
+    if cfg.which not in ("last", "best"):
+        raise ConfigError(f"--which {cfg.which!r}: expected last or best")
+
+
+# --------------------------------------------------------------------------- shared set-up
+def attribution_options(
+    method: str, ig_steps: int, ig_rule: str, sg_samples: int, sg_noise: float, generator
+) -> dict[str, Any]:
+    """The keyword arguments `attribute` takes for `method` (none for grad/input-x-grad)."""
+    if method == "integrated-gradients":
+        return {"n_steps": ig_steps, "integration": ig_rule}
+    if method == "path-averaged-grad":
+        return {"n_steps": ig_steps}
+    if method == "smoothgrad":
+        return {"n_samples": sg_samples, "noise_level": sg_noise, "generator": generator}
+    return {}
+
+
+def load_victim(checkpoint: str, which: str, data_root: str | None, device: torch.device):
+    """(model, meta, test dataset, PixelBox) from a trained checkpoint.
+
+    The data root defaults to the one in the training run's config.json.
+    """
+    from labshared.data.image_classification import build_dataset
+    from robattr_cli.model import load_trained
+
+    model, meta = load_trained(checkpoint, device, which)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if data_root is None:
+        train_cfg = Path(meta["checkpoint"]).parent.parent / "config.json"
+        if train_cfg.is_file():
+            data_root = json.loads(train_cfg.read_text()).get("config", {}).get("data_root")
+    dataset = build_dataset(meta["dataset"], data_root, "test", train_transform=False)
+    box = PixelBox.from_stats(meta["mean"], meta["std"], device)
+    return model, meta, dataset, box
+
+
+def iter_clean_correct(
+    model: nn.Module, dataset, limit: int, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches (x, y, index) of the first `limit` test examples (in dataset order) that
+    `model` classifies correctly; each batch holds `batch_size` examples (the last fewer)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    buffered = emitted = offset = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        index = torch.arange(offset, offset + len(y))
+        offset += len(y)
+        with torch.no_grad():
+            keep = (model(x).argmax(1) == y).cpu()
+        buffer.append((x[keep.to(device)], y[keep.to(device)], index[keep]))
+        buffered += int(keep.sum())
+        while buffered >= batch_size or (buffered and emitted + buffered >= limit):
+            xs, ys, ids = (torch.cat(t) for t in zip(*buffer, strict=True))
+            take = min(batch_size, limit - emitted, len(ys))
+            yield xs[:take], ys[:take], ids[:take]
+            emitted += take
+            if emitted >= limit:
+                return
+            buffer = [(xs[take:], ys[take:], ids[take:])]
+            buffered = len(ys) - take
+
+
+def mean_metrics(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    return {k: float(torch.cat(v).double().mean()) for k, v in per_image.items()}
+
+
+# --------------------------------------------------------------------------- the run
+def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
+    """Attack, save tensors, metrics and a figure into `run_dir`; return the metrics."""
+    validate(cfg)
+    device = runtime.device
+    model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
+    generator = torch.Generator(device=device).manual_seed(runtime.seed)
+    opts = attribution_options(
+        cfg.method, cfg.ig_steps, cfg.ig_rule, cfg.sg_samples, cfg.sg_noise, generator
+    )
+    surrogate = attack_surrogate(model, cfg.surrogate_beta)
+    if surrogate is not model:
+        log(
+            f"{meta['activation']} model: attacking through a Softplus(beta={cfg.surrogate_beta}) copy"
+        )
+    hw = tuple(dataset[0][0].shape[-2:])
+    k = cfg.k or default_topk(torch.zeros(1, *hw))
+    target_map = frame_target(*hw).to(device)
+    log(
+        f"attack {cfg.attack}, method {cfg.method}, eps {cfg.budget}/255, k {k}, on {meta['checkpoint']}"
+    )
+
+    saved: dict[str, list[torch.Tensor]] = {}
+    per_image: dict[str, list[torch.Tensor]] = {}
+    with make_progress() as progress:
+        task = progress.add_task(f"attack {cfg.attack}", total=cfg.num_examples, status="")
+        for x, y, index in iter_clean_correct(
+            model, dataset, cfg.num_examples, cfg.batch_size, device
+        ):
+            h_clean = heatmap(model, x, y, cfg.method, **opts).detach()
+            extras: dict[str, torch.Tensor] = {}
+            if cfg.attack == "frame":
+                x_adv = frame_attack(
+                    surrogate, x, y, box, eps=cfg.budget, n_iter=cfg.n_iter, gamma=cfg.gamma,
+                    optimizer=cfg.optimizer, step_size=cfg.step_size, method=cfg.method,
+                    target_map=target_map, **opts,
+                )  # fmt: skip
+            elif cfg.attack == "topk":
+                res = topk_attack(
+                    model, x, y, box, surrogate=surrogate, eps=cfg.budget, n_iter=cfg.n_iter,
+                    step_size=cfg.step_size, k=k, method=cfg.method, **opts,
+                )  # fmt: skip
+                x_adv, extras["rejected_iterates"] = res.x_adv, res.rejected.float()
+            else:
+                x_adv = random_perturbation(x, box, cfg.budget, generator)
+            h_adv = heatmap(model, x_adv, y, cfg.method, **opts).detach()
+            with torch.no_grad():
+                extras["label_kept"] = (model(x_adv).argmax(1) == y).float()
+            report = similarity_report(h_adv, h_clean, k=k)
+            if cfg.attack == "frame":
+                frame = target_map.expand_as(h_adv)
+                extras |= {
+                    f"target_{m}": v
+                    for m, v in similarity_report(h_adv, frame, rank_metrics=False).items()
+                }
+            if cfg.attack == "random":  # RPS: the mean over n_draws draws (one is saved)
+                report = rps_similarity(
+                    model, x, y, box, eps=cfg.budget, n_draws=cfg.n_draws, generator=generator,
+                    method=cfg.method, k=k, **opts,
+                )  # fmt: skip
+            for key, value in {**report, **extras}.items():
+                per_image.setdefault(key, []).append(value.detach().cpu())
+            for key, value in {
+                "x": x,
+                "x_adv": x_adv,
+                "y": y,
+                "index": index,
+                "h_clean": h_clean,
+                "h_adv": h_adv,
+            }.items():
+                saved.setdefault(key, []).append(value.detach().cpu())
+            progress.update(task, advance=len(y), status=f"pcc {float(report['pcc'].mean()):.3f}")
+    if not saved:
+        raise ConfigError(f"{cfg.checkpoint}: the model classifies no test example correctly")
+    tensors = {key: torch.cat(v) for key, v in saved.items()}
+    atomic_save_safetensors(
+        run_dir / ATTACKED_FILE,
+        tensors,
+        {"attack": cfg.attack, "method": cfg.method, "eps": cfg.budget, "checkpoint": meta["checkpoint"], "dataset": meta["dataset"], "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"])},
+    )  # fmt: skip
+    metrics = {
+        "attack": cfg.attack,
+        "method": cfg.method,
+        "eps": cfg.budget,
+        "k": k,
+        "num_examples": int(tensors["y"].numel()),
+        "checkpoint": meta["checkpoint"],
+        "similarity_to_clean": mean_metrics(
+            {k_: v for k_, v in per_image.items() if k_ in _SIM_KEYS}
+        ),
+        **{k_: float(torch.cat(v).mean()) for k_, v in per_image.items() if k_ not in _SIM_KEYS},
+    }
+    write_metrics(run_dir, metrics)
+    from robattr_cli.figures import save_attack_figure
+
+    save_attack_figure(
+        run_dir / "figures" / "attack.png",
+        tensors,
+        meta,
+        title=f"{cfg.attack} attack, {cfg.method}",
+    )
+    return metrics
+
+
+_SIM_KEYS = ("mse", "pcc", "ssim", "cosine", "ssim_sumnorm", "topk", "spearman", "kendall")
+
+
+def start_run(command: str, cfg, device, precision, seed, deterministic, output_dir, overwrite):
+    """Runtime, run folder and config.json for `attack` / `eval` (rank 0, one process)."""
+    from labshared.device import setup_runtime
+    from labshared.runs import create_run_dir, write_config
+    from robattr_cli import __version__
+
+    runtime = setup_runtime(device, precision, seed, deterministic)
+    run_dir = create_run_dir("robattr", command, output_dir, overwrite=overwrite)
+    write_config(run_dir, cfg, command=command, runtime=runtime.describe(), version=__version__)
+    log(f"robattr {__version__} {command}: {runtime.describe()} -> {run_dir}")
+    return runtime, run_dir

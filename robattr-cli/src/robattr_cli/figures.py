@@ -1,0 +1,77 @@
+"""Heat-map figures (PNG, matplotlib Agg): images, clean maps, attacked images and maps.
+
+One row per example, columns: input image | clean map | attacked image | attacked map
+(the last two only when the run attacked something). Maps are shown on their own [0, max]
+scale, as the official `hm_plot` normalises by the max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labshared.runs import atomic_write
+
+MAX_ROWS = 6
+
+
+def to_pixels(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised (N, C, H, W) -> displayable (N, H, W, C) pixels in [0, 1]."""
+    m = torch.tensor(list(mean), dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=x.dtype).view(1, -1, 1, 1)
+    return (x * s + m).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def save_attack_figure(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    *,
+    title: str = "",
+    max_rows: int = MAX_ROWS,
+) -> Path:
+    """Write the figure for `tensors` (keys x, h_clean, optional x_adv, h_adv, y).
+
+    Args:
+        tensors: normalised inputs (N, C, H, W) and (N, H, W) maps, on the CPU.
+        meta: checkpoint meta with `mean` and `std` (to show pixels).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(max_rows, tensors["x"].shape[0])
+    attacked = "x_adv" in tensors and "h_adv" in tensors
+    columns = [("x", "image"), ("h_clean", "clean map")]
+    if attacked:
+        columns += [("x_adv", "attacked image"), ("h_adv", "attacked map")]
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.0 * len(columns), 2.0 * n), squeeze=False)
+    for col, (key, label) in enumerate(columns):
+        data = tensors[key][:n].float()
+        if key.startswith("x"):
+            data = to_pixels(data, meta["mean"], meta["std"])
+        for row in range(n):
+            ax = axes[row][col]
+            img = data[row].numpy()
+            if key.startswith("x"):
+                ax.imshow(
+                    img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1
+                )
+            else:
+                ax.imshow(img, cmap="hot", vmin=0, vmax=max(float(img.max()), 1e-12))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(label, fontsize=9)
+            if col == 0 and "y" in tensors:
+                ax.set_ylabel(f"label {int(tensors['y'][row])}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return out
