@@ -475,6 +475,8 @@ def test_cli_end_to_end_against_local_server_never_writes_the_key(llm, tmp_path,
         "0.001",
         "--prompts",
         str(prompts),
+        "--max-tokens",
+        "0",
         "-o",
         str(out),
     ]
@@ -491,6 +493,7 @@ def test_cli_end_to_end_against_local_server_never_writes_the_key(llm, tmp_path,
     assert SECRET not in _files_text(tmp_path / "cache")
     assert SECRET not in result.output
     assert llm.log[0]["auth"] == f"Bearer {SECRET}"
+    assert all("max_tokens" not in e["body"] for e in llm.log)  # --max-tokens 0: not sent
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["base_url"] == llm.base_url and config["target"] == 4
 

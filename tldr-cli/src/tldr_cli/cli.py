@@ -79,7 +79,11 @@ def generate(
     ] = None,
     max_tokens: Annotated[
         int | None,
-        typer.Option(help="Reply token limit per request (default 4096).", rich_help_panel="LLM"),
+        typer.Option(
+            help="Reply token limit per request (default 4096; 0: not sent, for models that "
+            "reject max_tokens).",
+            rich_help_panel="LLM",
+        ),
     ] = None,
     timeout: Annotated[
         float | None,

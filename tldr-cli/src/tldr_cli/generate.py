@@ -55,7 +55,8 @@ class GenerateConfig:
         max_calls: requests per list before giving up on reaching `target` (0: automatic,
             3 x ceil(target / per_call) + 2).
         patience: stop a list after this many calls in a row added no new word.
-        max_tokens: reply token limit sent to the server (None: server default).
+        max_tokens: reply token limit sent to the server (0 or None: not sent, the
+            server's default; needed for models that reject `max_tokens`).
         timeout: seconds per HTTP request.
         max_attempts: HTTP attempts per request (retries + 1).
         retry_base_delay: seconds before the first retry; doubles each retry.
@@ -95,7 +96,10 @@ class GenerateConfig:
             (self.timeout > 0, f"--timeout {self.timeout}: expected seconds > 0"),
             (self.max_attempts >= 1, f"--max-attempts {self.max_attempts}: expected >= 1"),
             (self.retry_base_delay >= 0, "--retry-base-delay must be >= 0 seconds"),
-            (self.max_tokens is None or self.max_tokens >= 16, "--max-tokens must be >= 16"),
+            (
+                self.max_tokens in (None, 0) or self.max_tokens >= 16,
+                f"--max-tokens {self.max_tokens}: expected 0 (not sent) or at least 16",
+            ),
         ]
         for ok, message in checks:
             if not ok:
