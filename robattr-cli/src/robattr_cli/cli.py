@@ -1,10 +1,209 @@
 """The `robattr` command line: wiring only; each command's work lives in its own module."""
 
-from labshared.cli import make_app, run_app
+from typing import Annotated
 
+import typer
+
+from labshared.cli import (
+    DeterministicOpt,
+    DeviceOpt,
+    OutputDirOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    make_app,
+    run_app,
+)
 from robattr_cli import __version__
 
-app = make_app("robattr", "Robust feature attribution by local gradient alignment: train, attack attribution maps, and measure their robustness.", __version__)
+app = make_app(
+    "robattr",
+    "Robust feature attribution by local gradient alignment: train, attack attribution maps, and measure their robustness.",
+    __version__,
+)
+
+
+# --------------------------------------------------------------------------- train
+# Options map one-to-one onto robattr_cli.config.TrainConfig fields; None keeps the preset.
+_MODEL = "Model and data"
+_REG = "Regulariser"
+_OPT = "Optimisation"
+
+
+@app.command("train")
+def train(
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Paper setting: cifar10-lenet, cifar10-resnet18, imagenet100-resnet18, or "
+            "the CPU toy mnist-toy. Default: the preset of --dataset/--model (mnist-toy).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="cifar10, imagenet100 or mnist (offline MNIST-5k).", rich_help_panel=_MODEL
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(
+            help="CIFAR-10: folder holding cifar-10-batches-py, a save_to_disk folder, or "
+            "hf:<dataset id>; ImageNet-100: folder with train/ and val/ (or test/).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="lenet, resnet18-cifar, resnet18 (ImageNet-100) or mnist-cnn.",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    activation: Annotated[
+        str | None,
+        typer.Option(
+            help="softplus (paper) or relu: replaces every ReLU module.", rich_help_panel=_MODEL
+        ),
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="Softplus beta (paper 3).", rich_help_panel=_MODEL)
+    ] = None,
+    regularizer: Annotated[
+        str | None,
+        typer.Option(
+            help="l2cos (paper), l2 or cos (ablations), hessian (baseline) or none.",
+            rich_help_panel=_REG,
+        ),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option(
+            help="Noise radius in pixel units of 1/255 (paper 4 = 4/255).", rich_help_panel=_REG
+        ),
+    ] = None,
+    lambda_l2: Annotated[
+        float | None,
+        typer.Option(help="Weight of mean ||g(x) - g(x+delta)||^2.", rich_help_panel=_REG),
+    ] = None,
+    lambda_cos: Annotated[
+        float | None,
+        typer.Option(help="Weight of the cosine distance (1 - cos)/2.", rich_help_panel=_REG),
+    ] = None,
+    lambda_hessian: Annotated[
+        float | None,
+        typer.Option(help="Weight of the Hutchinson ||H v||^2 term.", rich_help_panel=_REG),
+    ] = None,
+    perturb: Annotated[
+        str | None,
+        typer.Option(
+            help="Noise law: uniform in the eps box (paper) or gaussian.", rich_help_panel=_REG
+        ),
+    ] = None,
+    detach_clean_grad: Annotated[
+        bool | None,
+        typer.Option(
+            "--detach-clean-grad/--no-detach-clean-grad",
+            help="Treat g(x) as a constant target (official default).",
+            rich_help_panel=_REG,
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adam, adamw or sgd.", rich_help_panel=_OPT)
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.", rich_help_panel=_OPT)] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Weight decay.", rich_help_panel=_OPT)
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs.", rich_help_panel=_OPT)
+    ] = None,
+    milestones: Annotated[
+        str | None,
+        typer.Option(
+            help="Epochs where the LR is multiplied by 0.1, e.g. '100,150' ('' for none).",
+            rich_help_panel=_OPT,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Training batch per process.", rich_help_panel=_OPT)
+    ] = None,
+    eval_batch_size: Annotated[
+        int | None, typer.Option(help="Validation batch (official 100).", rich_help_panel=_OPT)
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        typer.Option(
+            help="Global gradient-norm clip (official 0.5; 0 = off).", rich_help_panel=_OPT
+        ),
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(help="DataLoader worker processes.", rich_help_panel=_OPT)
+    ] = None,
+    limit_train: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on a fixed random subset of N images (smoke runs).", rich_help_panel=_OPT
+        ),
+    ] = None,
+    limit_eval: Annotated[
+        int | None,
+        typer.Option(help="Validate on a fixed random subset of N images.", rich_help_panel=_OPT),
+    ] = None,
+    save_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Also checkpoint every N steps (epoch ends always save).", rich_help_panel=_OPT
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after N optimiser steps in total, with a checkpoint; continue with --resume.",
+            rich_help_panel=_OPT,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 1234,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a classifier with an attribution-robustness regulariser (paper: l2cos)."""
+    import dataclasses
+    import json
+
+    from robattr_cli.config import parse_milestones, resolve_config
+
+    overrides = {
+        "data_root": data_root, "activation": activation, "beta": beta,
+        "regularizer": regularizer, "eps": eps, "lambda_l2": lambda_l2,
+        "lambda_cos": lambda_cos, "lambda_hessian": lambda_hessian, "perturb": perturb,
+        "detach_clean_grad": detach_clean_grad, "optimizer": optimizer, "lr": lr,
+        "weight_decay": weight_decay, "epochs": epochs,
+        "milestones": parse_milestones(milestones), "batch_size": batch_size,
+        "eval_batch_size": eval_batch_size, "grad_clip": grad_clip, "num_workers": num_workers,
+        "limit_train": limit_train, "limit_eval": limit_eval, "save_every": save_every,
+        "max_steps": max_steps,
+    }  # fmt: skip
+    cfg = resolve_config(preset, dataset, model, overrides)
+    if dry_run:
+        typer.echo(json.dumps(dataclasses.asdict(cfg), indent=2))
+        return
+    from robattr_cli.train import train_command
+
+    summary = train_command(
+        cfg, {"preset": preset, "dataset": dataset, "model": model, **overrides},
+        device, precision, seed, deterministic, output_dir, resume, overwrite,
+    )  # fmt: skip
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def main() -> None:

@@ -150,8 +150,8 @@ def gradient_alignment_terms(
         clean: a forward pass on `x` to reuse for g(x) instead of a new one.
 
     Returns:
-        {"l2": mean_b ||g - g'||^2 (summed over C*H*W), "cosd": (1 - mean_b cos(g, g')) / 2,
-         "cos": mean_b cos(g, g')}, scalars differentiable w.r.t. the parameters.
+        {"l2": mean_b ||g - g'||^2 (summed over C*H*W), "cosd": (1 - mean_b cos(g, g')) / 2},
+        scalars differentiable w.r.t. the parameters.
     """
     create = not detach_clean_grad
     if clean is None:
@@ -165,7 +165,7 @@ def gradient_alignment_terms(
     flat, flat_r = grad.flatten(1), grad_r.flatten(1)  # (B, C*H*W)
     cos = F.cosine_similarity(flat, flat_r, dim=1, eps=1e-8).mean()
     l2 = (flat - flat_r).square().sum(dim=1).mean()
-    return {"l2": l2, "cosd": (1 - cos) / 2, "cos": cos}
+    return {"l2": l2, "cosd": (1 - cos) / 2}
 
 
 def hessian_term(

