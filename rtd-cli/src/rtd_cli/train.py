@@ -359,7 +359,10 @@ def train(
                "triplets_per_second": seen / max(time.perf_counter() - t0, 1e-9), "best": best}  # fmt: skip
     if runtime.is_main:
         path = M.save_text_tower(
-            run_dir / "text_tower.safetensors", tower, tower_config(cfg, parts, step)
+            run_dir / "text_tower.safetensors",
+            tower,
+            tower_config(cfg, parts, step),
+            params=parts.trained_names,  # a partial fine-tune stores only what changed
         )
         metrics["text_tower"] = str(path)
         write_metrics(run_dir, metrics)
@@ -387,7 +390,7 @@ def _validate(cfg, run_dir, runtime, parts, tower, step, validator, history, bes
             if best is None or value > best["value"]:
                 best = {"metric": cfg.keep_best, "value": value, "step": step}
                 M.save_text_tower(run_dir / "best" / "text_tower.safetensors", tower,
-                                  tower_config(cfg, parts, step))  # fmt: skip
+                                  tower_config(cfg, parts, step), params=parts.trained_names)  # fmt: skip
                 log(f"new best {cfg.keep_best} {value:.2f} at step {step}")
     return best
 

@@ -16,7 +16,8 @@ pic2word`), which `rtd eval --phi` and `rtd train --phi` load.
 
 Deviations: LinCIR loops forever and `exit()`s at `max_train_steps` (only checkpointing steps
 are saved); here the last step always saves and runs resume. The data order and the masking
-randomness are functions of (seed, step, rank), so a resumed run continues exactly.
+randomness, the input noise and phi's dropout are functions of (seed, step, rank), so a resumed
+run continues exactly.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ def train_phi(
     while step < cfg.steps:
         batch = [data.captions[i] for i in sampler.indices(step).tolist()]
         clean, masked, kw_share = masked_batch(batch, masker, cfg.seed, step, runtime.rank)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 64 + runtime.rank)
+        step_seed = cfg.seed * 1_000_003 + step * 64 + runtime.rank
+        gen = torch.Generator().manual_seed(step_seed)
+        torch.manual_seed(step_seed)  # phi's dropout: a resumed run draws the same masks
         ids = tokenizer(clean).to(runtime.device)
         masked_ids = tokenizer(masked).to(runtime.device)
         with torch.no_grad(), runtime.autocast():
