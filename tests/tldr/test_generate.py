@@ -550,4 +550,5 @@ def test_cli_offline_toy_needs_no_server(tmp_path):
     wl = load_wordlists(tmp_path / "run" / "wordlists.json")
     assert wl.dataset == "toy" and wl.provenance["source"] == "file"
     assert wl.provenance["files"][0]["path"] == "builtin:toy"
+    assert "seven" in wl.provenance["files"][0]["provenance"]["noisy_words"]["classes.small digit"]
     assert len(wl.classes["small digit"]) == 38

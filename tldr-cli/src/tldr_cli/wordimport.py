@@ -148,7 +148,10 @@ def import_lists(specs: list[str], preset: DatasetPreset | None) -> ImportedList
                 obj = json.loads(data.decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise DataLayoutError(path, f"not valid JSON ({exc})") from None
+            before = out.full
             found = _lists_from_json(obj, list_name, preset, spec, path, out)
+            if out.full is not None and out.full is not before:
+                record["provenance"] = out.full.provenance  # e.g. the LLM that wrote it
         else:
             name = list_name or path.stem
             kind, resolved = _resolve_name(name, preset, spec)
