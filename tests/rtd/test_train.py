@@ -131,6 +131,9 @@ def test_pic2word_base_uses_its_token(assets):
     parts, _ = build_parts(tiny_cfg(phis["pic2word"], base="pic2word"), CPU)
     assert (parts.symbol, parts.token_id, parts.plain) == ("*", 265, "a photo of *")
     assert isinstance(parts.projection, M.Im2Text)
+    # --prompt rtd: RTD's evaluation prompt for every base ("$", 259) with the IM2TEXT tokens.
+    parts, _ = build_parts(tiny_cfg(phis["pic2word"], base="pic2word", prompt="rtd"), CPU)
+    assert (parts.symbol, parts.token_id, parts.template) == ("$", 259, "a photo of $ that {mod}")
 
 
 # --------------------------------------------------------------------------- runs

@@ -67,6 +67,14 @@ def train_cmd(
             help="Projection checkpoint of the base ({'Phi': ...} or Pic2Word's state_dict_img2text)."
         ),
     ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Query prompt style, as `rtd eval --prompt`: rtd ('a photo of $ that {mod}') or "
+            "base (the base's own; Pic2Word 'a photo of * , {mod}'). Default: base for pic2word, "
+            "rtd otherwise.",
+        ),
+    ] = None,
     triplets: Annotated[
         str | None,
         typer.Option(
@@ -197,7 +205,7 @@ def train_cmd(
 
     cfg = C.resolve(
         C.TRAIN_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base, phi=phi,
-        triplets=triplets, triplet_columns=triplet_columns, triplet_split=triplet_split,
+        prompt=prompt, triplets=triplets, triplet_columns=triplet_columns, triplet_split=triplet_split,
         triplet_limit=triplet_limit, noise_scale=noise_scale, tau=tau, steps=steps,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         train_layers=train_layers, gather_negatives=gather_negatives,

@@ -31,6 +31,9 @@ class TrainConfig:
             default weights, `random`: none).
         base: which projection plugs the pseudo token in: lincir / searle (Phi, `$`) or
             pic2word (IM2TEXT, `*`).
+        prompt: query prompt style, as `rtd eval --prompt`: `rtd` ("a photo of $ that {mod}")
+            or `base` (the base repo's own; Pic2Word "a photo of * , {mod}"). None: `base`
+            for pic2word (its own token), `rtd` for lincir/searle (the RTD repo).
         phi: path of the projection checkpoint (`{'Phi': sd}` or Pic2Word's
             `state_dict_img2text`); required.
         triplets: `toy`, a .json/.jsonl file, a save_to_disk folder or a hub dataset id.
@@ -49,6 +52,7 @@ class TrainConfig:
     pretrained: str | None = "openai"
     base: str = "lincir"
     phi: str | None = None
+    prompt: str | None = None
     triplets: str | None = None
     triplet_columns: str | None = None
     triplet_split: str = "train"
@@ -172,6 +176,8 @@ def validate(cfg: TrainConfig | PhiConfig) -> None:
     if cfg.weight_decay < 0:
         raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     if isinstance(cfg, TrainConfig):
+        if cfg.prompt not in (None, "rtd", "base"):
+            raise ConfigError(f"--prompt {cfg.prompt!r}: expected rtd or base")
         if cfg.tau <= 0:
             raise ConfigError(f"--tau must be positive, got {cfg.tau}")
         if cfg.phi is None:

@@ -170,8 +170,11 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> tuple[Parts, Any]:
 
 
 def prompt_style(cfg: TrainConfig) -> str:
-    """Pic2Word trains with its own token and prompt ("a photo of * , {mod}"); LinCIR and
-    SEARLE with RTD's "a photo of $ that {mod}"."""
+    """`cfg.prompt`, else: Pic2Word trains with its own token and prompt ("a photo of * ,
+    {mod}"); LinCIR and SEARLE with RTD's "a photo of $ that {mod}". Evaluate with the same
+    `rtd eval --prompt`."""
+    if cfg.prompt is not None:
+        return cfg.prompt
     return "base" if cfg.base == "pic2word" else "rtd"
 
 
@@ -246,6 +249,7 @@ def tower_config(cfg: TrainConfig, parts: Parts, step: int) -> dict[str, Any]:
         "base": cfg.base,
         "phi": cfg.phi,
         "prompt": parts.template,
+        "prompt_style": prompt_style(cfg),
         "symbol": parts.symbol,
         "step": step,
         "train_layers": cfg.train_layers,
