@@ -1,0 +1,128 @@
+"""The tiny CLIP stand-in: registration, exact save/load round trip through open_clip's
+factory, preprocessing agreement, the cache/lock logic, and the fitted model's retrieval."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import open_clip
+import pytest
+import torch
+
+from labshared import tinyclip, toy
+
+
+def test_registered_config_and_tokenizer():
+    assert tinyclip.register_tiny_clip() == tinyclip.TINY_CLIP_NAME
+    assert tinyclip.TINY_CLIP_NAME in open_clip.list_models()
+    tok = open_clip.get_tokenizer(tinyclip.TINY_CLIP_NAME)
+    ids = tok(["a red seven on grass", "a photo of $ that is blue"])
+    assert ids.shape == (2, 16)
+    # standard BPE ids: start/end of text are 49406/49407 in the 49408 vocabulary
+    assert ids[0, 0].item() == 49406 and 49407 in ids[0].tolist()
+
+
+def test_random_model_round_trips_through_the_cache_file(tmp_path):
+    model = tinyclip.create_random_tiny_clip(seed=3)
+    n_params = tinyclip.param_count(model)
+    assert 7_000_000 < n_params < 8_500_000
+    path = tinyclip.save_tiny_clip(model, tmp_path / "w.safetensors", {"note": "test"})
+    loaded, _, preprocess = open_clip.create_model_and_transforms(
+        tinyclip.TINY_CLIP_NAME, pretrained=str(path)
+    )
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the two encode identically
+    images = toy.make_split("val", 4).images
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        x = tinyclip.images_to_tensor(images)
+        assert torch.equal(model.encode_image(x), loaded.encode_image(x))
+    # a different seed gives different weights (the check above can fail)
+    other = tinyclip.create_random_tiny_clip(seed=4)
+    assert not torch.equal(other.state_dict()["text_projection"], a["text_projection"])
+
+
+def test_preprocess_of_pil_matches_the_tensor_path():
+    _, _, preprocess = open_clip.create_model_and_transforms(tinyclip.TINY_CLIP_NAME)
+    images = toy.make_split("test", 3).images
+    via_pil = torch.stack([preprocess(toy.to_pil(im)) for im in images])
+    via_tensor = tinyclip.images_to_tensor(images)
+    assert via_pil.shape == via_tensor.shape == (3, 3, 32, 32)
+    assert torch.allclose(via_pil, via_tensor, atol=1e-5)
+
+
+def test_caption_variants_cover_single_words():
+    v = tinyclip.caption_variants(7, 0, 0)
+    assert v[0] == "a red seven on grass"
+    assert {"seven", "red", "grass", "a seven", "on grass", "a red digit"} <= set(v)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    fit = tinyclip.FitConfig(steps=110, warmup=10, lr=1.0)
+    assert tinyclip._lr_at(0, fit) == pytest.approx(0.1)
+    assert tinyclip._lr_at(9, fit) == pytest.approx(1.0)
+    assert tinyclip._lr_at(60, fit) == pytest.approx(0.5)  # half-way through the cosine
+    assert tinyclip._lr_at(110, fit) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_caption_bank_samples_the_right_caption():
+    bank = tinyclip._CaptionBank(tinyclip.get_tokenizer())
+    attrs = torch.tensor([[7, 0, 0], [3, 2, 5]])
+    gen = torch.Generator().manual_seed(0)
+    full = bank.sample(attrs, gen, full_prob=1.0)
+    expected = tinyclip.get_tokenizer()(["a red seven on grass", "a blue three on sand"])
+    assert torch.equal(full, expected)
+    partial = bank.sample(attrs.repeat(50, 1), gen, full_prob=0.0)
+    assert not (partial == expected.repeat(50, 1)).all(1).any()
+
+
+def test_ensure_uses_cache_and_lock(tmp_path, monkeypatch):
+    """A cached file is returned without fitting; a missing one is fitted exactly once even
+    when two threads ask at the same time (file lock), and the sidecar records stats."""
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_fit(fit, device="cpu"):
+        calls.append(fit)
+        return tinyclip.create_random_tiny_clip(0), {"fit_seconds": 0.0}
+
+    monkeypatch.setattr(tinyclip, "fit_tiny_clip", fake_fit)
+    monkeypatch.setattr(
+        tinyclip, "evaluate_retrieval", lambda model, n=300, seed=0: {"t2i_r1": 0.0}
+    )
+    fit = tinyclip.FitConfig(steps=1)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(tinyclip.ensure_tiny_clip(fit=fit)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert results[0] == results[1] == tinyclip.tiny_clip_path(fit)
+    assert results[0].parent == tmp_path / "tinyclip"
+    sidecar = json.loads(results[0].with_suffix(".json").read_text())
+    assert sidecar["spec"]["fit"]["steps"] == 1 and sidecar["stats"]["retrieval"]["t2i_r1"] == 0.0
+    tinyclip.ensure_tiny_clip(fit=fit)
+    assert len(calls) == 1  # cache hit
+    tinyclip.ensure_tiny_clip(force=True, fit=fit)
+    assert len(calls) == 2
+    # a different setting is a different file
+    assert tinyclip.tiny_clip_path(tinyclip.FitConfig(steps=2)) != results[0]
+
+
+def test_fitted_tiny_clip_beats_chance_by_a_wide_margin():
+    """Fits once per clone (cached under LABSHARED_CACHE), then loads through open_clip."""
+    model, preprocess, tokenizer = tinyclip.load_tiny_clip()
+    figures = tinyclip.evaluate_retrieval(model, n=300)
+    assert figures["t2i_r1"] > 10 * figures["t2i_chance"], figures
+    assert figures["i2t_r1"] > 10 * figures["i2t_chance"], figures
+    assert figures["zeroshot_colour"] > 0.8 and figures["zeroshot_background"] > 0.8, figures
+    assert tokenizer(["seven"]).shape == (1, 16)
