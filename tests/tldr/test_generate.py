@@ -552,3 +552,36 @@ def test_cli_offline_toy_needs_no_server(tmp_path):
     assert wl.provenance["files"][0]["path"] == "builtin:toy"
     assert "seven" in wl.provenance["files"][0]["provenance"]["noisy_words"]["classes.small digit"]
     assert len(wl.classes["small digit"]) == 38
+
+
+def test_cli_show_prompts_and_other_key_variable(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--preset",
+            "toy",
+            "--model",
+            "fake-model",
+            "--base-url",
+            llm.base_url,
+            "--api-key-env",
+            "MY_LLM_KEY",
+            "--target",
+            "2",
+            "--per-call",
+            "2",
+            "--show-prompts",
+            "--temperature",
+            "0.3",
+            "-o",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "List 2 different ways to name a handwritten digit from zero to four" in r.output
+    assert r.output.count("user:") == 4  # one request per list, each shown
+    assert {e["auth"] for e in llm.log} == {f"Bearer {SECRET}"}
+    assert {e["body"]["temperature"] for e in llm.log} == {0.3}
+    assert SECRET not in _files_text(tmp_path / "run")
