@@ -1,0 +1,84 @@
+# rtd: demo, bench and paper-reproduction targets (included by the root Makefile, which
+# defines BIN, DATA_ROOT and the offline HF variables).
+RTD := $(BIN)/rtd
+RTD_DEMO := runs/demo-rtd
+NPROC ?= 4
+TRIPLETS ?=
+PHI ?=
+RTD_OUT ?= runs/reproduce
+
+DEMOS += demo-rtd
+BENCHES += bench-rtd
+.PHONY: demo-rtd bench-rtd
+
+# Toy CIR world, 2 CPU cores, a few minutes: tiny CLIP -> LinCIR-style phi from captions ->
+# eval (base) -> RTD text-tower fine-tuning -> eval (+RTD) -> one before/after table.
+demo-rtd: install
+	$(RTD) train-phi --preset toy --device cpu -o $(RTD_DEMO)/phi --overwrite
+	$(RTD) eval --dataset toy --backbone tiny-clip-toy --base lincir \
+		--phi $(RTD_DEMO)/phi/phi.pt --device cpu -o $(RTD_DEMO)/eval-base --overwrite
+	$(RTD) train --preset toy --phi $(RTD_DEMO)/phi/phi.pt --device cpu \
+		-o $(RTD_DEMO)/train --overwrite
+	$(RTD) eval --dataset toy --backbone tiny-clip-toy --base lincir \
+		--phi $(RTD_DEMO)/phi/phi.pt --text-encoder $(RTD_DEMO)/train/text_tower.safetensors \
+		--device cpu -o $(RTD_DEMO)/eval-rtd --overwrite
+	@echo "rtd demo, toy CIR world (300 queries, 600-image gallery):"
+	@$(BIN)/python -m rtd_cli.compare $(RTD_DEMO)/eval-base $(RTD_DEMO)/eval-rtd \
+		--names "LinCIR-style phi (toy)" "+ RTD text tower"
+
+# One training step of a ViT-B-32-sized text tower (random weights): batch 16 on CPU, and
+# batch 128 on a GPU when one is present.
+bench-rtd: install
+	$(BIN)/python bench/rtd_train_bench.py --device cpu
+	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+		$(BIN)/python bench/rtd_train_bench.py --device cuda; \
+	else echo "bench-rtd: no CUDA device, GPU row skipped"; fi
+
+# ---------------------------------------------------------------------------------------
+# Paper reproduction: <base>+RTD on ViT-B-32 / ViT-L-14 with the README settings (4 GPUs x
+# batch 128, 2000 steps, lr 1e-5, seed 12345), then `rtd eval` of base and +RTD on every
+# benchmark, all with RTD's prompt "a photo of $ that {mod}" (its evaluation protocol for every
+# base, Pic2Word included). Needs:
+#   DATA_ROOT=...  folder with fashioniq/ cirr/ circo/ genecis/ in their official layouts
+#   TRIPLETS=...   LLM_triplets.json (RTD README's Google Drive) or a hub id
+#   PHI=...        the base's projection for that backbone (SEARLE_ViT-B32.pt / -L14.pt from
+#                  SEARLE's torch.hub, Pic2Word's released IM2TEXT, or `rtd train-phi` for
+#                  LinCIR, whose paper checkpoints were never released)
+#   NPROC=4        processes for torchrun (one per GPU)
+# e.g. make reproduce-rtd-lincir-ViT-L-14 DATA_ROOT=/data TRIPLETS=/data/LLM_triplets.json PHI=phi.pt
+RTD_BASES := lincir searle pic2word
+RTD_BACKBONES := ViT-B-32 ViT-L-14
+RTD_EVALS := fashioniq:val cirr:val cirr:test circo:val circo:test genecis:test
+
+define rtd_reproduce
+.PHONY: reproduce-rtd-$(1)-$(2)
+reproduce-rtd-$(1)-$(2): install
+	@test -n "$$(PHI)" || { echo "PHI=... (the $(1) projection for $(2)) is required"; exit 2; }
+	@test -n "$$(TRIPLETS)" || { echo "TRIPLETS=... (LLM_triplets.json) is required"; exit 2; }
+	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(NPROC) -m rtd_cli train \
+		--preset paper --backbone $(2) --base $(1) --phi $$(PHI) --triplets $$(TRIPLETS) --prompt rtd \
+		-o $$(RTD_OUT)/rtd-$(1)-$(2)/train --resume
+	for spec in $$(RTD_EVALS); do \
+		ds=$$$${spec%%:*}; split=$$$${spec##*:}; \
+		$(RTD) eval --dataset $$$$ds --split $$$$split --data-root $$(DATA_ROOT)/$$$$ds \
+			--backbone $(2) --base $(1) --phi $$(PHI) \
+			-o $$(RTD_OUT)/rtd-$(1)-$(2)/eval-base-$$$$ds-$$$$split --overwrite || exit 1; \
+		$(RTD) eval --dataset $$$$ds --split $$$$split --data-root $$(DATA_ROOT)/$$$$ds \
+			--backbone $(2) --base $(1) --phi $$(PHI) \
+			--text-encoder $$(RTD_OUT)/rtd-$(1)-$(2)/train/text_tower.safetensors \
+			-o $$(RTD_OUT)/rtd-$(1)-$(2)/eval-rtd-$$$$ds-$$$$split --overwrite || exit 1; \
+	done
+endef
+$(foreach b,$(RTD_BASES),$(foreach m,$(RTD_BACKBONES),$(eval $(call rtd_reproduce,$(b),$(m)))))
+
+# LinCIR's base projection trained from captions (its paper checkpoints were never released):
+# make reproduce-lincir-phi-ViT-L-14 CAPTIONS=<hub id or file>, then pass PHI=$(RTD_OUT)/lincir-phi-ViT-L-14/phi.pt
+CAPTIONS ?=
+define lincir_phi
+.PHONY: reproduce-lincir-phi-$(1)
+reproduce-lincir-phi-$(1): install
+	@test -n "$$(CAPTIONS)" || { echo "CAPTIONS=... (caption file or hub id) is required"; exit 2; }
+	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(NPROC) -m rtd_cli train-phi \
+		--preset lincir --backbone $(1) --captions $$(CAPTIONS) -o $$(RTD_OUT)/lincir-phi-$(1) --resume
+endef
+$(foreach m,$(RTD_BACKBONES),$(eval $(call lincir_phi,$(m))))
