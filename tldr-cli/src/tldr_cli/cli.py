@@ -5,7 +5,18 @@ from typing import Annotated
 
 import typer
 
-from labshared.cli import OutputDirOpt, OverwriteOpt, ResumeOpt, make_app, run_app
+from labshared.cli import (
+    DeterministicOpt,
+    DeviceOpt,
+    NoCacheOpt,
+    OutputDirOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    make_app,
+    run_app,
+)
 from tldr_cli import __version__
 
 app = make_app(
@@ -196,6 +207,359 @@ def generate(
             ]
             typer.echo(f"{kind:9s} {name:20s} {len(words):5d} words  ({source})")
     typer.echo(str(run_dir / WORDLISTS_FILE))
+
+
+# --------------------------------------------------------------------------- filter / retrain / erm
+# Options shared by `filter`, `retrain` and `erm`. Each defaults to None: keep the preset.
+PresetOpt = Annotated[
+    str,
+    typer.Option(
+        "--preset", "-p", help="Run preset: toy (offline), waterbirds, celeba or spuco-animals."
+    ),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset: toy, waterbirds, celeba, spuco-animals, or hf (a Hugging Face copy).",
+        rich_help_panel="Data",
+    ),
+]
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset folder in its official layout (for hf: hub id or save_to_disk folder).",
+        rich_help_panel="Data",
+    ),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Classifier architecture for ERM: resnet50 or toy-cnn.", rich_help_panel="Classifier"
+    ),
+]
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="ERM initialisation: torchvision enum (IMAGENET1K_V1, downloads once), a local .pth/.safetensors "
+        "ResNet-50 state dict, toy-digits (toy CNN), or none.",
+        rich_help_panel="Classifier",
+    ),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="ERM recipe: paper-repo (TLDR script.sh), dfr-waterbirds, dfr-celeba or toy.",
+        rich_help_panel="Classifier",
+    ),
+]
+ClassifierOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Trained classifier: a `tldr erm` run folder, a checkpoint folder, or a torchvision ResNet-50 "
+        "state dict. Without it ERM is trained with the preset's recipe (cached).",
+        rich_help_panel="Classifier",
+    ),
+]
+ClipModelOpt = Annotated[
+    str | None,
+    typer.Option(help="open_clip model name (ViT-B-32), or tiny-clip-toy.", rich_help_panel="CLIP"),
+]
+ClipPretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="open_clip pretrained tag (openai) or a local weights file.", rich_help_panel="CLIP"
+    ),
+]
+ClipInputOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="What CLIP embeds for the projector: clip (its own preprocessing) or classifier (the official "
+        "code's ImageNet-normalised tensors).",
+        rich_help_panel="CLIP",
+    ),
+]
+GapPairsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Image-caption pairs for the modality gap: a COCO captions folder, a JSONL file, or toy.",
+        rich_help_panel="Projector",
+    ),
+]
+NGapOpt = Annotated[
+    int | None,
+    typer.Option(help="Pairs used for the mean gap (1000).", rich_help_panel="Projector"),
+]
+LambdaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lambda", help="Ridge penalty of the projector (50).", rich_help_panel="Projector"
+    ),
+]
+ToyTrainOpt = Annotated[
+    int | None, typer.Option(help="Toy world: training images.", rich_help_panel="Data")
+]
+ToyValOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Toy world: validation images (DFR's group-labelled set).", rich_help_panel="Data"
+    ),
+]
+ToyTestOpt = Annotated[
+    int | None, typer.Option(help="Toy world: test images.", rich_help_panel="Data")
+]
+FeatBatchOpt = Annotated[
+    int | None,
+    typer.Option(help="Batch size of frozen-feature extraction.", rich_help_panel="Runtime"),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="DataLoader worker processes.", rich_help_panel="Runtime")
+]
+
+
+def _resolve(preset: str, **overrides):
+    from tldr_cli.config import apply_overrides, get_preset
+
+    return apply_overrides(get_preset(preset), **overrides)
+
+
+def _start(
+    command: str,
+    cfg,
+    output_dir,
+    overwrite: bool,
+    resume: bool,
+    device: str,
+    precision: str,
+    seed: int,
+    deterministic: bool,
+):
+    from labshared.console import log
+    from labshared.device import setup_runtime
+    from labshared.runs import create_run_dir, write_config
+
+    run_dir = create_run_dir("tldr", command, output_dir, resume=resume, overwrite=overwrite)
+    runtime = setup_runtime(device, precision, seed, deterministic)
+    write_config(run_dir, cfg, runtime=runtime.describe(), tool="tldr", version=__version__)
+    log(
+        f"tldr {command} {__version__}: preset {cfg.name}, {runtime.describe()}, run folder {run_dir}"
+    )
+    return run_dir, runtime
+
+
+@app.command("filter")
+def filter_words(
+    words: Annotated[Path, typer.Option(help="Word-list JSON (from `tldr generate`).")],
+    preset: PresetOpt = "toy",
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    classifier: ClassifierOpt = None,
+    arch: ArchOpt = None,
+    backbone_weights: BackboneOpt = None,
+    erm_recipe: RecipeOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_pretrained: ClipPretrainedOpt = None,
+    clip_input: ClipInputOpt = None,
+    gap_pairs: GapPairsOpt = None,
+    n_gap_pairs: NGapOpt = None,
+    lam: LambdaOpt = None,
+    toy_n_train: ToyTrainOpt = None,
+    feature_batch_size: FeatBatchOpt = None,
+    num_workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Stage 1 (CLIP anchor) and stage 2 (ERM head on projected words) word filter -> wordlists.json."""
+    from tldr_cli.filter import run_filter
+
+    cfg = _resolve(
+        preset,
+        dataset=dataset,
+        data_root=data_root,
+        arch=arch,
+        backbone_weights=backbone_weights,
+        erm_recipe=erm_recipe,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        clip_input=clip_input,
+        gap_pairs=gap_pairs,
+        n_gap_pairs=n_gap_pairs,
+        lam=lam,
+        toy_n_train=toy_n_train,
+        feature_batch_size=feature_batch_size,
+        num_workers=num_workers,
+    )
+    run_dir, runtime = _start(
+        "filter", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
+    )
+    out, summary, _ = run_filter(
+        cfg, runtime, run_dir, words=words, classifier=classifier, use_cache=not no_cache
+    )
+    for kind in ("classes", "spurious"):
+        for name, n in summary["before"][kind].items():
+            typer.echo(f"{kind:9s} {name:20s} {n:5d} -> {summary['after'][kind][name]:5d} words")
+    typer.echo(
+        f"removed: {summary['removed_stage1']} by the CLIP anchor filter, "
+        f"{summary['removed_stage2']} by the classifier filter (filter_report.json)"
+    )
+    typer.echo(str(out))
+
+
+@app.command()
+def retrain(
+    words: Annotated[
+        Path | None,
+        typer.Option(help="Word-list JSON (the output of `tldr filter`); needed for tldr."),
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(help="tldr (text, no group labels), dfr (group-labelled val images) or both."),
+    ] = "both",
+    preset: PresetOpt = "toy",
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    classifier: ClassifierOpt = None,
+    arch: ArchOpt = None,
+    backbone_weights: BackboneOpt = None,
+    erm_recipe: RecipeOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_pretrained: ClipPretrainedOpt = None,
+    clip_input: ClipInputOpt = None,
+    gap_pairs: GapPairsOpt = None,
+    n_gap_pairs: NGapOpt = None,
+    lam: LambdaOpt = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs of the new head (1).", rich_help_panel="Head")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="AdamW learning rate of the new head (1e-4).", rich_help_panel="Head"),
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay (1e-4).", rich_help_panel="Head")
+    ] = None,
+    head_batch_size: Annotated[
+        int | None, typer.Option(help="Text pairs per batch (128).", rich_help_panel="Head")
+    ] = None,
+    template_draw: Annotated[
+        str | None,
+        typer.Option(
+            help="Template draw: all (80 templates) or official (randint(0, 79), never the 80th).",
+            rich_help_panel="Head",
+        ),
+    ] = None,
+    dfr_retrains: Annotated[
+        int | None, typer.Option(help="DFR fits averaged (20).", rich_help_panel="DFR")
+    ] = None,
+    toy_n_train: ToyTrainOpt = None,
+    toy_n_val: ToyValOpt = None,
+    toy_n_test: ToyTestOpt = None,
+    feature_batch_size: FeatBatchOpt = None,
+    num_workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Retrain the last layer on projected text pairs (TLDR) and/or DFR; table of ERM vs TLDR vs DFR."""
+    from labshared.errors import ConfigError
+    from tldr_cli.retrain import run_retrain
+
+    if method not in ("tldr", "dfr", "both"):
+        raise ConfigError(f"--method {method!r}: expected tldr, dfr or both")
+    cfg = _resolve(
+        preset,
+        dataset=dataset,
+        data_root=data_root,
+        arch=arch,
+        backbone_weights=backbone_weights,
+        erm_recipe=erm_recipe,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        clip_input=clip_input,
+        gap_pairs=gap_pairs,
+        n_gap_pairs=n_gap_pairs,
+        lam=lam,
+        head_epochs=epochs,
+        head_lr=lr,
+        head_weight_decay=weight_decay,
+        head_batch_size=head_batch_size,
+        template_draw=template_draw,
+        dfr_retrains=dfr_retrains,
+        toy_n_train=toy_n_train,
+        toy_n_val=toy_n_val,
+        toy_n_test=toy_n_test,
+        feature_batch_size=feature_batch_size,
+        num_workers=num_workers,
+    )
+    run_dir, runtime = _start(
+        "retrain", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
+    )
+    _, table = run_retrain(
+        cfg,
+        runtime,
+        run_dir,
+        words=words,
+        classifier=classifier,
+        method=method,
+        use_cache=not no_cache,
+    )
+    typer.echo(table)
+    typer.echo(str(run_dir / "metrics.json"))
+
+
+@app.command()
+def erm(
+    preset: PresetOpt = "toy",
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    arch: ArchOpt = None,
+    backbone_weights: BackboneOpt = None,
+    recipe: RecipeOpt = None,
+    toy_n_train: ToyTrainOpt = None,
+    toy_n_test: ToyTestOpt = None,
+    feature_batch_size: FeatBatchOpt = None,
+    num_workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Train the ERM classifier (paper-repo or DFR recipe) and report its group accuracies."""
+    from tldr_cli.erm import run_erm
+
+    cfg = _resolve(
+        preset,
+        dataset=dataset,
+        data_root=data_root,
+        arch=arch,
+        backbone_weights=backbone_weights,
+        erm_recipe=recipe,
+        toy_n_train=toy_n_train,
+        toy_n_test=toy_n_test,
+        feature_batch_size=feature_batch_size,
+        num_workers=num_workers,
+    )
+    run_dir, runtime = _start(
+        "erm", cfg, output_dir, overwrite, resume, device, precision, seed, deterministic
+    )
+    m = run_erm(cfg, runtime, run_dir, resume=resume, use_cache=not no_cache)
+    typer.echo(
+        f"ERM ({cfg.recipe.name}): worst-group {100 * m['worst_group_acc']:.1f}%  "
+        f"average {100 * m['average_acc']:.1f}%  class-balanced {100 * m['class_balanced_acc']:.1f}%"
+    )
+    typer.echo(str(run_dir / "checkpoints" / "final"))
 
 
 def main() -> None:

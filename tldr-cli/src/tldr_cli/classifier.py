@@ -1,0 +1,273 @@
+"""The image classifier f = h o phi whose last layer TLDR retrains.
+
+- `resnet50`: torchvision ResNet-50, `fc` replaced by Linear(2048, C); phi is everything
+  before `fc` (2048-d, post-ReLU average-pooled), as in `TLDR:models/model_factory.py` and
+  DFR's `get_embed`. ImageNet initialisation by weights-enum name (IMAGENET1K_V1, which
+  torchvision downloads once) or from a local file (offline).
+- `toy-cnn`: a five-conv-layer CNN (about 10 MFLOPs per image) for 32 px toy images, 128-d post-ReLU pooled features. It
+  starts from a backbone pretrained on unbiased 10-way digit classification of the toy
+  world (cached), because a CNN trained from scratch on the biased toy data keeps almost no
+  digit features (design.md), just as the real setting starts from ImageNet weights.
+
+Checkpoints are run-folder checkpoints (`model.safetensors` + `meta.json` holding `arch`
+and `num_classes`), so a classifier rebuilds from its own folder.
+
+Transforms (`TLDR:datasets/dataset_factory.py`): Waterbirds/SpuCo/HF eval Resize(256,256)
+-> CenterCrop(224); CelebA eval CenterCrop(178) -> Resize(224); both ImageNet-normalised.
+Augmentation (DFR recipe): RandomResizedCrop(224, scale (0.7, 1)) + horizontal flip.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import transforms as T
+
+from labshared.cache import cache_key, cache_root
+from labshared.console import log
+from labshared.errors import ConfigError
+from labshared.runs import atomic_save_safetensors, atomic_write_json, safe_torch_load
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TOY_MEAN = (0.5, 0.5, 0.5)
+TOY_STD = (0.25, 0.25, 0.25)
+
+
+class ToyCNN(nn.Module):
+    """32 px input -> (B, 128) post-ReLU average-pooled features."""
+
+    feature_dim = 128
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.net = nn.Sequential(
+            *block(3, 16), nn.MaxPool2d(2),  # 16 px
+            *block(16, 32), *block(32, 32), nn.MaxPool2d(2),  # 8 px
+            *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Classifier(nn.Module):
+    """phi (`backbone`) and the linear head (`fc`), with timm-like seams."""
+
+    def __init__(self, arch: str, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.arch, self.feature_dim, self.num_classes = arch, feature_dim, num_classes
+        self.backbone = backbone
+        self.fc = nn.Linear(feature_dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) post-ReLU
+        return self.backbone(x)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+
+
+def _resnet50_backbone(weights: str | None) -> nn.Module:
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    if weights is None or weights.lower() == "none":
+        net = resnet50(weights=None)
+    elif Path(weights).suffix in (".pth", ".pt", ".safetensors", ".bin"):
+        net = resnet50(weights=None)
+        state = _load_state_file(Path(weights))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if set(missing) - {"fc.weight", "fc.bias"} or unexpected:
+            raise ConfigError(
+                f"--backbone-weights {weights}: not a torchvision ResNet-50 state dict "
+                f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+            )
+    else:
+        try:
+            enum = ResNet50_Weights[weights]
+        except KeyError:
+            raise ConfigError(
+                f"--backbone-weights {weights!r}: expected a file, none, or one of "
+                f"{', '.join(w.name for w in ResNet50_Weights)}"
+            ) from None
+        net = resnet50(weights=enum)
+    net.fc = nn.Identity()
+    return net
+
+
+def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = safe_torch_load(path)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def build_classifier(
+    arch: str, num_classes: int, backbone_weights: str | None = None
+) -> Classifier:
+    """A classifier ready for ERM: ImageNet (resnet50) or digit-pretrained (toy-cnn) phi,
+    fresh head."""
+    if arch == "resnet50":
+        return Classifier(arch, _resnet50_backbone(backbone_weights), 2048, num_classes)
+    if arch == "toy-cnn":
+        model = Classifier(arch, ToyCNN(), ToyCNN.feature_dim, num_classes)
+        if backbone_weights == "toy-digits":
+            model.backbone.load_state_dict(pretrained_toy_backbone())
+        elif backbone_weights not in (None, "none"):
+            model.backbone.load_state_dict(_load_state_file(Path(backbone_weights)))
+        return model
+    raise ConfigError(f"--arch {arch!r}: expected resnet50 or toy-cnn")
+
+
+# --------------------------------------------------------------------------- transforms
+def classifier_transform(dataset: str, arch: str, train: bool = False, augment: bool = False):
+    """PIL image -> normalised tensor for the classifier (module docstring)."""
+    if arch == "toy-cnn":
+        return T.Compose([T.ToTensor(), T.Normalize(TOY_MEAN, TOY_STD)])
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and augment:
+        return T.Compose(
+            [T.RandomResizedCrop(224, scale=(0.7, 1.0)), T.RandomHorizontalFlip(), *norm]
+        )
+    if dataset == "celeba":
+        return T.Compose([T.CenterCrop(178), T.Resize(224), *norm])
+    return T.Compose([T.Resize((256, 256)), T.CenterCrop(224), *norm])
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_classifier(folder: Path, model: Classifier, meta: dict) -> Path:
+    folder = Path(folder)
+    atomic_save_safetensors(folder / "model.safetensors", model.state_dict())
+    atomic_write_json(
+        folder / "meta.json",
+        {
+            "arch": model.arch,
+            "num_classes": model.num_classes,
+            "feature_dim": model.feature_dim,
+            **meta,
+        },
+    )
+    return folder
+
+
+def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
+    """A classifier from one of our checkpoint folders (or a run folder holding
+    `checkpoints/final`), or from a torchvision ResNet-50 state-dict file (.pth/.pt/
+    .safetensors; the class count is read from `fc.weight`)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path, path / "checkpoints" / "final"):
+            if (candidate / "meta.json").is_file() and (candidate / "model.safetensors").is_file():
+                meta = json.loads((candidate / "meta.json").read_text())
+                model = build_classifier(meta["arch"], meta["num_classes"], None)
+                model.load_state_dict(_load_state_file(candidate / "model.safetensors"))
+                return model.eval(), meta
+        raise ConfigError(
+            f"--classifier {path}: no model.safetensors + meta.json (an `tldr erm` run?)"
+        )
+    state = _load_state_file(path)
+    if "fc.weight" not in state:
+        raise ConfigError(
+            f"--classifier {path}: no fc.weight; expected a torchvision ResNet-50 state dict"
+        )
+    model = build_classifier("resnet50", state["fc.weight"].shape[0], None)
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    model.backbone.load_state_dict(backbone, strict=False)
+    model.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    return model.eval(), {"arch": "resnet50", "num_classes": model.num_classes, "source": str(path)}
+
+
+# --------------------------------------------------------------------------- toy backbone
+TOY_PRETRAIN = {
+    "n": 4000,
+    "epochs": 3,
+    "lr": 0.05,
+    "batch_size": 128,
+    "seed": 0,
+    "size": 32,
+    "version": 2,
+}
+
+
+def pretrained_toy_backbone() -> dict[str, torch.Tensor]:
+    """ToyCNN weights pretrained on unbiased 10-way digit classification of toy images
+    (`labshared.toy.make_split`: every digit on every background and colour), fitted once
+    and cached content-keyed (the analogue of ImageNet weights)."""
+    from safetensors.torch import load_file
+
+    spec = {"what": "tldr-toy-backbone", **TOY_PRETRAIN}
+    path = cache_root() / "tldr" / f"toy-backbone-{cache_key(spec)}.safetensors"
+    if path.is_file():
+        log(f"[dim]cache hit: {path}[/dim]")
+        return load_file(str(path))
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_suffix(".lock"))):
+        if path.is_file():
+            return load_file(str(path))
+        state = _pretrain_toy_backbone()
+        atomic_save_safetensors(path, state)
+        atomic_write_json(path.with_suffix(".json"), {"spec": spec})
+        log(f"[dim]cache written: {path}[/dim]")
+        return state
+
+
+def _pretrain_toy_backbone() -> dict[str, torch.Tensor]:
+    from labshared import toy
+
+    p = TOY_PRETRAIN
+    log(
+        f"pretraining the toy CNN on 10-way digit classification ({p['n']} images, {p['epochs']} epochs)"
+    )
+    data = toy.make_split("train", p["n"], size=p["size"], seed=p["seed"] + 101)
+    x = (data.images.float() / 255.0 - 0.5) / 0.25
+    y = data.digit
+    gen = torch.Generator().manual_seed(p["seed"])
+    torch.manual_seed(p["seed"])
+    model = Classifier("toy-cnn", ToyCNN(), ToyCNN.feature_dim, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=p["lr"], momentum=0.9, weight_decay=5e-4)
+    steps = p["epochs"] * (len(x) // p["batch_size"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=steps)
+    model.train()
+    for _ in range(p["epochs"]):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(len(x) // p["batch_size"]):
+            idx = perm[i * p["batch_size"] : (i + 1) * p["batch_size"]]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    test = toy.make_split("test", 1000, size=p["size"], seed=p["seed"] + 7)
+    with torch.no_grad():
+        acc = (
+            (model((test.images.float() / 255.0 - 0.5) / 0.25).argmax(1) == test.digit)
+            .float()
+            .mean()
+        )
+    log(f"toy CNN digit accuracy on 1000 toy test images: {acc:.3f}")
+    return {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}

@@ -1,0 +1,188 @@
+"""Run presets for `tldr erm`, `tldr filter` and `tldr retrain` (frozen dataclasses).
+
+Precedence: dataclass defaults < preset < flags actually passed (options default to None,
+meaning "keep the preset"; `apply_overrides` uses `dataclasses.replace`). The `waterbirds`
+and `celeba` presets carry the paper repo's settings (`TLDR:script.sh`): lambda 50, AdamW
+lr 1e-4, wd 1e-4, batch 128, 1 epoch, ViT-B/32 OpenAI CLIP, ResNet-50 ImageNet weights,
+1000 COCO-2014-val caption pairs for the gap, DFR's C grid and 20 retrains. `toy` is the
+offline world (tiny CLIP, toy CNN) sized to run in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from labshared.errors import ConfigError
+from tldr_cli.dfr import C_GRID
+
+
+@dataclass(frozen=True)
+class ErmRecipe:
+    """How the ERM classifier is trained (SGD with momentum, constant LR).
+
+    `paper-repo` is `TLDR:script.sh` (1 epoch, lr 1e-4, wd 0.01, batch 32, no augmentation);
+    `dfr-waterbirds` / `dfr-celeba` are DFR's standard protocol (DFR README).
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    momentum: float = 0.9
+    augment: bool = False
+
+
+ERM_RECIPES: dict[str, ErmRecipe] = {
+    r.name: r
+    for r in (
+        ErmRecipe("paper-repo", epochs=1, lr=1e-4, weight_decay=1e-2, batch_size=32),
+        ErmRecipe(
+            "dfr-waterbirds", epochs=100, lr=1e-3, weight_decay=1e-3, batch_size=32, augment=True
+        ),
+        ErmRecipe(
+            "dfr-celeba", epochs=50, lr=1e-3, weight_decay=1e-4, batch_size=128, augment=True
+        ),
+        # toy: starts from the digit-pretrained CNN (design.md); a few epochs on biased data
+        ErmRecipe("toy", epochs=4, lr=2e-2, weight_decay=1e-4, batch_size=64),
+    )
+}
+
+TEMPLATE_DRAWS = ("all", "official")
+METHODS = ("tldr", "dfr", "both")
+CLIP_INPUTS = ("clip", "classifier")
+
+
+@dataclass(frozen=True)
+class TLDRConfig:
+    """Every setting of a filter / retrain / erm run.
+
+    Attributes (flags in brackets):
+        dataset: toy, waterbirds, celeba, spuco-animals or hf [--dataset].
+        data_root: dataset folder or HF id / save_to_disk folder [--data-root].
+        arch: classifier architecture, resnet50 or toy-cnn [--arch].
+        backbone_weights: ImageNet initialisation of ERM: a torchvision weights enum name
+            (IMAGENET1K_V1, downloads once), a local .pth/.safetensors file, or none.
+        erm_recipe: key of ERM_RECIPES [--erm-recipe].
+        clip_model, clip_pretrained: open_clip name and tag or file [--clip-model, ...].
+        clip_input: "clip" (CLIP sees its own preprocessing; default) or "classifier"
+            (the official quirk: CLIP sees the classifier's ImageNet-normalised pixels).
+        gap_pairs: "toy" or a COCO-captions folder or a JSONL file [--gap-pairs].
+        n_gap_pairs: caption pairs used for the mean gap (1000 in the paper repo).
+        lam: ridge penalty lambda of the projector [--lambda].
+        head_lr, head_weight_decay, head_batch_size, head_epochs: the new last layer.
+        template_draw: "all" (uniform over the 80 templates) or "official" (randint(0, 79):
+            the 80th template is never drawn) [--template-draw].
+        dfr_c_grid, dfr_retrains: the DFR baseline.
+        toy_*: sizes and train correlation of the toy world.
+        feature_batch_size, num_workers: frozen-feature extraction.
+    """
+
+    name: str
+    dataset: str
+    data_root: str | None = None
+    arch: str = "resnet50"
+    backbone_weights: str | None = "IMAGENET1K_V1"
+    erm_recipe: str = "paper-repo"
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    clip_input: str = "clip"
+    gap_pairs: str | None = None
+    n_gap_pairs: int = 1000
+    lam: float = 50.0
+    head_lr: float = 1e-4
+    head_weight_decay: float = 1e-4
+    head_batch_size: int = 128
+    head_epochs: int = 1
+    template_draw: str = "all"
+    dfr_c_grid: tuple[float, ...] = C_GRID
+    dfr_retrains: int = 20
+    toy_n_train: int = 2000
+    toy_n_val: int = 400
+    toy_n_test: int = 800
+    toy_corr: float = 0.95
+    toy_size: int = 32
+    feature_batch_size: int = 256
+    num_workers: int = 4
+
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                self.erm_recipe in ERM_RECIPES,
+                f"--erm-recipe {self.erm_recipe!r}: expected one of {', '.join(ERM_RECIPES)}",
+            ),
+            (
+                self.template_draw in TEMPLATE_DRAWS,
+                f"--template-draw {self.template_draw!r}: expected all or official",
+            ),
+            (
+                self.clip_input in CLIP_INPUTS,
+                f"--clip-input {self.clip_input!r}: expected clip or classifier",
+            ),
+            (
+                self.arch in ("resnet50", "toy-cnn"),
+                f"--arch {self.arch!r}: expected resnet50 or toy-cnn",
+            ),
+            (self.lam > 0, f"--lambda {self.lam}: the ridge penalty must be > 0"),
+            (self.head_epochs >= 1, f"--epochs {self.head_epochs}: expected >= 1"),
+            (self.head_lr > 0, f"--lr {self.head_lr}: expected > 0"),
+            (self.head_batch_size >= 1, f"--head-batch-size {self.head_batch_size}: expected >= 1"),
+            (self.n_gap_pairs >= 1, f"--n-gap-pairs {self.n_gap_pairs}: expected >= 1"),
+            (self.dfr_retrains >= 1, f"--dfr-retrains {self.dfr_retrains}: expected >= 1"),
+            (0.0 <= self.toy_corr <= 1.0, f"--toy-corr {self.toy_corr}: expected a probability"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def recipe(self) -> ErmRecipe:
+        return ERM_RECIPES[self.erm_recipe]
+
+
+PRESETS: dict[str, TLDRConfig] = {
+    p.name: p
+    for p in (
+        TLDRConfig(
+            name="toy",
+            dataset="toy",
+            arch="toy-cnn",
+            backbone_weights="toy-digits",
+            erm_recipe="toy",
+            clip_model="tiny-clip-toy",
+            clip_pretrained="fitted",
+            gap_pairs="toy",
+            n_gap_pairs=1000,
+            # Our choice for the toy world: the text set has a few thousand pairs, so the
+            # paper's single epoch at lr 1e-4 would leave the fresh head nearly untrained.
+            head_lr=1e-3,
+            head_epochs=10,
+            dfr_retrains=20,
+            feature_batch_size=512,
+            num_workers=0,
+        ),
+        TLDRConfig(name="waterbirds", dataset="waterbirds", erm_recipe="paper-repo"),
+        TLDRConfig(name="celeba", dataset="celeba", erm_recipe="paper-repo"),
+        TLDRConfig(name="spuco-animals", dataset="spuco-animals", erm_recipe="paper-repo"),
+    )
+}
+
+
+def get_preset(name: str) -> TLDRConfig:
+    if name in PRESETS:
+        return PRESETS[name]
+    close = difflib.get_close_matches(name, PRESETS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"--preset {name!r} is unknown; known: {', '.join(PRESETS)}{hint}")
+
+
+def apply_overrides(cfg: TLDRConfig, **overrides: Any) -> TLDRConfig:
+    """Replace the fields whose override is not None (flags left unset keep the preset)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(cfg)}
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}")
+    return dataclasses.replace(cfg, **given)

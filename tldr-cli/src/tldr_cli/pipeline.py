@@ -1,0 +1,326 @@
+"""The steps `tldr filter` and `tldr retrain` share, each cached by content.
+
+1. the dataset splits (`labshared.data.group_shift`);
+2. the classifier: a given checkpoint, or ERM trained with the preset's recipe (cached
+   under a key of dataset, architecture, initial weights, recipe and seed);
+3. frozen classifier features phi(x) per split, keyed by the classifier's file digest,
+   the dataset fingerprint, the split and the transform;
+4. CLIP (open_clip name + tag, or the tiny toy CLIP) and raw CLIP image embeddings of the
+   training images (`TLDR:last_layer_retrain/tldr.py:L92-151`);
+5. the mean modality gap over image-caption pairs;
+6. the closed-form gap-constrained projector (`projector.py`).
+
+Deviation (official code: caches keyed by file name, silently reused when anything
+upstream changed): every cache key hashes what produced the entry, and hits are logged.
+Deviation (official: CLIP embeds the classifier's ImageNet-normalised tensors): CLIP sees
+its own preprocessing by default; `--clip-input classifier` restores the official input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labshared.cache import cache_key, cache_root, cached_tensors
+from labshared.console import log, track
+from labshared.data.group_shift import GroupShiftSplit, ImageDataset, build_group_shift
+from labshared.device import Runtime
+from labshared.errors import ConfigError
+from tldr_cli import __version__
+from tldr_cli.classifier import Classifier, build_classifier, classifier_transform, load_classifier
+from tldr_cli.config import TLDRConfig
+from tldr_cli.projector import Projector, modality_gap, ridge_statistics, solve_gap_ridge_from_stats
+
+FEATURE_CODE_VERSION = 1  # bump when feature extraction changes what it returns
+
+
+def load_splits(cfg: TLDRConfig, splits=("train", "val", "test")) -> dict[str, GroupShiftSplit]:
+    out = {}
+    for split in splits:
+        if cfg.dataset == "toy":
+            n = {"train": cfg.toy_n_train, "val": cfg.toy_n_val, "test": cfg.toy_n_test}[split]
+            out[split] = build_group_shift(
+                "toy", None, split, n=n, corr=cfg.toy_corr, size=cfg.toy_size
+            )
+        else:
+            out[split] = build_group_shift(cfg.dataset, cfg.data_root, split)
+    return out
+
+
+def dataset_kind(data: GroupShiftSplit) -> str:
+    """The preprocessing family: celeba (CenterCrop 178) or the Waterbirds-style default."""
+    return "celeba" if data.class_names == ("non-blond", "blond") else data.dataset
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- classifier
+@dataclass
+class ClassifierHandle:
+    model: Classifier
+    meta: dict[str, Any]
+    ident: str  # content digest of the weights: part of every feature-cache key
+
+
+def obtain_classifier(
+    cfg: TLDRConfig, classifier: str | None, train: GroupShiftSplit, runtime: Runtime
+) -> ClassifierHandle:
+    """The `--classifier` checkpoint, or an ERM classifier trained (once, cached)."""
+    if classifier:
+        model, meta = load_classifier(classifier)
+        path = Path(classifier)
+        weights = path / "model.safetensors" if path.is_dir() else path
+        if path.is_dir() and not weights.is_file():
+            weights = path / "checkpoints" / "final" / "model.safetensors"
+        if model.num_classes != train.n_classes:
+            raise ConfigError(
+                f"--classifier {classifier} has {model.num_classes} outputs; the dataset has "
+                f"{train.n_classes} classes"
+            )
+        return ClassifierHandle(model, meta, file_digest(weights))
+    from tldr_cli.erm import train_erm
+
+    spec = {
+        "what": "tldr-erm",
+        "data": train.fingerprint,
+        "arch": cfg.arch,
+        "backbone_weights": cfg.backbone_weights,
+        "recipe": cfg.recipe,
+        "seed": runtime.seed,
+        "code": __version__,
+    }
+    folder = cache_root() / "tldr" / f"erm-{cache_key(spec)}"
+    final = folder / "checkpoints" / "final"
+    if not (final / "model.safetensors").is_file():
+        log(f"no --classifier given: training ERM ({cfg.recipe.name} recipe) into {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(json.dumps(spec, default=str, indent=2))
+        model = build_classifier(cfg.arch, train.n_classes, cfg.backbone_weights)
+        train_erm(
+            model,
+            train,
+            cfg.recipe,
+            runtime,
+            folder,
+            dataset_kind=dataset_kind(train),
+            num_workers=cfg.num_workers,
+            resume=True,
+        )
+    else:
+        log(f"[dim]cache hit: ERM classifier {final}[/dim]")
+    model, meta = load_classifier(final)
+    meta["path"] = str(final)
+    return ClassifierHandle(model, meta, file_digest(final / "model.safetensors"))
+
+
+def _loader(data: GroupShiftSplit, transform, cfg: TLDRConfig):
+    return torch.utils.data.DataLoader(
+        ImageDataset(data, transform),
+        batch_size=cfg.feature_batch_size,
+        num_workers=cfg.num_workers,
+    )
+
+
+@torch.no_grad()
+def classifier_features(
+    handle: ClassifierHandle,
+    data: GroupShiftSplit,
+    cfg: TLDRConfig,
+    runtime: Runtime,
+    use_cache: bool,
+) -> torch.Tensor:
+    """(N, D) float32 phi(x) of a split (eval transform), cached by content."""
+    transform = classifier_transform(dataset_kind(data), handle.model.arch)
+    spec = {
+        "classifier": handle.ident,
+        "data": data.fingerprint,
+        "transform": repr(transform),
+        "code": FEATURE_CODE_VERSION,
+    }
+
+    def compute():
+        model = handle.model.to(runtime.device).eval()
+        out = []
+        for x, _ in track(_loader(data, transform, cfg), f"classifier features ({data.split})"):
+            with runtime.autocast():
+                out.append(model.forward_features(x.to(runtime.device)).float().cpu())
+        return {"features": torch.cat(out)}
+
+    return cached_tensors(f"tldr-phi-{data.split}", spec, compute, enabled=use_cache)["features"]
+
+
+# --------------------------------------------------------------------------- CLIP
+@dataclass
+class ClipHandle:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    ident: dict[str, Any]
+
+    @torch.no_grad()
+    def encode_texts(
+        self, texts: list[str], device: torch.device, batch_size: int = 1024
+    ) -> torch.Tensor:
+        """Raw (unnormalised) text embeddings, (N, D) float32."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[i : i + batch_size]).to(device)
+            out.append(self.model.encode_text(tokens).float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+    @torch.no_grad()
+    def encode_pil(self, images: list, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
+            out.append(self.model.encode_image(x).float().cpu())
+        return torch.cat(out)
+
+
+def load_clip(cfg: TLDRConfig, device: torch.device) -> ClipHandle:
+    """open_clip model + eval preprocess + tokenizer; `tiny-clip-toy` is the fitted toy CLIP."""
+    if cfg.clip_model == "tiny-clip-toy":
+        from labshared.tinyclip import ensure_tiny_clip, load_tiny_clip
+
+        model, preprocess, tokenizer = load_tiny_clip(device)
+        return ClipHandle(
+            model,
+            preprocess,
+            tokenizer,
+            {"model": cfg.clip_model, "weights": ensure_tiny_clip().stem},
+        )
+    import open_clip
+
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            cfg.clip_model, pretrained=cfg.clip_pretrained, device=device
+        )
+    except Exception as exc:  # unknown name, offline without cached weights, bad file, ...
+        raise ConfigError(
+            f"--clip-model {cfg.clip_model} --clip-pretrained {cfg.clip_pretrained}: cannot load "
+            f"({exc}); offline, pass a local weights file as --clip-pretrained"
+        ) from None
+    pretrained = cfg.clip_pretrained
+    ident = {"model": cfg.clip_model, "pretrained": pretrained}
+    if Path(pretrained).is_file():
+        ident["digest"] = file_digest(Path(pretrained))
+    return ClipHandle(model.eval(), preprocess, open_clip.get_tokenizer(cfg.clip_model), ident)
+
+
+@torch.no_grad()
+def clip_image_embeddings(
+    clip: ClipHandle,
+    data: GroupShiftSplit,
+    cfg: TLDRConfig,
+    runtime: Runtime,
+    arch: str,
+    use_cache: bool,
+) -> torch.Tensor:
+    """(N, D_clip) raw CLIP image embeddings of a split."""
+    transform = (
+        clip.preprocess
+        if cfg.clip_input == "clip"
+        else classifier_transform(dataset_kind(data), arch)
+    )
+    spec = {
+        "clip": clip.ident,
+        "data": data.fingerprint,
+        "transform": repr(transform),
+        "code": FEATURE_CODE_VERSION,
+    }
+
+    def compute():
+        out = []
+        for x, _ in track(_loader(data, transform, cfg), f"CLIP image embeddings ({data.split})"):
+            with runtime.autocast():
+                out.append(clip.model.encode_image(x.to(runtime.device)).float().cpu())
+        return {"embeddings": torch.cat(out)}
+
+    return cached_tensors(f"tldr-clipimg-{data.split}", spec, compute, enabled=use_cache)[
+        "embeddings"
+    ]
+
+
+def gap_vector(
+    clip: ClipHandle, cfg: TLDRConfig, runtime: Runtime, use_cache: bool
+) -> torch.Tensor:
+    """(D_clip,) float64 mean modality gap over `cfg.n_gap_pairs` image-caption pairs."""
+    from tldr_cli.gap import load_gap_pairs
+
+    if not cfg.gap_pairs:
+        raise ConfigError("--gap-pairs is required: a COCO captions folder, a JSONL file, or 'toy'")
+    source = cfg.gap_pairs
+    fp: Any = source if source == "toy" else str(Path(source).resolve())
+    if source != "toy" and Path(source).is_file():
+        fp = {"path": fp, "digest": file_digest(Path(source))}
+    spec = {
+        "clip": clip.ident,
+        "pairs": fp,
+        "n": cfg.n_gap_pairs,
+        "seed": runtime.seed,
+        "code": FEATURE_CODE_VERSION,
+    }
+
+    def compute():
+        images, captions = load_gap_pairs(
+            source, cfg.n_gap_pairs, torch.Generator().manual_seed(runtime.seed)
+        )
+        img = clip.encode_pil(images, runtime.device)
+        txt = clip.encode_texts(captions, runtime.device)
+        return {"gap": modality_gap(img, txt)}
+
+    return cached_tensors("tldr-gap", spec, compute, enabled=use_cache)["gap"]
+
+
+def fit_projector(
+    x_clip: torch.Tensor, y_phi: torch.Tensor, gap: torch.Tensor, lam: float
+) -> Projector:
+    """The frozen Linear + ReLU projector from CLIP to phi space (closed form, float64)."""
+    chunks = ((x_clip[i : i + 16384], y_phi[i : i + 16384]) for i in range(0, len(x_clip), 16384))
+    w, b = solve_gap_ridge_from_stats(ridge_statistics(chunks), gap, lam)
+    return Projector(w, b, relu=True)
+
+
+# --------------------------------------------------------------------------- all together
+@dataclass
+class Context:
+    cfg: TLDRConfig
+    runtime: Runtime
+    splits: dict[str, GroupShiftSplit]
+    classifier: ClassifierHandle
+    features: dict[str, torch.Tensor]
+    clip: ClipHandle
+    gap: torch.Tensor
+    projector: Projector
+
+
+def prepare(
+    cfg: TLDRConfig,
+    runtime: Runtime,
+    classifier: str | None,
+    use_cache: bool,
+    feature_splits=("train", "val", "test"),
+) -> Context:
+    splits = load_splits(cfg, tuple(dict.fromkeys(("train", *feature_splits))))
+    handle = obtain_classifier(cfg, classifier, splits["train"], runtime)
+    feats = {
+        s: classifier_features(handle, splits[s], cfg, runtime, use_cache) for s in feature_splits
+    }
+    clip = load_clip(cfg, runtime.device)
+    x_clip = clip_image_embeddings(
+        clip, splits["train"], cfg, runtime, handle.model.arch, use_cache
+    )
+    gap = gap_vector(clip, cfg, runtime, use_cache)
+    projector = fit_projector(x_clip, feats["train"], gap, cfg.lam)
+    return Context(cfg, runtime, splits, handle, feats, clip, gap, projector.to(runtime.device))

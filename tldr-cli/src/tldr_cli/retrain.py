@@ -1,0 +1,226 @@
+"""Last-layer retraining: TLDR (text) and DFR (group-labelled validation images), with ERM
+evaluated beside them (`TLDR:last_layer_retrain/tldr.py:L244-337`, `TLDR:utils/trainer.py`).
+
+TLDR: logits = Linear_new(ReLU(P(e))) with a freshly initialised Linear(D_phi, C), the
+projector and backbone frozen, cross-entropy on group-balanced batches of the text pairs,
+AdamW (lr 1e-4, wd 1e-4), batch 128, 1 epoch (`script.sh`); the last epoch is kept, so no
+group-labelled image is used. At test time the new head reads phi(image).
+
+Randomness: one `torch.Generator` seeded once per run drives the head's initialisation,
+the balanced sampling and the template draws. Deviation: the official code re-seeds in
+nearly every constructor (`seed_randomness`), so its results depend on how many objects
+were built.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labshared.console import log, make_progress
+from labshared.device import Runtime
+from tldr_cli.metrics import evaluate_predictions, group_counts
+from tldr_cli.projector import Projector
+from tldr_cli.textdata import TextPairs, epoch_batches, pair_embeddings
+
+
+def new_head(feature_dim: int, n_classes: int, generator: torch.Generator) -> nn.Linear:
+    """nn.Linear's default (Kaiming-uniform) initialisation, drawn from `generator`."""
+    head = nn.Linear(feature_dim, n_classes)
+    bound = 1.0 / feature_dim**0.5
+    with torch.no_grad():
+        head.weight.uniform_(-bound, bound, generator=generator)
+        head.bias.uniform_(-bound, bound, generator=generator)
+    return head
+
+
+def train_text_head(
+    pairs: TextPairs,
+    word_emb: torch.Tensor,
+    projector: Projector,
+    n_classes: int,
+    *,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    epochs: int,
+    generator: torch.Generator,
+    runtime: Runtime,
+    template_draw: str = "all",
+) -> tuple[nn.Linear, list[float]]:
+    """Train a fresh head on projected text pairs; returns (head, mean loss per epoch)."""
+    device = runtime.device
+    projector = projector.to(device)
+    feature_dim = projector.linear.out_features
+    head = new_head(feature_dim, n_classes, generator).to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    word_emb = word_emb.to(device)
+    labels = pairs.label.to(device)
+    n_templates = word_emb.shape[1]
+    losses = []
+    n_per_epoch = int(torch.unique(pairs.group, return_counts=True)[1].min()) * len(
+        torch.unique(pairs.group)
+    )
+    steps = epochs * -(-n_per_epoch // batch_size)
+    with make_progress() as progress:
+        task = progress.add_task("TLDR head", total=steps, status="")
+        for epoch in range(epochs):
+            total, n = 0.0, 0
+            for idx, tmpl in epoch_batches(
+                pairs, batch_size, generator, n_templates, template_draw
+            ):
+                idx, tmpl = idx.to(device), tmpl.to(device)
+                e = pair_embeddings(
+                    word_emb, pairs.t_idx.to(device)[idx], pairs.s_idx.to(device)[idx], tmpl
+                )
+                with runtime.autocast():
+                    logits = head(projector(e))
+                loss = nn.functional.cross_entropy(logits.float(), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                n += len(idx)
+                progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {total / n:.3f}")
+            losses.append(total / max(n, 1))
+    return head.eval(), losses
+
+
+@torch.no_grad()
+def head_predictions(head: nn.Module, feats: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+    device = next(head.parameters()).device
+    out = [
+        head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(feats), batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+def evaluate_all(predictions: dict[str, np.ndarray], test, train) -> dict[str, dict[str, Any]]:
+    """Metrics of every method on the test split, average weighted by training groups."""
+    counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
+    return {
+        name: evaluate_predictions(
+            pred, test.label, test.spurious, test.n_classes, test.n_spurious, counts
+        )
+        for name, pred in predictions.items()
+    }
+
+
+def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[np.ndarray, dict]:
+    """DFR^Val_Tr on the cached classifier features; returns (test predictions, info)."""
+    from tldr_cli.dfr import run_dfr
+
+    t0 = time.perf_counter()
+    val = ctx.splits["val"]
+    model = run_dfr(
+        ctx.features["train"].numpy(),
+        ctx.features["val"].numpy(),
+        val.label,
+        val.group,
+        generator,
+        c_grid=ctx.cfg.dfr_c_grid,
+        num_retrains=ctx.cfg.dfr_retrains,
+    )
+    info = {**model.info, "seconds": round(time.perf_counter() - t0, 2)}
+    log(f"DFR: C={model.info['C']} ({info['seconds']} s)")
+    return model.predict(ctx.features["test"].numpy()), info
+
+
+def run_retrain(
+    cfg, runtime: Runtime, run_dir, *, words, classifier: str | None, method: str, use_cache: bool
+):
+    """`tldr retrain`: prepare (classifier, features, CLIP, gap, projector), train the
+    TLDR head and/or DFR, evaluate ERM and them on test, write metrics, table and chart."""
+    from pathlib import Path
+
+    from labshared.cache import cached_tensors
+    from labshared.errors import ConfigError
+    from labshared.runs import atomic_save_safetensors, write_metrics
+    from tldr_cli.pipeline import prepare
+    from tldr_cli.report import bar_chart, summary_table
+    from tldr_cli.textdata import build_pairs, encode_word_templates, imagenet_templates
+    from tldr_cli.wordlists import load_wordlists
+
+    run_dir = Path(run_dir)
+    if method in ("tldr", "both") and not words:
+        raise ConfigError(
+            "--method tldr needs --words (the JSON written by `tldr filter` or `tldr generate`)"
+        )
+    wl = load_wordlists(words) if method in ("tldr", "both") else None
+    ctx = prepare(cfg, runtime, classifier, use_cache)
+    train, test = ctx.splits["train"], ctx.splits["test"]
+    if wl is not None and len(wl.classes) != train.n_classes:
+        raise ConfigError(
+            f"--words {words} has {len(wl.classes)} classes; the dataset has {train.n_classes}"
+        )
+    gen = torch.Generator().manual_seed(runtime.seed)
+    preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
+    info: dict[str, Any] = {"classifier": ctx.classifier.meta, "gap_norm": float(ctx.gap.norm())}
+    timings: dict[str, float] = {}
+    if wl is not None:
+        empty = [
+            f"{k}.{n}"
+            for k, lists in (("classes", wl.classes), ("spurious", wl.spurious))
+            for n, ws in lists.items()
+            if not ws
+        ]
+        if empty:
+            raise ConfigError(
+                f"--words {words}: lists {empty} are empty (the filter removed every word?)"
+            )
+        pairs = build_pairs(wl)
+        templates = imagenet_templates()
+        spec = {"clip": ctx.clip.ident, "words": pairs.words, "templates": templates}
+        word_emb = cached_tensors(
+            "tldr-text",
+            spec,
+            lambda: {
+                "emb": encode_word_templates(
+                    lambda t: ctx.clip.encode_texts(t, runtime.device), pairs.words, templates
+                )
+            },
+            enabled=use_cache,
+        )["emb"]
+        t0 = time.perf_counter()
+        head, losses = train_text_head(
+            pairs,
+            word_emb,
+            ctx.projector,
+            train.n_classes,
+            lr=cfg.head_lr,
+            weight_decay=cfg.head_weight_decay,
+            batch_size=cfg.head_batch_size,
+            epochs=cfg.head_epochs,
+            generator=gen,
+            runtime=runtime,
+            template_draw=cfg.template_draw,
+        )
+        timings["tldr_train_s"] = round(time.perf_counter() - t0, 2)
+        preds["TLDR"] = head_predictions(head, ctx.features["test"])
+        atomic_save_safetensors(
+            run_dir / "checkpoints" / "tldr_head.safetensors",
+            {"weight": head.weight, "bias": head.bias},
+        )
+        atomic_save_safetensors(
+            run_dir / "checkpoints" / "projector.safetensors", ctx.projector.state_tensors()
+        )
+        info["tldr"] = {
+            "pairs": len(pairs),
+            "words": len(pairs.words),
+            "epoch_losses": losses,
+            "group_pairs": torch.bincount(pairs.group).tolist(),
+        }
+    if method in ("dfr", "both"):
+        preds["DFR"], info["dfr"] = run_dfr_baseline(ctx, gen)
+    results = evaluate_all(preds, test, train)
+    table = summary_table(results, train.class_names, train.spurious_names)
+    chart = bar_chart(results, run_dir / "figures" / "accuracy.png", f"{cfg.name}: test accuracy")
+    write_metrics(
+        run_dir, {"test": results, "info": info, "timings": timings, "figure": str(chart)}
+    )
+    return results, table
