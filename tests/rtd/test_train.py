@@ -318,3 +318,42 @@ def test_gathered_negatives_fast_linear_variant(tmp_path):
     x, k = torch.randn(6, 5, generator=g), torch.randn(6, 3, generator=g)
     target_anchored_contrastive_loss(k, net(x)).backward()
     torch.testing.assert_close(torch.load(out, weights_only=True), net.weight.grad)
+
+
+CLI_WORKER = """
+import json, sys
+from pathlib import Path
+import open_clip, torch
+root = Path(sys.argv[1])
+open_clip.add_model_config(root / "cfg")
+torch.manual_seed(0)
+from rtd_cli.cli import app
+app(["train", "--preset", "toy", "--backbone", "rtd-train-tiny", "--pretrained", "random",
+     "--phi", str(root / "phi-lincir.pt"), "--triplets", "toy:32", "--steps", "3",
+     "--batch-size", "2", "--checkpoint-every", "2", "--gather-negatives", "--device", "cpu",
+     "-o", str(root / "ddp-run")], standalone_mode=False)
+"""
+
+
+@pytest.mark.slow
+def test_rtd_train_under_torchrun_two_processes(assets):
+    """`rtd train` end to end under torchrun (2 gloo processes): one run folder, checkpoints
+    with one noise-RNG state per rank, the final tower."""
+    import subprocess
+    import sys
+
+    root, _ = assets
+    script = root / "cli_worker.py"
+    script.write_text(CLI_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), str(root)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = root / "ddp-run"
+    assert (run / "text_tower.safetensors").is_file()
+    assert json.loads((run / "config.json").read_text())["runtime"]["world_size"] == 2
+    state = torch.load(run / "checkpoints" / "step-00000003" / "state.pt", weights_only=True)
+    assert len(state["noise_rng"]) == 2 and not torch.equal(*state["noise_rng"])
+    assert sorted(p.name for p in (run.parent).iterdir() if p.name.startswith("ddp-run")) == [
+        "ddp-run"
+    ]
