@@ -34,6 +34,17 @@ bench-rtd: install
 		$(BIN)/python bench/rtd_train_bench.py --device cuda; \
 	else echo "bench-rtd: no CUDA device, GPU row skipped"; fi
 
+# rtd eval's ranking core at CIRCO scale (1,000 queries x 123,403 gallery features, 768-d,
+# top-50): chunked top-k vs one full matrix product (+ top-k / + argsort), time and peak
+# extra memory, each in its own process.
+BENCHES += bench-rtd-retrieval
+.PHONY: bench-rtd-retrieval
+bench-rtd-retrieval: install
+	$(BIN)/python bench/rtd_retrieval_bench.py --device cpu
+	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+		$(BIN)/python bench/rtd_retrieval_bench.py --device cuda; \
+	else echo "bench-rtd-retrieval: no CUDA device, GPU rows skipped"; fi
+
 # ---------------------------------------------------------------------------------------
 # Paper reproduction: <base>+RTD on ViT-B-32 / ViT-L-14 with the README settings (4 GPUs x
 # batch 128, 2000 steps, lr 1e-5, seed 12345), then `rtd eval` of base and +RTD on every

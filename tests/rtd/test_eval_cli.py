@@ -1,0 +1,270 @@
+"""`rtd eval` end to end through CliRunner: the toy world with the fitted tiny CLIP, and CIRR /
+CIRCO test splits in their official layouts (server files checked against the formats)."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from rtd_cli.cli import app
+from rtd_cli.model import (
+    build_clip,
+    build_projection,
+    clip_dims,
+    save_projection,
+    save_text_tower,
+    text_tower_from_clip,
+)
+
+runner = CliRunner()
+
+
+def _invoke(args):
+    result = runner.invoke(app, ["eval", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_random(tmp_path_factory):
+    """An untrained tiny-clip-toy (no fit needed) and random phis for it."""
+    from labshared.tinyclip import register_tiny_clip
+
+    register_tiny_clip()
+    model, _, _ = build_clip("tiny-clip-toy", "random")
+    d, t = clip_dims(model)
+    root = tmp_path_factory.mktemp("phi")
+    torch.manual_seed(0)
+    save_projection(root / "lincir.pt", build_projection("lincir", d, t), "lincir")
+    save_projection(root / "pic2word.pt", build_projection("pic2word", d, t), "pic2word")
+    return root
+
+
+def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
+    from labshared.tinyclip import load_tiny_clip
+
+    model, _, _ = load_tiny_clip()
+    common = [
+        "--dataset",
+        "toy",
+        "--backbone",
+        "tiny-clip-toy",
+        "--phi",
+        str(tiny_random / "lincir.pt"),
+        "--toy-queries",
+        "40",
+    ]
+    result = _invoke([*common, "-o", str(tmp_path / "base")])
+    assert "R@1" in result.stdout and "mAP@10" in result.stdout
+    base = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    assert base["n_queries"] == {"toy": 40} and set(base["summary"]) == {
+        "R@1",
+        "R@5",
+        "R@10",
+        "mAP@5",
+        "mAP@10",
+    }
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert config["config"]["dataset"] == "toy" and config["runtime"]["device"] == "cpu"
+
+    # --text-encoder: the untouched tower reproduces the base exactly; a changed one does not
+    tower = text_tower_from_clip(model)
+    save_text_tower(
+        tmp_path / "same.safetensors", tower, {"backbone": "tiny-clip-toy", "pretrained": None}
+    )
+    _invoke(
+        [
+            *common,
+            "--text-encoder",
+            str(tmp_path / "same.safetensors"),
+            "-o",
+            str(tmp_path / "same"),
+        ]
+    )
+    same = json.loads((tmp_path / "same" / "metrics.json").read_text())
+    assert same["summary"] == base["summary"]
+    with torch.no_grad():
+        tower.ln_final.weight.mul_(-1.0)
+        tower.text_projection.mul_(torch.randn_like(tower.text_projection))
+    save_text_tower(
+        tmp_path / "changed.safetensors", tower, {"backbone": "tiny-clip-toy", "pretrained": None}
+    )
+    _invoke(
+        [
+            *common,
+            "--text-encoder",
+            str(tmp_path / "changed.safetensors"),
+            "-o",
+            str(tmp_path / "changed"),
+            "--json",
+        ]
+    )
+    changed = json.loads((tmp_path / "changed" / "metrics.json").read_text())
+    assert changed["summary"] != base["summary"]
+
+
+def _png(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    Image.fromarray(
+        torch.randint(0, 255, (12, 12, 3), generator=g, dtype=torch.uint8).numpy()
+    ).save(path)
+
+
+def test_cirr_test_split_writes_both_server_files(tiny_random, tmp_path):
+    names = [f"test1-{i}-0-img0" for i in range(56)]
+    root = tmp_path / "CIRR"
+    (root / "cirr" / "image_splits").mkdir(parents=True)
+    (root / "cirr" / "captions").mkdir(parents=True)
+    (root / "cirr" / "image_splits" / "split.rc2.test1.json").write_text(
+        json.dumps({n: f"./test1/{n}.png" for n in names})
+    )
+    items = [
+        {
+            "pairid": 10 + i,
+            "reference": names[i],
+            "caption": "is brighter",
+            "img_set": {"id": i, "members": names[i : i + 6]},
+        }
+        for i in range(5)
+    ]
+    (root / "cirr" / "captions" / "cap.rc2.test1.json").write_text(json.dumps(items))
+    for i, n in enumerate(names):
+        _png(root / "test1" / f"{n}.png", i)
+    args = [
+        "--dataset",
+        "cirr",
+        "--split",
+        "test",
+        "--data-root",
+        str(root),
+        "--backbone",
+        "tiny-clip-toy",
+        "--pretrained",
+        "random",
+    ]
+    result = _invoke(
+        [
+            *args,
+            "--base",
+            "pic2word",
+            "--phi",
+            str(tiny_random / "pic2word.pt"),
+            "--prompt",
+            "base",
+            "-o",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert "server files" in result.stdout
+    recall = json.loads(
+        (tmp_path / "run" / "submissions" / "recall_submission_pic2word.json").read_text()
+    )
+    subset = json.loads(
+        (tmp_path / "run" / "submissions" / "recall_subset_submission_pic2word.json").read_text()
+    )
+    assert recall["version"] == "rc2" and recall["metric"] == "recall"
+    assert subset["version"] == "rc2" and subset["metric"] == "recall_subset"
+    pairs = {str(10 + i) for i in range(5)}
+    assert set(recall) - {"version", "metric"} == pairs == set(subset) - {"version", "metric"}
+    for i in range(5):
+        top, sub = recall[str(10 + i)], subset[str(10 + i)]
+        assert len(top) == 50 and len(set(top)) == 50 and names[i] not in top
+        assert len(sub) == 3 and set(sub) <= set(names[i + 1 : i + 6])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["prompt"] == "a photo of * , {mod}" and len(metrics["submission_files"]) == 2
+
+
+def test_circo_test_split_writes_its_server_file(tiny_random, tmp_path):
+    root = tmp_path / "CIRCO"
+    ids = list(range(500, 555))
+    info = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in ids]}
+    (root / "COCO2017_unlabeled" / "annotations").mkdir(parents=True)
+    (root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json").write_text(
+        json.dumps(info)
+    )
+    for i in ids:
+        _png(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{i:012d}.jpg", i)
+    (root / "annotations").mkdir()
+    queries = [
+        {
+            "id": q,
+            "reference_img_id": ids[q],
+            "relative_caption": "has a hat",
+            "shared_concept": "x",
+        }
+        for q in range(3)
+    ]
+    (root / "annotations" / "test.json").write_text(json.dumps(queries))
+    args = [
+        "--dataset",
+        "circo",
+        "--split",
+        "test",
+        "--data-root",
+        str(root),
+        "--backbone",
+        "tiny-clip-toy",
+        "--pretrained",
+        "random",
+    ]
+    _invoke([*args, "--phi", str(tiny_random / "lincir.pt"), "-o", str(tmp_path / "run")])
+    sub = json.loads(
+        (tmp_path / "run" / "submissions" / "circo_submission_lincir.json").read_text()
+    )
+    assert set(sub) == {"0", "1", "2"}
+    assert all(
+        len(v) == 50 and all(isinstance(x, int) and x in ids for x in v) for v in sub.values()
+    )
+
+
+def test_errors_are_one_red_line(tiny_random, tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": {}}, bad)
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            "toy",
+            "--backbone",
+            "tiny-clip-toy",
+            "--pretrained",
+            "random",
+            "--phi",
+            str(bad),
+            "-o",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert (
+        result.exit_code == 1
+        and "expected a lincir checkpoint with top-level key 'Phi'" in result.output
+    )
+    result = runner.invoke(
+        app,
+        ["eval", "--dataset", "toy", "--phi", str(tiny_random / "lincir.pt"), "--prompt", "mine"],
+    )
+    assert result.exit_code == 1 and "--prompt 'mine'" in result.output
+
+
+def test_dry_run_prints_the_resolved_config(tiny_random):
+    result = _invoke(
+        [
+            "--dataset",
+            "fashioniq",
+            "--phi",
+            str(tiny_random / "lincir.pt"),
+            "--parts",
+            "dress,shirt",
+            "--dry-run",
+        ]
+    )
+    cfg = json.loads(result.stdout)["config"]
+    assert (
+        cfg["parts"] == ["dress", "shirt"]
+        and cfg["prompt"] == "rtd"
+        and cfg["backbone"] == "ViT-B-32"
+    )
