@@ -143,3 +143,40 @@ def test_resume_takes_only_run_time_knobs():
     assert cfg.epochs == 9 and cfg.max_steps is None and cfg.lr == saved.lr
     with pytest.raises(ConfigError, match="--lambda-cos"):
         merge_for_resume(saved, {"lambda_cos": 0.5})
+
+
+def test_elementary_batchnorm_matches_torch_and_allows_third_order_backward():
+    from robattr_cli.model import ElementaryBatchNorm2d, use_elementary_batchnorm
+    from robattr_cli.regularizers import hessian_term
+
+    torch.manual_seed(0)
+
+    def net():
+        return nn.Sequential(
+            nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Softplus(beta=3.0), nn.Flatten(),
+            nn.Linear(3 * 4 * 4, 4),
+        ).double()  # fmt: skip
+
+    ref = net()
+    with torch.no_grad():
+        ref[1].weight.uniform_(0.5, 1.5)
+        ref[1].bias.uniform_(-0.5, 0.5)
+    model = net()
+    model.load_state_dict(ref.state_dict())
+    use_elementary_batchnorm(model)
+    assert type(model[1]) is ElementaryBatchNorm2d
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+    for _ in range(2):  # train mode: batch statistics and running-stat updates agree
+        torch.testing.assert_close(model(x), ref(x))
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(model[1], key), getattr(ref[1], key))
+    model.eval(), ref.eval()
+    torch.testing.assert_close(model(x), ref(x))
+
+    model.train(), ref.train()
+    y, v = torch.tensor([0, 1, 2, 3, 0]), torch.randn_like(x)
+    hessian_term(model, x, y, v).backward()  # third order through BN
+    assert model[0].weight.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="3rd"):
+        hessian_term(ref, x, y, v).backward()

@@ -179,6 +179,57 @@ def swap_activation(model: nn.Module, activation: str, beta: float = 3.0) -> nn.
     return model
 
 
+class ElementaryBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d written with elementary tensor ops in training mode, so it can be
+    differentiated to any order (torch's fused batch_norm stops at second order, which the
+    Hessian regulariser's third-order backward needs). Same parameters, buffers, running
+    statistics (unbiased variance, momentum) and outputs as `nn.BatchNorm2d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        mean = x.mean(dim=(0, 2, 3))  # (C,)
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = x.numel() / x.shape[1]
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), m)
+        shape = (1, -1, 1, 1)
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def use_elementary_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d, recursively and in place, by `ElementaryBatchNorm2d`
+    (weights and running statistics kept). Needed to train BN networks with the Hessian
+    regulariser; the state_dict keys do not change. Returns `model`."""
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = ElementaryBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats, **_factory_kwargs(child),
+            )  # fmt: skip
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(model, name, new)
+        else:
+            use_elementary_batchnorm(child)
+    return model
+
+
+def _factory_kwargs(module: nn.Module) -> dict[str, Any]:
+    """device and dtype of a module's first floating-point tensor (empty if none)."""
+    for tensor in module.state_dict().values():
+        if tensor.is_floating_point():
+            return {"device": tensor.device, "dtype": tensor.dtype}
+    return {}
+
+
 def build_model(
     name: str, num_classes: int, activation: str = "softplus", beta: float = 3.0
 ) -> nn.Module:

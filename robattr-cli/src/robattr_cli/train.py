@@ -55,7 +55,7 @@ from labshared.runs import (
 )
 from robattr_cli import __version__
 from robattr_cli.config import TrainConfig, config_from_dict, merge_for_resume
-from robattr_cli.model import build_model, model_meta
+from robattr_cli.model import build_model, model_meta, use_elementary_batchnorm
 from robattr_cli.regularizers import NEEDS_CLEAN_GRAD, REGULARIZERS, CleanPass, RegSpec
 
 STATUS_EVERY = 10  # steps between progress-bar refreshes (each one syncs the GPU)
@@ -93,7 +93,12 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     train_set = limit(build_dataset(cfg.dataset, cfg.data_root, "train", True), cfg.limit_train)
     val_set = limit(build_dataset(cfg.dataset, cfg.data_root, "test", False), cfg.limit_eval)
 
-    model = build_model(cfg.model, info.num_classes, cfg.activation, cfg.beta).to(runtime.device)
+    model = build_model(cfg.model, info.num_classes, cfg.activation, cfg.beta)
+    if cfg.regularizer == "hessian":
+        # Deviation: torch's batch_norm has no third derivative, so the official Hessian
+        # baseline cannot train BN networks; the elementary-op BN computes the same maths.
+        use_elementary_batchnorm(model)
+    model = model.to(runtime.device)
     net = distributed.wrap_ddp(model, runtime.device)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
