@@ -152,9 +152,14 @@ def test_hf_dataset_without_label_column_is_a_layout_error(tmp_path):
     import datasets
 
     bad = datasets.Dataset.from_dict({"img": [Image.new("RGB", (32, 32))], "y": [1]})
-    bad.save_to_disk(str(tmp_path / "bad"))
+    datasets.DatasetDict({"train": bad}).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(DataLayoutError, match=r"expected columns img \(or image\) and label"):
         build_dataset("cifar10", tmp_path / "bad", "train", False)
+    with pytest.raises(DataLayoutError, match=r"found \['train'\]"):
+        build_dataset("cifar10", tmp_path / "bad", "test", False)
+    bad.save_to_disk(str(tmp_path / "single"))  # one split: train and test would coincide
+    with pytest.raises(DataLayoutError, match="DatasetDict with train and test"):
+        build_dataset("cifar10", tmp_path / "single", "train", False)
 
 
 # --------------------------------------------------------------------------- ImageNet-100

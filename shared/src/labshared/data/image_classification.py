@@ -359,7 +359,15 @@ def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = 
     try:
         if from_disk:
             loaded = datasets.load_from_disk(source)
-            hf = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            if not isinstance(loaded, datasets.DatasetDict) or split not in loaded:
+                found = list(loaded) if isinstance(loaded, datasets.DatasetDict) else "one split"
+                raise DataLayoutError(
+                    Path(source),
+                    f"a save_to_disk folder must hold a DatasetDict with train and test "
+                    f"splits; found {found}",
+                    CIFAR10_LAYOUT,
+                )
+            hf = loaded[split]
         else:
             hf = datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ValueError, KeyError, ConnectionError) as exc:
