@@ -52,6 +52,23 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    ("regularizer", "terms"),
+    [("none", set()), ("l2", {"l2", "cosd"}), ("cos", {"l2", "cosd"}), ("hessian", {"hessian"})],
+)
+def test_each_regularizer_trains_and_logs_its_terms(tmp_path, regularizer, terms):
+    args = ["--limit-train", "32", "--limit-eval", "16", "--batch-size", "16", "--epochs", "1"]
+    result = invoke(*args, "--regularizer", regularizer, "-o", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
+    logged = {k.removeprefix("train_") for k in record if k.startswith("train_")}
+    assert logged == {"acc", "ce", "reg"} | terms
+    if regularizer == "l2":  # only the l2 term is weighted into the penalty
+        assert record["train_reg"] == pytest.approx(0.01 * record["train_l2"], rel=1e-4)
+    if regularizer == "none":
+        assert record["train_reg"] == 0
+
+
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     state, _, meta = load_checkpoint(latest_checkpoint(run_dir))
     assert meta["step"] == 6
