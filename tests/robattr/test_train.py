@@ -132,9 +132,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
     # Record every rank's weights whenever a checkpoint is written (only rank 0 saves).
     sums, save = [], train.checkpoint
 
-    def spy(run_dir, state, progress, runtime, name=None):
-        sums.append(sum(p.double().sum().item() for p in state[0].parameters()))
-        save(run_dir, state, progress, runtime, name)
+    def spy(run_dir, parts, progress, runtime, name=None):
+        sums.append(sum(p.double().sum().item() for p in parts.model.parameters()))
+        save(run_dir, parts, progress, runtime, name)
 
     train.checkpoint = spy
     overrides = {"limit_train": 64, "limit_eval": 32, "batch_size": 16, "epochs": 1}

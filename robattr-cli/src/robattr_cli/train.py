@@ -83,6 +83,19 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass
+class Parts:
+    """What one training run is made of (the module itself and its DDP wrapper `net`)."""
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    spec: RegSpec
+    meta: dict[str, Any]
+
+
 class StopTraining(Exception):
     """Raised inside the epoch loop when --max-steps is reached (after a checkpoint)."""
 
@@ -114,7 +127,7 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
         perturb=cfg.perturb,
         detach_clean_grad=cfg.detach_clean_grad,
     )
-    meta = {**model_meta(cfg.model, info.num_classes, cfg.activation, cfg.beta, info)}
+    meta = model_meta(cfg.model, info.num_classes, cfg.activation, cfg.beta, info)
     meta["regularizer"] = cfg.regularizer
     meta["config"] = asdict(cfg)
 
@@ -132,12 +145,12 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     )
 
     started = time.perf_counter()
-    state = (model, net, optimizer, scheduler, scaler, spec, meta)
+    parts = Parts(model, net, optimizer, scheduler, scaler, spec, meta)
     try:
         for epoch in range(progress.epoch, cfg.epochs):
             epoch_start = time.perf_counter()
             loader = train_loader(train_set, cfg, runtime, epoch, progress.step_in_epoch)
-            train_stats = train_epoch(loader, cfg, runtime, state, progress, run_dir, epoch)
+            train_stats = train_epoch(loader, cfg, runtime, parts, progress, run_dir, epoch)
             val_stats = evaluate(model, val_set, cfg, runtime)
             scheduler.step()
             record = {"epoch": epoch + 1, "step": progress.step, **train_stats, **val_stats}
@@ -147,8 +160,8 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
             progress.epoch, progress.step_in_epoch, progress.sums = epoch + 1, 0, {}
             if val_stats["val_acc"] > progress.best_val_acc:
                 progress.best_val_acc, progress.best_epoch = val_stats["val_acc"], epoch + 1
-                checkpoint(run_dir, state, progress, runtime, name="best")
-            checkpoint(run_dir, state, progress, runtime)
+                checkpoint(run_dir, parts, progress, runtime, name="best")
+            checkpoint(run_dir, parts, progress, runtime)
             log(format_record(record, cfg.epochs))
             write_summary(run_dir, cfg, progress, runtime, started, "running")
     except StopTraining:
@@ -161,14 +174,13 @@ def train_epoch(
     loader: DataLoader,
     cfg: TrainConfig,
     runtime: Runtime,
-    state: tuple,
+    parts: Parts,
     progress: Progress,
     run_dir: Path,
     epoch: int,
 ) -> dict[str, float]:
     """One pass over `loader` (possibly resumed mid-epoch); returns the epoch's means."""
-    model, net, optimizer, _, scaler, spec, _ = state
-    net.train()
+    parts.net.train()
     generator = torch.Generator(device=runtime.device)
     sums = {k: torch.tensor(v, device=runtime.device) for k, v in progress.sums.items()}
     total = len(loader) + progress.step_in_epoch
@@ -181,7 +193,10 @@ def train_epoch(
             x = x.to(runtime.device, non_blocking=True)
             y = y.to(runtime.device, non_blocking=True)
             generator.manual_seed(noise_seed(runtime, progress.step))
-            stats = train_step(net, model, x, y, cfg, spec, runtime, optimizer, scaler, generator)
+            stats = train_step(
+                parts.net, parts.model, x, y, cfg, parts.spec, runtime, parts.optimizer,
+                parts.scaler, generator,
+            )  # fmt: skip
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0) + value
             progress.step += 1
@@ -191,7 +206,7 @@ def train_epoch(
             stop = cfg.max_steps is not None and progress.step >= cfg.max_steps
             if stop or (cfg.save_every and progress.step % cfg.save_every == 0):
                 progress.sums = {k: float(v) for k, v in sums.items()}
-                checkpoint(run_dir, state, progress, runtime)
+                checkpoint(run_dir, parts, progress, runtime)
             if stop:
                 log(f"stopped after --max-steps {cfg.max_steps}; continue with --resume")
                 raise StopTraining
@@ -316,22 +331,22 @@ def noise_seed(runtime: Runtime, step: int) -> int:
 
 
 def checkpoint(
-    run_dir: Path, state: tuple, progress: Progress, runtime: Runtime, name: str | None = None
+    run_dir: Path, parts: Parts, progress: Progress, runtime: Runtime, name: str | None = None
 ) -> None:
     """Rank 0 writes `checkpoints/step-*` (or `checkpoints/<name>`); all ranks wait."""
-    model, _, optimizer, scheduler, scaler, _, meta = state
     if runtime.is_main:
         train_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict(),
             "rng": rng_state(),
             "progress": asdict(progress),
         }
         last = progress.history[-1] if progress.history else {}
         extra = {"epoch": progress.epoch, "val_acc": last.get("val_acc")}
+        meta = {**parts.meta, **extra}
         save_checkpoint(
-            run_dir, progress.step, model.state_dict(), train_state, {**meta, **extra}, name=name
+            run_dir, progress.step, parts.model.state_dict(), train_state, meta, name=name
         )
     distributed.barrier()
 
