@@ -1,0 +1,168 @@
+"""End to end through the CLI on the toy world (generate -> filter -> retrain, erm), and
+the content keys of the feature caches."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tldr_cli.cli import app
+
+SMALL = ["--preset", "toy", "--toy-n-train", "200", "--backbone-weights", "none", "--n-gap-pairs", "64",
+         "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, args):
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_generate_filter_retrain(tmp_path, runner):
+    invoke(runner, ["generate", "--offline-toy", "-o", str(tmp_path / "gen")])
+    raw = json.loads((tmp_path / "gen" / "wordlists.json").read_text())
+
+    out = invoke(
+        runner,
+        [
+            "filter",
+            "--words",
+            str(tmp_path / "gen" / "wordlists.json"),
+            *SMALL,
+            "-o",
+            str(tmp_path / "filter"),
+        ],
+    ).stdout
+    assert "by the CLIP anchor filter" in out
+    kept = json.loads((tmp_path / "filter" / "wordlists.json").read_text())
+    report = json.loads((tmp_path / "filter" / "filter_report.json").read_text())
+    removed = {(r["list"], r["word"]) for r in report["removed"]}
+    for kind in ("classes", "spurious"):
+        for name, words in raw[kind].items():
+            # every word is either kept or reported, never both
+            assert set(kept[kind][name]) | {w for n, w in removed if n == name} == set(words)
+            assert not set(kept[kind][name]) & {w for n, w in removed if n == name}
+    # a word planted in both class lists survives in at most one (stage 1 is nearest-anchor)
+    small, large = (set(map(str.lower, kept["classes"][k])) for k in kept["classes"])
+    planted = set(map(str.lower, raw["classes"]["small digit"])) & set(
+        map(str.lower, raw["classes"]["large digit"])
+    )
+    assert planted and not (small & large & planted)
+    assert report["removed_stage1"] + report["removed_stage2"] == len(report["removed"]) > 0
+    assert (tmp_path / "filter" / "config.json").is_file()
+
+    out = invoke(
+        runner,
+        [
+            "retrain",
+            "--words",
+            str(tmp_path / "filter" / "wordlists.json"),
+            *SMALL,
+            "--toy-n-val",
+            "80",
+            "--toy-n-test",
+            "80",
+            "--epochs",
+            "2",
+            "--dfr-retrains",
+            "3",
+            "-o",
+            str(tmp_path / "retrain"),
+        ],
+    ).stdout
+    assert "worst-group" in out and "TLDR" in out and "DFR" in out
+    metrics = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"ERM", "TLDR", "DFR"}
+    for m in metrics["test"].values():
+        assert 0.0 <= m["worst_group_acc"] <= m["class_balanced_acc"] <= 1.0
+        assert [g["n"] for g in m["groups"]] == [20, 20, 20, 20]
+        assert [g["train_n"] for g in m["groups"]] == [95, 5, 5, 95]  # 95 % correlation
+    assert metrics["info"]["dfr"]["num_retrains"] == 3
+    assert (tmp_path / "retrain" / "figures" / "accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "retrain" / "checkpoints" / "tldr_head.safetensors").is_file()
+
+
+def test_erm_then_dfr_with_the_given_classifier(tmp_path, runner):
+    small = [
+        "--preset",
+        "toy",
+        "--toy-n-train",
+        "120",
+        "--toy-n-test",
+        "40",
+        "--backbone-weights",
+        "none",
+    ]
+    out = invoke(runner, ["erm", *small, "-o", str(tmp_path / "erm")]).stdout
+    assert "worst-group" in out
+    assert (tmp_path / "erm" / "checkpoints" / "final" / "model.safetensors").is_file()
+    out = invoke(
+        runner,
+        [
+            "retrain",
+            "--method",
+            "dfr",
+            "--classifier",
+            str(tmp_path / "erm"),
+            *small,
+            "--toy-n-val",
+            "40",
+            "--n-gap-pairs",
+            "32",
+            "--dfr-retrains",
+            "2",
+            "-o",
+            str(tmp_path / "dfr"),
+        ],
+    ).stdout
+    metrics = json.loads((tmp_path / "dfr" / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"ERM", "DFR"}
+    erm = json.loads((tmp_path / "erm" / "metrics.json").read_text())["test"]["ERM"]
+    assert metrics["test"]["ERM"]["worst_group_acc"] == pytest.approx(erm["worst_group_acc"])
+
+
+def test_bad_options_fail_with_one_line(tmp_path, runner):
+    result = runner.invoke(
+        app, ["retrain", "--method", "tldr", "--preset", "toy", "-o", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 1 and "--method tldr needs --words" in result.output
+    result = runner.invoke(app, ["retrain", "--preset", "toyy", "-o", str(tmp_path / "y")])
+    assert result.exit_code == 1 and "did you mean 'toy'" in result.output
+    result = runner.invoke(
+        app, ["filter", "--words", str(tmp_path / "none.json"), "--template-draw", "x"]
+    )
+    assert result.exit_code != 0
+
+
+def test_feature_cache_is_keyed_by_classifier_content(tmp_path, monkeypatch):
+    from labshared.device import setup_runtime
+    from tldr_cli.classifier import build_classifier
+    from tldr_cli.config import get_preset
+    from tldr_cli.pipeline import ClassifierHandle, classifier_features, load_splits
+
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
+    cfg = get_preset("toy")
+    runtime = setup_runtime("cpu", "fp32", 0)
+    data = load_splits(cfg.__class__(**{**cfg.__dict__, "toy_n_test": 8}), ("test",))["test"]
+    torch.manual_seed(0)
+    a = ClassifierHandle(build_classifier("toy-cnn", 2), {}, "digest-a")
+    torch.manual_seed(1)
+    b = ClassifierHandle(build_classifier("toy-cnn", 2), {}, "digest-b")
+    fa = classifier_features(a, data, cfg, runtime, True)
+    fb = classifier_features(b, data, cfg, runtime, True)
+    assert not torch.allclose(fa, fb)  # a new classifier never reuses the old entry
+    # same digest: a hit (returns the stored tensors even if the module changed)
+    torch.nn.init.zeros_(a.model.backbone.net[0].weight)
+    np.testing.assert_array_equal(
+        classifier_features(a, data, cfg, runtime, True).numpy(), fa.numpy()
+    )
+    # --no-cache recomputes
+    assert not torch.allclose(classifier_features(a, data, cfg, runtime, False), fa)
+    assert len(list((tmp_path / "features").glob("tldr-phi-test-*.safetensors"))) == 2
