@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -73,14 +74,15 @@ def run_one(way: str, device_name: str, repeats: int) -> dict:
         before = torch.cuda.memory_allocated()
     else:
         before = _rss_bytes()
-    times = []
+    times, cpu_times = [], []
     result = None
     for _ in range(repeats):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = call()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         del result
     if device.type == "cuda":
         peak_extra = torch.cuda.max_memory_allocated() - before
@@ -93,6 +95,8 @@ def run_one(way: str, device_name: str, repeats: int) -> dict:
         else f"cpu ({torch.get_num_threads()} threads)",
         "seconds_best": min(times),
         "seconds_median": sorted(times)[len(times) // 2],
+        # CPU seconds of this process (all threads): robust to other load on a shared machine
+        "cpu_seconds_median": sorted(cpu_times)[len(cpu_times) // 2],
         "peak_extra_mib": max(peak_extra, 0) / 2**20,
     }
 
@@ -125,12 +129,17 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"{way}: {rows[-1]}", file=sys.stderr)
-    print(f"ranking {QUERIES} x {GALLERY} x {DIM}-d, top-{TOP_K} ({args.repeats} repeats)\n")
-    print("| way | device | best s | median s | peak extra MiB |")
-    print("|---|---|---|---|---|")
+    load = os.getloadavg()[0]
+    print(
+        f"ranking {QUERIES} x {GALLERY} x {DIM}-d, top-{TOP_K}; {args.repeats} repeats; load average {load:.1f}"
+    )
+    print()
+    print("| way | device | wall s (best) | wall s (median) | CPU s (median) | peak extra MiB |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['way']} | {r['device']} | {r['seconds_best']:.2f} | {r['seconds_median']:.2f} | {r['peak_extra_mib']:.0f} |"
+            f"| {r['way']} | {r['device']} | {r['seconds_best']:.2f} | {r['seconds_median']:.2f} "
+            f"| {r['cpu_seconds_median']:.2f} | {r['peak_extra_mib']:.0f} |"
         )
     if args.json:
         with open(args.json, "w") as f:

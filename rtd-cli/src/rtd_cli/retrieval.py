@@ -48,9 +48,13 @@ def chunked_topk(
         best_s = torch.full((q.shape[0], 0), float("-inf"), device=device)
         best_i = torch.empty((q.shape[0], 0), dtype=torch.long, device=device)
         ex = None if exclude is None else exclude[qs : qs + query_chunk].to(device)
+        # one similarity buffer reused for every gallery chunk: no per-chunk allocation
+        # (on CPU a fresh 64 MB block means page faults on every chunk)
+        buffer = torch.empty(q.shape[0] * min(gallery_chunk, n), device=device)
         for gs in range(0, n, gallery_chunk):
             g = gallery[gs : gs + gallery_chunk].to(device, torch.float32)  # (g, D)
-            sims = q @ g.T  # (q, g)
+            sims = buffer[: q.shape[0] * g.shape[0]].view(q.shape[0], g.shape[0])
+            torch.matmul(q, g.T, out=sims)  # (q, g)
             if ex is not None:
                 local = ex - gs
                 inside = (local >= 0) & (local < g.shape[0])
