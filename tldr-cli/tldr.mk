@@ -1,0 +1,61 @@
+# tldr: demo, benchmark and paper reproductions (included by the root Makefile, which
+# defines BIN, DATA_ROOT and the offline HF variables).
+#
+#   make demo-tldr        toy world, offline: ERM vs TLDR vs DFR (tiny CLIP, shipped toy words)
+#   make bench-tldr       projector solve + one retraining epoch at CelebA scale (synthetic)
+#   make reproduce-waterbirds DATA_ROOT=/data/waterbird_complete95_forest2water2 \
+#        GAP_PAIRS=/data/coco2014 WORDS=waterbirds_words.json
+#   make reproduce-celeba     DATA_ROOT=/data/celeba GAP_PAIRS=/data/coco2014 WORDS=celeba_words.json
+#
+# Reproductions train ERM with BOTH recipes (the paper repo's script.sh: 1 epoch, lr 1e-4;
+# DFR's protocol: 100 / 50 epochs, lr 1e-3, augmentation), then filter the word lists and
+# retrain (TLDR and DFR) on each classifier. WORDS is a word-list JSON from `tldr generate`
+# (an LLM, or --from-file with the published lists); ResNet-50 ImageNet weights and
+# ViT-B-32 OpenAI weights are downloaded once by torchvision / open_clip unless
+# BACKBONE_WEIGHTS / CLIP_PRETRAINED name local files.
+
+DEMOS += demo-tldr
+BENCHES += bench-tldr
+
+TLDR_RUNS ?= runs/tldr
+TLDR_DEVICE ?= auto
+GAP_PAIRS ?= $(DATA_ROOT)/coco2014
+BACKBONE_WEIGHTS ?= IMAGENET1K_V1
+CLIP_PRETRAINED ?= openai
+TLDR_RECIPES := paper-repo dfr
+
+.PHONY: demo-tldr bench-tldr reproduce-waterbirds reproduce-celeba
+
+demo-tldr: install
+	$(BIN)/tldr generate --offline-toy -o $(TLDR_RUNS)/demo/generate --overwrite
+	$(BIN)/tldr filter --preset toy --words $(TLDR_RUNS)/demo/generate/wordlists.json \
+		-o $(TLDR_RUNS)/demo/filter --overwrite
+	$(BIN)/tldr retrain --preset toy --method both --words $(TLDR_RUNS)/demo/filter/wordlists.json \
+		-o $(TLDR_RUNS)/demo/retrain --overwrite
+
+bench-tldr: install
+	$(BIN)/python bench/tldr_bench.py --device $(if $(filter auto,$(TLDR_DEVICE)),cpu,$(TLDR_DEVICE))
+
+# $(call tldr_reproduce,PRESET,DFR_RECIPE)
+define tldr_reproduce
+	@test -e "$(DATA_ROOT)" || { echo "DATA_ROOT=$(DATA_ROOT) not found (see tldr-cli/README.md)"; exit 2; }
+	@test -n "$(WORDS)" || { echo "set WORDS=<word-list JSON from tldr generate>"; exit 2; }
+	set -e; for recipe in paper-repo $(2); do \
+		out=$(TLDR_RUNS)/$(1)/$$recipe; \
+		$(BIN)/tldr erm --preset $(1) --data-root "$(DATA_ROOT)" --recipe $$recipe \
+			--backbone-weights $(BACKBONE_WEIGHTS) --device $(TLDR_DEVICE) -o $$out/erm --resume; \
+		$(BIN)/tldr filter --preset $(1) --data-root "$(DATA_ROOT)" --classifier $$out/erm \
+			--words $(WORDS) --gap-pairs "$(GAP_PAIRS)" --clip-pretrained $(CLIP_PRETRAINED) \
+			--device $(TLDR_DEVICE) -o $$out/filter --overwrite; \
+		$(BIN)/tldr retrain --preset $(1) --data-root "$(DATA_ROOT)" --classifier $$out/erm \
+			--words $$out/filter/wordlists.json --gap-pairs "$(GAP_PAIRS)" \
+			--clip-pretrained $(CLIP_PRETRAINED) --method both --device $(TLDR_DEVICE) \
+			-o $$out/retrain --overwrite; \
+	done
+endef
+
+reproduce-waterbirds: install
+	$(call tldr_reproduce,waterbirds,dfr-waterbirds)
+
+reproduce-celeba: install
+	$(call tldr_reproduce,celeba,dfr-celeba)
