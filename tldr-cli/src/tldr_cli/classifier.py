@@ -108,7 +108,13 @@ def _resnet50_backbone(weights: str | None) -> nn.Module:
                 f"--backbone-weights {weights!r}: expected a file, none, or one of "
                 f"{', '.join(w.name for w in ResNet50_Weights)}"
             ) from None
-        net = resnet50(weights=enum)
+        try:
+            net = resnet50(weights=enum)
+        except (OSError, RuntimeError) as exc:  # offline, or a broken download
+            raise ConfigError(
+                f"--backbone-weights {weights}: torchvision could not load the weights ({exc}); "
+                "offline, pass a local ResNet-50 state-dict file instead"
+            ) from None
     net.fc = nn.Identity()
     return net
 
@@ -188,13 +194,19 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
             f"--classifier {path}: no model.safetensors + meta.json (an `tldr erm` run?)"
         )
     state = _load_state_file(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
     if "fc.weight" not in state:
         raise ConfigError(
             f"--classifier {path}: no fc.weight; expected a torchvision ResNet-50 state dict"
         )
     model = build_classifier("resnet50", state["fc.weight"].shape[0], None)
     backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    model.backbone.load_state_dict(backbone, strict=False)
+    try:
+        model.backbone.load_state_dict(backbone)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"--classifier {path}: not a torchvision ResNet-50 state dict ({exc})"
+        ) from None
     model.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
     return model.eval(), {"arch": "resnet50", "num_classes": model.num_classes, "source": str(path)}
 
