@@ -74,14 +74,26 @@ def test_rank_metrics_match_scipy_with_ties(maps):
     )
 
 
-def test_kendall_blocks_do_not_change_the_result(maps, monkeypatch):
-    import robattr_cli.metrics as m
-
-    a, b = maps
-    full = kendall_tau(a, b)
-    monkeypatch.setattr(m, "KENDALL_BLOCK_ELEMS", 4 * 144 * 5)  # 5 rows per block
-    torch.testing.assert_close(kendall_tau(a, b), full)
-    torch.testing.assert_close(kendall_tau(a, a), torch.ones(4, dtype=a.dtype))
+def test_kendall_matches_scipy_and_a_pairwise_formulation():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 40, (3, 1000), generator=g).double()  # n not a power of 2, ties
+    b = a + torch.randint(-30, 30, (3, 1000), generator=g).double()
+    b[1] = torch.rand(1000, generator=g, dtype=torch.float64)  # no ties in b
+    tau = kendall_tau(a, b)
+    for i in range(3):
+        ref = stats.kendalltau(a[i].numpy(), b[i].numpy()).statistic
+        assert tau[i].item() == pytest.approx(ref, abs=1e-12)
+    # independent O(n^2) tau-b on a small case
+    x, y = a[:, :50], b[:, :50]
+    sx = torch.sign(x[:, :, None] - x[:, None, :])
+    sy = torch.sign(y[:, :, None] - y[:, None, :])
+    s = (sx * sy).sum((1, 2)) / 2
+    n0 = 50 * 49 / 2
+    t1, t2 = ((sx == 0).sum((1, 2)) - 50) / 2, ((sy == 0).sum((1, 2)) - 50) / 2
+    torch.testing.assert_close(kendall_tau(x, y), s / ((n0 - t1) * (n0 - t2)).sqrt())
+    torch.testing.assert_close(kendall_tau(a, a), torch.ones(3, dtype=a.dtype))
+    torch.testing.assert_close(kendall_tau(a, -a), -torch.ones(3, dtype=a.dtype))
+    assert kendall_tau(torch.ones(1, 8), a[:1, :8].float()).item() == 0.0
 
 
 def test_ssim_identical_is_one_and_matches_skimage(maps):
