@@ -206,6 +206,224 @@ def train(
     typer.echo(json.dumps(summary, indent=2))
 
 
+# --------------------------------------------------------------------------- attack / eval
+# Options map one-to-one onto AttackConfig / EvalConfig fields; None keeps the default.
+_ATTR = "Attribution"
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="A `robattr train` run folder (its last checkpoint) or a checkpoint folder.",
+        rich_help_panel=_MODEL,
+    ),
+]
+WhichOpt = Annotated[
+    str, typer.Option(help="Checkpoint of a run folder: last or best.", rich_help_panel=_MODEL)
+]
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset location (default: the training run's; none needed for mnist).",
+        rich_help_panel=_MODEL,
+    ),
+]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Attribution: grad, input-x-grad, integrated-gradients (true IG), "
+        "path-averaged-grad (the official 'intgrad', no (x - baseline) factor) or smoothgrad.",
+        rich_help_panel=_ATTR,
+    ),
+]
+NumExamplesOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="First N clean-correct test images to use (default 100).", rich_help_panel=_MODEL
+    ),
+]
+BatchOpt = Annotated[
+    int | None, typer.Option(help="Images per batch (default 50).", rich_help_panel=_MODEL)
+]
+KOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k",
+        help="Top-k size (default 100 per 32x32 pixels, e.g. 77 on 28x28).",
+        rich_help_panel=_ATTR,
+    ),
+]
+IgStepsOpt = Annotated[
+    int | None, typer.Option(help="IG / path-averaged steps (default 50).", rich_help_panel=_ATTR)
+]
+IgRuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="IG quadrature: riemann_trapezoid (default), riemann_middle or gausslegendre.",
+        rich_help_panel=_ATTR,
+    ),
+]
+SgSamplesOpt = Annotated[
+    int | None, typer.Option(help="SmoothGrad samples (default 50).", rich_help_panel=_ATTR)
+]
+SgNoiseOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="SmoothGrad sigma / (max - min of the image) (default 0.1).", rich_help_panel=_ATTR
+    ),
+]
+_ATK = "Attack"
+
+
+def _given(**values):
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@app.command("attack")
+def attack(
+    checkpoint: CheckpointOpt,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            help="frame (official targeted manipulation, default), topk (Ghorbani) or "
+            "random (random perturbation, RPS).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option(
+            help="L-inf budget in pixels/255, converted with the per-channel std "
+            "(default: frame 4, topk 8, random 8).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    n_iter: Annotated[
+        int | None, typer.Option(help="Attack iterations (default 100).", rich_help_panel=_ATK)
+    ] = None,
+    gamma: Annotated[
+        float | None,
+        typer.Option(
+            help="Frame attack: weight of the map loss (default 0.5).", rich_help_panel=_ATK
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Frame attack: adam (official code, lr 4 eps/iters) or pgd (sign steps).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    step_size: Annotated[
+        float | None,
+        typer.Option(
+            help="Sign-step size in pixels/255 (pgd, topk; default 2.5 eps / n-iter).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    n_draws: Annotated[
+        int | None, typer.Option(help="Random attack: draws (default 10).", rich_help_panel=_ATK)
+    ] = None,
+    surrogate_beta: Annotated[
+        float | None,
+        typer.Option(
+            help="Softplus beta of the copy attacked for ReLU models (default 20).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    method: MethodOpt = None,
+    k: KOpt = None,
+    ig_steps: IgStepsOpt = None,
+    ig_rule: IgRuleOpt = None,
+    sg_samples: SgSamplesOpt = None,
+    sg_noise: SgNoiseOpt = None,
+    which: WhichOpt = "last",
+    data_root: DataRootOpt = None,
+    num_examples: NumExamplesOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Attack the attribution maps of a trained model; save attacked inputs, maps, metrics."""
+    import json
+
+    from robattr_cli.attack import AttackConfig, run_attack, start_run, validate
+
+    cfg = AttackConfig(checkpoint=checkpoint, which=which, data_root=data_root, **_given(
+        attack=attack, method=method, eps=eps, n_iter=n_iter, gamma=gamma, optimizer=optimizer,
+        step_size=step_size, k=k, n_draws=n_draws, surrogate_beta=surrogate_beta,
+        num_examples=num_examples, batch_size=batch_size, ig_steps=ig_steps, ig_rule=ig_rule,
+        sg_samples=sg_samples, sg_noise=sg_noise,
+    ))  # fmt: skip
+    validate(cfg)
+    runtime, run_dir = start_run(
+        "attack", cfg, device, precision, seed, deterministic, output_dir, overwrite
+    )
+    metrics = run_attack(cfg, runtime, run_dir)
+    typer.echo(json.dumps({"run_dir": str(run_dir), **metrics}, indent=2))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: CheckpointOpt,
+    attacked: Annotated[
+        str | None,
+        typer.Option(
+            help="A `robattr attack` run folder: also score its attacked maps (and Adv-Insertion).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    rps_eps: Annotated[
+        float | None,
+        typer.Option(help="RPS noise in pixels/255 (default 8; 0 = off).", rich_help_panel=_ATK),
+    ] = None,
+    n_draws: Annotated[
+        int | None, typer.Option(help="RPS draws (default 10).", rich_help_panel=_ATK)
+    ] = None,
+    n_ratios: Annotated[
+        int | None,
+        typer.Option(
+            help="Insertion ratios (default 20 as the official code; 0 = off).",
+            rich_help_panel=_ATK,
+        ),
+    ] = None,
+    method: MethodOpt = None,
+    k: KOpt = None,
+    ig_steps: IgStepsOpt = None,
+    ig_rule: IgRuleOpt = None,
+    sg_samples: SgSamplesOpt = None,
+    sg_noise: SgNoiseOpt = None,
+    which: WhichOpt = "last",
+    data_root: DataRootOpt = None,
+    num_examples: NumExamplesOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = 0,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Clean accuracy, RPS, attack similarity and insertion/AOPC; JSON, table and figure."""
+    from robattr_cli.attack import start_run
+    from robattr_cli.evaluate import EvalConfig, format_table, run_eval, validate
+
+    cfg = EvalConfig(checkpoint=checkpoint, which=which, data_root=data_root, attacked=attacked, **_given(
+        method=method, num_examples=num_examples, batch_size=batch_size, rps_eps=rps_eps,
+        n_draws=n_draws, n_ratios=n_ratios, k=k, ig_steps=ig_steps, ig_rule=ig_rule,
+        sg_samples=sg_samples, sg_noise=sg_noise,
+    ))  # fmt: skip
+    validate(cfg)
+    runtime, run_dir = start_run(
+        "eval", cfg, device, precision, seed, deterministic, output_dir, overwrite
+    )
+    metrics = run_eval(cfg, runtime, run_dir)
+    typer.echo(format_table({"run_dir": str(run_dir), **metrics}))
+
+
 def main() -> None:
     run_app(app)
 

@@ -1,0 +1,121 @@
+"""`robattr train -> attack -> eval` end to end on the offline MNIST-5k digits (CliRunner)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from robattr_cli.attacks import PixelBox
+from robattr_cli.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("robattr") / "train"
+    result = invoke(
+        "train", "--preset", "mnist-toy", "--regularizer", "none", "--epochs", "1",
+        "--limit-train", "256", "--limit-eval", "64", "--device", "cpu", "-o", run,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_topk_then_frame_then_eval(trained, tmp_path):
+    topk_dir, frame_dir, eval_dir = tmp_path / "topk", tmp_path / "frame", tmp_path / "eval"
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "topk", "--n-iter", "3", "--eps", "16",
+        "--num-examples", "6", "--batch-size", "4", "--device", "cpu", "-o", topk_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = load_file(str(topk_dir / "attacked.safetensors"))
+    meta = json.loads((trained / "checkpoints").glob("step-*/meta.json").__next__().read_text())
+    box = PixelBox.from_stats(meta["mean"], meta["std"])
+    x, x_adv = saved["x"], saved["x_adv"]
+    assert x.shape == x_adv.shape == (6, 1, 28, 28) and saved["h_adv"].shape == (6, 28, 28)
+    assert torch.all((x_adv - x).abs() <= box.radius(16) + 1e-6)
+    assert torch.all(x_adv >= box.low - 1e-6) and torch.all(x_adv <= box.high + 1e-6)
+    metrics = json.loads((topk_dir / "metrics.json").read_text())
+    assert metrics["attack"] == "topk" and metrics["num_examples"] == 6
+    assert metrics["label_kept"] == 1.0  # the top-k attack never returns a flipped label
+    assert 0 <= metrics["similarity_to_clean"]["topk"] <= 1
+    assert (topk_dir / "figures" / "attack.png").read_bytes()[:4] == b"\x89PNG"
+
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "frame", "--optimizer", "pgd",
+        "--n-iter", "3", "--num-examples", "5", "--batch-size", "5", "--device", "cpu",
+        "-o", frame_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame_metrics = json.loads((frame_dir / "metrics.json").read_text())
+    assert "target_pcc" in frame_metrics and frame_metrics["eps"] == 4.0
+
+    result = invoke(
+        "eval", "--checkpoint", trained, "--attacked", frame_dir, "--n-draws", "2",
+        "--device", "cpu", "-o", eval_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "clean_accuracy" in result.stdout and "attack/similarity_to_target/pcc" in result.stdout
+    ev = json.loads((eval_dir / "metrics.json").read_text())
+    assert ev["num_test"] == 1000 and ev["num_examples"] == 5
+    assert 0 <= ev["clean_accuracy"] <= 1
+    assert len(ev["insertion"]["curve"]) == 20 and len(ev["adv_insertion"]["curve"]) == 20
+    # eval recomputes the attacked maps from the saved inputs: same as the attack saved
+    assert ev["attack"]["similarity_to_clean"]["pcc"] == pytest.approx(
+        json.loads((frame_dir / "metrics.json").read_text())["similarity_to_clean"]["pcc"], abs=1e-5
+    )
+    assert (eval_dir / "figures" / "eval.png").is_file()
+    config = json.loads((eval_dir / "config.json").read_text())
+    assert config["config"]["attacked"] == str(frame_dir)
+
+
+def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path):
+    result = invoke(
+        "eval", "--checkpoint", trained, "--num-examples", "4", "--n-draws", "2",
+        "--method", "integrated-gradients", "--ig-steps", "4", "--device", "cpu",
+        "-o", tmp_path / "e",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ev = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert ev["method"] == "integrated-gradients" and "attack" not in ev
+    assert {"pcc", "ssim", "topk", "kendall"} <= set(ev["rps"]) and "aopc" in ev["insertion"]
+
+
+def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
+    import robattr_cli.attack as attack_mod
+
+    seen = {}
+
+    def fake_run(cfg, runtime, run_dir):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(attack_mod, "run_attack", fake_run)
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "frame", "--eps", "2", "--optimizer",
+        "pgd", "--method", "smoothgrad", "--sg-samples", "7", "--k", "30", "--device", "cpu",
+        "-o", tmp_path / "a",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    got = (cfg.eps, cfg.optimizer, cfg.method, cfg.sg_samples, cfg.k)
+    assert got == (2, "pgd", "smoothgrad", 7, 30)
+    assert cfg.n_iter == 100 and cfg.gamma == 0.5  # untouched defaults (official values)
+
+
+def test_bad_options_fail_with_one_line(trained, tmp_path):
+    result = invoke("attack", "--checkpoint", trained, "--attack", "nope", "-o", tmp_path / "x")
+    assert result.exit_code == 1 and "--attack 'nope'" in result.output
+    result = invoke("attack", "--checkpoint", trained, "--method", "intgrad", "-o", tmp_path / "y")
+    assert result.exit_code == 1 and "unknown attribution method 'intgrad'" in result.output
+    result = invoke("eval", "--checkpoint", trained, "--attacked", tmp_path, "-o", tmp_path / "z")
+    assert result.exit_code == 1 and "attacked.safetensors" in result.output
+    result = invoke("attack", "--checkpoint", tmp_path, "-o", tmp_path / "w")
+    assert result.exit_code == 1 and "checkpoint" in result.output
