@@ -268,3 +268,22 @@ def test_dry_run_prints_the_resolved_config(tiny_random):
         and cfg["prompt"] == "rtd"
         and cfg["backbone"] == "ViT-B-32"
     )
+
+
+def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
+    from labshared.device import setup_runtime
+    from rtd_cli.evaluate import make_validator
+
+    model, _, _ = build_clip("tiny-clip-toy", "random")
+    runtime = setup_runtime("cpu", "fp32", 0)
+    validate = make_validator(
+        dataset="toy", root=None, backbone="tiny-clip-toy", pretrained="random", base="lincir",
+        phi=tiny_random / "lincir.pt", prompt="rtd", runtime=runtime, use_cache=False, toy_queries=60,
+    )  # fmt: skip
+    tower = text_tower_from_clip(model)
+    first = validate(tower, 0)
+    assert set(first) == {"R@1", "R@5", "R@10", "mAP@5", "mAP@10"}
+    assert validate(tower, 1) == first  # nothing but the tower changes between calls
+    with torch.no_grad():
+        tower.text_projection.copy_(torch.randn_like(tower.text_projection))
+    assert validate(tower, 2) != first

@@ -9,6 +9,7 @@ from labshared.data.composed_retrieval import (
     GENECIS_TASKS,
     build_benchmarks,
     cirr_from_hf,
+    fashioniq_from_hf,
     load_circo,
     load_cirr,
     load_fashioniq,
@@ -288,6 +289,29 @@ def test_hf_cirr_rows_convert():
     assert bench.images.load("c").size == (4, 4)
     with pytest.raises(DataLayoutError, match=r"columns \['caption'\] missing"):
         cirr_from_hf(rows.remove_columns("caption"), imgs, "val")
+
+
+def test_hf_fashioniq_rows_split_by_category():
+    datasets = pytest.importorskip("datasets")
+    imgs = datasets.Dataset.from_dict(
+        {
+            "id": ["a", "b", "c"],
+            "img": [Image.new("RGB", (4, 4)) for _ in range(3)],
+            "category": ["dress", "dress", "shirt"],
+        }
+    )
+    imgs = imgs.cast_column("img", datasets.Image())
+    rows = datasets.Dataset.from_dict(
+        {
+            "category": ["dress", "shirt"],
+            "candidate_id": ["a", "c"],
+            "target_id": ["b", "c"],
+            "caption": [["x", "y"], ["z", "w"]],
+        }
+    )
+    bench = fashioniq_from_hf(rows, imgs, "dress")
+    assert bench.gallery == ["a", "b"] and [q.captions for q in bench.queries] == [("x", "y")]
+    assert bench.name == "fashioniq-dress" and bench.images.load("b").size == (4, 4)
 
 
 def test_registry_errors():

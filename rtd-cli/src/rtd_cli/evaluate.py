@@ -471,12 +471,14 @@ def make_validator(
     prompt: str,
     runtime,
     use_cache: bool = True,
+    toy_queries: int = 300,
 ):
     """`(tower, step) -> {metric: value}` for `rtd train`'s periodic validation: the
     benchmark summary (e.g. `R@1`) plus `<part>/<metric>` for multi-part benchmarks."""
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=Path(phi), backbone=backbone, pretrained=pretrained,
         data_root=Path(root) if root else None, prompt=prompt, cache=use_cache,
+        toy_queries=toy_queries,
     )  # fmt: skip
     prep = prepare(cfg, runtime)
 
