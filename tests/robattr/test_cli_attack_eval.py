@@ -119,3 +119,23 @@ def test_bad_options_fail_with_one_line(trained, tmp_path):
     assert result.exit_code == 1 and "attacked.safetensors" in result.output
     result = invoke("attack", "--checkpoint", tmp_path, "-o", tmp_path / "w")
     assert result.exit_code == 1 and "checkpoint" in result.output
+
+
+@pytest.mark.parametrize("limit", [3, 7, 100])
+def test_iter_clean_correct_batches_in_dataset_order(limit):
+    from torch.utils.data import TensorDataset
+
+    from robattr_cli.attack import iter_clean_correct
+
+    x = torch.arange(10.0).view(10, 1)
+    y = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1, 0, 0])  # the model below predicts class 0
+
+    class AlwaysZero(torch.nn.Module):
+        def forward(self, inp):
+            return torch.stack([torch.ones(len(inp)), torch.zeros(len(inp))], 1)
+
+    batches = list(iter_clean_correct(AlwaysZero(), TensorDataset(x, y), limit, 2, "cpu"))
+    correct = [0, 2, 3, 6, 8, 9][:limit]
+    assert torch.cat([b[2] for b in batches]).tolist() == correct
+    assert [len(b[1]) for b in batches] == [2] * (len(correct) // 2) + [1] * (len(correct) % 2)
+    assert all(torch.equal(b[0].squeeze(1), b[2].float()) and (b[1] == 0).all() for b in batches)

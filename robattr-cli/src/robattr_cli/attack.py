@@ -165,25 +165,26 @@ def iter_clean_correct(
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    buffered = emitted = offset = 0
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    emitted = offset = 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         index = torch.arange(offset, offset + len(y))
         offset += len(y)
         with torch.no_grad():
             keep = (model(x).argmax(1) == y).cpu()
-        buffer.append((x[keep.to(device)], y[keep.to(device)], index[keep]))
-        buffered += int(keep.sum())
-        while buffered >= batch_size or (buffered and emitted + buffered >= limit):
-            xs, ys, ids = (torch.cat(t) for t in zip(*buffer, strict=True))
-            take = min(batch_size, limit - emitted, len(ys))
+        pending.append((x[keep.to(device)], y[keep.to(device)], index[keep]))
+        xs, ys, ids = (torch.cat(t) for t in zip(*pending, strict=True))
+        while len(ys) >= batch_size or (len(ys) and emitted + len(ys) >= limit):
+            take = min(batch_size, limit - emitted)
             yield xs[:take], ys[:take], ids[:take]
             emitted += take
             if emitted >= limit:
                 return
-            buffer = [(xs[take:], ys[take:], ids[take:])]
-            buffered = len(ys) - take
+            xs, ys, ids = xs[take:], ys[take:], ids[take:]
+        pending = [(xs, ys, ids)]
+    if pending and len(pending[0][1]):  # the split ran out: the remainder is the last batch
+        yield pending[0]
 
 
 def mean_metrics(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
