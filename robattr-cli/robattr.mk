@@ -1,6 +1,7 @@
 # robattr: benchmark and paper reproductions (included by the root Makefile, which defines
 # BIN, DATA_ROOT and the offline HF variables).
 #
+#   make demo-robattr                  offline mini-experiment on MNIST-5k (a few CPU minutes)
 #   make bench-robattr                 time / memory per training step: none vs l2cos vs hessian
 #   make reproduce-cifar10-lenet      DATA_ROOT=/data/cifar10   (holds cifar-10-batches-py/)
 #   make reproduce-cifar10-resnet18   DATA_ROOT=/data/cifar10
@@ -11,6 +12,13 @@
 # from the latest checkpoint when a target is re-run.
 
 BENCHES += bench-robattr
+DEMOS += demo-robattr
+
+# The robattr mini-experiment: none vs l2cos on MNIST-5k, attacked (top-k, frame) and RPS;
+# one table printed and saved to runs/robattr/demo/demo_table.md (robattr_cli/demo.py).
+.PHONY: demo-robattr
+demo-robattr: install
+	$(BIN)/python -m robattr_cli.demo --out runs/robattr/demo
 
 ROBATTR_RUNS ?= runs/robattr-reproduce
 ROBATTR_DEVICE ?= auto
