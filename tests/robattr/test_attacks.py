@@ -146,7 +146,7 @@ def test_rps_with_zero_budget_is_perfect_similarity(setup):
     torch.testing.assert_close(rep["pcc"], torch.ones(4))
     torch.testing.assert_close(rep["topk"], torch.ones(4))
     noisy = rps_similarity(model, x, y, box, eps=16, n_draws=2, k=10,
-                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+                           noise_generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert noisy["pcc"].mean() < 1
 
 

@@ -76,15 +76,18 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     assert config["config"]["attacked"] == str(frame_dir)
 
 
-def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path):
+@pytest.mark.parametrize(
+    "method_flags",
+    [["integrated-gradients", "--ig-steps", "4"], ["smoothgrad", "--sg-samples", "2"]],
+)
+def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path, method_flags):
     result = invoke(
         "eval", "--checkpoint", trained, "--num-examples", "4", "--n-draws", "2",
-        "--method", "integrated-gradients", "--ig-steps", "4", "--device", "cpu",
-        "-o", tmp_path / "e",
+        "--method", *method_flags, "--device", "cpu", "-o", tmp_path / "e",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     ev = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert ev["method"] == "integrated-gradients" and "attack" not in ev
+    assert ev["method"] == method_flags[0] and "attack" not in ev
     assert {"pcc", "ssim", "topk", "kendall"} <= set(ev["rps"]) and "aopc" in ev["insertion"]
 
 

@@ -248,7 +248,7 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 }
             if cfg.attack == "random":  # RPS: the mean over n_draws draws (one is saved)
                 report = rps_similarity(
-                    model, x, y, box, eps=cfg.budget, n_draws=cfg.n_draws, generator=generator,
+                    model, x, y, box, eps=cfg.budget, n_draws=cfg.n_draws, noise_generator=generator,
                     method=cfg.method, k=k, **opts,
                 )  # fmt: skip
             for key, value in {**report, **extras}.items():

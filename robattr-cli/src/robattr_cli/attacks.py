@@ -268,14 +268,15 @@ def rps_similarity(
     *,
     eps: float = 8.0,
     n_draws: int = 10,
-    generator: torch.Generator | None = None,
+    noise_generator: torch.Generator | None = None,
     method: str = "grad",
     k: int | None = None,
     **attr_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Random Perturbation Similarity: metrics of h(x_r) against h(x), averaged over draws.
 
-    Maps are abs, channel-summed and max-normalised; `ssim_sumnorm` repeats SSIM after
+    `noise_generator` draws the perturbations (SmoothGrad's own generator, if any, goes
+    in `attr_kwargs`). Maps are abs, channel-summed and max-normalised; `ssim_sumnorm` repeats SSIM after
     sum-normalisation (official `test_rps.py`). Returns {metric: (B,)} (`similarity_report`
     keys).
     """
@@ -284,7 +285,7 @@ def rps_similarity(
     h_s = heatmap(model, x, y, method, **attr_kwargs).detach()
     totals: dict[str, torch.Tensor] = {}
     for _ in range(n_draws):
-        x_r = random_perturbation(x, box, eps, generator)
+        x_r = random_perturbation(x, box, eps, noise_generator)
         h_r = heatmap(model, x_r, y, method, **attr_kwargs).detach()
         for key, value in similarity_report(h_r, h_s, k=k).items():
             totals[key] = totals.get(key, 0.0) + value / n_draws

@@ -176,7 +176,7 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
             parts = {"x": x, "y": y, "h_clean": h_clean}
             if cfg.rps_eps > 0:
                 add("rps", rps_similarity(model, x, y, box, eps=cfg.rps_eps, n_draws=cfg.n_draws,
-                                          generator=generator, method=method, k=k, **opts))  # fmt: skip
+                                          noise_generator=generator, method=method, k=k, **opts))  # fmt: skip
             if cfg.n_ratios > 0:
                 add("insertion", {"curve": insertion_curve(model, x, y, h_clean, cfg.n_ratios)})
             if "x_adv" in batch:
