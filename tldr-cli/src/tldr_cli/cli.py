@@ -433,11 +433,17 @@ def retrain(
     n_gap_pairs: NGapOpt = None,
     lam: LambdaOpt = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs of the new head (1).", rich_help_panel="Head")
+        int | None,
+        typer.Option(
+            help="Epochs of the new head (paper presets 1; toy 10).", rich_help_panel="Head"
+        ),
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="AdamW learning rate of the new head (1e-4).", rich_help_panel="Head"),
+        typer.Option(
+            help="AdamW learning rate of the new head (paper presets 1e-4; toy 1e-3).",
+            rich_help_panel="Head",
+        ),
     ] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="AdamW weight decay (1e-4).", rich_help_panel="Head")
