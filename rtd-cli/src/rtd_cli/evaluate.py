@@ -26,7 +26,6 @@ Deviations from the official code, each listed in the README:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labshared.cache import cached_tensors, file_fingerprint
-from labshared.console import log, make_progress
+from labshared.console import log
 from labshared.errors import ConfigError
 from rtd_cli import metrics as M
+from rtd_cli.features import benchmark_features
 from rtd_cli.model import (
     BASES,
     PROMPT_STYLES,
-    RANDOM_WEIGHTS,
-    TINY_BACKBONE,
     build_clip,
     clip_dims,
     get_base,
@@ -54,7 +51,6 @@ from rtd_cli.model import (
 )
 from rtd_cli.retrieval import chunked_topk, gather_scores
 
-FEATURES_VERSION = 1  # bump when image feature extraction changes
 FIQ_ORDERS = ("both", "single")
 
 
@@ -117,90 +113,6 @@ class EvalConfig:
             raise ConfigError(f"--text-encoder {self.text_encoder}: no such file or folder")
         if self.batch_size < 1 or self.text_batch_size < 1 or self.toy_queries < 1:
             raise ConfigError("--batch-size and --toy-queries must be positive")
-
-
-# --------------------------------------------------------------------------- features
-class _ImageList(torch.utils.data.Dataset):
-    def __init__(self, names: Sequence[str], source: Any, preprocess: Any) -> None:
-        self.names, self.source, self.preprocess = list(names), source, preprocess
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(self.source.load(self.names[i]))
-
-
-@torch.no_grad()
-def encode_images(
-    clip_model,
-    preprocess,
-    source,
-    names: Sequence[str],
-    runtime,
-    batch_size: int,
-    workers: int,
-    label: str,
-) -> torch.Tensor:
-    """(N, D) float32 unnormalised `encode_image` features, batched, under autocast."""
-    loader = torch.utils.data.DataLoader(
-        _ImageList(names, source, preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=runtime.device.type == "cuda",
-    )
-    out = torch.empty(len(names), clip_dims(clip_model)[0])
-    start = 0
-    with make_progress() as progress:
-        task = progress.add_task(label, total=len(names), status="")
-        for images in loader:
-            with runtime.autocast():
-                feats = clip_model.encode_image(images.to(runtime.device, non_blocking=True))
-            out[start : start + len(feats)] = feats.float().cpu()
-            start += len(feats)
-            progress.advance(task, len(feats))
-    return out
-
-
-def weights_id(cfg: EvalConfig) -> dict[str, Any] | None:
-    """What identifies the image tower's weights (None: random, never cached)."""
-    if cfg.pretrained == RANDOM_WEIGHTS:
-        return None
-    if cfg.pretrained and Path(cfg.pretrained).is_file():
-        return file_fingerprint(cfg.pretrained)
-    if cfg.backbone == TINY_BACKBONE and cfg.pretrained is None:
-        from labshared.tinyclip import ensure_tiny_clip
-
-        return file_fingerprint(ensure_tiny_clip())
-    return {"tag": cfg.pretrained}
-
-
-def benchmark_features(
-    bench, clip_model, preprocess, cfg: EvalConfig, runtime
-) -> tuple[torch.Tensor, dict[str, int]]:
-    """Features of every image the benchmark uses, from the cache when possible."""
-    names = bench.image_names()
-    weights = weights_id(cfg)
-    spec = {
-        "backbone": cfg.backbone,
-        "weights": weights,
-        "benchmark": bench.fingerprint(),
-        "transform": repr(preprocess),
-        "precision": runtime.precision.name,
-        "version": FEATURES_VERSION,
-    }
-
-    def compute() -> dict[str, torch.Tensor]:
-        label = f"{bench.name} {bench.split} images"
-        feats = encode_images(
-            clip_model, preprocess, bench.images, names, runtime, cfg.batch_size, cfg.workers, label
-        )
-        return {"features": feats}
-
-    tensors = cached_tensors(
-        f"rtd-{bench.name}-{bench.split}", spec, compute, enabled=cfg.cache and weights is not None
-    )
-    return tensors["features"], {n: i for i, n in enumerate(names)}
 
 
 # --------------------------------------------------------------------------- predictions

@@ -1,14 +1,9 @@
-"""Models of projection-based zero-shot CIR: open_clip backbones, the pseudo-token text
-tower, and the projections phi (SEARLE/LinCIR `Phi`, Pic2Word `IM2TEXT`).
+"""Models of projection-based zero-shot CIR: open_clip backbones and the pseudo-token text
+tower (the projections phi live in `projection.py`, re-exported here).
 
-Official sources:
-- pseudo-token encoding: `jaeseokbyun/RTD:encode_with_pseudo_tokens.py::
-  encode_with_pseudo_tokens_HF` (every `$` replaced through `torch.where`), re-done on an
-  open_clip text tower as in open_clip `model.py::CLIP.encode_text`;
-- `Phi`: `miccunifi/SEARLE:src/phi.py` (= `navervision/lincir:models.py::Phi`), checkpoint
-  `{'Phi': state_dict}`;
-- `Im2Text`: `google-research/composed_image_retrieval:model/model.py::IM2TEXT`, checkpoint
-  key `state_dict_img2text` with DDP's `module.` prefix.
+Official source of the pseudo-token encoding: `jaeseokbyun/RTD:encode_with_pseudo_tokens.py::
+encode_with_pseudo_tokens_HF` (every `$` replaced through `torch.where`), re-done on an
+open_clip text tower exactly as open_clip `model.py::CLIP.encode_text` encodes text.
 
 Deviation: Pic2Word splices the image token at the first `*` position of sample 0 for the
 whole batch (`encode_text_img_retrieval`), which assumes one prompt prefix per batch; here
@@ -21,7 +16,6 @@ import copy
 import difflib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +23,23 @@ import torch
 from torch import nn
 
 from labshared.errors import ConfigError
-from labshared.runs import atomic_save_safetensors, atomic_write_json, safe_torch_load, to_jsonable
+from labshared.runs import atomic_save_safetensors, atomic_write_json, to_jsonable
+
+# The projections and the base registry live in projection.py; re-exported so callers keep
+# one import (`from rtd_cli import model as M; M.load_projection(...)`).
+from rtd_cli.projection import (  # noqa: F401
+    BASES,
+    PROMPT_STYLES,
+    RTD_PROMPT,
+    BaseSpec,
+    Im2Text,
+    Phi,
+    build_projection,
+    get_base,
+    load_projection,
+    prompt_for,
+    save_projection,
+)
 
 TINY_BACKBONE = "tiny-clip-toy"
 
@@ -359,224 +369,6 @@ def load_text_tower(
     tower.load_state_dict(saved, strict=False)
     device = next(clip_model.parameters()).device
     return tower.to(device).eval()
-
-
-# --------------------------------------------------------------------------- projections
-class Phi(nn.Module):
-    """SEARLE/LinCIR textual inversion network phi (`SEARLE:src/phi.py`): unnormalised CLIP
-    embedding (B, d) -> pseudo-word token (B, d_tok). State keys `layers.{0,3,6}.*`."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, output_dim),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-class Im2Text(nn.Module):
-    """Pic2Word IM2TEXT (`composed_image_retrieval:model/model.py`): n_layer blocks of
-    [Linear -> Dropout -> ReLU], then `fc_out`. State keys `layers.{i}.0.*`, `fc_out.*`."""
-
-    def __init__(
-        self,
-        embed_dim: int,
-        middle_dim: int = 512,
-        output_dim: int = 512,
-        n_layer: int = 2,
-        dropout: float = 0.1,
-    ):
-        super().__init__()
-        self.fc_out = nn.Linear(middle_dim, output_dim)
-        dims = [embed_dim] + [middle_dim] * n_layer
-        self.layers = nn.Sequential(
-            *[
-                nn.Sequential(nn.Linear(dims[i], middle_dim), nn.Dropout(dropout), nn.ReLU())
-                for i in range(n_layer)
-            ]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc_out(self.layers(x))
-
-
-RTD_PROMPT = "a photo of $ that {mod}"
-
-
-@dataclass(frozen=True)
-class BaseSpec:
-    """What a base method fixes: its projection, checkpoint format and query prompts.
-
-    Attributes:
-        projection: `Phi` or `Im2Text`.
-        checkpoint_key: the key holding the state dict in the official checkpoint.
-        symbol: the pseudo-word in the base's own prompts (`$` or `*`).
-        prompts: the base repo's own template per benchmark, with `{mod}` for the
-            modification text (brief §2).
-        fiq_orders: FashionIQ caption joining in the base repo: `both` (c1 and c2, and the
-            reverse, features averaged) or `single` (Pic2Word's "{c2} and {c1}").
-    """
-
-    name: str
-    projection: type[nn.Module]
-    checkpoint_key: str
-    symbol: str
-    prompts: Mapping[str, str] = field(default_factory=dict)
-    fiq_orders: str = "both"
-
-
-_SEARLE_PROMPTS = {b: RTD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")}
-_PIC2WORD_PROMPT = "a photo of * , {mod}"
-
-BASES: dict[str, BaseSpec] = {
-    "pic2word": BaseSpec(
-        "pic2word",
-        Im2Text,
-        "state_dict_img2text",
-        "*",
-        {b: _PIC2WORD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")},
-        fiq_orders="single",
-    ),
-    "searle": BaseSpec("searle", Phi, "Phi", "$", _SEARLE_PROMPTS),
-    "lincir": BaseSpec("lincir", Phi, "Phi", "$", _SEARLE_PROMPTS),
-}
-PROMPT_STYLES = ("rtd", "base")
-
-
-def get_base(base: str) -> BaseSpec:
-    if base not in BASES:
-        close = difflib.get_close_matches(base, BASES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"--base {base!r}: expected one of {', '.join(BASES)}{hint}")
-    return BASES[base]
-
-
-def prompt_for(base: str, benchmark: str, style: str = "rtd") -> tuple[str, str]:
-    """(template with `{mod}`, pseudo-token symbol) for a base, benchmark and prompt style.
-
-    `rtd` is the RTD repo's common prompt `a photo of $ that {mod}` for every base; `base`
-    is the base repo's own prompt (brief §2).
-    """
-    spec = get_base(base)
-    if style == "rtd":
-        return RTD_PROMPT, "$"
-    if style == "base":
-        return spec.prompts.get(
-            benchmark, RTD_PROMPT if spec.symbol == "$" else _PIC2WORD_PROMPT
-        ), spec.symbol
-    raise ConfigError(f"--prompt {style!r}: expected one of {', '.join(PROMPT_STYLES)}")
-
-
-def build_projection(base: str, in_dim: int, token_dim: int) -> nn.Module:
-    """A fresh projection for `base` with the official sizes: Phi (4*d hidden, dropout 0.5)
-    or IM2TEXT (512 hidden, 2 layers, dropout 0.1)."""
-    spec = get_base(base)
-    if spec.projection is Phi:
-        return Phi(in_dim, 4 * in_dim, token_dim, dropout=0.5)
-    return Im2Text(in_dim, 512, token_dim, n_layer=2, dropout=0.1)
-
-
-def _projection_from_state(base: str, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Rebuild a projection whose sizes are read off the checkpoint's shapes."""
-    spec = get_base(base)
-    if spec.projection is Phi:
-        need = ("layers.0.weight", "layers.6.weight")
-        if not all(k in state for k in need):
-            return build_projection(base, 1, 1)  # key check below reports the mismatch
-        hidden, in_dim = state["layers.0.weight"].shape
-        return Phi(in_dim, hidden, state["layers.6.weight"].shape[0], dropout=0.5)
-    n_layer = sum(1 for k in state if k.startswith("layers.") and k.endswith(".0.weight"))
-    if "layers.0.0.weight" not in state or "fc_out.weight" not in state:
-        return build_projection(base, 1, 1)
-    middle, in_dim = state["layers.0.0.weight"].shape
-    return Im2Text(in_dim, middle, state["fc_out.weight"].shape[0], n_layer=n_layer, dropout=0.1)
-
-
-def load_projection(
-    path: str | Path, base: str, in_dim: int | None = None, token_dim: int | None = None
-) -> nn.Module:
-    """Load an official (or `save_projection`) phi / IM2TEXT checkpoint, in eval mode.
-
-    Args:
-        path: `.pt` file; read with `torch.load(weights_only=True)`.
-        base: `pic2word`, `searle` or `lincir`.
-        in_dim, token_dim: if given, the CLIP embedding and token widths it must match.
-
-    Raises:
-        ConfigError: missing file, missing checkpoint key, wrong tensor names or shapes;
-            the message names what was expected and what was found.
-    """
-    spec = get_base(base)
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--phi {path}: no such file")
-    try:
-        ckpt = safe_torch_load(path)
-    except Exception as exc:  # pickles with custom classes, truncated files
-        raise ConfigError(
-            f"--phi {path}: cannot be read with torch.load(weights_only=True): {exc}"
-        ) from exc
-    if not isinstance(ckpt, Mapping) or spec.checkpoint_key not in ckpt:
-        found = list(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise ConfigError(
-            f"--phi {path}: expected a {base} checkpoint with top-level key "
-            f"{spec.checkpoint_key!r}; found keys {found}"
-        )
-    state = {k.removeprefix("module."): v for k, v in ckpt[spec.checkpoint_key].items()}
-    module = _projection_from_state(base, state)
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = {
-        k: (tuple(state[k].shape), tuple(own[k].shape))
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    }
-    if missing or unexpected or bad:
-        raise ConfigError(
-            f"--phi {path}: not a {spec.projection.__name__} state dict; expected keys "
-            f"{sorted(own)}, missing {missing}, unexpected {unexpected}, shape mismatches "
-            f"(found, expected) {bad}"
-        )
-    module.load_state_dict(state)
-    got_in, got_tok = _projection_dims(module)
-    if (in_dim is not None and got_in != in_dim) or (
-        token_dim is not None and got_tok != token_dim
-    ):
-        raise ConfigError(
-            f"--phi {path} maps {got_in}-d embeddings to {got_tok}-d tokens, but the backbone "
-            f"has {in_dim}-d embeddings and {token_dim}-d tokens; pick the phi of this backbone"
-        )
-    return module.eval()
-
-
-def _projection_dims(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, Phi):
-        return module.layers[0].in_features, module.layers[6].out_features
-    return module.layers[0][0].in_features, module.fc_out.out_features
-
-
-def save_projection(path: str | Path, module: nn.Module, base: str) -> Path:
-    """Write `module` in its base's official checkpoint format (Pic2Word with `module.`
-    prefixes), atomically, loadable by the official repos and by `load_projection`."""
-    from labshared.runs import atomic_torch_save
-
-    spec = get_base(base)
-    if not isinstance(module, spec.projection):
-        raise ConfigError(
-            f"save_projection: base {base} needs {spec.projection.__name__}, got {type(module).__name__}"
-        )
-    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    if spec.projection is Im2Text:
-        state = {f"module.{k}": v for k, v in state.items()}
-    return atomic_torch_save(path, {spec.checkpoint_key: state})
 
 
 def clip_dims(clip_model: nn.Module) -> tuple[int, int]:
