@@ -60,6 +60,9 @@ def test_caption_variants_cover_single_words():
     v = tinyclip.caption_variants(7, 0, 0)
     assert v[0] == "a red seven on grass"
     assert {"seven", "red", "grass", "a seven", "on grass", "a red digit"} <= set(v)
+    # the label names of toy.CLASS_FNS are grounded too (TLDR embeds them)
+    assert {"a large digit", "an odd digit"} <= set(v)
+    assert {"a small digit", "an even digit"} <= set(tinyclip.caption_variants(4, 1, 2))
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -118,7 +121,7 @@ def test_ensure_uses_cache_and_lock(tmp_path, monkeypatch):
     assert tinyclip.tiny_clip_path(tinyclip.FitConfig(steps=2)) != results[0]
 
 
-def test_fitted_tiny_clip_beats_chance_by_a_wide_margin():
+def test_fitted_tiny_clip_beats_chance_by_a_wide_margin(capsys):
     """Fits once per clone (cached under LABSHARED_CACHE), then loads through open_clip."""
     model, preprocess, tokenizer = tinyclip.load_tiny_clip()
     figures = tinyclip.evaluate_retrieval(model, n=300)
@@ -126,3 +129,7 @@ def test_fitted_tiny_clip_beats_chance_by_a_wide_margin():
     assert figures["i2t_r1"] > 10 * figures["i2t_chance"], figures
     assert figures["zeroshot_colour"] > 0.8 and figures["zeroshot_background"] > 0.8, figures
     assert tokenizer(["seven"]).shape == (1, 16)
+    # the report entry point (`make demo`) prints the same figures from the cached fit
+    assert tinyclip.main(["--report"]) == 0
+    out = capsys.readouterr().out
+    assert "t2i_r1" in out and f"{figures['t2i_r1']:.3f}" in out

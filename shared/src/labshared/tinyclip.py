@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from labshared import toy
 from labshared.cache import cache_key, cache_root
-from labshared.console import log, make_progress
+from labshared.console import log, make_progress, progress_enabled
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, atomic_write_json
 
@@ -74,7 +74,7 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 class FitConfig:
     """Training settings of the tiny CLIP (all enter the cache key)."""
 
-    steps: int = 240
+    steps: int = 200
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -99,14 +99,18 @@ PARTIAL_TEMPLATES: tuple[str, ...] = (
     "{c}",
     "{d}",
     "{b}",
+    "a {s} digit",  # s: small (0-4) / large (5-9), toy.CLASS_FNS["digit<5"] label names
+    "an {p} digit",  # p: even / odd, toy.CLASS_FNS["parity"] label names
 )
 
 
 def caption_variants(digit: int, colour: int, background: int) -> list[str]:
     """Full caption first, then every partial caption of one attribute triple."""
     d, c, b = toy.DIGIT_NAMES[digit], toy.COLOUR_NAMES[colour], toy.BACKGROUNDS[background]
+    size = "small" if digit < 5 else "large"
+    parity = "even" if digit % 2 == 0 else "odd"
     return [toy.caption(digit, colour, background)] + [
-        t.format(d=d, c=c, b=b) for t in PARTIAL_TEMPLATES
+        t.format(d=d, c=c, b=b, s=size, p=parity) for t in PARTIAL_TEMPLATES
     ]
 
 
@@ -266,6 +270,11 @@ def fit_tiny_clip(
                 open_clip_model(model).logit_scale.clamp_(0, math.log(100))
             losses.append(loss.item())
             progress.update(task, advance=1, status=f"loss {loss.item():.3f}")
+            if not progress_enabled() and (step + 1) % 50 == 0:
+                log(
+                    f"tiny CLIP step {step + 1}/{fit.steps} loss {np.mean(losses[-50:]):.3f} "
+                    f"({time.perf_counter() - start:.0f} s)"
+                )
     model.eval()
     stats = {
         "fit_seconds": round(time.perf_counter() - start, 1),
