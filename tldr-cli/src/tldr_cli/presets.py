@@ -6,9 +6,16 @@ The anchor prompts are verbatim from the official lists (`TLDR:datasets/text_tem
 released). The descriptions are ours: the paper's generation prompt was not released, so
 each description says in plain words what the official list for that key contains.
 
-The toy preset names what the toy world (`labshared.toy`) shows: a binary digit class
-and two background textures; its anchors use the words of the captions the tiny CLIP was
-fitted on, so the stage-1 filter measures something the model learnt.
+The toy preset names what the toy world (`labshared.toy.spurious_split`) shows: class
+"small digit" (0-4) vs "large digit" (5-9), spurious background grass vs brick. Its
+anchors use only words of the captions the tiny CLIP was fitted on ("a photo of a seven.",
+"a photo of grass."): "small" and "large" never occur there, so "a photo of a small
+digit." would compare two untrained tokens. A class anchor therefore names the class's
+digits. Measured on the fitted tiny CLIP (key 35126f0d): the spurious anchors keep all 8
+clean background words of each list and remove 3 of the 4 planted ones ("stars", neither
+background, stays under grass); the class anchors do
+little, because that model's text tower barely tells digit names apart (cosine >= 0.999
+between "a photo of a {digit}." for any two digits), so no wording of a class anchor can.
 """
 
 from __future__ import annotations
@@ -181,12 +188,12 @@ TOY = DatasetPreset(
     classes=(
         ListSpec(
             "small digit",
-            "a photo of a small digit.",
+            "a photo of a zero, one, two, three or four.",
             "ways to name a handwritten digit from zero to four (e.g. 'two', 'digit 3')",
         ),
         ListSpec(
             "large digit",
-            "a photo of a large digit.",
+            "a photo of a five, six, seven, eight or nine.",
             "ways to name a handwritten digit from five to nine (e.g. 'seven', 'digit 8')",
         ),
     ),
