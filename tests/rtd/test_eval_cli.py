@@ -251,23 +251,22 @@ def test_errors_are_one_red_line(tiny_random, tmp_path):
 
 
 def test_dry_run_prints_the_resolved_config(tiny_random):
-    result = _invoke(
-        [
-            "--dataset",
-            "fashioniq",
-            "--phi",
-            str(tiny_random / "lincir.pt"),
-            "--parts",
-            "dress,shirt",
-            "--dry-run",
-        ]
-    )
+    args = [
+        "--dataset",
+        "fashioniq",
+        "--phi",
+        str(tiny_random / "lincir.pt"),
+        "--parts",
+        "dress,shirt",
+    ]
+    result = _invoke([*args, "--seed", "3", "--dry-run"])
     cfg = json.loads(result.stdout)["config"]
     assert (
         cfg["parts"] == ["dress", "shirt"]
         and cfg["prompt"] == "rtd"
         and cfg["backbone"] == "ViT-B-32"
     )
+    assert cfg["toy_seed"] == 3 and cfg["workers"] is None
 
 
 def test_validator_for_rtd_train_tracks_the_tower(tiny_random):

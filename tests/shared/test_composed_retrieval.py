@@ -50,6 +50,15 @@ def test_fashioniq_official_layout(tmp_path):
     assert bench.image_names() == ["B1", "B2", "B3"]
 
 
+def test_fingerprint_changes_when_an_image_is_rewritten(tmp_path):
+    _fashioniq(tmp_path)
+    (bench,) = load_fashioniq(tmp_path, "val", ["dress"])
+    before = bench.fingerprint()
+    assert load_fashioniq(tmp_path, "val", ["dress"])[0].fingerprint() == before
+    _img(tmp_path / "images" / "B3.jpg", size=(9, 9))
+    assert load_fashioniq(tmp_path, "val", ["dress"])[0].fingerprint() != before
+
+
 def test_fashioniq_png_images_and_missing_category(tmp_path):
     _fashioniq(tmp_path, ext="png")
     (bench,) = load_fashioniq(tmp_path, "val", ["dress"])

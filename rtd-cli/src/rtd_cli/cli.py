@@ -13,7 +13,6 @@ from labshared.cli import (
     OverwriteOpt,
     PrecisionOpt,
     ResumeOpt,
-    SeedOpt,
     make_app,
     run_app,
 )
@@ -453,7 +452,10 @@ def eval_cmd(
         ),
     ] = 300,
     batch_size: Annotated[int, typer.Option(help="Images per encoding batch.")] = 128,
-    workers: Annotated[int, typer.Option(help="DataLoader workers decoding images.")] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="DataLoader workers decoding images (default: 8 on CUDA, 0 on CPU)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
     ] = False,
@@ -462,7 +464,14 @@ def eval_cmd(
     ] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed of the toy benchmark's sampling (real benchmarks are fixed files).",
+            rich_help_panel="Runtime",
+        ),
+    ] = 0,
     output_dir: OutputDirOpt = None,
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
@@ -474,7 +483,8 @@ def eval_cmd(
         dataset=dataset, base=base, phi=phi, backbone=backbone, split=split, pretrained=pretrained,
         text_encoder=text_encoder, data_root=data_root, prompt=prompt, fiq_orders=fiq_orders,
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None,
-        batch_size=batch_size, workers=workers, toy_queries=toy_queries, cache=not no_cache,
+        batch_size=batch_size, workers=workers, toy_queries=toy_queries, toy_seed=seed,
+        cache=not no_cache,
     )  # fmt: skip
     if dry_run:
         _print_json({"config": cfg})

@@ -72,7 +72,7 @@ class EvalConfig:
             or `single` (Pic2Word's "{c2} and {c1}"); None follows the prompt style.
         parts: FashionIQ categories or GeneCIS tasks (None: all).
         batch_size: images per encoding batch; text_batch_size: prompts per batch.
-        workers: DataLoader workers for image decoding.
+        workers: DataLoader workers for image decoding (None: 8 on CUDA, 0 on CPU).
         toy_queries: number of toy queries (the gallery adds as many distractors).
         toy_seed: seed of the toy benchmark (fixed, so every run scores the same queries).
     """
@@ -90,7 +90,7 @@ class EvalConfig:
     parts: tuple[str, ...] | None = None
     batch_size: int = 128
     text_batch_size: int = 256
-    workers: int = 0
+    workers: int | None = None
     toy_queries: int = 300
     toy_seed: int = 0
     cache: bool = True

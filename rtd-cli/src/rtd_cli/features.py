@@ -8,6 +8,7 @@ stale entry. Random weights are never cached.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,11 @@ def benchmark_features(
 
     def compute() -> dict[str, torch.Tensor]:
         label = f"{bench.name} {bench.split} images"
+        workers = cfg.workers
+        if workers is None:  # decoding JPEGs is the bottleneck next to a GPU, not on a CPU
+            workers = min(8, os.cpu_count() or 1) if runtime.device.type == "cuda" else 0
         feats = encode_images(
-            clip_model, preprocess, bench.images, names, runtime, cfg.batch_size, cfg.workers, label
+            clip_model, preprocess, bench.images, names, runtime, cfg.batch_size, workers, label
         )
         return {"features": feats}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +92,19 @@ def _open_rgb(path: Path, layout: str):
         return img.convert("RGB")
 
 
+def _stat_digest(paths: Iterable[Path]) -> str:
+    """Hash of every file's path, size and mtime: a rewritten or replaced image changes the
+    feature-cache key (missing files hash as absent and fail later, at load time)."""
+    h = hashlib.sha256()
+    for path in sorted(str(p) for p in paths):
+        try:
+            st = Path(path).stat()
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}|absent\n".encode())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class FileImages:
     """Images on disk: `paths[name]`."""
@@ -104,7 +117,11 @@ class FileImages:
         return _open_rgb(self.paths[name], self.layout)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": "files", "root": str(self.root.resolve())}
+        return {
+            "kind": "files",
+            "root": str(self.root.resolve()),
+            "files": _stat_digest(self.paths.values()),
+        }
 
 
 @dataclass
@@ -134,6 +151,7 @@ class CroppedImages:
         return {
             "kind": "genecis-crops",
             "root": str(self.root.resolve()),
+            "files": _stat_digest({p for p, _ in self.boxes.values()}),
             "dilation": GENECIS_DILATION,
         }
 
