@@ -8,14 +8,9 @@ each description says in plain words what the official list for that key contain
 
 The toy preset names what the toy world (`labshared.toy.spurious_split`) shows: class
 "small digit" (0-4) vs "large digit" (5-9), spurious background grass vs brick. Its
-anchors use only words of the captions the tiny CLIP was fitted on ("a photo of a seven.",
-"a photo of grass."): "small" and "large" never occur there, so "a photo of a small
-digit." would compare two untrained tokens. A class anchor therefore names the class's
-digits. Measured on the fitted tiny CLIP (key 35126f0d): the spurious anchors keep all 8
-clean background words of each list and remove 3 of the 4 planted ones ("stars", neither
-background, stays under grass); the class anchors do
-little, because that model's text tower barely tells digit names apart (cosine >= 0.999
-between "a photo of a {digit}." for any two digits), so no wording of a class anchor can.
+anchors use only words of the captions the tiny CLIP is fitted on (`labshared.tinyclip`:
+"a photo of a seven.", "a small digit", "a photo of grass."), so the stage-1 filter
+compares embeddings the model has learnt; the README reports what they do.
 """
 
 from __future__ import annotations
@@ -188,12 +183,12 @@ TOY = DatasetPreset(
     classes=(
         ListSpec(
             "small digit",
-            "a photo of a zero, one, two, three or four.",
+            "a photo of a small digit.",
             "ways to name a handwritten digit from zero to four (e.g. 'two', 'digit 3')",
         ),
         ListSpec(
             "large digit",
-            "a photo of a five, six, seven, eight or nine.",
+            "a photo of a large digit.",
             "ways to name a handwritten digit from five to nine (e.g. 'seven', 'digit 8')",
         ),
     ),
