@@ -155,4 +155,4 @@ def test_fashioniq_caption_orders():
     assert modification_texts(bench, "both") == [
         ["is red and has a collar", "has a collar and is red"]
     ]
-    assert modification_texts(bench, "single") == [["has a collar and is red"]]
+    assert modification_texts(bench, "single") == [[" has a collar? and is red."]]  # Pic2Word: raw

@@ -67,6 +67,11 @@ def test_fashioniq_png_images_and_missing_category(tmp_path):
         load_fashioniq(tmp_path, "val", ["shirt"])
     with pytest.raises(ConfigError, match="expected one of val"):
         load_fashioniq(tmp_path, "test", ["dress"])
+    (tmp_path / "captions").rename(tmp_path / "json")  # Pic2Word's copy of the layout
+    (bench,) = load_fashioniq(tmp_path, "val", ["dress"])
+    assert bench.queries[0].targets == ("B2",) and bench.annotation_files[0].endswith(
+        "json/cap.dress.val.json"
+    )
 
 
 def test_fashioniq_malformed_item_names_file_and_field(tmp_path):

@@ -122,15 +122,16 @@ def clean_fiq_caption(text: str) -> str:
 
 
 def modification_texts(bench, orders: str) -> list[list[str]]:
-    """Per query, the modification text(s) to compose; FashionIQ gives two orders
-    (`both`) or Pic2Word's single "{c2} and {c1}" (`single`)."""
+    """Per query, the modification text(s) to compose. FashionIQ: `both` orders of the two
+    captions, each stripped of `.?, ` (SEARLE/LinCIR `validate.py`), or Pic2Word's single
+    "{c2} and {c1}" with the raw captions (`composed_image_retrieval:src/data.py`)."""
     out = []
     for q in bench.queries:
-        if bench.dataset == "fashioniq":
+        if bench.dataset == "fashioniq" and orders == "both":
             c1, c2 = (clean_fiq_caption(c) for c in q.captions)
-            out.append(
-                [f"{c1} and {c2}", f"{c2} and {c1}"] if orders == "both" else [f"{c2} and {c1}"]
-            )
+            out.append([f"{c1} and {c2}", f"{c2} and {c1}"])
+        elif bench.dataset == "fashioniq":
+            out.append([f"{q.captions[1]} and {q.captions[0]}"])
         else:
             out.append([q.captions[0]])
     return out

@@ -27,7 +27,7 @@ FASHIONIQ_LAYOUT = """\
 fashionIQ_dataset/
     captions/cap.{dress,shirt,toptee}.{train,val,test}.json   [{"target", "candidate", "captions": [c1, c2]}]
     image_splits/split.{dress,shirt,toptee}.{train,val,test}.json   [asin, ...]
-    images/<asin>.jpg   (or .png, as Pic2Word's download)"""
+    images/<asin>.jpg   (or .png, as Pic2Word's download; its captions/ is named json/)"""
 CIRR_LAYOUT = """\
 CIRR/
     cirr/captions/cap.rc2.{train,val,test1}.json   [{"pairid", "reference", "target_hard", "caption", "img_set": {"members"}}]
@@ -61,7 +61,11 @@ def load_fashioniq(
             raise ConfigError(
                 f"FashionIQ category {cat!r}; expected one of {', '.join(FASHIONIQ_CATEGORIES)}"
             )
-        cap_path = root / "captions" / f"cap.{cat}.{split}.json"
+        # SEARLE/LinCIR/RTD keep captions in captions/; Pic2Word's copy names the folder json/
+        cap_dir = (
+            "json" if not (root / "captions").is_dir() and (root / "json").is_dir() else "captions"
+        )
+        cap_path = root / cap_dir / f"cap.{cat}.{split}.json"
         split_path = root / "image_splits" / f"split.{cat}.{split}.json"
         gallery = [
             str(a)
