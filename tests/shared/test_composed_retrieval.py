@@ -328,7 +328,12 @@ def test_hf_fashioniq_rows_split_by_category():
     assert bench.name == "fashioniq-dress" and bench.images.load("b").size == (4, 4)
 
 
-def test_registry_errors():
+def test_registry_errors(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-hf-cache"))
+    with pytest.raises(ConfigError, match="could not load royokong/cirr_val"):
+        build_benchmarks("cirr", "hf", "val")
+    with pytest.raises(ConfigError, match="CIRR and FashionIQ only"):
+        build_benchmarks("circo", "hf", "val")
     with pytest.raises(ConfigError, match="did you mean 'cirr'"):
         build_benchmarks("cir", "/nowhere")
     with pytest.raises(ConfigError, match="--data-root is required"):

@@ -118,19 +118,34 @@ def fashioniq_from_hf(
     )
 
 
-def load_hf(dataset: str, split: str, parts: Iterable[str] | None = None) -> list[CIRBenchmark]:
-    """The Hugging Face mirrors (need the hub or its local cache; honours HF_DATASETS_OFFLINE)."""
+def _hub(repo: str, split: str) -> Any:
     import datasets
 
+    try:
+        return datasets.load_dataset(repo, split=split)
+    except Exception as exc:  # offline without a cache, unknown split, hub errors
+        raise ConfigError(
+            f"--data-root hf: could not load {repo} (split {split}) from the Hugging Face hub or its "
+            f"local cache ({type(exc).__name__}: {exc}); download it once online, or use the "
+            "official layout"
+        ) from exc
+
+
+def load_hf(dataset: str, split: str, parts: Iterable[str] | None = None) -> list[CIRBenchmark]:
+    """The Hugging Face mirrors (need the hub or its local cache; honours HF_DATASETS_OFFLINE)."""
     if dataset == "cirr":
         _check_split("cirr", split, ("val", "test"))
-        queries = datasets.load_dataset(f"royokong/cirr_{split}", split=split)
-        images = datasets.load_dataset("royokong/cirr_imgs", split=split)
-        return [cirr_from_hf(queries, images, split)]
+        return [
+            cirr_from_hf(
+                _hub(f"royokong/cirr_{split}", split), _hub("royokong/cirr_imgs", split), split
+            )
+        ]
     if dataset == "fashioniq":
         _check_split("fashioniq", split, ("val",))
-        queries = datasets.load_dataset("royokong/fashioniq_val", split="val")
-        images = datasets.load_dataset("royokong/fashioniq_val_imgs", split="val")
+        queries, images = (
+            _hub("royokong/fashioniq_val", "val"),
+            _hub("royokong/fashioniq_val_imgs", "val"),
+        )
         return [fashioniq_from_hf(queries, images, c) for c in parts or FASHIONIQ_CATEGORIES]
     raise ConfigError(
         f"--data-root hf: no Hugging Face copy of {dataset} is known (CIRR and FashionIQ only)"
