@@ -354,7 +354,7 @@ def test_interrupted_run_resumes_without_repeating_a_request(llm, tmp_path, monk
     run_dir = tmp_path / "run"
     llm.script = [("ok",)] * 3  # three answers, then the server only drops connections
     llm.default = "drop"
-    with pytest.raises(LLMUnavailableError):
+    with pytest.raises(LLMUnavailableError, match=f"--resume.*Run folder: {run_dir}"):
         run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
     first = list(llm.answered)
     assert len(first) == 3
@@ -585,3 +585,18 @@ def test_cli_show_prompts_and_other_key_variable(llm, tmp_path, monkeypatch):
     assert {e["auth"] for e in llm.log} == {f"Bearer {SECRET}"}
     assert {e["body"]["temperature"] for e in llm.log} == {0.3}
     assert SECRET not in _files_text(tmp_path / "run")
+
+
+def test_ctrl_c_mid_run_keeps_replies_and_resume_asks_only_the_rest(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    run_dir = tmp_path / "run"
+    llm.script = [("ok",), ("ok",), ("500",)]  # the user presses Ctrl-C during the backoff
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(base_url=llm.base_url), run_dir, sleep=interrupt)
+    assert len(llm.answered) == 2
+    run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+    assert len(llm.answered) == 8 and len(set(llm.answered)) == 8

@@ -29,7 +29,14 @@ from typing import Any
 from labshared.console import log
 from labshared.errors import ConfigError
 from tldr_cli import __version__
-from tldr_cli.llm import ChatClient, ReplyCache, RetryPolicy, redact_url, request_key
+from tldr_cli.llm import (
+    ChatClient,
+    LLMUnavailableError,
+    ReplyCache,
+    RetryPolicy,
+    redact_url,
+    request_key,
+)
 from tldr_cli.presets import DatasetPreset, get_preset
 from tldr_cli.prompts import PromptSet, build_messages, load_prompts, parse_word_reply
 from tldr_cli.wordimport import ImportedLists, import_lists
@@ -322,17 +329,27 @@ def run(
         on_prompt = _print_prompt if cfg.show_prompts else None
         for kind, name, description in missing:
             log(f"generating {kind}.{name} with {cfg.model} ...")
-            res = generate_list(
-                client,
-                cache,
-                cfg,
-                prompts,
-                dataset=dataset,
-                kind=kind,
-                name=name,
-                description=description,
-                on_prompt=on_prompt,
-            )
+            try:
+                res = generate_list(
+                    client,
+                    cache,
+                    cfg,
+                    prompts,
+                    dataset=dataset,
+                    kind=kind,
+                    name=name,
+                    description=description,
+                    on_prompt=on_prompt,
+                )
+            except LLMUnavailableError as exc:
+                raise LLMUnavailableError(f"{exc}. Run folder: {run_dir}") from None
+            except KeyboardInterrupt:
+                log(
+                    f"[yellow]interrupted; {len(cache)} replies are kept in {cache.path}: "
+                    f"continue with the same options plus --output-dir {run_dir} --resume"
+                    "[/yellow]"
+                )
+                raise
             lists[(kind, name)] = res.words
             per_list[f"{kind}.{name}"] = {
                 "source": "llm",
