@@ -17,6 +17,11 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def pixel_box(run) -> PixelBox:
+    meta = json.loads(next((run / "checkpoints").glob("step-*/meta.json")).read_text())
+    return PixelBox.from_stats(meta["mean"], meta["std"])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("robattr") / "train"
@@ -36,8 +41,7 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = load_file(str(topk_dir / "attacked.safetensors"))
-    meta = json.loads((trained / "checkpoints").glob("step-*/meta.json").__next__().read_text())
-    box = PixelBox.from_stats(meta["mean"], meta["std"])
+    box = pixel_box(trained)
     x, x_adv = saved["x"], saved["x_adv"]
     assert x.shape == x_adv.shape == (6, 1, 28, 28) and saved["h_adv"].shape == (6, 28, 28)
     assert torch.all((x_adv - x).abs() <= box.radius(16) + 1e-6)
@@ -74,6 +78,20 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     assert (eval_dir / "figures" / "eval.png").is_file()
     config = json.loads((eval_dir / "config.json").read_text())
     assert config["config"]["attacked"] == str(frame_dir)
+
+
+def test_random_attack_saves_one_draw_and_averages_rps(trained, tmp_path):
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "random", "--eps", "8", "--n-draws", "3",
+        "--num-examples", "4", "--device", "cpu", "-o", tmp_path / "r",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["attack"] == "random" and m["eps"] == 8.0 and 0 < m["similarity_to_clean"]["pcc"] <= 1
+    saved = load_file(str(tmp_path / "r" / "attacked.safetensors"))
+    assert (
+        0 < (saved["x_adv"] - saved["x"]).abs().max() <= pixel_box(trained).radius(8).max() + 1e-6
+    )
 
 
 @pytest.mark.parametrize(
