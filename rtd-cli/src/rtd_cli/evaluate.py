@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labshared.console import log
+from labshared.console import log, track
 from labshared.errors import ConfigError
 from rtd_cli import metrics as M
 from rtd_cli.features import benchmark_features
@@ -157,7 +157,7 @@ def compose_queries(
     token_id = pseudo_token_id(tokenizer, symbol)
     n_var = len(texts[0])
     out = torch.empty(len(texts), ref_feats.shape[1])
-    for s in range(0, len(texts), batch_size):
+    for s in track(range(0, len(texts), batch_size), "composing queries"):
         refs = ref_feats[s : s + batch_size].to(runtime.device)
         with runtime.autocast():
             pseudo = phi(refs)  # (b, W)
