@@ -85,7 +85,8 @@ class FitConfig:
 
 
 # --------------------------------------------------------------------------- captions
-#: Partial-caption templates; fields {d} digit, {c} colour, {b} background.
+#: Partial-caption templates; fields {d} digit, {c} colour, {b} background, {s} small/large,
+#: {p} even/odd.
 PARTIAL_TEMPLATES: tuple[str, ...] = (
     "a photo of a {c} {d} on {b}.",
     "a {c} {d}",
@@ -430,12 +431,13 @@ def evaluate_retrieval(model: torch.nn.Module, n: int = 300, seed: int = 0) -> d
 # --------------------------------------------------------------------------- report
 def report(force: bool = False) -> dict[str, Any]:
     """Fit (or load) the tiny CLIP, evaluate it and return the figures."""
-    path = ensure_tiny_clip(force=force)
+    if force:
+        ensure_tiny_clip(force=True)
     model, _, _ = load_tiny_clip()
-    figures = {"weights": str(path), "params": param_count(model)}
     stats = fit_stats() or {}
-    figures["fit_seconds"] = stats.get("fit_seconds")
-    figures["torch_threads"] = stats.get("torch_threads")
+    figures: dict[str, Any] = {"weights": str(tiny_clip_path()), "params": param_count(model)}
+    for key in ("fit_seconds", "fit_cpu_seconds", "torch_threads"):
+        figures[key] = stats.get(key)
     figures.update(evaluate_retrieval(model))
     return figures
 
@@ -461,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = Table(title=f"{TINY_CLIP_NAME} on {figures['n']} toy test images")
     table.add_column("figure")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")
     for key, value in figures.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
