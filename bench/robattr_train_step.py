@@ -8,8 +8,8 @@ optimiser update) on random CIFAR-shaped batches.
     python bench/robattr_train_step.py                      # CPU (or GPU when present)
     python bench/robattr_train_step.py --device cuda --steps 20
 
-Memory: on CUDA, the peak of `torch.cuda.max_memory_allocated` over the timed steps. On
-CPU there is no allocator counter, so the figure is the autograd graph's size instead: the
+Memory: on CUDA, the peak of `torch.cuda.max_memory_allocated` during a step minus what
+was allocated before it (weights, gradients and optimiser state excluded). On CPU there is no allocator counter, so the figure is the autograd graph's size instead: the
 bytes of every distinct tensor storage saved for backward during one step (the clean
 graph, the noisy graph and the double-backprop graph all live until `loss.backward()`), a
 deterministic proxy for the activation part of the peak.
@@ -27,8 +27,12 @@ MODELS = ("lenet", "resnet18-cifar")
 REGULARIZERS = ("none", "l2cos", "hessian")
 
 
-def measure(model_name: str, regularizer: str, args: argparse.Namespace) -> dict:
-    """Time `args.steps` training steps after `args.warmup` untimed ones."""
+def measure(model_name: str, args: argparse.Namespace) -> list[dict]:
+    """Time `args.steps` training steps per regulariser after `args.warmup` untimed ones.
+
+    The regularisers take turns step by step (none, l2cos, hessian, none, ...), so a
+    change in the machine's load during the run affects every configuration alike.
+    """
     from dataclasses import replace
 
     import torch
@@ -40,54 +44,70 @@ def measure(model_name: str, regularizer: str, args: argparse.Namespace) -> dict
     from robattr_cli.regularizers import RegSpec
     from robattr_cli.train import build_optimizer, train_step
 
-    preset = "cifar10-lenet" if model_name == "lenet" else "cifar10-resnet18"
-    cfg = replace(PRESETS[preset], regularizer=regularizer, batch_size=args.batch_size)
     runtime = setup_runtime(args.device, args.precision, seed=0)
+    cuda = runtime.device.type == "cuda"
     info = get_dataset_info("cifar10")
-    model = build_model(model_name, 10, "softplus", 3.0)
-    if regularizer == "hessian":  # as `robattr train` does (third-order backward through BN)
-        use_elementary_batchnorm(model)
-    model = model.to(runtime.device).train()
-    optimizer = build_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision.use_grad_scaler)
-    spec = RegSpec(
-        eps=cfg.eps,
-        std=info.std,
-        lambda_l2=cfg.lambda_l2,
-        lambda_cos=cfg.lambda_cos,
-        lambda_hessian=cfg.lambda_hessian,
-    )
-    gen = torch.Generator(device=runtime.device).manual_seed(0)
+    preset = "cifar10-lenet" if model_name == "lenet" else "cifar10-resnet18"
     x = torch.randn(args.batch_size, 3, 32, 32, device=runtime.device)
     y = torch.randint(0, 10, (args.batch_size,), device=runtime.device)
 
-    def step() -> None:
-        train_step(model, model, x.clone(), y, cfg, spec, runtime, optimizer, scaler, gen)
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize()
+    def make_step(regularizer: str):
+        cfg = replace(PRESETS[preset], regularizer=regularizer, batch_size=args.batch_size)
+        model = build_model(model_name, 10, "softplus", 3.0)
+        if regularizer == "hessian":  # as `robattr train` does (third-order backward through BN)
+            use_elementary_batchnorm(model)
+        model = model.to(runtime.device).train()
+        optimizer = build_optimizer(cfg, model)
+        scaler = torch.amp.GradScaler(
+            runtime.device.type, enabled=runtime.precision.use_grad_scaler
+        )
+        spec = RegSpec(
+            eps=cfg.eps,
+            std=info.std,
+            lambda_l2=cfg.lambda_l2,
+            lambda_cos=cfg.lambda_cos,
+            lambda_hessian=cfg.lambda_hessian,
+        )
+        gen = torch.Generator(device=runtime.device).manual_seed(0)
 
-    for _ in range(args.warmup):
-        step()
-    if runtime.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        peak = saved_for_backward_mib(step)
-    times = []
+        def step() -> None:
+            train_step(model, model, x.clone(), y, cfg, spec, runtime, optimizer, scaler, gen)
+            if cuda:
+                torch.cuda.synchronize()
+
+        return step
+
+    steps = {reg: make_step(reg) for reg in REGULARIZERS}
+    times: dict[str, list[float]] = {reg: [] for reg in REGULARIZERS}
+    memory: dict[str, float] = {reg: 0.0 for reg in REGULARIZERS}
+    for reg, step in steps.items():
+        for _ in range(args.warmup):
+            step()
+        if not cuda:
+            memory[reg] = saved_for_backward_mib(step)
     for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    if runtime.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    return {
-        "model": model_name,
-        "regularizer": regularizer,
-        "device": str(runtime.device),
-        "precision": runtime.precision.name,
-        "ms_per_step": 1000 * statistics.median(times),
-        "peak_mib": peak,
-        "memory": "max_memory_allocated" if runtime.device.type == "cuda" else "saved_for_backward",
-    }
+        for reg, step in steps.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                resident = torch.cuda.memory_allocated()
+            start = time.perf_counter()
+            step()
+            times[reg].append(time.perf_counter() - start)
+            if cuda:  # the step's transient peak above the resident weights and states
+                extra = (torch.cuda.max_memory_allocated() - resident) / 2**20
+                memory[reg] = max(memory[reg], extra)
+    return [
+        {
+            "model": model_name,
+            "regularizer": reg,
+            "device": str(runtime.device),
+            "precision": runtime.precision.name,
+            "ms_per_step": 1000 * statistics.median(times[reg]),
+            "peak_mib": memory[reg],
+            "memory": "step_peak_above_resident" if cuda else "saved_for_backward",
+        }
+        for reg in REGULARIZERS
+    ]
 
 
 def saved_for_backward_mib(fn) -> float:
@@ -108,10 +128,12 @@ def saved_for_backward_mib(fn) -> float:
 
 def table(rows: list[dict]) -> str:
     """Markdown table with ratios to the `none` row of the same model."""
-    mem_label = "peak" if rows[0]["memory"] == "max_memory_allocated" else "saved-for-backward"
+    mem_label = (
+        "step peak" if rows[0]["memory"] == "step_peak_above_resident" else "saved-for-backward"
+    )
     lines = [
         f"device: {rows[0]['device']} ({rows[0]['precision']}), batch {ARGS.batch_size}, "
-        f"median of {ARGS.steps} steps after {ARGS.warmup} warm-up",
+        f"median of {ARGS.steps} interleaved steps after {ARGS.warmup} warm-up",
         "",
         f"| model | regularizer | ms / step | time vs none | {mem_label} MiB | memory vs none |",
         "|---|---|---:|---:|---:|---:|",
@@ -143,9 +165,8 @@ if __name__ == "__main__":
     ARGS = parse_args()
     rows = []
     for name in ARGS.models.split(","):
-        for reg in REGULARIZERS:
-            rows.append(measure(name, reg, ARGS))
-            print(f"  measured {name} / {reg}: {rows[-1]['ms_per_step']:.1f} ms", file=sys.stderr)
+        rows.extend(measure(name, ARGS))
+        print(f"  measured {name}", file=sys.stderr)
     print(table(rows))
     if ARGS.json:
         with open(ARGS.json, "w") as f:

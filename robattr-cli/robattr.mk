@@ -29,7 +29,7 @@ ROBATTR_REGS := none hessian l2cos
 .PHONY: bench-robattr reproduce-cifar10-lenet reproduce-cifar10-resnet18 reproduce-imagenet100-resnet18
 
 bench-robattr: install
-	$(BIN)/python bench/robattr_train_step.py --steps 5 --warmup 2
+	$(BIN)/python bench/robattr_train_step.py --steps 3 --warmup 1
 
 # $(call robattr_reproduce,PRESET,DATA_ROOT,EXTRA_HESSIAN_FLAGS,ATTACK_EPS)
 define robattr_reproduce
@@ -46,15 +46,16 @@ define robattr_reproduce
 	done
 endef
 
-# Estimated ~7 GPU-hours in total (see the README: an estimate, not a measurement).
+# About 1.4 GPU-hours of training in total: an estimate, not a measurement (README).
 reproduce-cifar10-lenet: install
 	$(call robattr_reproduce,cifar10-lenet,$(CIFAR10_ROOT),,4)
 
-# Estimated ~24 GPU-hours in total (estimate). The paper attacks ResNet-18 at eps 2/255.
+# About 9 GPU-hours of training in total (estimate, README). The paper attacks ResNet-18
+# at eps 2/255.
 reproduce-cifar10-resnet18: install
 	$(call robattr_reproduce,cifar10-resnet18,$(CIFAR10_ROOT),,2)
 
-# Estimated ~60 GPU-hours in total (estimate); the official script trains the Hessian
-# model at batch 64.
+# About 40 GPU-hours of training in total (estimate, README); the official script trains
+# the Hessian model at batch 64.
 reproduce-imagenet100-resnet18: install
 	$(call robattr_reproduce,imagenet100-resnet18,$(IMAGENET100_ROOT),--batch-size 64,2)
