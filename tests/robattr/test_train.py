@@ -163,3 +163,40 @@ def test_two_process_gloo_ddp_trains_the_regularised_model(tmp_path):
     assert metrics["world_size"] == 2 and metrics["status"] == "finished"
     model, _ = load_trained(tmp_path / "ddp", "cpu")
     assert torch.isfinite(model(torch.zeros(1, 1, 28, 28))).all()
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_regularizer_runs_in_fp32_outside_autocast(monkeypatch, amp):
+    """Under AMP (bf16 autocast, here on CPU) the cross-entropy forward is autocast but the
+    regulariser runs in fp32 on its own forward; in fp32 it reuses the clean forward."""
+    from labshared.device import Precision, Runtime
+    from robattr_cli.config import PRESETS
+    from robattr_cli.model import build_model
+    from robattr_cli.regularizers import REGULARIZERS, RegSpec
+    from robattr_cli.train import build_optimizer, train_step
+
+    precision = (
+        Precision("bf16", torch.bfloat16, False) if amp else Precision("fp32", torch.float32, False)
+    )
+    runtime = Runtime(torch.device("cpu"), precision, seed=0)
+    seen, real = {}, REGULARIZERS["l2cos"]
+
+    def spy(model, x, y, spec, generator, clean=None):
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        seen["reused"] = clean is not None
+        out = real(model, x, y, spec, generator, clean)
+        seen["dtypes"] = {out.penalty.dtype, *(t.dtype for t in out.terms.values())}
+        return out
+
+    monkeypatch.setitem(REGULARIZERS, "l2cos", spy)
+    torch.manual_seed(0)
+    model = build_model("mnist-cnn", 10)
+    cfg = PRESETS["mnist-toy"]
+    optimizer = build_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    spec = RegSpec(eps=16.0, std=(0.3086,), lambda_l2=0.01, lambda_cos=1.0)
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    stats = train_step(model, model, x, y, cfg, spec, runtime, optimizer, scaler, torch.Generator())
+    assert seen == {"autocast": False, "reused": not amp, "dtypes": {torch.float32}}
+    assert stats["n"].item() == 8 and torch.isfinite(stats["cosd"])
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
