@@ -202,3 +202,39 @@ def test_regularizer_runs_in_fp32_outside_autocast(monkeypatch, amp):
     assert seen == {"autocast": False, "reused": not amp, "dtypes": {torch.float32}}
     assert stats["n"].item() == 8 and torch.isfinite(stats["cosd"])
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def _write_cifar(root: Path, n: int = 8) -> None:
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        entry[b"labels"] = [int(v) for v in rng.integers(0, 10, n)]
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+
+
+@pytest.mark.parametrize(
+    ("preset", "regularizer"),
+    [
+        ("cifar10-lenet", "l2cos"),
+        # ~20 s: a third-order backward through ResNet-18's (elementary) BatchNorm on CPU
+        pytest.param("cifar10-resnet18", "hessian", marks=pytest.mark.slow),
+    ],
+)
+def test_paper_presets_train_on_official_cifar_batches(tmp_path, preset, regularizer):
+    _write_cifar(tmp_path / "data")
+    args = ["--preset", preset, "--data-root", str(tmp_path / "data"), "--epochs", "1"]
+    args += ["--regularizer", regularizer, "--limit-train", "8", "--batch-size", "4"]
+    result = invoke(*args, "--num-workers", "0", "--device", "cpu", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["status"] == "finished"
+    model, meta = load_trained(tmp_path / "run", "cpu")
+    assert meta["std"] == [0.2023, 0.1994, 0.201] and meta["regularizer"] == regularizer
+    # a Hessian-trained ResNet reloads as a plain one (the state_dict keys are unchanged)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
