@@ -9,9 +9,21 @@ import torch
 from typer.testing import CliRunner
 
 from tldr_cli.cli import app
+from tldr_cli.wordlists import load_wordlists
 
 SMALL = ["--preset", "toy", "--toy-n-train", "200", "--backbone-weights", "none", "--n-gap-pairs", "64",
          "--device", "cpu"]  # fmt: skip
+
+
+EMPTY_LARGE = {
+    "dataset": "toy",
+    "classes": {"small digit": ["two"], "large digit": []},
+    "spurious": {"grass": ["grass"], "brick": ["brick"]},
+    "anchors": {
+        "classes": {"small digit": "a small digit", "large digit": "a large digit"},
+        "spurious": {"grass": "on grass", "brick": "on brick"},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +70,15 @@ def test_generate_filter_retrain(tmp_path, runner):
     assert report["removed_stage1"] + report["removed_stage2"] == len(report["removed"]) > 0
     assert (tmp_path / "filter" / "config.json").is_file()
 
+    load_wordlists(tmp_path / "filter" / "wordlists.json")  # the filter's output is retrain's input
+    # retrain reads the generated lists: with this tiny from-scratch ERM head the classifier
+    # filter may empty a class list, which retrain refuses (test_bad_options_fail_with_one_line)
     out = invoke(
         runner,
         [
             "retrain",
             "--words",
-            str(tmp_path / "filter" / "wordlists.json"),
+            str(tmp_path / "gen" / "wordlists.json"),
             *SMALL,
             "--toy-n-val",
             "80",
@@ -85,6 +100,7 @@ def test_generate_filter_retrain(tmp_path, runner):
         assert [g["n"] for g in m["groups"]] == [20, 20, 20, 20]
         assert [g["train_n"] for g in m["groups"]] == [95, 5, 5, 95]  # 95 % correlation
     assert metrics["info"]["dfr"]["num_retrains"] == 3
+    assert 0.0 < metrics["info"]["projector_r2_train"] <= 1.0  # ridge fit on the training images
     assert (tmp_path / "retrain" / "figures" / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / "retrain" / "checkpoints" / "tldr_head.safetensors").is_file()
 
@@ -129,6 +145,11 @@ def test_erm_then_dfr_with_the_given_classifier(tmp_path, runner):
 
 
 def test_bad_options_fail_with_one_line(tmp_path, runner):
+    (tmp_path / "w.json").write_text(json.dumps(EMPTY_LARGE))
+    result = runner.invoke(
+        app, ["retrain", "--words", str(tmp_path / "w.json"), *SMALL, "-o", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 1 and "lists ['classes.large digit'] are empty" in result.output
     result = runner.invoke(
         app, ["retrain", "--method", "tldr", "--preset", "toy", "-o", str(tmp_path / "x")]
     )

@@ -303,6 +303,21 @@ class Context:
     clip: ClipHandle
     gap: torch.Tensor
     projector: Projector
+    clip_train: torch.Tensor  # (N, D_clip) raw CLIP image embeddings of the training images
+
+    @torch.no_grad()
+    def projector_r2(self) -> float:
+        """R^2 of P(CLIP image embedding) against phi(image) on the training images: how
+        much of the classifier's feature space the projector reaches at all."""
+        y = self.features["train"].double()
+        dev = self.projector.linear.weight.device
+        pred = torch.cat(
+            [
+                self.projector(self.clip_train[i : i + 8192].to(dev)).double().cpu()
+                for i in range(0, len(y), 8192)
+            ]
+        )
+        return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
 def prepare(
@@ -323,4 +338,6 @@ def prepare(
     )
     gap = gap_vector(clip, cfg, runtime, use_cache)
     projector = fit_projector(x_clip, feats["train"], gap, cfg.lam)
-    return Context(cfg, runtime, splits, handle, feats, clip, gap, projector.to(runtime.device))
+    return Context(
+        cfg, runtime, splits, handle, feats, clip, gap, projector.to(runtime.device), x_clip
+    )

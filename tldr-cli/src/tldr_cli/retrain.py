@@ -160,7 +160,11 @@ def run_retrain(
         )
     gen = torch.Generator().manual_seed(runtime.seed)
     preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
-    info: dict[str, Any] = {"classifier": ctx.classifier.meta, "gap_norm": float(ctx.gap.norm())}
+    info: dict[str, Any] = {
+        "classifier": ctx.classifier.meta,
+        "gap_norm": float(ctx.gap.norm()),
+        "projector_r2_train": ctx.projector_r2(),
+    }
     timings: dict[str, float] = {}
     if wl is not None:
         empty = [
