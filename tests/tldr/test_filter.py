@@ -78,3 +78,64 @@ def test_run_filters_reports_every_removed_word():
     # without a projector/head only stage 1 runs
     only1, removed1 = run_filters(wordlists(), encode, None, None)
     assert only1.classes["landbird"] == ["Robin", "crow", "Avocet"] and len(removed1) == 2
+
+
+def test_paired_lists_compete_only_within_their_block():
+    # SpuCoAnimals: birds are judged against bird anchors only, dogs against dog anchors
+    vec = {
+        "a photo of a landbird.": [1.0, 0.0, 0.0, 0.0],
+        "a photo of a waterbird.": [0.0, 1.0, 0.0, 0.0],
+        "a photo of a small dog.": [0.0, 0.0, 1.0, 0.0],
+        "a photo of a large dog.": [0.0, 0.0, 0.0, 1.0],
+        "a photo of a landplace": [1.0, 0.0, 0.0, 0.0],
+        "a photo of a waterplace": [0.0, 1.0, 0.0, 0.0],
+        "a photo of a indoor place": [0.0, 0.0, 1.0, 0.0],
+        "a photo of a outdoor place": [0.0, 0.0, 0.0, 1.0],
+        # nearest overall is "small dog", but among the birds it is nearest "landbird": kept
+        "a photo of a robin.": [0.3, 0.1, 0.9, 0.0],
+        "a photo of a gull.": [0.0, 1.0, 0.0, 0.0],
+        "a photo of a pug.": [0.0, 0.0, 1.0, 0.0],
+        "a photo of a dane.": [0.0, 0.0, 0.9, 0.2],  # listed as large, nearest small: removed
+        "a photo of a forest.": [1.0, 0.0, 0.0, 0.0],
+        "a photo of a lake.": [0.0, 1.0, 0.0, 0.0],
+        "a photo of a kitchen.": [0.0, 0.0, 1.0, 0.0],
+        "a photo of a park.": [0.0, 0.0, 0.0, 1.0],
+    }
+    classes = {
+        "landbird": ["robin"],
+        "waterbird": ["gull"],
+        "small dog": ["pug"],
+        "large dog": ["dane"],
+    }
+    spurious = {"land": ["forest"], "water": ["lake"], "indoor": ["kitchen"], "outdoor": ["park"]}
+    wl = validate_wordlists(
+        {
+            "dataset": "spuco-animals",
+            "classes": classes,
+            "spurious": spurious,
+            "anchors": {
+                "classes": {k: f"a photo of a {k}." for k in classes},
+                "spurious": {
+                    "land": "a photo of a landplace",
+                    "water": "a photo of a waterplace",
+                    "indoor": "a photo of a indoor place",
+                    "outdoor": "a photo of a outdoor place",
+                },
+            },
+            "pairs": {
+                "landbird": ["land", "water"],
+                "waterbird": ["land", "water"],
+                "small dog": ["indoor", "outdoor"],
+                "large dog": ["indoor", "outdoor"],
+            },
+        }
+    )
+    filtered, removed = run_filters(wl, lambda ts: torch.tensor([vec[t] for t in ts]), None, None)
+    assert filtered.classes == {
+        "landbird": ["robin"],
+        "waterbird": ["gull"],
+        "small dog": ["pug"],
+        "large dog": [],
+    }
+    assert [(r["word"], r["reason"].split("'")[1]) for r in removed] == [("dane", "small dog")]
+    assert filtered.spurious == spurious
