@@ -130,7 +130,7 @@ PRESETS: dict[str, TrainConfig] = {
         lambda_hessian=1e-3,
         num_workers=8,
     ),
-    # Ours: the offline toy on the 5,000 real MNIST digits, a minute or so on 2 CPU cores.
+    # Ours: the offline toy on the 5,000 real MNIST digits, minutes on 2 CPU cores.
     # eps 16/255 makes the noise visible at 28x28 (4/255 barely moves an MNIST gradient).
     "mnist-toy": TrainConfig(
         preset="mnist-toy",
