@@ -168,3 +168,10 @@ def test_insertion_curve_keeps_pixels_above_rank():
     expected = torch.sigmoid(kept)
     torch.testing.assert_close(curve, expected[None])
     torch.testing.assert_close(aopc(curve), expected.mean()[None])
+
+
+def test_default_topk_follows_the_brief():
+    from robattr_cli.metrics import default_topk
+
+    sizes = {28: 77, 32: 100, 224: 1000}
+    assert {s: default_topk(torch.zeros(1, s, s)) for s in sizes} == sizes

@@ -60,7 +60,7 @@ class AttackConfig:
         n_iter: attack iterations (official 100). gamma: frame map-loss weight (0.5).
         optimizer: frame attack optimiser, adam (official code) or pgd (sign steps).
         step_size: sign-step size in pixels/255 (None: 2.5 eps / n_iter).
-        k: top-k size for the attack and the intersection metric (None: 100 per 32x32).
+        k: top-k size for the attack and the intersection metric (None: 100 per 32x32 pixels, at most 1000).
         n_draws: random draws for `random` (official 10).
         surrogate_beta: Softplus beta of the surrogate used for ReLU models (official 20).
         num_examples: clean-correct test images to attack. batch_size: images per batch.

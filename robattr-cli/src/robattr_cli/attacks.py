@@ -42,7 +42,7 @@ from torch import nn
 
 from labshared.errors import ConfigError
 from robattr_cli.attributions import heatmap
-from robattr_cli.metrics import similarity_report, topk_intersection
+from robattr_cli.metrics import default_topk, similarity_report, topk_intersection
 from robattr_cli.model import swap_activation
 
 OPTIMIZERS = ("adam", "pgd")
@@ -214,7 +214,7 @@ def topk_attack(
     Args:
         eps: l_inf budget in pixels/255 (Ghorbani ImageNet 8); n_iter: steps (100);
         step_size: pixels/255 per sign step (default 2.5 eps / n_iter);
-        k: top-k size (default 100 per 32x32 pixels, see metrics.default_topk).
+        k: top-k size (default `metrics.default_topk`: 100 on 32x32, 1000 on 224x224).
     """
     _check_budget(eps, n_iter)
     surrogate = surrogate if surrogate is not None else attack_surrogate(model)
@@ -223,7 +223,7 @@ def topk_attack(
     step = (step_size if step_size is not None else 2.5 * eps / n_iter) / 255.0
     h0 = heatmap(model, x, y, method, normalize="sum", **attr_kwargs).detach()  # (B, H, W)
     hw = h0[0].numel()
-    k = k if k is not None else max(1, round(100 * hw / 1024))
+    k = k if k is not None else default_topk(h0)
     if not 0 < k <= hw:
         raise ConfigError(f"--k {k}: expected 1..{hw} (pixels per map)")
     top_mask = torch.zeros_like(h0.flatten(1)).scatter_(1, h0.flatten(1).topk(k, 1).indices, 1.0)

@@ -248,7 +248,7 @@ KOpt = Annotated[
     int | None,
     typer.Option(
         "--k",
-        help="Top-k size (default 100 per 32x32 pixels, e.g. 77 on 28x28).",
+        help="Top-k size (default 100 per 32x32 pixels, at most 1000: 77 on 28x28, 1000 on 224x224).",
         rich_help_panel=_ATTR,
     ),
 ]

@@ -52,7 +52,7 @@ class EvalConfig:
         batch_size: images per batch.
         rps_eps: RPS noise in pixels/255 (0 turns RPS off); n_draws: RPS draws (10).
         n_ratios: insertion ratios (official 20; 0 turns insertion off).
-        k: top-k size for the intersection metric (None: 100 per 32x32 pixels).
+        k: top-k size for the intersection metric (None: 100 per 32x32 pixels, at most 1000).
         ig_steps, ig_rule, sg_samples, sg_noise: attribution settings.
     """
 
