@@ -73,3 +73,21 @@ def test_tuning_scores_every_c_and_is_reproducible(world):
     assert set(scores) == set(C_GRID) and best == best2 and scores == scores2
     assert scores[best] == max(scores.values())
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_multiclass_groups_like_spuco_animals():
+    # 4 classes, 4 spurious values, only 8 groups populated (birds x land/water, dogs x in/out)
+    rng = np.random.default_rng(1)
+    x, y, g = [], [], []
+    for cls in range(4):
+        for a in (0, 1) if cls < 2 else (2, 3):
+            n = 30
+            feats = rng.normal(size=(n, 8))
+            feats[:, cls] += 4.0
+            x.append(feats)
+            y.append(np.full(n, cls))
+            g.append(np.full(n, cls * 4 + a))
+    x, y, g = np.concatenate(x), np.concatenate(y), np.concatenate(g)
+    model = run_dfr(x, x, y, g, torch.Generator().manual_seed(0), num_retrains=2)
+    assert model.coef.shape == (4, 8)
+    assert (model.predict(x) == y).mean() > 0.95
