@@ -65,14 +65,28 @@ def _l1_kwargs() -> dict:
 
 def _fit_logreg(
     x: np.ndarray, y: np.ndarray, c: float, generator: torch.Generator
-) -> LogisticRegression:
-    # The reference passes class_weight={0: 1, 1: 1} on balanced data: unit weights, which
-    # is scikit-learn's default and also covers more than two classes (one-vs-rest).
-    # liblinear's coordinate descent shuffles with `random_state`; drawing it from our
-    # generator makes every fit reproducible (the reference uses the global numpy state).
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    model = LogisticRegression(C=c, solver="liblinear", random_state=seed, **_l1_kwargs())
-    return model.fit(x, y)
+) -> tuple[np.ndarray, np.ndarray]:
+    """l1 logistic regression with liblinear; returns (coef, intercept) as scikit-learn
+    shapes them: (1, D) and (1,) for two classes, (K, D) and (K,) one-vs-rest for K > 2.
+
+    The reference passes class_weight={0: 1, 1: 1} on balanced data: unit weights, which
+    is scikit-learn's default. liblinear shuffles with `random_state`; drawing it from our
+    generator makes every fit reproducible (the reference uses the global numpy state).
+    Deviation: scikit-learn >= 1.8 refuses liblinear on K > 2 classes (it used to fit
+    one-vs-rest itself), so the K binary "class k vs rest" fits are made here.
+    """
+    classes = np.unique(y)
+    targets = (
+        [y] if classes.size <= 2 else [(y == k).astype(np.int64) for k in range(int(y.max()) + 1)]
+    )
+    coefs, intercepts = [], []
+    for target in targets:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        model = LogisticRegression(C=c, solver="liblinear", random_state=seed, **_l1_kwargs())
+        model.fit(x, target)
+        coefs.append(model.coef_)
+        intercepts.append(model.intercept_)
+    return np.concatenate(coefs), np.concatenate(intercepts)
 
 
 def _worst_group_acc(pred: np.ndarray, y: np.ndarray, g: np.ndarray) -> float:
@@ -109,8 +123,9 @@ def tune_c(
     x_score = (val_x[score_idx] - mean) / scale
     scores: dict[float, float] = {}
     for c in c_grid:
-        model = _fit_logreg(x_fit, val_y[fit_idx], c, generator)
-        scores[c] = _worst_group_acc(model.predict(x_score), val_y[score_idx], val_g[score_idx])
+        coef, intercept = _fit_logreg(x_fit, val_y[fit_idx], c, generator)
+        pred = LinearModel(np.zeros(1), np.ones(1), coef, intercept).predict(x_score)
+        scores[c] = _worst_group_acc(pred, val_y[score_idx], val_g[score_idx])
     best = max(c_grid, key=lambda c: (scores[c], -c_grid.index(c)))
     return best, scores
 
@@ -133,9 +148,9 @@ def fit_dfr(
     coefs, intercepts = [], []
     for _ in range(num_retrains):
         idx = balanced_indices(torch.from_numpy(np.asarray(val_g)), generator).numpy()
-        model = _fit_logreg(x_val[idx], val_y[idx], c, generator)
-        coefs.append(model.coef_)
-        intercepts.append(model.intercept_)
+        coef, intercept = _fit_logreg(x_val[idx], val_y[idx], c, generator)
+        coefs.append(coef)
+        intercepts.append(intercept)
     return LinearModel(
         mean=mean,
         scale=scale,
