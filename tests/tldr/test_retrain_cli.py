@@ -140,6 +140,7 @@ def test_erm_then_dfr_with_the_given_classifier(tmp_path, runner):
     ).stdout
     metrics = json.loads((tmp_path / "dfr" / "metrics.json").read_text())
     assert set(metrics["test"]) == {"ERM", "DFR"}
+    assert "gap_norm" not in metrics["info"]  # DFR alone needs no CLIP, gap or projector
     erm = json.loads((tmp_path / "erm" / "metrics.json").read_text())["test"]["ERM"]
     assert metrics["test"]["ERM"]["worst_group_acc"] == pytest.approx(erm["worst_group_acc"])
 

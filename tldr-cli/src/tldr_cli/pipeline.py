@@ -300,10 +300,10 @@ class Context:
     splits: dict[str, GroupShiftSplit]
     classifier: ClassifierHandle
     features: dict[str, torch.Tensor]
-    clip: ClipHandle
-    gap: torch.Tensor
-    projector: Projector
-    clip_train: torch.Tensor  # (N, D_clip) raw CLIP image embeddings of the training images
+    clip: ClipHandle | None  # None: DFR only
+    gap: torch.Tensor | None
+    projector: Projector | None
+    clip_train: torch.Tensor | None  # (N, D_clip) raw CLIP image embeddings of train images
 
     @torch.no_grad()
     def projector_r2(self) -> float:
@@ -326,12 +326,17 @@ def prepare(
     classifier: str | None,
     use_cache: bool,
     feature_splits=("train", "val", "test"),
+    with_projector: bool = True,
 ) -> Context:
+    """Steps 1-6 (module docstring); without `with_projector` (DFR alone) CLIP, the gap and
+    the projector are skipped and left None."""
     splits = load_splits(cfg, tuple(dict.fromkeys(("train", *feature_splits))))
     handle = obtain_classifier(cfg, classifier, splits["train"], runtime)
     feats = {
         s: classifier_features(handle, splits[s], cfg, runtime, use_cache) for s in feature_splits
     }
+    if not with_projector:
+        return Context(cfg, runtime, splits, handle, feats, None, None, None, None)
     clip = load_clip(cfg, runtime.device)
     x_clip = clip_image_embeddings(
         clip, splits["train"], cfg, runtime, handle.model.arch, use_cache

@@ -152,7 +152,7 @@ def run_retrain(
             "--method tldr needs --words (the JSON written by `tldr filter` or `tldr generate`)"
         )
     wl = load_wordlists(words) if method in ("tldr", "both") else None
-    ctx = prepare(cfg, runtime, classifier, use_cache)
+    ctx = prepare(cfg, runtime, classifier, use_cache, with_projector=wl is not None)
     train, test = ctx.splits["train"], ctx.splits["test"]
     if wl is not None and len(wl.classes) != train.n_classes:
         raise ConfigError(
@@ -160,11 +160,10 @@ def run_retrain(
         )
     gen = torch.Generator().manual_seed(runtime.seed)
     preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
-    info: dict[str, Any] = {
-        "classifier": ctx.classifier.meta,
-        "gap_norm": float(ctx.gap.norm()),
-        "projector_r2_train": ctx.projector_r2(),
-    }
+    info: dict[str, Any] = {"classifier": ctx.classifier.meta}
+    if ctx.projector is not None:
+        info["gap_norm"] = float(ctx.gap.norm())
+        info["projector_r2_train"] = ctx.projector_r2()
     timings: dict[str, float] = {}
     if wl is not None:
         empty = [
