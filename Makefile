@@ -35,11 +35,12 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt
 
 install: $(STAMP)
 
+# Tests run on the CPU even on a GPU machine (CUDA hidden), as in CI.
 test: install
-	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
 
 test-slow: install
-	$(BIN)/python -m pytest -m slow -q
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m slow -q
 
 lint: install
 	$(BIN)/ruff check .
