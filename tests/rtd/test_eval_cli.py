@@ -286,3 +286,37 @@ def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
     with torch.no_grad():
         tower.text_projection.copy_(torch.randn_like(tower.text_projection))
     assert validate(tower, 2) != first
+
+
+def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tmp_path):
+    """A Pic2Word tower trained on its own '*' prompt is scored with that prompt unless
+    --prompt says otherwise; without a recorded style (or a tower) RTD's prompt is used."""
+    from rtd_cli.evaluate import default_prompt_style
+
+    model, _, _ = build_clip("tiny-clip-toy", "random")
+    tower = text_tower_from_clip(model)
+    cfg = {"backbone": "tiny-clip-toy", "pretrained": "random", "base": "pic2word"}
+    base_path = save_text_tower(
+        tmp_path / "base.safetensors", tower, {**cfg, "prompt_style": "base"}
+    )
+    plain_path = save_text_tower(tmp_path / "plain.safetensors", tower, cfg)
+    assert default_prompt_style(None) == "rtd"
+    assert default_prompt_style(base_path) == "base"
+    assert default_prompt_style(plain_path) == "rtd"
+
+    out = tmp_path / "dry"
+    res = runner.invoke(
+        app,
+        ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--pretrained", "random",
+         "--base", "lincir", "--phi", str(tiny_random / "lincir.pt"),
+         "--text-encoder", str(base_path), "--dry-run", "-o", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert '"prompt": "base"' in res.output
+    res = runner.invoke(
+        app,
+        ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--pretrained", "random",
+         "--base", "lincir", "--phi", str(tiny_random / "lincir.pt"),
+         "--text-encoder", str(base_path), "--prompt", "rtd", "--dry-run", "-o", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0 and '"prompt": "rtd"' in res.output

@@ -422,13 +422,14 @@ def eval_cmd(
         ),
     ] = None,
     prompt: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="rtd: 'a photo of $ that {mod}' for every base (RTD's evaluation); base: each "
-            "base repo's own prompt (Pic2Word 'a photo of * , {mod}').",
+            "base repo's own prompt (Pic2Word 'a photo of * , {mod}'). Default: the style the "
+            "--text-encoder was trained with, else rtd.",
             rich_help_panel=_EVAL_MODEL,
         ),
-    ] = "rtd",
+    ] = None,
     fiq_orders: Annotated[
         str | None,
         typer.Option(
@@ -477,8 +478,10 @@ def eval_cmd(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Score a ZS-CIR method (Pic2Word / SEARLE / LinCIR, optionally + an RTD text tower)."""
-    from rtd_cli.evaluate import EvalConfig
+    from rtd_cli.evaluate import EvalConfig, default_prompt_style
 
+    if prompt is None:
+        prompt = default_prompt_style(text_encoder)
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=phi, backbone=backbone, split=split, pretrained=pretrained,
         text_encoder=text_encoder, data_root=data_root, prompt=prompt, fiq_orders=fiq_orders,

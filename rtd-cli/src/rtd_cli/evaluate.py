@@ -116,6 +116,18 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- predictions
+def default_prompt_style(text_encoder: str | Path | None) -> str:
+    """The prompt style `rtd eval` uses when `--prompt` is not given: the one the
+    `--text-encoder` was trained with (recorded by `rtd train`, e.g. `base` for a Pic2Word
+    tower trained on "a photo of * , {mod}"), else RTD's common prompt (`rtd`)."""
+    if text_encoder is None:
+        return "rtd"
+    from rtd_cli.model import read_text_tower_config
+
+    style = read_text_tower_config(text_encoder).get("prompt_style", "rtd")
+    return style if style in PROMPT_STYLES else "rtd"
+
+
 def clean_fiq_caption(text: str) -> str:
     """SEARLE/LinCIR strip each FashionIQ caption of `.`, `?`, `,` and spaces at both ends."""
     return text.strip(".?, ")
