@@ -320,3 +320,31 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
          "--text-encoder", str(base_path), "--prompt", "rtd", "--dry-run", "-o", str(out)],
     )  # fmt: skip
     assert res.exit_code == 0 and '"prompt": "rtd"' in res.output
+
+
+def test_eval_warns_when_phi_was_trained_on_other_clip_weights(tiny_random, tmp_path):
+    """`rtd train-phi` writes phi.json beside phi.pt; eval says so when the CLIP differs
+    (same dimensions, so loading alone cannot notice), and stays quiet when it agrees or
+    when nothing was recorded (official checkpoints)."""
+    import shutil
+
+    from rtd_cli.model import phi_provenance_mismatch, write_phi_provenance
+
+    phi = tmp_path / "phi.pt"
+    shutil.copy(tiny_random / "lincir.pt", phi)
+    assert phi_provenance_mismatch(phi, "tiny-clip-toy", "random") is None  # no sidecar
+    write_phi_provenance(phi, "tiny-clip-toy", "random", "lincir")
+    assert phi_provenance_mismatch(phi, "tiny-clip-toy", "random") is None
+    other = phi_provenance_mismatch(phi, "tiny-clip-toy", "/weights/other.safetensors")
+    assert "random" in other and "other.safetensors" in other
+
+    args = ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--base", "lincir",
+            "--phi", str(phi), "--toy-queries", "20", "--no-cache"]  # fmt: skip
+    quiet = runner.invoke(app, [*args, "--pretrained", "random", "-o", str(tmp_path / "a")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "warning" not in quiet.output
+    side = phi.with_suffix(".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), "weights": "0123abcd"}))
+    loud = runner.invoke(app, [*args, "--pretrained", "random", "-o", str(tmp_path / "b")])
+    assert loud.exit_code == 0, loud.output
+    assert "warning" in loud.output and "0123abcd" in loud.output

@@ -45,6 +45,7 @@ from rtd_cli.model import (
     get_base,
     load_projection,
     load_text_tower,
+    phi_provenance_mismatch,
     prompt_for,
     pseudo_token_id,
     text_tower_from_clip,
@@ -308,6 +309,8 @@ def prepare(cfg: EvalConfig, runtime) -> Prepared:
     phi = load_projection(cfg.phi, cfg.base, in_dim=embed_dim, token_dim=token_dim).to(
         runtime.device
     )
+    if mismatch := phi_provenance_mismatch(cfg.phi, cfg.backbone, cfg.pretrained):
+        log(f"[yellow]warning:[/yellow] {mismatch}")
     template, symbol = prompt_for(cfg.base, cfg.dataset, cfg.prompt)
     orders = cfg.fiq_orders or ("both" if cfg.prompt == "rtd" else BASES[cfg.base].fiq_orders)
     log(f"prompt: {template!r} (pseudo token {symbol!r}); FashionIQ caption orders: {orders}")

@@ -371,6 +371,50 @@ def load_text_tower(
     return tower.to(device).eval()
 
 
+def weights_identity(backbone: str, pretrained: str | None) -> str:
+    """A string naming the CLIP weights `build_clip(backbone, pretrained)` loads: the tag or
+    file given, the backbone's default tag, or, for `tiny-clip-toy`, the cache key of the
+    fitted weights (which changes whenever the tiny CLIP is refitted differently)."""
+    if pretrained is not None:
+        return str(pretrained)
+    if backbone == TINY_BACKBONE:
+        from labshared import tinyclip
+
+        return tinyclip.tiny_clip_path().stem
+    return BACKBONES.get(backbone) or RANDOM_WEIGHTS
+
+
+def write_phi_provenance(
+    phi_path: str | Path, backbone: str, pretrained: str | None, base: str
+) -> Path:
+    """Record beside a trained projection (`phi.pt` -> `phi.json`) which CLIP it was trained
+    on; the checkpoint itself keeps the official format."""
+    meta = {"backbone": backbone, "weights": weights_identity(backbone, pretrained), "base": base}
+    return atomic_write_json(Path(phi_path).with_suffix(".json"), meta)
+
+
+def phi_provenance_mismatch(
+    phi_path: str | Path, backbone: str, pretrained: str | None
+) -> str | None:
+    """A sentence saying how the CLIP `phi_path` was trained on differs from the one it is
+    used with, or None when they agree or nothing was recorded (official checkpoints)."""
+    side = Path(phi_path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+        trained = (meta["backbone"], meta["weights"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    used = (backbone, weights_identity(backbone, pretrained))
+    if trained == used:
+        return None
+    return (
+        f"{phi_path} was trained on CLIP {trained[0]} / {trained[1]} (see {side.name}) but is "
+        f"used with {used[0]} / {used[1]}; its pseudo tokens may not fit these weights"
+    )
+
+
 def clip_dims(clip_model: nn.Module) -> tuple[int, int]:
     """(embedding dim d of encode_image/encode_text, token-embedding width d_tok)."""
     src = getattr(clip_model, "text", clip_model)

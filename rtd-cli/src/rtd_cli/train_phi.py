@@ -174,6 +174,7 @@ def train_phi(
                "captions": {"source": data.source, "used": len(data), "skipped": len(data.skipped)}}  # fmt: skip
     if runtime.is_main:
         metrics["phi"] = str(M.save_projection(run_dir / "phi.pt", phi.eval(), cfg.base))
+        M.write_phi_provenance(run_dir / "phi.pt", cfg.backbone, cfg.pretrained, cfg.base)
         write_metrics(run_dir, metrics)
     distributed.barrier()
     return metrics
