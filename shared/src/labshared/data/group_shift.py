@@ -230,15 +230,20 @@ def load_waterbirds(root: str | Path, split: str) -> GroupShiftSplit:
 
 
 # --------------------------------------------------------------------------- CelebA
+def _celeba_csv(csv: Path):
+    """An official-style CelebA CSV (attributes or partition) indexed by `image_id`."""
+    df = _read_csv(csv, CELEBA_LAYOUT)
+    if "image_id" not in df.columns:
+        raise DataLayoutError(csv, "field 'image_id' missing", CELEBA_LAYOUT)
+    return df.set_index("image_id")
+
+
 def _celeba_attrs(root: Path):
     import pandas as pd
 
     csv, txt = root / "list_attr_celeba.csv", root / "list_attr_celeba.txt"
     if csv.is_file():
-        df = _read_csv(csv, CELEBA_LAYOUT)
-        if "image_id" not in df.columns:
-            raise DataLayoutError(csv, "field 'image_id' missing", CELEBA_LAYOUT)
-        return df.set_index("image_id"), csv
+        return _celeba_csv(csv), csv
     if txt.is_file():
         try:
             lines = txt.read_text().splitlines()
@@ -261,13 +266,9 @@ def _celeba_attrs(root: Path):
 
 
 def _celeba_partition(root: Path):
-
     csv, txt = root / "list_eval_partition.csv", root / "list_eval_partition.txt"
     if csv.is_file():
-        df = _read_csv(csv, CELEBA_LAYOUT)
-        if "image_id" not in df.columns:
-            raise DataLayoutError(csv, "field 'image_id' missing", CELEBA_LAYOUT)
-        return df.set_index("image_id"), csv
+        return _celeba_csv(csv), csv
     if txt.is_file():
         df = _read_csv(txt, CELEBA_LAYOUT, sep=r"\s+", header=None, names=["image_id", "partition"])
         return df.set_index("image_id"), txt
