@@ -16,11 +16,16 @@ export PYTHONUNBUFFERED := 1
 JOBS ?= 2
 DATA_ROOT ?= data
 
-.PHONY: install test test-slow lint format demo bench clean help
+# The toy world's data seed (spurious split, modification triplets, galleries, digit subsets).
+TOY_SEED ?= 0
+export TOY_SEED
+
+.PHONY: install test test-slow check-effects lint format demo bench clean help
 help:
 	@echo "make install   create .venv and install the four packages (editable) + dev tools"
 	@echo "make test      offline CPU test suite (what CI runs)"
 	@echo "make test-slow the tests marked slow (longer end-to-end runs)"
+	@echo "make check-effects  each method's effect on the toy world, gated (TOY_SEED=N)"
 	@echo "make lint      ruff check + format check"
 	@echo "make demo      offline demo of every tool on embedded data"
 	@echo "make bench     cost of each step (time, peak memory)"
@@ -37,10 +42,15 @@ install: $(STAMP)
 
 # Tests run on the CPU even on a GPU machine (CUDA hidden), as in CI.
 test: install
-	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "not slow and not effects" -n $(JOBS) -q
 
 test-slow: install
-	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m slow -q
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "slow and not effects" -q
+
+# The effect gates: each tool's demo pipeline on the toy world, failing when the paper's
+# effect is gone (thresholds in tests/effects/). Serial: each gate uses both cores.
+check-effects: install
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m effects tests/effects -p no:randomly -q -s -rA
 
 lint: install
 	$(BIN)/ruff check .

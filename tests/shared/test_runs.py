@@ -102,3 +102,40 @@ def test_rng_state_roundtrip():
     a = torch.rand(4)
     runs.set_rng_state(state)
     assert torch.equal(torch.rand(4), a)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not a checkpoint", b"PK\x03\x04xx"])
+def test_read_torch_file_turns_any_bad_file_into_one_config_error(tmp_path, content):
+    from labshared.runs import read_torch_file
+
+    bad = tmp_path / "phi.pt"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"--phi .*phi\.pt: not a readable torch checkpoint"):
+        read_torch_file(bad, flag="--phi", expected="a SEARLE phi .pt")
+    with pytest.raises(ConfigError, match="does not exist; expected a SEARLE phi"):
+        read_torch_file(tmp_path / "absent.pt", flag="--phi", expected="a SEARLE phi .pt")
+
+
+def test_read_torch_file_refuses_arbitrary_pickles(tmp_path):
+    from labshared.runs import read_torch_file
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(1)}, path)
+    assert torch.equal(read_torch_file(path, flag="--x", expected="y")["w"], torch.ones(1))
+    torch.save({"obj": ConfigError("an arbitrary object, not a tensor")}, path)
+    with pytest.raises(ConfigError, match="--x .*evil.pt: not a readable torch checkpoint"):
+        read_torch_file(path, flag="--x", expected="y")
+
+
+def test_read_safetensors_round_trip_and_bad_files(tmp_path):
+    from labshared.runs import atomic_save_safetensors, read_safetensors
+
+    good = atomic_save_safetensors(tmp_path / "w.safetensors", {"a": torch.ones(2)}, {"k": "v"})
+    tensors, meta = read_safetensors(good, flag="--text-encoder", expected="safetensors")
+    assert torch.equal(tensors["a"], torch.ones(2)) and meta == {"k": "v"}
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ConfigError, match="--text-encoder .*bad.safetensors: not a readable"):
+        read_safetensors(bad, flag="--text-encoder", expected="a text tower")
+    with pytest.raises(ConfigError, match="is a folder"):
+        read_safetensors(tmp_path, flag="--text-encoder", expected="a text tower")

@@ -82,6 +82,52 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def read_torch_file(
+    path: str | Path, *, flag: str, expected: str, map_location: str | torch.device = "cpu"
+) -> Any:
+    """`safe_torch_load` for a file the user named: any failure is one `ConfigError`.
+
+    A missing file, a folder, a truncated or corrupt file, or a pickle that needs more than
+    tensors and plain containers all become "<flag> <path>: <what is wrong>; expected
+    <expected>", so the CLI prints one red line instead of an unpickler traceback.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{flag} {path}: {what}; expected {expected}")
+    try:
+        return safe_torch_load(path, map_location=map_location)
+    except Exception as exc:  # any unreadable file: zip, pickle or tensor-storage errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{flag} {path}: not a readable torch checkpoint ({reason[:200]}); expected {expected}"
+        ) from None
+
+
+def read_safetensors(
+    path: str | Path, *, flag: str, expected: str, device: str = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file the user named; failures are one
+    `ConfigError` naming the flag, the file and the expected format."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{flag} {path}: {what}; expected {expected}")
+    try:
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # header too large, invalid JSON header, truncated data, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{flag} {path}: not a readable safetensors file ({reason[:200]}); "
+            f"expected {expected}"
+        ) from None
+    return tensors, metadata
+
+
 # --------------------------------------------------------------------------- JSON helpers
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, Paths, tensors, numpy scalars and enums -> plain JSON values."""
