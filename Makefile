@@ -50,7 +50,7 @@ test-slow: install
 # The effect gates: each tool's demo pipeline on the toy world, failing when the paper's
 # effect is gone (thresholds in tests/effects/). Serial: each gate uses both cores.
 check-effects: install
-	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m effects tests/effects -p no:randomly -q -s -rA
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m effects tests/effects -q -s -rA
 
 lint: install
 	$(BIN)/ruff check .
