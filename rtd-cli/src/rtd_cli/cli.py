@@ -12,8 +12,10 @@ from labshared.cli import (
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
+    QuickGeluOpt,
     ResumeOpt,
     make_app,
+    on_off,
     run_app,
 )
 from rtd_cli import __version__
@@ -54,6 +56,7 @@ def train_cmd(
         str | None,
         typer.Option(help="open_clip weight tag or local checkpoint; 'random' for none."),
     ] = None,
+    quick_gelu: QuickGeluOpt = None,
     base: Annotated[
         str | None,
         typer.Option(
@@ -204,6 +207,7 @@ def train_cmd(
 
     cfg = C.resolve(
         C.TRAIN_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base, phi=phi,
+        quick_gelu=on_off(quick_gelu),
         prompt=prompt, triplets=triplets, triplet_columns=triplet_columns, triplet_split=triplet_split,
         triplet_limit=triplet_limit, noise_scale=noise_scale, tau=tau, steps=steps,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
@@ -238,6 +242,7 @@ def train_phi_cmd(
         str | None,
         typer.Option(help="open_clip weight tag or local checkpoint; 'random' for none."),
     ] = None,
+    quick_gelu: QuickGeluOpt = None,
     base: Annotated[
         str | None,
         typer.Option(
@@ -328,6 +333,7 @@ def train_phi_cmd(
 
     cfg = C.resolve(
         C.PHI_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base,
+        quick_gelu=on_off(quick_gelu),
         captions=captions, caption_column=caption_column, caption_limit=caption_limit,
         keywords=keywords, noise_scale=noise_scale, dropout=dropout, steps=steps,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -398,6 +404,7 @@ def eval_cmd(
             rich_help_panel=_EVAL_MODEL,
         ),
     ] = None,
+    quick_gelu: QuickGeluOpt = None,
     text_encoder: Annotated[
         Path | None,
         typer.Option(
@@ -484,6 +491,7 @@ def eval_cmd(
         prompt = default_prompt_style(text_encoder)
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=phi, backbone=backbone, split=split, pretrained=pretrained,
+        quick_gelu=on_off(quick_gelu),
         text_encoder=text_encoder, data_root=data_root, prompt=prompt, fiq_orders=fiq_orders,
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None,
         batch_size=batch_size, workers=workers, toy_queries=toy_queries, toy_seed=seed,

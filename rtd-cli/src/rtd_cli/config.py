@@ -29,6 +29,8 @@ class TrainConfig:
     Attributes:
         backbone / pretrained: open_clip model name and weight tag (`None`: the backbone's
             default weights, `random`: none).
+        quick_gelu: `--quick-gelu on|off` for a local checkpoint file (None: from the
+            weights; see `labshared.clip`).
         base: which projection plugs the pseudo token in: lincir / searle (Phi, `$`) or
             pic2word (IM2TEXT, `*`).
         prompt: query prompt style, as `rtd eval --prompt`: `rtd` ("a photo of $ that {mod}")
@@ -50,6 +52,7 @@ class TrainConfig:
 
     backbone: str = "ViT-B-32"
     pretrained: str | None = "openai"
+    quick_gelu: bool | None = None
     base: str = "lincir"
     phi: str | None = None
     prompt: str | None = None
@@ -88,10 +91,12 @@ class PhiConfig:
         noise_scale: sigma of the input noise (LinCIR 1.0).
         dropout: projection dropout while training (None: the base's, Phi 0.5 as
             LinCIR, IM2TEXT 0.1 as Pic2Word).
+        quick_gelu: as `TrainConfig.quick_gelu`.
     """
 
     backbone: str = "ViT-B-32"
     pretrained: str | None = "openai"
+    quick_gelu: bool | None = None
     base: str = "lincir"
     captions: str | None = None
     caption_column: str = "text"

@@ -40,7 +40,7 @@ from rtd_cli.features import benchmark_features
 from rtd_cli.model import (
     BASES,
     PROMPT_STYLES,
-    build_clip,
+    build_clip_bundle,
     clip_dims,
     get_base,
     load_projection,
@@ -65,6 +65,7 @@ class EvalConfig:
         base: pic2word | searle | lincir (projection type, checkpoint format, prompts).
         phi: the projection checkpoint (official format).
         backbone, pretrained: open_clip architecture and weights (see `model.build_clip`).
+        quick_gelu: `--quick-gelu on|off` for a local checkpoint (None: from the weights).
         text_encoder: a text tower saved by `rtd train`; None keeps the CLIP's own.
         data_root: the benchmark folder in its official layout, or `hf`.
         prompt: `rtd` ("a photo of $ that {mod}" for every base) or `base` (each base
@@ -84,6 +85,7 @@ class EvalConfig:
     backbone: str
     split: str | None = None
     pretrained: str | None = None
+    quick_gelu: bool | None = None
     text_encoder: Path | None = None
     data_root: Path | None = None
     prompt: str = "rtd"
@@ -304,7 +306,9 @@ def prepare(cfg: EvalConfig, runtime) -> Prepared:
         {"n_queries": cfg.toy_queries, "seed": cfg.toy_seed} if cfg.dataset == "toy" else {}
     )
     benches = build_benchmarks(cfg.dataset, cfg.data_root, split, cfg.parts, **toy_kwargs)
-    clip_model, preprocess, tokenizer = build_clip(cfg.backbone, cfg.pretrained, runtime.device)
+    clip_model, preprocess, tokenizer, clip_info = build_clip_bundle(
+        cfg.backbone, cfg.pretrained, runtime.device, quick_gelu=cfg.quick_gelu
+    )
     embed_dim, token_dim = clip_dims(clip_model)
     phi = load_projection(cfg.phi, cfg.base, in_dim=embed_dim, token_dim=token_dim).to(
         runtime.device
@@ -314,7 +318,9 @@ def prepare(cfg: EvalConfig, runtime) -> Prepared:
     template, symbol = prompt_for(cfg.base, cfg.dataset, cfg.prompt)
     orders = cfg.fiq_orders or ("both" if cfg.prompt == "rtd" else BASES[cfg.base].fiq_orders)
     log(f"prompt: {template!r} (pseudo token {symbol!r}); FashionIQ caption orders: {orders}")
-    features = [benchmark_features(b, clip_model, preprocess, cfg, runtime) for b in benches]
+    features = [
+        benchmark_features(b, clip_model, preprocess, cfg, runtime, clip_info) for b in benches
+    ]
     texts = [modification_texts(b, orders) for b in benches]
     return Prepared(
         cfg, split, benches, clip_model, tokenizer, phi, template, symbol, orders, features, texts
@@ -400,13 +406,14 @@ def make_validator(
     runtime,
     use_cache: bool = True,
     toy_queries: int = 300,
+    quick_gelu: bool | None = None,
 ):
     """`(tower, step) -> {metric: value}` for `rtd train`'s periodic validation: the
     benchmark summary (e.g. `R@1`) plus `<part>/<metric>` for multi-part benchmarks."""
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=Path(phi), backbone=backbone, pretrained=pretrained,
         data_root=Path(root) if root else None, prompt=prompt, cache=use_cache,
-        toy_queries=toy_queries,
+        toy_queries=toy_queries, quick_gelu=quick_gelu,
     )  # fmt: skip
     prep = prepare(cfg, runtime)
 

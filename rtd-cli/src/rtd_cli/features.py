@@ -1,25 +1,28 @@
 """Frozen image features for `rtd eval`: batched `encode_image` under autocast, cached.
 
-Features are computed once per (backbone, weights, benchmark image list and source, split,
-transform, precision, `FEATURES_VERSION`) and stored with `labshared.cache.cached_tensors`
-(safetensors + JSON sidecar holding the key's inputs), so a changed input never reuses a
-stale entry. Random weights are never cached.
+Features are computed once per (CLIP identity: backbone, weights tag or file SHA-256 and
+activation, from `labshared.clip.ClipInfo.cache_identity`; benchmark image list and source,
+split, transform, precision, `FEATURES_VERSION`) and stored with
+`labshared.cache.cached_tensors` (safetensors + JSON sidecar holding the key's inputs), so a
+changed input never reuses a stale entry. Random weights are never cached.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from labshared.cache import cached_tensors, file_fingerprint
+from labshared.cache import cached_tensors
+from labshared.clip import ClipInfo
 from labshared.console import make_progress
-from rtd_cli.model import RANDOM_WEIGHTS, TINY_BACKBONE, clip_dims
+from rtd_cli.model import clip_dims
 
-FEATURES_VERSION = 1  # bump when image feature extraction changes
+# Bump when image feature extraction changes. 2: the key holds the CLIP's activation, and
+# OpenAI weights are built with QuickGELU (version 1 features of them used GELU).
+FEATURES_VERSION = 2
 
 
 class _ImageList(torch.utils.data.Dataset):
@@ -64,35 +67,29 @@ def encode_images(
     return out
 
 
-def weights_id(cfg) -> dict[str, Any] | None:
-    """What identifies the image tower's weights (None: random, never cached)."""
-    if cfg.pretrained == RANDOM_WEIGHTS:
+def weights_id(clip_info: ClipInfo) -> dict[str, Any] | None:
+    """What identifies the image tower (None: random weights, never cached)."""
+    if clip_info.kind == "random":
         return None
-    if cfg.pretrained and Path(cfg.pretrained).is_file():
-        return file_fingerprint(cfg.pretrained)
-    if cfg.backbone == TINY_BACKBONE and cfg.pretrained is None:
-        from labshared.tinyclip import ensure_tiny_clip
-
-        return file_fingerprint(ensure_tiny_clip())
-    return {"tag": cfg.pretrained}
+    return clip_info.cache_identity()
 
 
 def benchmark_features(
-    bench, clip_model, preprocess, cfg, runtime
+    bench, clip_model, preprocess, cfg, runtime, clip_info: ClipInfo
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Features of every image the benchmark uses, from the cache when possible.
 
     Args:
-        cfg: an `evaluate.EvalConfig` (backbone, pretrained, batch_size, workers, cache).
+        cfg: an `evaluate.EvalConfig` (batch_size, workers, cache).
+        clip_info: what `model.build_clip_bundle` built (backbone, weights, activation).
 
     Returns:
         ((N, D) float32 unnormalised features, name -> row index).
     """
     names = bench.image_names()
-    weights = weights_id(cfg)
+    weights = weights_id(clip_info)
     spec = {
-        "backbone": cfg.backbone,
-        "weights": weights,
+        "clip": weights,
         "benchmark": bench.fingerprint(),
         "transform": repr(preprocess),
         "precision": runtime.precision.name,

@@ -13,15 +13,18 @@ every row is handled on its own, at every occurrence of its token.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 from torch import nn
 
+from labshared import tinyclip
+from labshared.clip import RANDOM, ClipBundle, create_clip
+from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, atomic_write_json, to_jsonable
 
@@ -43,8 +46,9 @@ from rtd_cli.projection import (  # noqa: F401
 
 TINY_BACKBONE = "tiny-clip-toy"
 
-# Known (architecture, default open_clip pretrained tag) pairs; any other open_clip name,
-# `local-dir:`/`hf-hub:` model or local checkpoint file passes straight through.
+# The default open_clip tag of each architecture (when --pretrained is omitted); any other
+# open_clip name takes an explicit --pretrained (tag, local file or `random`), and
+# `local-dir:`/`hf-hub:` models bring their own weights.
 BACKBONES: dict[str, str | None] = {
     "ViT-B-32": "openai",
     "ViT-L-14": "openai",
@@ -52,12 +56,20 @@ BACKBONES: dict[str, str | None] = {
     "ViT-bigG-14": "laion2b_s39b_b160k",
     TINY_BACKBONE: None,  # weights fitted on the toy world by labshared.tinyclip
 }
-RANDOM_WEIGHTS = "random"  # --pretrained random: architecture only (tests, benches)
+RANDOM_WEIGHTS = RANDOM  # --pretrained random: architecture only (tests, benches)
 
 
 # --------------------------------------------------------------------------- backbones
-def build_clip(backbone: str, pretrained: str | None, device: torch.device | str = "cpu"):
-    """Build an open_clip model, its eval transform and its tokenizer.
+def build_clip_bundle(
+    backbone: str,
+    pretrained: str | None,
+    device: torch.device | str = "cpu",
+    *,
+    quick_gelu: bool | None = None,
+) -> ClipBundle:
+    """Build an open_clip model, its eval transform, its tokenizer and what identifies it,
+    through the shared factory `labshared.clip.create_clip` (the activation comes from the
+    weights: QuickGELU for OpenAI tags).
 
     Args:
         backbone: an open_clip architecture (`ViT-B-32`, `ViT-L-14`, `ViT-H-14`,
@@ -66,48 +78,52 @@ def build_clip(backbone: str, pretrained: str | None, device: torch.device | str
             None for the backbone's default from `BACKBONES` (the fitted toy weights for
             `tiny-clip-toy`).
         device: where the model goes; it is returned in eval mode.
+        quick_gelu: `--quick-gelu on|off` for a local checkpoint; None: from the weights.
 
     Returns:
-        (clip_model, preprocess, tokenizer): preprocess is open_clip's val transform
-        (resize + center crop with the weights' mean/std, which matches LinCIR's
-        CLIPImageProcessor settings, brief §1.7).
+        ClipBundle(model, preprocess, tokenizer, info): preprocess is open_clip's val
+        transform (resize + centre crop with the weights' mean/std, which matches LinCIR's
+        CLIPImageProcessor settings, brief section 1.7); `info.cache_identity()` keys caches.
 
     Raises:
-        ConfigError: unknown backbone, or weights that cannot be found offline.
+        ConfigError: unknown backbone or tag, weights that cannot be found offline, a file
+            that is not a checkpoint of the backbone, no default weights for the backbone.
     """
-    import open_clip
-
-    if backbone == TINY_BACKBONE:
-        from labshared import tinyclip
-
-        tinyclip.register_tiny_clip()
-        if pretrained is None:
-            pretrained = str(tinyclip.ensure_tiny_clip())
-    has_schema = backbone.startswith(("local-dir:", "hf-hub:"))
-    if not has_schema and backbone not in open_clip.list_models():
-        close = difflib.get_close_matches(backbone, open_clip.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(
-            f"--backbone {backbone!r} is not an open_clip model; known here: "
-            f"{', '.join(BACKBONES)} (or any name in open_clip.list_models()){hint}"
-        )
-    if pretrained is None and not has_schema:
+    if backbone == TINY_BACKBONE and pretrained is None:
+        pretrained = str(tinyclip.ensure_tiny_clip())
+    elif pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")):
         pretrained = BACKBONES.get(backbone)
-    if pretrained == RANDOM_WEIGHTS:
-        pretrained = None
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            backbone, pretrained=pretrained, device=device
-        )
-    except (RuntimeError, OSError) as exc:
-        if pretrained is None:  # an architecture problem: keep the traceback
-            raise
-        raise ConfigError(
-            f"--backbone {backbone} --pretrained {pretrained}: could not load the weights "
-            f"({exc}). Offline, pass --pretrained PATH to a local open_clip checkpoint."
-        ) from exc
-    tokenizer = open_clip.get_tokenizer(backbone)
-    return model.eval(), preprocess, tokenizer
+        if pretrained is None and backbone in open_clip.list_models():
+            tags = open_clip.list_pretrained_tags_by_model(backbone)
+            raise ConfigError(
+                f"--backbone {backbone} has no default weights here ({', '.join(BACKBONES)} "
+                f"do); pass --pretrained with one of its open_clip tags "
+                f"({', '.join(tags) or 'none known'}), a local checkpoint file or "
+                f"'{RANDOM_WEIGHTS}'"
+            )
+    bundle = create_clip(
+        backbone,
+        pretrained,
+        quick_gelu=quick_gelu,
+        device=device,
+        option_names=("--backbone", "--pretrained"),
+    )
+    log(f"CLIP {bundle.info.describe()}")
+    return bundle
+
+
+def build_clip(
+    backbone: str,
+    pretrained: str | None,
+    device: torch.device | str = "cpu",
+    *,
+    quick_gelu: bool | None = None,
+):
+    """(clip_model, preprocess, tokenizer) of `build_clip_bundle` (same arguments)."""
+    model, preprocess, tokenizer, _ = build_clip_bundle(
+        backbone, pretrained, device, quick_gelu=quick_gelu
+    )
+    return model, preprocess, tokenizer
 
 
 def pseudo_token_id(tokenizer, symbol: str) -> int:
@@ -378,8 +394,6 @@ def weights_identity(backbone: str, pretrained: str | None) -> str:
     if pretrained is not None:
         return str(pretrained)
     if backbone == TINY_BACKBONE:
-        from labshared import tinyclip
-
         return tinyclip.tiny_clip_path().stem
     return BACKBONES.get(backbone) or RANDOM_WEIGHTS
 

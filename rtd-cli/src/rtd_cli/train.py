@@ -145,7 +145,9 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> tuple[Parts, Any]:
     """Load CLIP, make the frozen and trainable towers, load phi. Returns (parts, clip)."""
     from rtd_cli import model as M
 
-    clip_model, _, tokenizer = M.build_clip(cfg.backbone, cfg.pretrained, runtime.device)
+    clip_model, _, tokenizer = M.build_clip(
+        cfg.backbone, cfg.pretrained, runtime.device, quick_gelu=cfg.quick_gelu
+    )
     clip_model.requires_grad_(False)
     embed_dim, token_dim = M.clip_dims(clip_model)
     projection = M.load_projection(cfg.phi, cfg.base, embed_dim, token_dim).to(runtime.device)
@@ -433,6 +435,7 @@ def make_validator(cfg: TrainConfig, runtime: Runtime, no_cache: bool = False):
         prompt=prompt_style(cfg),
         runtime=runtime,
         use_cache=not no_cache,
+        quick_gelu=cfg.quick_gelu,
     )
 
 

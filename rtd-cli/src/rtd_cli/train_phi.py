@@ -96,7 +96,9 @@ def train_phi(
             )
     data = load_captions(cfg.captions, column=cfg.caption_column, limit=cfg.caption_limit)
     log(data.skipped_summary())
-    clip_model, _, tokenizer = M.build_clip(cfg.backbone, cfg.pretrained, runtime.device)
+    clip_model, _, tokenizer = M.build_clip(
+        cfg.backbone, cfg.pretrained, runtime.device, quick_gelu=cfg.quick_gelu
+    )
     clip_model.requires_grad_(False)
     embed_dim, token_dim = M.clip_dims(clip_model)
     frozen = M.text_tower_from_clip(clip_model).to(runtime.device).eval().requires_grad_(False)

@@ -12,6 +12,7 @@ as one red line on stderr and exit 1; other errors keep their traceback.
 """
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +86,29 @@ NoCacheOpt = Annotated[
         rich_help_panel="Runtime",
     ),
 ]
+
+
+class OnOff(str, Enum):
+    on = "on"
+    off = "off"
+
+
+QuickGeluOpt = Annotated[
+    OnOff | None,
+    typer.Option(
+        "--quick-gelu",
+        help="Activation of a local CLIP checkpoint file: on (QuickGELU, all OpenAI weights) "
+        "or off (GELU). Default: from the tag's open_clip config, else the file's "
+        "<file>.clip.json record (written the first time this flag is given).",
+        case_sensitive=False,
+        rich_help_panel="CLIP",
+    ),
+]
+
+
+def on_off(value: OnOff | str | None) -> bool | None:
+    """`--quick-gelu on|off|<absent>` -> True / False / None."""
+    return None if value is None else OnOff(value) is OnOff.on
 
 
 class LabTyper(typer.Typer):

@@ -38,10 +38,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ import torch.nn.functional as F
 
 from labshared import toy
 from labshared.cache import cache_key, cache_root
+from labshared.clip import create_clip, read_model_config, register_model_configs
 from labshared.console import log, make_progress, progress_enabled
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, atomic_write_json
@@ -62,12 +61,9 @@ TINY_CLIP_NAME = "tiny-clip-toy"
 #: Bump when the fitting code changes in a way that changes the weights.
 FIT_VERSION = 1
 
-#: The architecture, in open_clip's model-config format.
-MODEL_CONFIG: dict[str, Any] = {
-    "embed_dim": 128,
-    "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-}
+#: The architecture, in open_clip's model-config format: the JSON file that
+#: `labshared.clip` registers with open_clip (resources/model_configs/tiny-clip-toy.json).
+MODEL_CONFIG: dict[str, Any] = read_model_config(TINY_CLIP_NAME)
 
 #: open_clip's defaults (OpenAI CLIP statistics), used both in fitting and in `preprocess`.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -120,19 +116,10 @@ def caption_variants(digit: int, colour: int, background: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- registry
-_REGISTERED_DIR: tempfile.TemporaryDirectory | None = None
-
-
 def register_tiny_clip() -> str:
-    """Register `tiny-clip-toy` with open_clip (idempotent); returns the name."""
-    global _REGISTERED_DIR
-    import open_clip
-
-    if _REGISTERED_DIR is None or TINY_CLIP_NAME not in open_clip.list_models():
-        _REGISTERED_DIR = tempfile.TemporaryDirectory(prefix="labshared-tinyclip-")
-        path = Path(_REGISTERED_DIR.name) / f"{TINY_CLIP_NAME}.json"
-        path.write_text(json.dumps(MODEL_CONFIG))
-        open_clip.add_model_config(path)
+    """Register `tiny-clip-toy` with open_clip (idempotent; importing `labshared.clip`
+    already did); returns the name."""
+    register_model_configs()
     return TINY_CLIP_NAME
 
 
@@ -145,17 +132,10 @@ def get_tokenizer():
 
 
 def create_random_tiny_clip(seed: int = 0) -> torch.nn.Module:
-    """An untrained `tiny-clip-toy` (deterministic in `seed`)."""
-    import open_clip
-
-    register_tiny_clip()
+    """An untrained `tiny-clip-toy` (deterministic in `seed`), built by the shared factory
+    with the activation its config names (what the fitted weights are then trained with)."""
     torch.manual_seed(seed)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": that is the point
-    try:
-        return open_clip.create_model(TINY_CLIP_NAME)
-    finally:
-        logging.disable(previous)
+    return create_clip(TINY_CLIP_NAME, "random").model
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -347,17 +327,13 @@ def fit_stats(fit: FitConfig = FitConfig()) -> dict | None:
 def load_tiny_clip(device: str | torch.device = "cpu", *, fit: FitConfig = FitConfig()):
     """(model, preprocess, tokenizer) of the fitted tiny CLIP, in eval mode on `device`.
 
-    Goes through `open_clip.create_model_and_transforms` with the cached weights file.
+    Goes through the shared factory `labshared.clip.create_clip` with the cached weights
+    file (the activation: the architecture config's, which the fit used).
     """
-    import open_clip
-
-    register_tiny_clip()
-    path = ensure_tiny_clip(fit=fit)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        TINY_CLIP_NAME, pretrained=str(path), device=device
+    model, preprocess, tokenizer, _ = create_clip(
+        TINY_CLIP_NAME, ensure_tiny_clip(fit=fit), device=device
     )
-    model.eval()
-    return model, preprocess, get_tokenizer()
+    return model, preprocess, tokenizer
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -68,6 +68,8 @@ class TLDRConfig:
             (IMAGENET1K_V1, downloads once), a local .pth/.safetensors file, or none.
         erm_recipe: key of ERM_RECIPES [--erm-recipe].
         clip_model, clip_pretrained: open_clip name and tag or file [--clip-model, ...].
+        clip_quick_gelu: QuickGELU for a local CLIP file [--quick-gelu on|off]; None: from
+            the weights (`labshared.clip`).
         clip_input: "clip" (CLIP sees its own preprocessing; default) or "classifier"
             (the official quirk: CLIP sees the classifier's ImageNet-normalised pixels).
         gap_pairs: "toy" or a COCO-captions folder or a JSONL file [--gap-pairs].
@@ -89,6 +91,7 @@ class TLDRConfig:
     erm_recipe: str = "paper-repo"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"
+    clip_quick_gelu: bool | None = None
     clip_input: str = "clip"
     gap_pairs: str | None = None
     n_gap_pairs: int = 1000

@@ -5,8 +5,9 @@
    under a key of dataset, architecture, initial weights, recipe and seed);
 3. frozen classifier features phi(x) per split, keyed by the classifier's file digest,
    the dataset fingerprint, the split and the transform;
-4. CLIP (open_clip name + tag, or the tiny toy CLIP) and raw CLIP image embeddings of the
-   training images (`TLDR:last_layer_retrain/tldr.py:L92-151`);
+4. CLIP (open_clip name + tag or file, or the tiny toy CLIP, through the shared factory
+   `labshared.clip`, which takes the activation from the weights: QuickGELU for OpenAI) and
+   raw CLIP image embeddings of the training images (`TLDR:last_layer_retrain/tldr.py:L92-151`);
 5. the mean modality gap over image-caption pairs;
 6. the closed-form gap-constrained projector (`projector.py`).
 
@@ -27,10 +28,12 @@ from typing import Any
 import torch
 
 from labshared.cache import cache_key, cache_root, cached_tensors
+from labshared.clip import ClipInfo, create_clip
 from labshared.console import log, track
 from labshared.data.group_shift import GroupShiftSplit, ImageDataset, build_group_shift
 from labshared.device import Runtime
 from labshared.errors import ConfigError
+from labshared.tinyclip import TINY_CLIP_NAME, ensure_tiny_clip
 from tldr_cli import __version__
 from tldr_cli.classifier import Classifier, build_classifier, classifier_transform, load_classifier
 from tldr_cli.config import TLDRConfig
@@ -161,12 +164,20 @@ def classifier_features(
 
 
 # --------------------------------------------------------------------------- CLIP
+# Part of every CLIP cache key (image embeddings, gap, text embeddings) through
+# `ClipHandle.ident`. 2: the key holds the activation, and OpenAI weights are built with
+# QuickGELU (version-1 entries of them were computed with GELU).
+CLIP_CACHE_VERSION = 2
+TINY_CLIP_FITTED = "fitted"  # --clip-pretrained of tiny-clip-toy: the cached toy fit
+
+
 @dataclass
 class ClipHandle:
     model: Any
     preprocess: Any
     tokenizer: Any
-    ident: dict[str, Any]
+    ident: dict[str, Any]  # backbone, weights (tag or SHA-256), activation, cache version
+    info: ClipInfo | None = None
 
     @torch.no_grad()
     def encode_texts(
@@ -189,33 +200,21 @@ class ClipHandle:
 
 
 def load_clip(cfg: TLDRConfig, device: torch.device) -> ClipHandle:
-    """open_clip model + eval preprocess + tokenizer; `tiny-clip-toy` is the fitted toy CLIP."""
-    if cfg.clip_model == "tiny-clip-toy":
-        from labshared.tinyclip import ensure_tiny_clip, load_tiny_clip
-
-        model, preprocess, tokenizer = load_tiny_clip(device)
-        return ClipHandle(
-            model,
-            preprocess,
-            tokenizer,
-            {"model": cfg.clip_model, "weights": ensure_tiny_clip().stem},
-        )
-    import open_clip
-
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            cfg.clip_model, pretrained=cfg.clip_pretrained, device=device
-        )
-    except Exception as exc:  # unknown name, offline without cached weights, bad file, ...
-        raise ConfigError(
-            f"--clip-model {cfg.clip_model} --clip-pretrained {cfg.clip_pretrained}: cannot load "
-            f"({exc}); offline, pass a local weights file as --clip-pretrained"
-        ) from None
-    pretrained = cfg.clip_pretrained
-    ident = {"model": cfg.clip_model, "pretrained": pretrained}
-    if Path(pretrained).is_file():
-        ident["digest"] = file_digest(Path(pretrained))
-    return ClipHandle(model.eval(), preprocess, open_clip.get_tokenizer(cfg.clip_model), ident)
+    """CLIP through the shared factory (`labshared.clip.create_clip`: the activation comes
+    from the weights); `tiny-clip-toy` with `fitted` is the cached toy fit."""
+    weights = cfg.clip_pretrained
+    if cfg.clip_model == TINY_CLIP_NAME and weights == TINY_CLIP_FITTED:
+        weights = str(ensure_tiny_clip())
+    model, preprocess, tokenizer, info = create_clip(
+        cfg.clip_model,
+        weights,
+        quick_gelu=cfg.clip_quick_gelu,
+        device=device,
+        option_names=("--clip-model", "--clip-pretrained"),
+    )
+    log(f"CLIP {info.describe()}")
+    ident = {**info.cache_identity(), "version": CLIP_CACHE_VERSION}
+    return ClipHandle(model, preprocess, tokenizer, ident, info)
 
 
 @torch.no_grad()
