@@ -17,7 +17,7 @@ from labshared.errors import ConfigError
 from rtd_cli import config as C
 from rtd_cli import model as M
 from rtd_cli.cli import app
-from rtd_cli.keywords import KeywordMasker, clean_caption, load_masker, mask_runs
+from rtd_cli.keywords import KeywordMasker, clean_caption, ensure_slot, load_masker, mask_runs
 from rtd_cli.train_phi import masked_batch, train_phi
 
 TINY = "rtd-phi-tiny"
@@ -99,6 +99,146 @@ def test_masked_batch_is_a_function_of_seed_step_rank():
     assert a[2] == pytest.approx(1 / 3)
 
 
+# --------------------------------------------------------------------------- the slot
+# The real CLIP BPE (bundled with open_clip, offline): "$" -> 259, but "$." is one token,
+# "$," and "$'s" split into "$" (3, not 259) and the rest. Ids are looked up, not typed in.
+BPE = open_clip.get_tokenizer("ViT-B-32")
+DOLLAR = M.pseudo_token_id(BPE, "$")
+STAR = M.pseudo_token_id(BPE, "*")
+
+
+def _spacy_like(tagged: list[tuple[str, str, str]]):
+    """A stand-in spaCy pipeline: `nlp(text)` yields tokens with `.text`, `.whitespace_` and
+    `.pos_` exactly as spaCy splits punctuation and clitics off words (no whitespace
+    between "car" and "." or "man" and "'s")."""
+
+    def nlp(text):
+        tokens = [SimpleNamespace(text=t, whitespace_=ws, pos_=pos) for t, ws, pos in tagged]
+        assert "".join(t.text + t.whitespace_ for t in tokens) == text  # spaCy's invariant
+        return tokens
+
+    return nlp
+
+
+SPACY_CASES = {  # caption -> spaCy tokens (text, whitespace after, POS)
+    "a red car.": [("a", " ", "DET"), ("red", " ", "ADJ"), ("car", "", "NOUN"), (".", "", "PUNCT")],
+    "a dog, on grass": [("a", " ", "DET"), ("dog", "", "NOUN"), (",", " ", "PUNCT"),
+                        ("on", " ", "ADP"), ("grass", "", "NOUN")],
+    "the man's hat": [("the", " ", "DET"), ("man", "", "NOUN"), ("'s", " ", "PART"),
+                      ("hat", "", "NOUN")],
+    "sitting on (grass)": [("sitting", " ", "VERB"), ("on", " ", "ADP"), ("(", "", "PUNCT"),
+                           ("grass", "", "NOUN"), (")", "", "PUNCT")],
+    "it sleeps on a bed": [("it", " ", "PRON"), ("sleeps", " ", "VERB"), ("on", " ", "ADP"),
+                           ("a", " ", "DET"), ("bed", "", "NOUN")],
+}  # fmt: skip
+
+
+def test_the_bug_is_real_glued_punctuation_loses_the_slot():
+    assert BPE.encode("$") == [DOLLAR] and BPE.encode("*") == [STAR]
+    for glued in ("$.", "$,", "$'s", "($"):
+        assert DOLLAR not in BPE.encode(glued), glued
+    assert DOLLAR not in BPE.encode("*.") and STAR not in BPE.encode("*.")
+
+
+@pytest.mark.parametrize("caption", list(SPACY_CASES))
+def test_spacy_path_keeps_the_symbol_its_own_token(caption):
+    masker = KeywordMasker("spacy", "$", _spacy_like(SPACY_CASES[caption]))
+    _, masked, found = masker.mask(caption, random.Random(0))
+    assert found
+    ids, used, fell_back = ensure_slot(BPE, [masked], DOLLAR, "$")
+    assert not fell_back.any() and used == [masked] and DOLLAR in ids[0].tolist(), masked
+
+
+def test_spacy_path_exact_masks():
+    def mask(caption, symbol="$"):
+        return KeywordMasker("spacy", symbol, _spacy_like(SPACY_CASES[caption])).mask(
+            caption, random.Random(0))[1]  # fmt: skip
+
+    assert mask("a red car.") == "$ ."  # was "$." (one BPE token, 34682)
+    assert mask("a dog, on grass") == "$ , on $"  # was "$, on $"
+    assert mask("the man's hat") == "$ 's $"  # was "$'s $"
+    assert mask("sitting on (grass)") == "sitting on ( $ )"
+    assert mask("it sleeps on a bed") == "it sleeps on $"  # `$` at the end
+    assert mask("a red car.", "*") == "* ."
+    assert STAR in BPE.encode(mask("a red car.", "*"))
+
+
+def test_mask_runs_spaces_the_symbol_only_where_text_touches_it():
+    assert mask_runs([("(", "", False), ("x", "", True), (")", " ", False)], "$") == "( $ )"
+    assert mask_runs([("x", "", True)], "$") == "$"
+    assert mask_runs([("a", " ", False), ("x", "  ", True), ("b", "", False)], "$") == "a $  b"
+
+
+def test_builtin_path_keeps_the_slot_with_punctuation():
+    m = KeywordMasker("builtin")
+    for caption in (
+        "A red car.",
+        "a dog, on grass",
+        "the man's hat",
+        "on (grass)",
+        "it is on a bed",
+    ):
+        _, masked, _ = m.mask(caption, random.Random(0))
+        assert DOLLAR in BPE.encode(masked), (caption, masked)
+
+
+def test_over_long_captions_fall_back_on_both_paths():
+    # The only keyword comes after the 77-token context: truncation cuts the slot off.
+    caption = "it is on " * 30 + "a dog"
+    builtin = KeywordMasker("builtin").mask(caption, random.Random(0))[1]
+    words = caption.split()
+    tagged = [(w, " " if i < len(words) - 1 else "", "DET" if w == "a" else
+               "NOUN" if w == "dog" else "ADP") for i, w in enumerate(words)]  # fmt: skip
+    spacy_path = KeywordMasker("spacy", "$", _spacy_like(tagged)).mask(caption, random.Random(0))[1]
+    assert builtin.endswith("$") and spacy_path.endswith("$")
+    ok = "$ on $"
+    ids, used, fell_back = ensure_slot(BPE, [builtin, ok, spacy_path], DOLLAR, "$")
+    assert fell_back.tolist() == [True, False, True]
+    assert used == ["a photo of $", ok, "a photo of $"]
+    assert ids.shape == (3, 77) and ((ids == DOLLAR).any(dim=1)).all()
+    torch.testing.assert_close(ids[0], BPE(["a photo of $"])[0])
+    torch.testing.assert_close(ids[1], BPE([ok])[0])
+
+
+def test_ensure_slot_falls_back_on_a_merged_symbol_and_refuses_a_foreign_tokenizer():
+    ids, used, fell_back = ensure_slot(BPE, ["$.", "$ ."], DOLLAR, "$")
+    assert fell_back.tolist() == [True, False] and used == ["a photo of $", "$ ."]
+    with pytest.raises(ConfigError, match="cannot be placed"):
+        ensure_slot(BPE, ["$."], 12345, "$")
+
+
+def test_real_spacy_tokenizer_when_installed():
+    """spaCy's own tokenizer (blank English pipeline, POS set from a word list so that no
+    model download is needed) glues no whitespace between a word and its punctuation."""
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank("en")
+    tags = {"a": "DET", "red": "ADJ", "car": "NOUN", "man": "NOUN", "hat": "NOUN", "the": "DET"}
+
+    @spacy.Language.component("rtd_test_pos")
+    def set_pos(doc):
+        for tok in doc:
+            tok.pos_ = tags.get(tok.text, "PUNCT" if tok.is_punct else "PART")
+        return doc
+
+    nlp.add_pipe("rtd_test_pos")
+    masker = KeywordMasker("spacy", "$", nlp)
+    for caption, want in (("a red car.", "$ ."), ("the man's hat", "$ 's $")):
+        masked = masker.mask(caption, random.Random(0))[1]
+        assert masked == want and DOLLAR in BPE.encode(masked)
+
+
+def test_real_spacy_model_when_installed():
+    spacy = pytest.importorskip("spacy")
+    try:
+        masker = load_masker("spacy")
+    except ConfigError:
+        pytest.skip("en_core_web_sm is not installed")
+    for caption in ("A man's red car.", "Two dogs, a cat and a bird!", "photo of a dog"):
+        masked = masker.mask(caption, random.Random(0))[1]
+        assert DOLLAR in BPE.encode(masked), masked
+    assert spacy is not None
+
+
 # --------------------------------------------------------------------------- training
 def phi_cfg(**kw) -> C.PhiConfig:
     base = dict(backbone=TINY, pretrained="random", captions="toy:40", steps=4, batch_size=8,
@@ -168,3 +308,24 @@ def test_cli_train_phi(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{") :])
     assert Path(summary["phi"]).is_file() and summary["keywords"] == "builtin"
+
+
+def test_train_phi_counts_and_reports_slot_fallbacks(tmp_path):
+    """The tiny tower's context is 16 tokens: a caption whose only keyword comes later loses
+    its slot to truncation and trains on "a photo of $"; the run counts it."""
+    long = "it is on there and it is on there and it is on there with a dog"
+    assert len(long.split()) > 14
+    captions = tmp_path / "caps.txt"
+    captions.write_text("\n".join([long, "a red car on grass", long, "a dog on a bed"]))
+    torch.manual_seed(0)
+    cfg = phi_cfg(captions=str(captions), steps=3, batch_size=4, checkpoint_every=1)
+    out = train_phi(cfg, tmp_path / "run", CPU)
+    assert out["slot_fallbacks"] == 2 * 3  # both long captions in each of the 3 batches
+    assert [h["slot_fallbacks"] for h in out["history"]] == [2, 4, 6]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["slot_fallbacks"] == 6
+    # resume carries the count on
+    torch.manual_seed(0)
+    train_phi(cfg, tmp_path / "cut", CPU, stop_after=1)
+    torch.manual_seed(0)
+    assert train_phi(cfg, tmp_path / "cut", CPU, resume=True)["slot_fallbacks"] == 6

@@ -354,7 +354,7 @@ def train_phi_cmd(
     finally:
         distributed.cleanup()
     if runtime.is_main:
-        keys = ("step", "loss", "stopped", "phi", "keywords")
+        keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
         _print_json({"run_dir": str(run_dir), **{k: metrics[k] for k in keys if k in metrics}})
 
 

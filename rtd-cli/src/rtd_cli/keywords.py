@@ -16,18 +16,35 @@ Backends:
   "a photo of a red car on the street" -> "$ of $ on $". Verbs outside the list are taken
   for keywords, which spaCy would not do.
 
-Deviation: LinCIR uses `str.replace`, which also rewrites substrings inside other words
-(replacing the keyword "a" hits every letter a). Here whole keyword runs are replaced, so
-each run becomes exactly one pseudo token.
+The symbol must survive tokenization as its own token (`$` -> 259 in the CLIP BPE). BPE
+merges it with punctuation that touches it: "$." is one token (34682), "$," is 3, 267 and
+"$'s" is 3, 262, 338, none of them 259. `mask_runs` therefore puts a space between the
+symbol and any text glued to it ("$ ." -> 259, 269), and `ensure_slot` checks the ids after
+tokenization and truncation to the context length: a caption whose slot is still missing
+becomes `"a photo of $"` (LinCIR's fallback, `lincir:loader.py::CaptionDataset`), counted.
+
+Deviations:
+- LinCIR uses `str.replace`, which also rewrites substrings inside other words (replacing
+  the keyword "a" hits every letter a). Here whole keyword runs are replaced, so each run
+  becomes exactly one pseudo token.
+- LinCIR masks with a special token `[$]` (id 49408, rewritten to 259 after tokenization),
+  which BPE never merges; open_clip's tokenizer has no such token, so the symbol is kept
+  apart from its neighbours by spaces instead ("the man's hat" -> "$ 's $"), which changes
+  the masked caption's text by one space where spaCy found no whitespace.
+- LinCIR truncates the clean caption to 75 tokens before masking; here the whole caption is
+  masked and the tokenizer truncates. A slot lost to truncation falls back like LinCIR's
+  missing-259 case.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from labshared.console import log
 from labshared.errors import ConfigError
@@ -69,21 +86,28 @@ def clean_caption(caption: str | None) -> str:
 
 def mask_runs(pieces: Sequence[tuple[str, str, bool]], symbol: str) -> str:
     """Join `(text, trailing_whitespace, is_keyword)` pieces, each maximal keyword run
-    replaced by one `symbol` (keeping the whitespace after the run)."""
-    out: list[str] = []
+    replaced by one `symbol` (keeping the whitespace after the run).
+
+    The symbol never touches other text: BPE would merge it with glued punctuation
+    ("$." is one token, "($" another), so a space goes in between where the pieces had none.
+    """
+    out = ""
     in_run = False
     for i, (text, ws, is_kw) in enumerate(pieces):
         if is_kw:
             if not in_run:
-                out.append(symbol)
+                if out and not out[-1].isspace():
+                    out += " "
+                out += symbol
                 in_run = True
             next_kw = i + 1 < len(pieces) and pieces[i + 1][2]
             if not next_kw:
-                out.append(ws)
+                last = i + 1 == len(pieces)
+                out += ws if ws or last else " "
                 in_run = False
         else:
-            out.append(text + ws)
-    return "".join(out).strip()
+            out += text + ws
+    return out.strip()
 
 
 def _builtin_pieces(caption: str) -> list[tuple[str, str, bool]]:
@@ -131,7 +155,7 @@ class KeywordMasker:
             pick = rng.randrange(len(pieces))
             pieces = [(t, ws, i == pick) for i, (t, ws, _) in enumerate(pieces)]
             return clean, mask_runs(pieces, self.symbol), False
-        return clean, f"a photo of {self.symbol}", False
+        return clean, fallback_caption(self.symbol), False
 
 
 def load_masker(
@@ -156,3 +180,49 @@ def load_masker(
                 ) from None
             log(f"[dim]keywords: spaCy model {model!r} not available; built-in rule used[/dim]")
     return KeywordMasker("builtin", symbol)
+
+
+def fallback_caption(symbol: str) -> str:
+    """LinCIR's caption for a row without a usable slot: `"a photo of $"`."""
+    return f"a photo of {symbol}"
+
+
+def ensure_slot(
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    masked: Sequence[str],
+    token_id: int,
+    symbol: str,
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """Tokenize masked captions and make sure every row holds the pseudo token.
+
+    A row whose ids lack `token_id` after tokenization and truncation to the context length
+    (glued punctuation that BPE merged with the symbol, or a slot cut off at the end) is
+    replaced by `fallback_caption(symbol)`, as LinCIR does when 259 is missing.
+
+    Args:
+        tokenizer: open_clip tokenizer, list of strings -> (B, L) long ids, truncated.
+        masked: masked captions, one per row.
+        token_id: the symbol's vocabulary id (`model.pseudo_token_id`).
+        symbol: the pseudo-token text (`$` or `*`).
+
+    Returns:
+        (ids (B, L), the captions actually used, fell_back (B,) bool).
+
+    Raises:
+        ConfigError: the fallback caption itself does not hold `token_id` (a tokenizer
+            that does not encode `symbol` as that id).
+    """
+    ids = tokenizer(list(masked))
+    fell_back = ~(ids == token_id).any(dim=1)  # (B,)
+    used = list(masked)
+    if fell_back.any():
+        fallback = fallback_caption(symbol)
+        fb_ids = tokenizer([fallback])[0]
+        if not (fb_ids == token_id).any():
+            raise ConfigError(
+                f"the tokenizer encodes {fallback!r} without token id {token_id} for "
+                f"{symbol!r}; the pseudo-token slot cannot be placed"
+            )
+        ids[fell_back] = fb_ids.to(ids.dtype)
+        used = [fallback if f else m for m, f in zip(used, fell_back.tolist(), strict=True)]
+    return ids, used, fell_back

@@ -4,7 +4,9 @@ LinCIR (`navervision/lincir:train_phi.py`, `loader.py::CaptionDataset`) trains p
 captions alone, with the CLIP text encoder frozen:
 
 1. clean the caption (lower case, `$` removed) and mask its keywords with the pseudo token
-   (`rtd_cli.keywords`): "a red car on the street" -> "$ on $";
+   (`rtd_cli.keywords`): "a red car on the street" -> "$ on $"; a masked caption whose
+   token ids lack the pseudo token after truncation becomes "a photo of $" (LinCIR's
+   fallback), counted in the log and in metrics.json (`slot_fallbacks`);
 2. e = text_embeds(caption) (unnormalised projected feature of the frozen tower);
 3. s = phi(e + sigma * u * n), u ~ U(0,1) per sample, n ~ N(0, I), sigma = 1.0;
 4. loss = MSE(text_embeds(masked caption with every `$` := s), e); AdamW on phi only.
@@ -84,7 +86,7 @@ def train_phi(
     """
     from labshared.data.text_triplets import load_captions
     from rtd_cli import model as M
-    from rtd_cli.keywords import load_masker
+    from rtd_cli.keywords import ensure_slot, fallback_caption, load_masker
 
     if resume and (run_dir / "config.json").is_file():
         saved = read_config(run_dir)["config"]
@@ -110,12 +112,16 @@ def train_phi(
         set_dropout(phi, cfg.dropout)
     optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 0, []
+    # Captions whose slot was lost (BPE merge or truncation) and that trained on "a photo of $":
+    # this rank's count since start, plus the global count saved with the checkpoint.
+    fallbacks, fallbacks_before = 0, 0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         model_state, train_state, meta = load_checkpoint(ckpt, runtime.device)
         phi.load_state_dict(model_state)
         optimizer.load_state_dict(train_state["optimizer"])
         start, history = meta["step"], meta.get("history", [])
+        fallbacks_before = meta.get("slot_fallbacks", 0)
         log(f"resumed from {ckpt} at step {start}")
     ddp_phi = distributed.wrap_ddp(phi, runtime.device)
     ddp_phi.train()
@@ -126,10 +132,18 @@ def train_phi(
     log(f"rtd train-phi: {len(data)} captions, keywords {masker.backend}, symbol {symbol!r}, "
         f"steps {start}->{cfg.steps}")  # fmt: skip
 
+    def total_fallbacks() -> int:  # collective: every rank calls it
+        here = torch.tensor(float(fallbacks), device=runtime.device)
+        return fallbacks_before + round(
+            float(distributed.all_reduce_mean(here)) * runtime.world_size
+        )
+
     def save(step: int) -> None:
+        n_fallbacks = total_fallbacks()
         if runtime.is_main:
             save_checkpoint(run_dir, step, phi.state_dict(), {"optimizer": optimizer.state_dict()},
-                            {"history": history, "base": cfg.base}, keep_last=cfg.keep_last)  # fmt: skip
+                            {"history": history, "base": cfg.base, "slot_fallbacks": n_fallbacks},
+                            keep_last=cfg.keep_last)  # fmt: skip
         distributed.barrier()
 
     step, t0, last, kw_share = start, time.perf_counter(), math.nan, 0.0
@@ -140,7 +154,9 @@ def train_phi(
         gen = torch.Generator().manual_seed(step_seed)
         torch.manual_seed(step_seed)  # phi's dropout: a resumed run draws the same masks
         ids = tokenizer(clean).to(runtime.device)
-        masked_ids = tokenizer(masked).to(runtime.device)
+        masked_ids, _, fell_back = ensure_slot(tokenizer, masked, token_id, symbol)
+        masked_ids = masked_ids.to(runtime.device)
+        fallbacks += int(fell_back.sum())
         with torch.no_grad(), runtime.autocast():
             target = frozen(ids).float()  # (B, D) unnormalised text_embeds
         noise = (
@@ -160,10 +176,13 @@ def train_phi(
         if not math.isfinite(last):
             raise ConfigError(f"loss became {last} at step {step}; lower --lr")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            history.append({"step": step, "loss": last, "keyword_share": kw_share})
+            n_fallbacks = total_fallbacks()
+            history.append({"step": step, "loss": last, "keyword_share": kw_share,
+                            "slot_fallbacks": n_fallbacks})  # fmt: skip
             rate = (step - start) * len(batch) * runtime.world_size / (time.perf_counter() - t0)
             log(
-                f"step {step}/{cfg.steps}  mse {last:.5f}  keywords {kw_share:.0%}  {rate:.0f} captions/s"
+                f"step {step}/{cfg.steps}  mse {last:.5f}  keywords {kw_share:.0%}  "
+                f"fallbacks {n_fallbacks}  {rate:.0f} captions/s"
             )
         stopping = stop_after is not None and step - start >= stop_after
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
@@ -172,7 +191,12 @@ def train_phi(
             log(f"stopped after {stop_after} steps at step {step}; continue with --resume")
             return {"step": step, "stopped": True, "loss": last}
 
+    n_fallbacks = total_fallbacks()
+    if n_fallbacks:
+        log(f"{n_fallbacks} masked captions lost the {symbol!r} slot (punctuation merged by BPE "
+            f"or truncation) and trained on {fallback_caption(symbol)!r}")  # fmt: skip
     metrics = {"step": step, "loss": last, "history": history, "keywords": masker.backend,
+               "slot_fallbacks": n_fallbacks,
                "captions": {"source": data.source, "used": len(data), "skipped": len(data.skipped)}}  # fmt: skip
     if runtime.is_main:
         metrics["phi"] = str(M.save_projection(run_dir / "phi.pt", phi.eval(), cfg.base))
