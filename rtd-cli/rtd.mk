@@ -46,20 +46,27 @@ bench-rtd-retrieval: install
 	else echo "bench-rtd-retrieval: no CUDA device, GPU rows skipped"; fi
 
 # ---------------------------------------------------------------------------------------
-# Paper reproduction: <base>+RTD on ViT-B-32 / ViT-L-14 with the README settings (4 GPUs x
-# batch 128, 2000 steps, lr 1e-5, seed 12345), then `rtd eval` of base and +RTD on every
-# benchmark, all with RTD's prompt "a photo of $ that {mod}" (its evaluation protocol for every
-# base, Pic2Word included). Needs:
+# Paper reproduction: <base>+RTD with the `rtd train` preset of each backbone (rtd-vit-l14: the
+# official RTD run, 4 GPUs x batch 128, 2000 steps, lr 1e-5, seed 12345; rtd-vit-b32 and
+# rtd-vit-bigg14: the same values on the paper's other backbones, ours), then `rtd eval` of base
+# and +RTD on every benchmark, all with RTD's prompt "a photo of $ that {mod}" (its evaluation
+# protocol for every base, Pic2Word included; `rtd eval` alone defaults to Pic2Word's own
+# "a photo of * , {mod}"). Needs:
 #   DATA_ROOT=...  folder with fashioniq/ cirr/ circo/ genecis/ in their official layouts
+#                  (check each with `rtd check-data --dataset X --data-root DATA_ROOT/X`)
 #   TRIPLETS=...   LLM_triplets.json (RTD README's Google Drive) or a hub id
 #   PHI=...        the base's projection for that backbone (SEARLE_ViT-B32.pt / -L14.pt from
-#                  SEARLE's torch.hub, Pic2Word's released IM2TEXT, or `rtd train-phi` for
-#                  LinCIR, whose paper checkpoints were never released)
+#                  SEARLE's torch.hub release, Pic2Word's released IM2TEXT (ViT-L/14 only), or
+#                  `make reproduce-lincir-phi-<backbone>` for LinCIR, whose paper checkpoints
+#                  were never released)
 #   NPROC=4        processes for torchrun (one per GPU)
 # e.g. make reproduce-rtd-lincir-ViT-L-14 DATA_ROOT=/data TRIPLETS=/data/LLM_triplets.json PHI=phi.pt
 RTD_BASES := lincir searle pic2word
-RTD_BACKBONES := ViT-B-32 ViT-L-14
 RTD_EVALS := fashioniq:val cirr:val cirr:test circo:val circo:test genecis:test
+# backbone -> `rtd train` preset (the paper's ViT-G/14 runs are LinCIR's only)
+RTD_PRESET_ViT-B-32 := rtd-vit-b32
+RTD_PRESET_ViT-L-14 := rtd-vit-l14
+RTD_PRESET_ViT-bigG-14 := rtd-vit-bigg14
 
 define rtd_reproduce
 .PHONY: reproduce-rtd-$(1)-$(2)
@@ -67,29 +74,36 @@ reproduce-rtd-$(1)-$(2): install
 	@test -n "$$(PHI)" || { echo "PHI=... (the $(1) projection for $(2)) is required"; exit 2; }
 	@test -n "$$(TRIPLETS)" || { echo "TRIPLETS=... (LLM_triplets.json) is required"; exit 2; }
 	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(NPROC) -m rtd_cli train \
-		--preset paper --backbone $(2) --base $(1) --phi $$(PHI) --triplets $$(TRIPLETS) --prompt rtd \
+		--preset $(RTD_PRESET_$(2)) --base $(1) --phi $$(PHI) --triplets $$(TRIPLETS) --prompt rtd \
 		-o $$(RTD_OUT)/rtd-$(1)-$(2)/train --resume
 	for spec in $$(RTD_EVALS); do \
 		ds=$$$${spec%%:*}; split=$$$${spec##*:}; \
 		$(RTD) eval --dataset $$$$ds --split $$$$split --data-root $$(DATA_ROOT)/$$$$ds \
-			--backbone $(2) --base $(1) --phi $$(PHI) \
+			--backbone $(2) --base $(1) --phi $$(PHI) --prompt rtd \
 			-o $$(RTD_OUT)/rtd-$(1)-$(2)/eval-base-$$$$ds-$$$$split --overwrite || exit 1; \
 		$(RTD) eval --dataset $$$$ds --split $$$$split --data-root $$(DATA_ROOT)/$$$$ds \
-			--backbone $(2) --base $(1) --phi $$(PHI) \
+			--backbone $(2) --base $(1) --phi $$(PHI) --prompt rtd \
 			--text-encoder $$(RTD_OUT)/rtd-$(1)-$(2)/train/text_tower.safetensors \
 			-o $$(RTD_OUT)/rtd-$(1)-$(2)/eval-rtd-$$$$ds-$$$$split --overwrite || exit 1; \
 	done
 endef
-$(foreach b,$(RTD_BASES),$(foreach m,$(RTD_BACKBONES),$(eval $(call rtd_reproduce,$(b),$(m)))))
+$(foreach b,$(RTD_BASES),$(foreach m,ViT-B-32 ViT-L-14,$(eval $(call rtd_reproduce,$(b),$(m)))))
+$(eval $(call rtd_reproduce,lincir,ViT-bigG-14))
 
-# LinCIR's base projection trained from captions (its paper checkpoints were never released):
+# LinCIR's base projection trained from captions (its paper checkpoints were never released),
+# with the `rtd train-phi` preset of each backbone (lincir-vit-l14 / -bigg14: LinCIR's README
+# command, 8 GPUs x batch 64, 20000 steps; lincir-vit-b32: the same values, ours):
 # make reproduce-lincir-phi-ViT-L-14 CAPTIONS=<hub id or file>, then pass PHI=$(RTD_OUT)/lincir-phi-ViT-L-14/phi.pt
 CAPTIONS ?=
+PHI_NPROC ?= 8
+PHI_PRESET_ViT-B-32 := lincir-vit-b32
+PHI_PRESET_ViT-L-14 := lincir-vit-l14
+PHI_PRESET_ViT-bigG-14 := lincir-vit-bigg14
 define lincir_phi
 .PHONY: reproduce-lincir-phi-$(1)
 reproduce-lincir-phi-$(1): install
 	@test -n "$$(CAPTIONS)" || { echo "CAPTIONS=... (caption file or hub id) is required"; exit 2; }
-	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(NPROC) -m rtd_cli train-phi \
-		--preset lincir --backbone $(1) --captions $$(CAPTIONS) -o $$(RTD_OUT)/lincir-phi-$(1) --resume
+	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(PHI_NPROC) -m rtd_cli train-phi \
+		--preset $(PHI_PRESET_$(1)) --captions $$(CAPTIONS) -o $$(RTD_OUT)/lincir-phi-$(1) --resume
 endef
-$(foreach m,$(RTD_BACKBONES),$(eval $(call lincir_phi,$(m))))
+$(foreach m,ViT-B-32 ViT-L-14 ViT-bigG-14,$(eval $(call lincir_phi,$(m))))

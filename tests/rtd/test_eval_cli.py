@@ -220,6 +220,46 @@ def test_circo_test_split_writes_its_server_file(tiny_random, tmp_path):
     )
 
 
+def _circo_val(root, aspects):
+    """CIRCO in its official layout (miccunifi/CIRCO README): COCO unlabeled info + images,
+    annotations/val.json with `gt_img_ids` and `semantic_aspects` per query."""
+    ids = list(range(700, 730))
+    info = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in ids]}
+    ann_dir = root / "COCO2017_unlabeled" / "annotations"
+    ann_dir.mkdir(parents=True)
+    (ann_dir / "image_info_unlabeled2017.json").write_text(json.dumps(info))
+    for i in ids:
+        _png(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{i:012d}.jpg", i)
+    items = [
+        {"id": q, "reference_img_id": ids[q], "target_img_id": ids[q + 5],
+         "relative_caption": "has a hat", "shared_concept": "x",
+         "gt_img_ids": [ids[q + 5], ids[q + 6], ids[q + 12]], "semantic_aspects": a}
+        for q, a in enumerate(aspects)
+    ]  # fmt: skip
+    (root / "annotations").mkdir()
+    (root / "annotations" / "val.json").write_text(json.dumps(items))
+    return ids
+
+
+def test_circo_val_reports_semantic_aspect_map(tiny_random, tmp_path):
+    """Each query carries exactly one of 'viewpoint' / 'negation', so their query-weighted
+    mean is the overall mAP@10, whatever the (random) model ranks; 'cardinality' sits on
+    two of them too."""
+    aspects = [["viewpoint", "cardinality"], ["viewpoint"], ["negation", "cardinality"],
+               ["viewpoint"], ["negation"]]  # fmt: skip
+    _circo_val(tmp_path / "CIRCO", aspects)
+    res = _invoke(["--dataset", "circo", "--split", "val", "--data-root", str(tmp_path / "CIRCO"),
+                   "--backbone", "tiny-clip-toy", "--pretrained", "random",
+                   "--phi", str(tiny_random / "lincir.pt"), "-o", str(tmp_path / "run")])  # fmt: skip
+    assert "semantic aspect" in res.stdout and "viewpoint" in res.stdout
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    sem, n = m["semantic_aspects"], m["semantic_aspect_queries"]
+    assert list(sem) == ["cardinality", "negation", "viewpoint"]  # the official order
+    assert n == {"cardinality": 2, "negation": 2, "viewpoint": 3}
+    weighted = (3 * sem["viewpoint"] + 2 * sem["negation"]) / 5
+    assert weighted == pytest.approx(m["summary"]["mAP@10"], abs=1e-4)
+
+
 def test_errors_are_one_red_line(tiny_random, tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"weights": {}}, bad)
@@ -290,8 +330,9 @@ def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
 
 def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tmp_path):
     """A Pic2Word tower trained on its own '*' prompt is scored with that prompt unless
-    --prompt says otherwise; without a recorded style (or a tower) RTD's prompt is used."""
-    from rtd_cli.evaluate import default_prompt_style
+    --prompt says otherwise; without a recorded style (or a tower) the base's default is
+    used: Pic2Word's own prompt, RTD's for SEARLE/LinCIR."""
+    from rtd_cli.evaluate import default_prompt_style, read_text_encoder_config
 
     model, _, _ = build_clip("tiny-clip-toy", "random")
     tower = text_tower_from_clip(model)
@@ -300,9 +341,11 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
         tmp_path / "base.safetensors", tower, {**cfg, "prompt_style": "base"}
     )
     plain_path = save_text_tower(tmp_path / "plain.safetensors", tower, cfg)
-    assert default_prompt_style(None) == "rtd"
-    assert default_prompt_style(base_path) == "base"
-    assert default_prompt_style(plain_path) == "rtd"
+    assert default_prompt_style("lincir") == "rtd"
+    assert default_prompt_style("pic2word") == "base"
+    assert default_prompt_style("lincir", read_text_encoder_config(base_path)) == "base"
+    assert default_prompt_style("lincir", read_text_encoder_config(plain_path)) == "rtd"
+    assert default_prompt_style("pic2word", read_text_encoder_config(plain_path)) == "base"
 
     out = tmp_path / "dry"
     res = runner.invoke(

@@ -44,6 +44,30 @@ def test_map_matches_a_loop_formulation():
         assert M.map_at_k(hits, n_gt, (k,))[k] == pytest.approx(sum(aps) / 40 * 100, rel=1e-5)
 
 
+def test_circo_semantic_aspect_map_at_10_by_hand():
+    """`CIRCO:src/evaluation.py`: AP@10 of each query, averaged over the queries carrying
+    each aspect (a query with several aspects counts in each)."""
+    hits = torch.zeros(3, 50, dtype=torch.bool)
+    hits[0, [0, 2]] = True  # q0: |GT| 3, hits at ranks 1 and 3 -> AP@10 = (1 + 2/3) / 3 = 5/9
+    hits[1, 1] = True  # q1: |GT| 1, hit at rank 2 -> AP@10 = 1/2
+    hits[2, 11] = True  # q2: |GT| 2, hit at rank 12 only -> AP@10 = 0
+    n_gt = torch.tensor([3, 1, 2])
+    aspects = [
+        ("viewpoint", "cardinality"),
+        ("viewpoint",),
+        ("zzz_unlisted", "negation", "viewpoint"),
+    ]
+    values, counts = M.semantic_map_at_10(hits, n_gt, aspects)
+    # the official order (cardinality, ..., negation, ..., viewpoint), then others sorted
+    assert list(values) == ["cardinality", "negation", "viewpoint", "zzz_unlisted"]
+    assert values["cardinality"] == pytest.approx(5 / 9 * 100)
+    assert values["viewpoint"] == pytest.approx((5 / 9 + 1 / 2 + 0) / 3 * 100)
+    assert values["negation"] == 0.0 and values["zzz_unlisted"] == 0.0
+    assert counts == {"cardinality": 1, "negation": 1, "viewpoint": 3, "zzz_unlisted": 1}
+    # an aspect on every query is the plain mAP@10
+    assert values["viewpoint"] == pytest.approx(M.map_at_k(hits, n_gt, (10,))[10])
+
+
 def test_rank_in_candidates_masks_and_breaks_ties_stably():
     scores = torch.tensor([[0.1, 0.5, 0.3], [0.5, 0.5, 0.5], [0.9, 0.2, 0.4]])
     valid = torch.tensor([[True, True, True], [True, True, True], [False, True, True]])
@@ -128,6 +152,30 @@ def test_circo_keeps_the_reference_and_counts_every_ground_truth(runtime):
     # ranking 0, 1, 2, 3, ...: hits at ranks 1 ("0") and 3 ("2"); "59" at a tie-broken rank > 5
     assert result.metrics["mAP@5"] == pytest.approx((1 + 2 / 3) / 3 * 100)
     assert result.metrics["R@5"] == 100.0
+
+
+def test_circo_val_reports_semantic_aspects(runtime):
+    names = [str(i) for i in range(60)]
+    feats = torch.eye(60)
+    index = {n: i for i, n in enumerate(names)}
+    sims_a = [0.0] * 60
+    sims_a[5], sims_a[6], sims_a[7] = 0.9, 0.8, 0.7  # ranking 5, 6, 7, ...
+    sims_b = [0.0] * 60
+    sims_b[8], sims_b[9] = 0.9, 0.8  # ranking 8, 9, ...
+    queries = torch.cat([_query_with_sims(sims_a), _query_with_sims(sims_b)])
+    qs = [
+        CIRQuery("0", "1", ("c",), ("7", "5")),  # hits at ranks 1, 3; |GT| 2 -> (1 + 2/3) / 2
+        CIRQuery("1", "2", ("c",), ("9",)),  # hit at rank 2; |GT| 1 -> 1/2
+    ]
+    bench = _bench("circo", qs, names)
+    aspects = [("addition", "viewpoint"), ("viewpoint",)]
+    result = evaluate_part(bench, feats, index, queries, runtime, aspects=aspects)
+    assert result.aspects == pytest.approx(
+        {"addition": (1 + 2 / 3) / 2 * 100, "viewpoint": ((1 + 2 / 3) / 2 + 1 / 2) / 2 * 100}
+    )
+    assert result.aspect_queries == {"addition": 1, "viewpoint": 2}
+    assert result.metrics["mAP@10"] == pytest.approx(result.aspects["viewpoint"])
+    assert evaluate_part(bench, feats, index, queries, runtime).aspects == {}  # no annotations
 
 
 def test_genecis_ranks_within_each_query_gallery(runtime):

@@ -208,7 +208,7 @@ def test_projection_errors_name_expected_and_found(tmp_path):
     torch.save({"Phi": {"layers.0.weight": torch.zeros(4, 2)}}, tmp_path / "partial.pt")
     with pytest.raises(ConfigError, match="missing"):
         load_projection(tmp_path / "partial.pt", "searle")
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="absent.pt: does not exist; expected a searle"):
         load_projection(tmp_path / "absent.pt", "searle")
 
 

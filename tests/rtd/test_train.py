@@ -196,8 +196,10 @@ def test_cli_dry_run_and_errors(assets, tmp_path):
     assert cfg["batch_size"] == 128 and cfg["seed"] == 12345 and cfg["noise_scale"] == 0.5
     res = runner.invoke(app, ["train", "--triplets", "toy"])
     assert res.exit_code == 1 and "--phi is required" in res.output
-    res = runner.invoke(app, ["train", "--preset", "papr", "--phi", "x"])
-    assert res.exit_code == 1 and "did you mean 'paper'" in res.output
+    res = runner.invoke(app, ["train", "--preset", "rtd-vit-l1", "--phi", "x"])
+    assert res.exit_code == 1 and "did you mean 'rtd-vit-l14'" in res.output
+    res = runner.invoke(app, ["train", "--preset", "paper", "--phi", "x"])
+    assert res.exit_code == 1 and "renamed" in res.output and "rtd-vit-l14" in res.output
 
 
 def test_cli_end_to_end(assets, tmp_path):

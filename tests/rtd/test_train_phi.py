@@ -298,7 +298,9 @@ def test_cli_train_phi(tmp_path):
     res = runner.invoke(app, ["train-phi", "--dry-run", "--captions", "c.txt"])
     assert res.exit_code == 0
     cfg = json.loads(res.stdout)["config"]
-    assert (cfg["lr"], cfg["batch_size"], cfg["noise_scale"]) == (1e-4, 256, 1.0)
+    # the default preset is LinCIR's README run (ViT-L/14, 8 GPUs x 64, 20000 steps)
+    assert (cfg["lr"], cfg["batch_size"], cfg["noise_scale"]) == (1e-4, 64, 1.0)
+    assert (cfg["backbone"], cfg["steps"], cfg["seed"]) == ("ViT-L-14", 20000, 12345)
     res = runner.invoke(app, ["train-phi", "--preset", "toy", "--dropout", "1.5"])
     assert res.exit_code == 1 and "--dropout" in res.output
     out = tmp_path / "run"

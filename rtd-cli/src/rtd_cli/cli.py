@@ -46,8 +46,12 @@ def _print_json(obj) -> None:
 @app.command("train")
 def train_cmd(
     preset: Annotated[
-        str, typer.Option(help="Preset: paper (ViT-B-32, README settings), paper-vit-l14, toy.")
-    ] = "paper",
+        str,
+        typer.Option(
+            help="Preset: rtd-vit-l14 (the official RTD run), rtd-vit-b32, rtd-vit-bigg14 "
+            "(its values on those backbones), toy."
+        ),
+    ] = "rtd-vit-l14",
     backbone: Annotated[
         str | None,
         typer.Option(help="open_clip architecture (ViT-B-32, ViT-L-14, tiny-clip-toy, ...)."),
@@ -219,7 +223,10 @@ def train_cmd(
         _print_json({"preset": preset, "config": cfg})
         return
     from labshared.device import setup_runtime
+    from rtd_cli.projection import load_projection
     from rtd_cli.train import run
+
+    load_projection(cfg.phi, cfg.base)  # a bad --phi is one red line before any model loads
 
     runtime = setup_runtime(device, precision, cfg.seed, deterministic)
     run_dir, metrics = run(cfg, runtime, output_dir=output_dir, resume=resume, overwrite=overwrite,
@@ -234,9 +241,10 @@ def train_phi_cmd(
     preset: Annotated[
         str,
         typer.Option(
-            help="Preset: lincir (ViT-B-32, LinCIR's train_phi.py settings), lincir-vit-l14, toy."
+            help="Preset: lincir-vit-l14 (LinCIR's README run), lincir-vit-bigg14, "
+            "lincir-vit-b32 (its values on those backbones), toy."
         ),
-    ] = "lincir",
+    ] = "lincir-vit-l14",
     backbone: Annotated[str | None, typer.Option(help="open_clip architecture.")] = None,
     pretrained: Annotated[
         str | None,
@@ -433,7 +441,8 @@ def eval_cmd(
         typer.Option(
             help="rtd: 'a photo of $ that {mod}' for every base (RTD's evaluation); base: each "
             "base repo's own prompt (Pic2Word 'a photo of * , {mod}'). Default: the style the "
-            "--text-encoder was trained with, else rtd.",
+            "--text-encoder was trained with, else the base's (as `rtd train`): base for "
+            "pic2word, rtd for searle/lincir.",
             rich_help_panel=_EVAL_MODEL,
         ),
     ] = None,
@@ -485,10 +494,12 @@ def eval_cmd(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Score a ZS-CIR method (Pic2Word / SEARLE / LinCIR, optionally + an RTD text tower)."""
-    from rtd_cli.evaluate import EvalConfig, default_prompt_style
+    from rtd_cli.evaluate import EvalConfig, default_prompt_style, read_text_encoder_config
 
+    # Read the whole tower first: a bad --text-encoder file is one red line, before any model.
+    tower_config = read_text_encoder_config(text_encoder) if text_encoder else None
     if prompt is None:
-        prompt = default_prompt_style(text_encoder)
+        prompt = default_prompt_style(base, tower_config)
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=phi, backbone=backbone, split=split, pretrained=pretrained,
         quick_gelu=on_off(quick_gelu),

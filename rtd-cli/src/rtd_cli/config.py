@@ -3,11 +3,25 @@
 Precedence: dataclass defaults < preset < flags actually passed (`None` = keep the preset),
 applied with `dataclasses.replace` through `resolve`.
 
-`rtd train` presets follow `jaeseokbyun/RTD:README.md` / `run.sh` / `train_text_encoder.py`
-(method brief section 1.4): AdamW lr 1e-5, weight decay 0.01, constant LR, 2000 steps, batch
-128 per GPU (run on 4 GPUs: 512 triplets per step), seed 12345, noise 0.5, tau 0.07.
-`rtd train-phi` follows `navervision/lincir:train_phi.py`: AdamW lr 1e-4, weight decay
-0.01, batch 256, phi dropout 0.5, noise 1.0; the script's default of 50000 steps is kept.
+Presets are named for what they are, `<method>-<backbone>`:
+
+- `rtd train --preset rtd-vit-l14` is the official RTD run (`jaeseokbyun/RTD:README.md` /
+  `run.sh`, CLIP ViT-L/14 OpenAI; method brief section 1.4): AdamW lr 1e-5, weight decay
+  0.01, constant LR, 2000 steps, batch 128 per GPU on 4 GPUs (512 triplets per step), seed
+  12345, noise 0.5, tau 0.07. `rtd-vit-b32` and `rtd-vit-bigg14` reuse those values on the
+  other backbones of the paper (ViT-B/32 for every base, ViT-G/14 for LinCIR): the paper
+  reports those runs but the repository gives no command for them, so their values are
+  ours.
+- `rtd train-phi --preset lincir-vit-l14` is LinCIR's README command
+  (`navervision/lincir:README.md`, `--clip_model_name large`): batch 64 per GPU on 8 GPUs,
+  20000 steps, seed 12345, constant LR, with `train_phi.py`'s defaults for the rest (AdamW
+  lr 1e-4, weight decay 0.01, phi dropout 0.5, noise 1.0). The README says to change only
+  `--clip_model_name` for ViT-G (`giga`), so `lincir-vit-bigg14` keeps those values;
+  `lincir-vit-b32` (LinCIR names no B/32 command) keeps them too, which is ours.
+- `toy` (both commands): the tiny CLIP of the toy world, minutes on 2 CPU cores.
+
+bigG weights: open_clip `ViT-bigG-14` / `laion2b_s39b_b160k`, the LAION-2B model LinCIR
+loads as `Geonmo/CLIP-Giga-config-fixed` (method brief section 1.2).
 """
 
 from __future__ import annotations
@@ -114,10 +128,23 @@ class PhiConfig:
     seed: int = 0
 
 
+# The values shared by every RTD preset: the official run's (RTD README / run.sh).
+_RTD_RUN = dict(steps=2000, batch_size=128, lr=1e-5, weight_decay=0.01, noise_scale=0.5,
+                tau=0.07, seed=12345)  # fmt: skip
+
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # The paper's ViT-B/32 setting (README run.sh); launch on 4 GPUs with torchrun.
-    "paper": TrainConfig(),
-    "paper-vit-l14": TrainConfig(backbone="ViT-L-14"),
+    # The official RTD run: ViT-L/14 OpenAI, 4 GPUs x 128 (launch with torchrun).
+    "rtd-vit-l14": TrainConfig(backbone="ViT-L-14", pretrained="openai", **_RTD_RUN),
+    # Ours: the paper reports ViT-B/32 for every base but gives no command; the official
+    # run's values on ViT-B/32 OpenAI.
+    "rtd-vit-b32": TrainConfig(backbone="ViT-B-32", pretrained="openai", **_RTD_RUN),
+    # Ours: the paper reports LinCIR+RTD on ViT-G/14 but gives no command; the official
+    # run's values on LinCIR's bigG weights. Batch 128 per GPU of a ~0.7B-parameter text
+    # tower with AdamW needs a large GPU; lower --batch-size and raise NPROC if it does not
+    # fit (negatives are per process, so that changes the objective).
+    "rtd-vit-bigg14": TrainConfig(
+        backbone="ViT-bigG-14", pretrained="laion2b_s39b_b160k", **_RTD_RUN
+    ),
     # Tiny CLIP of the toy world: minutes on 2 CPU cores. A larger LR because the tiny
     # tower trains from a poorer start and for 60 steps only.
     "toy": TrainConfig(
@@ -133,9 +160,20 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
 }
 
+# LinCIR's README command (8 GPUs x 64, 20000 steps, seed 12345) over train_phi.py's
+# defaults (lr 1e-4, weight decay 0.01, noise 1.0, dropout 0.5).
+_LINCIR_RUN = dict(steps=20000, batch_size=64, lr=1e-4, weight_decay=0.01, noise_scale=1.0,
+                   seed=12345)  # fmt: skip
+
 PHI_PRESETS: dict[str, PhiConfig] = {
-    "lincir": PhiConfig(),
-    "lincir-vit-l14": PhiConfig(backbone="ViT-L-14"),
+    # LinCIR's README run (--clip_model_name large); launch on 8 GPUs with torchrun.
+    "lincir-vit-l14": PhiConfig(backbone="ViT-L-14", pretrained="openai", **_LINCIR_RUN),
+    # LinCIR's README: "change --clip_model_name to ... giga", nothing else.
+    "lincir-vit-bigg14": PhiConfig(
+        backbone="ViT-bigG-14", pretrained="laion2b_s39b_b160k", **_LINCIR_RUN
+    ),
+    # Ours: LinCIR gives no ViT-B/32 command; the README run's values on ViT-B/32 OpenAI.
+    "lincir-vit-b32": PhiConfig(backbone="ViT-B-32", pretrained="openai", **_LINCIR_RUN),
     "toy": PhiConfig(
         backbone="tiny-clip-toy",
         pretrained=None,  # the fitted toy weights (labshared.tinyclip)
@@ -156,9 +194,19 @@ def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> Co
     return ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}{hint}")
 
 
+# Earlier preset names, so that an old command says what replaced it.
+RENAMED_PRESETS = {
+    "paper": "rtd-vit-b32 (its old values) or rtd-vit-l14 (the official RTD run)",
+    "paper-vit-l14": "rtd-vit-l14",
+    "lincir": "lincir-vit-b32 (now with LinCIR's README values) or lincir-vit-l14",
+}
+
+
 def resolve(presets: dict[str, Any], preset: str, **overrides: Any) -> Any:
     """The preset with every non-None override applied, then validated."""
     if preset not in presets:
+        if preset in RENAMED_PRESETS:
+            raise ConfigError(f"preset {preset!r} was renamed: use {RENAMED_PRESETS[preset]}")
         raise unknown_name("preset", preset, list(presets))
     cfg = dataclasses.replace(
         presets[preset], **{k: v for k, v in overrides.items() if v is not None}

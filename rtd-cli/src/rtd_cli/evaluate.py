@@ -26,7 +26,8 @@ Deviations from the official code, each listed in the README:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from rtd_cli.model import (
     pseudo_token_id,
     text_tower_from_clip,
 )
+from rtd_cli.projection import default_prompt_style as base_default_prompt
 from rtd_cli.retrieval import chunked_topk, gather_scores
 
 FIQ_ORDERS = ("both", "single")
@@ -108,10 +110,8 @@ class EvalConfig:
             raise ConfigError(
                 f"--fiq-orders {self.fiq_orders!r}: expected one of {', '.join(FIQ_ORDERS)}"
             )
-        if not Path(self.phi).is_file():
-            raise ConfigError(
-                f"--phi {self.phi}: no such file (a {self.base} projection checkpoint)"
-            )
+        # A wrong or corrupt --phi is one line here, before any model or image loads.
+        load_projection(self.phi, self.base)
         if self.text_encoder is not None and not Path(self.text_encoder).exists():
             raise ConfigError(f"--text-encoder {self.text_encoder}: no such file or folder")
         if self.batch_size < 1 or self.text_batch_size < 1 or self.toy_queries < 1:
@@ -119,16 +119,57 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- predictions
-def default_prompt_style(text_encoder: str | Path | None) -> str:
-    """The prompt style `rtd eval` uses when `--prompt` is not given: the one the
-    `--text-encoder` was trained with (recorded by `rtd train`, e.g. `base` for a Pic2Word
-    tower trained on "a photo of * , {mod}"), else RTD's common prompt (`rtd`)."""
-    if text_encoder is None:
-        return "rtd"
-    from rtd_cli.model import read_text_tower_config
+TEXT_ENCODER_FORMAT = (
+    "a text tower written by `rtd train` (text_tower.safetensors, or the run folder holding it)"
+)
 
-    style = read_text_tower_config(text_encoder).get("prompt_style", "rtd")
-    return style if style in PROMPT_STYLES else "rtd"
+
+def text_encoder_file(path: str | Path) -> Path:
+    """The safetensors file of `--text-encoder` (a file, or a run folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("text_tower.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(
+            f"--text-encoder {path}: the folder holds no text_tower.safetensors or "
+            f"model.safetensors; expected {TEXT_ENCODER_FORMAT}"
+        )
+    return path
+
+
+def read_text_encoder_config(path: str | Path) -> dict[str, Any]:
+    """The config `rtd train` saved with a text tower (`backbone`, `prompt_style`, ...);
+    `{}` for a plain safetensors state dict without it.
+
+    The whole file is read, so that a truncated, corrupt or non-safetensors file is one
+    `ConfigError` naming it and the expected format before any model loads.
+    """
+    import json
+
+    from labshared.runs import read_safetensors
+
+    file = text_encoder_file(path)
+    _, metadata = read_safetensors(file, flag="--text-encoder", expected=TEXT_ENCODER_FORMAT)
+    if "rtd" not in metadata:
+        return {}
+    try:
+        return dict(json.loads(metadata["rtd"])["config"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"--text-encoder {file}: its 'rtd' metadata holds no readable config; expected "
+            f"{TEXT_ENCODER_FORMAT}"
+        ) from None
+
+
+def default_prompt_style(base: str, tower_config: Mapping[str, Any] | None = None) -> str:
+    """The prompt style `rtd eval` uses when `--prompt` is not given: the one the
+    `--text-encoder` was trained with (`tower_config`, from `read_text_encoder_config`),
+    else the base's default, the one `rtd train` uses too (`projection.default_prompt_style`:
+    `base` for Pic2Word's "a photo of * , {mod}", `rtd` for SEARLE/LinCIR)."""
+    fallback = base_default_prompt(base)
+    style = (tower_config or {}).get("prompt_style", fallback)
+    return style if style in PROMPT_STYLES else fallback
 
 
 def clean_fiq_caption(text: str) -> str:
@@ -194,6 +235,37 @@ class PartResult:
     ranked: dict[str, list[str]]  # query id -> ranked names (test splits only)
     subset_ranked: dict[str, list[str]]
     n_queries: int
+    # CIRCO val: mAP@10 per semantic aspect and how many queries carry each
+    aspects: dict[str, float] = field(default_factory=dict)
+    aspect_queries: dict[str, int] = field(default_factory=dict)
+
+
+def circo_semantic_aspects(bench) -> list[tuple[str, ...]] | None:
+    """Per query of a CIRCO val benchmark, its `semantic_aspects` from the annotation file
+    (`annotations/val.json`, read again here: the shared loader keeps what ranking needs).
+    None when no item has the field (copies of the annotations from before it was added).
+
+    Raises:
+        DataLayoutError: a `semantic_aspects` that is not a list of strings.
+    """
+    from labshared.data.composed_retrieval import CIRCO_LAYOUT
+    from labshared.data.composed_retrieval.records import list_of, read_json
+    from labshared.errors import DataLayoutError
+
+    path = Path(bench.annotation_files[0])
+    by_id: dict[str, tuple[str, ...]] = {}
+    for i, item in enumerate(list_of(read_json(path, CIRCO_LAYOUT), path, CIRCO_LAYOUT)):
+        if "semantic_aspects" not in item:
+            continue
+        aspects = item["semantic_aspects"]
+        if not isinstance(aspects, list) or not all(isinstance(a, str) for a in aspects):
+            raise DataLayoutError(
+                path, f"item {i}: field 'semantic_aspects' must be a list of strings", CIRCO_LAYOUT
+            )
+        by_id[str(item["id"])] = tuple(aspects)
+    if not by_id:
+        return None
+    return [by_id.get(q.query_id, ()) for q in bench.queries]
 
 
 def evaluate_part(
@@ -203,8 +275,10 @@ def evaluate_part(
     queries: torch.Tensor,
     runtime,
     top_k: int = 50,
+    aspects: list[tuple[str, ...]] | None = None,
 ) -> PartResult:
-    """Rank and score one benchmark part from composed-query features (Q, D)."""
+    """Rank and score one benchmark part from composed-query features (Q, D); `aspects`
+    (CIRCO val, per query) adds the semantic-aspect mAP@10."""
     gal_all = F.normalize(feats, dim=-1)
     device = runtime.device
     is_test = not any(q.targets for q in bench.queries)
@@ -272,6 +346,10 @@ def evaluate_part(
         metrics = M.cirr_metrics(top, gts[:, 0], subset_rank)
     elif bench.dataset == "circo":
         metrics = M.circo_metrics(top, gts)
+        if aspects is not None:
+            hits = M.hits_matrix(top, gts)
+            by_aspect, n_aspect = M.semantic_map_at_10(hits, (gts != M.PAD).sum(dim=1), aspects)
+            return PartResult(metrics, ranked, subset_ranked, len(queries), by_aspect, n_aspect)
     else:
         metrics = M.toy_metrics(top, gts)
     return PartResult(metrics, ranked, subset_ranked, len(queries))
@@ -294,6 +372,7 @@ class Prepared:
     orders: str
     features: list[tuple[torch.Tensor, dict[str, int]]]
     texts: list[list[list[str]]]
+    aspects: list[list[tuple[str, ...]] | None]
 
 
 def prepare(cfg: EvalConfig, runtime) -> Prepared:
@@ -322,15 +401,22 @@ def prepare(cfg: EvalConfig, runtime) -> Prepared:
         benchmark_features(b, clip_model, preprocess, cfg, runtime, clip_info) for b in benches
     ]
     texts = [modification_texts(b, orders) for b in benches]
+    aspects = [
+        circo_semantic_aspects(b) if b.dataset == "circo" and split == "val" else None
+        for b in benches
+    ]
     return Prepared(
-        cfg, split, benches, clip_model, tokenizer, phi, template, symbol, orders, features, texts
-    )
+        cfg, split, benches, clip_model, tokenizer, phi, template, symbol, orders, features,
+        texts, aspects,
+    )  # fmt: skip
 
 
 def score(prep: Prepared, tower, runtime) -> list[PartResult]:
     """Compose every query with `tower` and rank: one `PartResult` per benchmark part."""
     results = []
-    for bench, (feats, index), texts in zip(prep.benches, prep.features, prep.texts, strict=True):
+    for bench, (feats, index), texts, aspects in zip(
+        prep.benches, prep.features, prep.texts, prep.aspects, strict=True
+    ):
         ref_feats = feats[
             torch.tensor([index[q.reference] for q in bench.queries], dtype=torch.long)
         ]
@@ -345,7 +431,7 @@ def score(prep: Prepared, tower, runtime) -> list[PartResult]:
             runtime,
             prep.cfg.text_batch_size,
         )
-        results.append(evaluate_part(bench, feats, index, queries, runtime))
+        results.append(evaluate_part(bench, feats, index, queries, runtime, aspects=aspects))
     return results
 
 
@@ -390,6 +476,12 @@ def run_eval(cfg: EvalConfig, run_dir: Path, runtime) -> dict[str, Any]:
         "n_queries": {b.name: len(b.queries) for b in prep.benches},
         "submission_files": files,
     }
+    aspects = {k: v for r in results for k, v in r.aspects.items()}
+    if aspects:  # CIRCO val: the official evaluation's per-aspect mAP@10
+        out["semantic_aspects"] = aspects
+        out["semantic_aspect_queries"] = {
+            k: v for r in results for k, v in r.aspect_queries.items()
+        }
     write_metrics(run_dir, out)
     return out
 
@@ -445,4 +537,16 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             name.ljust(width) + "".join((f"{m[c]:.2f}" if c in m else "-").rjust(10) for c in cols)
         )
+    if result.get("semantic_aspects"):
+        counts = result.get("semantic_aspect_queries", {})
+        aspect_width = max(len(a) for a in result["semantic_aspects"]) + 2
+        lines.append("")
+        lines.append(
+            "semantic aspect".ljust(aspect_width) + "mAP@10".rjust(10) + "queries".rjust(10)
+        )
+        for aspect, value in result["semantic_aspects"].items():
+            lines.append(
+                aspect.ljust(aspect_width) + f"{value:.2f}".rjust(10)
+                + str(counts.get(aspect, "-")).rjust(10)
+            )  # fmt: skip
     return "\n".join(lines)

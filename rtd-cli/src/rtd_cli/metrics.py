@@ -33,6 +33,18 @@ def recall_at_k(hits: torch.Tensor, ks: Iterable[int]) -> dict[int, float]:
     return {k: float(hits[:, :k].any(dim=1).float().mean() * 100) for k in ks}
 
 
+def average_precision_at_k(hits: torch.Tensor, n_gt: torch.Tensor, k: int) -> torch.Tensor:
+    """(Q,) CIRCO's AP@K per query, in [0, 1]: sum_{j<=K} P@j * rel_j / min(|GT|, K).
+
+    Args:
+        hits: (Q, K') bool from `hits_matrix`, K' >= k.
+        n_gt: (Q,) number of ground truths of each query (>= 1).
+    """
+    rel = hits[:, :k].float()
+    precision = rel.cumsum(dim=1) / torch.arange(1, rel.shape[1] + 1, device=rel.device)  # P@j
+    return (precision * rel).sum(dim=1) / n_gt.clamp(max=k).float()
+
+
 def map_at_k(hits: torch.Tensor, n_gt: torch.Tensor, ks: Iterable[int]) -> dict[int, float]:
     """CIRCO's mAP@K x 100: AP@K = sum_{k<=K} P@k * rel_k / min(|GT|, K), averaged.
 
@@ -40,13 +52,45 @@ def map_at_k(hits: torch.Tensor, n_gt: torch.Tensor, ks: Iterable[int]) -> dict[
         hits: (Q, K) bool from `hits_matrix`, K >= max(ks).
         n_gt: (Q,) number of ground truths of each query (>= 1).
     """
-    rel = hits.float()
-    precision = rel.cumsum(dim=1) / torch.arange(1, rel.shape[1] + 1, device=rel.device)  # P@k
-    out = {}
-    for k in ks:
-        ap = (precision[:, :k] * rel[:, :k]).sum(dim=1) / n_gt.clamp(max=k).float()
-        out[k] = float(ap.mean() * 100)
-    return out
+    return {k: float(average_precision_at_k(hits, n_gt, k).mean() * 100) for k in ks}
+
+
+# The nine semantic aspects CIRCO's validation queries are annotated with, in the order its
+# evaluation prints them (`miccunifi/CIRCO:src/evaluation.py::compute_metrics`).
+CIRCO_SEMANTIC_ASPECTS = (
+    "cardinality", "addition", "negation", "direct_addressing", "compare_change",
+    "comparative_statement", "statement_with_conjunction", "spatial_relations_background",
+    "viewpoint",
+)  # fmt: skip
+
+
+def semantic_map_at_10(
+    hits: torch.Tensor, n_gt: torch.Tensor, aspects: Sequence[Sequence[str]]
+) -> tuple[dict[str, float], dict[str, int]]:
+    """CIRCO's semantic-aspect mAP@10 x 100: for each aspect, the mean AP@10 over the
+    queries annotated with it (a query with several aspects counts in each), as
+    `CIRCO:src/evaluation.py::compute_metrics` reports for the validation split.
+
+    Args:
+        hits: (Q, K) bool from `hits_matrix`, K >= 10.
+        n_gt: (Q,) number of ground truths of each query.
+        aspects: per query, its `semantic_aspects` list.
+
+    Returns:
+        ({aspect: mAP@10}, {aspect: number of queries}): the official nine in their order,
+        then any other aspect found, sorted. An aspect no query has is left out (the
+        official code would average an empty list into NaN).
+    """
+    ap = average_precision_at_k(hits, n_gt, 10)  # (Q,)
+    found = {a for row in aspects for a in row}
+    order = [a for a in CIRCO_SEMANTIC_ASPECTS if a in found]
+    order += sorted(found - set(CIRCO_SEMANTIC_ASPECTS))
+    values, counts = {}, {}
+    for aspect in order:
+        rows = torch.tensor([aspect in row for row in aspects], device=ap.device)
+        values[aspect] = float(ap[rows].mean() * 100)
+        counts[aspect] = int(rows.sum())
+    return values, counts
 
 
 def rank_in_candidates(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from labshared.errors import ConfigError
-from labshared.runs import safe_torch_load
+from labshared.runs import read_torch_file
 
 
 class Phi(nn.Module):
@@ -83,6 +83,10 @@ class BaseSpec:
             modification text (brief §2).
         fiq_orders: FashionIQ caption joining in the base repo: `both` (c1 and c2, and the
             reverse, features averaged) or `single` (Pic2Word's "{c2} and {c1}").
+        default_prompt: the prompt style `rtd train` and `rtd eval` use when `--prompt` is
+            not given (`default_prompt_style`): the one the base's projection was trained
+            for. Pic2Word's IM2TEXT learned the `*` token in "a photo of * , {mod}"
+            (`base`); SEARLE/LinCIR's own prompt is RTD's (`rtd`).
     """
 
     name: str
@@ -91,6 +95,7 @@ class BaseSpec:
     symbol: str
     prompts: Mapping[str, str] = field(default_factory=dict)
     fiq_orders: str = "both"
+    default_prompt: str = "rtd"
 
 
 _SEARLE_PROMPTS = {b: RTD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")}
@@ -104,6 +109,7 @@ BASES: dict[str, BaseSpec] = {
         "*",
         {b: _PIC2WORD_PROMPT for b in ("cirr", "circo", "fashioniq", "genecis", "toy")},
         fiq_orders="single",
+        default_prompt="base",
     ),
     "searle": BaseSpec("searle", Phi, "Phi", "$", _SEARLE_PROMPTS),
     "lincir": BaseSpec("lincir", Phi, "Phi", "$", _SEARLE_PROMPTS),
@@ -117,6 +123,13 @@ def get_base(base: str) -> BaseSpec:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"--base {base!r}: expected one of {', '.join(BASES)}{hint}")
     return BASES[base]
+
+
+def default_prompt_style(base: str) -> str:
+    """The one prompt style `rtd train` and `rtd eval` share for `base` when `--prompt` is
+    not given: `base` for Pic2Word ("a photo of * , {mod}", as its official code), `rtd`
+    for SEARLE and LinCIR ("a photo of $ that {mod}", their own and RTD's)."""
+    return get_base(base).default_prompt
 
 
 def prompt_for(base: str, benchmark: str, style: str = "rtd") -> tuple[str, str]:
@@ -160,6 +173,15 @@ def _projection_from_state(base: str, state: Mapping[str, torch.Tensor]) -> nn.M
     return Im2Text(in_dim, middle, state["fc_out.weight"].shape[0], n_layer=n_layer, dropout=0.1)
 
 
+def projection_format(base: str) -> str:
+    """What a `--phi` file for `base` must be, for error messages."""
+    spec = get_base(base)
+    return (
+        f"a {base} projection checkpoint: a torch file holding {{'{spec.checkpoint_key}': "
+        f"state_dict}} of {spec.projection.__name__} (read with weights_only=True)"
+    )
+
+
 def load_projection(
     path: str | Path, base: str, in_dim: int | None = None, token_dim: int | None = None
 ) -> nn.Module:
@@ -176,14 +198,7 @@ def load_projection(
     """
     spec = get_base(base)
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--phi {path}: no such file")
-    try:
-        ckpt = safe_torch_load(path)
-    except Exception as exc:  # pickles with custom classes, truncated files
-        raise ConfigError(
-            f"--phi {path}: cannot be read with torch.load(weights_only=True): {exc}"
-        ) from exc
+    ckpt = read_torch_file(path, flag="--phi", expected=projection_format(base))
     if not isinstance(ckpt, Mapping) or spec.checkpoint_key not in ckpt:
         found = list(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ConfigError(

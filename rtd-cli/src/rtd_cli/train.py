@@ -172,12 +172,12 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> tuple[Parts, Any]:
 
 
 def prompt_style(cfg: TrainConfig) -> str:
-    """`cfg.prompt`, else: Pic2Word trains with its own token and prompt ("a photo of * ,
-    {mod}"); LinCIR and SEARLE with RTD's "a photo of $ that {mod}". Evaluate with the same
-    `rtd eval --prompt`."""
-    if cfg.prompt is not None:
-        return cfg.prompt
-    return "base" if cfg.base == "pic2word" else "rtd"
+    """`cfg.prompt`, else the base's default, the same one `rtd eval` uses
+    (`projection.default_prompt_style`): Pic2Word trains with its own token and prompt
+    ("a photo of * , {mod}"); LinCIR and SEARLE with RTD's "a photo of $ that {mod}"."""
+    from rtd_cli.projection import default_prompt_style
+
+    return cfg.prompt if cfg.prompt is not None else default_prompt_style(cfg.base)
 
 
 # --------------------------------------------------------------------------- one step
