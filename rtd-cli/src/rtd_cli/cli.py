@@ -477,7 +477,11 @@ def eval_cmd(
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
     ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved config and exit.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the resolved config and exit (`rtd check-data` checks a data layout).",
+        ),
     ] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -527,6 +531,42 @@ def eval_cmd(
     else:
         typer.echo(format_table(result))
     log(f"metrics: {run_dir / 'metrics.json'}")
+
+
+# --------------------------------------------------------------------------- check-data
+@app.command("check-data")
+def check_data_cmd(
+    dataset: Annotated[
+        str, typer.Option(help="Benchmark: fashioniq, cirr, circo, genecis (or toy).")
+    ],
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="The benchmark folder in its official layout (see README)."),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="val or test (default: as `rtd eval`).")] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated FashionIQ categories or GeneCIS tasks (default all)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Check a downloaded benchmark without running a model: read its annotations as `rtd
+    eval` does, count queries and images, and name the first missing image file."""
+    from labshared.console import log
+    from rtd_cli.datacheck import check_layout, first_missing_error, format_reports
+
+    part_list = tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None
+    reports = check_layout(dataset, data_root, split, part_list)
+    if as_json:
+        _print_json({"dataset": dataset, "data_root": data_root, "parts": reports})
+    else:
+        typer.echo(format_reports(dataset, data_root, reports))
+    error = first_missing_error(dataset, reports)
+    if error is not None:
+        raise error
+    log(f"{dataset}: annotations read and every image file found")
 
 
 def main() -> None:
