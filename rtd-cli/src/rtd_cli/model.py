@@ -82,8 +82,11 @@ def build_clip_bundle(
 
     Returns:
         ClipBundle(model, preprocess, tokenizer, info): preprocess is open_clip's val
-        transform (resize + centre crop with the weights' mean/std, which matches LinCIR's
-        CLIPImageProcessor settings, brief section 1.7); `info.cache_identity()` keys caches.
+        transform (resize + centre crop with the weights' mean/std). Measured against the
+        CLIPImageProcessor LinCIR/RTD run (tests/shared/test_clip_reference.py): identical
+        pixels, except that when the resize leaves an odd margin torchvision rounds the crop
+        offset and HF floors it (Deviation: one column apart; ours is OpenAI CLIP's own).
+        `info.cache_identity()` keys caches.
 
     Raises:
         ConfigError: unknown backbone or tag, weights that cannot be found offline, a file

@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from typing import Any, NamedTuple
 
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 from open_clip.transformer import QuickGELU
 from torch import nn
 
@@ -457,17 +459,42 @@ def _fetch_tag(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"{b_opt} {backbone} {w_opt} {tag}: the weights are not in the local cache and "
-            f"could not be downloaded ({reason[:160]}). Offline, fetch them elsewhere and pass "
-            f"the file: {w_opt} PATH --quick-gelu {'on' if qg else 'off'} (this tag's activation)"
+            f"could not be downloaded ({reason[:300]}). Offline, fetch {_source(cfg)} "
+            f"elsewhere and pass the file: {w_opt} PATH --quick-gelu {'on' if qg else 'off'} "
+            "(this tag's activation)"
         ) from None
     if not path:
         raise ConfigError(f"{b_opt} {backbone} {w_opt} {tag}: open_clip has no source for it")
     return str(path)
 
 
+def _source(tag_cfg: dict[str, Any]) -> str:
+    """Where open_clip would download a tag's weights from, for a person to fetch by hand."""
+    if hub := tag_cfg.get("hf_hub", ""):
+        repo, name = os.path.split(hub)  # "org/repo/" names the repository's default file
+        return f"{name or HF_SAFE_WEIGHTS_NAME} from the hub repository {repo}"
+    return tag_cfg.get("url", "") or "the weights"
+
+
+def _is_torchscript(path: str) -> bool:
+    """OpenAI's own release files are TorchScript archives (zip with `code/` entries)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
 def _load_checkpoint(
     model: nn.Module, path: str, backbone: str, kind: str, option_names: tuple[str, str]
 ) -> None:
+    if _is_torchscript(path):
+        openai = open_clip.get_pretrained_cfg(backbone, "openai")
+        hint = f" ({_source(openai)}, with --quick-gelu on)" if openai else ""
+        raise ConfigError(
+            f"{option_names[1]} {path}: a TorchScript archive (OpenAI's release format), which "
+            "is not loaded here (weights_only loading only); use the same weights as an "
+            f"open_clip state dict{hint}"
+        )
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
     except Exception as exc:  # unpickling, safetensors header, missing/unexpected keys, shapes
