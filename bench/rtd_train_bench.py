@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         phi_path = Path(tmp) / "phi.pt"
         M.save_projection(phi_path, M.build_projection("lincir", 512, 512), "lincir")
-        cfg = C.resolve(C.TRAIN_PRESETS, "paper", pretrained="random", phi=str(phi_path),
+        cfg = C.resolve(C.TRAIN_PRESETS, "rtd-vit-b32", pretrained="random", phi=str(phi_path),
                         triplets="toy:4096", batch_size=batch, gather_negatives=args.gather_negatives)  # fmt: skip
         parts, clip_model = build_parts(cfg, runtime)
         del clip_model.visual  # the image tower plays no part in training
