@@ -21,6 +21,10 @@ Deviations from the official code, each listed in the README:
   `*` position for the whole batch.
 - Preprocessing is open_clip's val transform (SEARLE's `targetpad` is not reproduced; it
   crashes in the RTD/LinCIR validators, whose numbers come from plain CLIP preprocessing).
+- CIRCO val also reports mAP@10 per semantic aspect (`CIRCO:src/evaluation.py`, which only
+  its server runs; RTD/LinCIR do not report it); aspects no query carries are left out.
+- Without `--prompt`, Pic2Word is scored with its own "a photo of * , {mod}" (as `rtd train`
+  trains it); RTD's paper protocol for every base is `--prompt rtd`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ pic2word`), which `rtd eval --phi` and `rtd train --phi` load.
 Deviations: LinCIR loops forever and `exit()`s at `max_train_steps` (only checkpointing steps
 are saved); here the last step always saves and runs resume. The data order and the masking
 randomness, the input noise and phi's dropout are functions of (seed, step, rank), so a resumed
-run continues exactly.
+run continues exactly. LinCIR's masks use a special token `[$]` that BPE never merges; here
+`$` is kept apart from glued punctuation by spaces and the slot is checked after tokenization
+(`keywords.ensure_slot`; see `rtd_cli.keywords` for why and how).
 """
 
 from __future__ import annotations
