@@ -316,6 +316,15 @@ FeatBatchOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option(help="DataLoader worker processes.", rich_help_panel="Runtime")
 ]
+FeaturePrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Autocast of the frozen classifier / CLIP image forward passes: fp32 (default, as "
+        "the official code), bf16, fp16 (CUDA) or runtime (follow --precision). Part of the "
+        "feature cache keys.",
+        rich_help_panel="Runtime",
+    ),
+]
 
 
 def _resolve(preset: str, **overrides):
@@ -368,6 +377,7 @@ def filter_words(
     toy_n_train: ToyTrainOpt = None,
     feature_batch_size: FeatBatchOpt = None,
     num_workers: WorkersOpt = None,
+    feature_precision: FeaturePrecisionOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     seed: SeedOpt = 0,
@@ -396,6 +406,7 @@ def filter_words(
         toy_n_train=toy_n_train,
         feature_batch_size=feature_batch_size,
         num_workers=num_workers,
+        feature_precision=feature_precision,
     )
     run_dir, runtime = _start(
         "filter", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
@@ -471,6 +482,7 @@ def retrain(
     toy_n_test: ToyTestOpt = None,
     feature_batch_size: FeatBatchOpt = None,
     num_workers: WorkersOpt = None,
+    feature_precision: FeaturePrecisionOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     seed: SeedOpt = 0,
@@ -510,6 +522,7 @@ def retrain(
         toy_n_test=toy_n_test,
         feature_batch_size=feature_batch_size,
         num_workers=num_workers,
+        feature_precision=feature_precision,
     )
     run_dir, runtime = _start(
         "retrain", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
@@ -539,6 +552,7 @@ def erm(
     toy_n_test: ToyTestOpt = None,
     feature_batch_size: FeatBatchOpt = None,
     num_workers: WorkersOpt = None,
+    feature_precision: FeaturePrecisionOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     seed: SeedOpt = 0,
@@ -562,6 +576,7 @@ def erm(
         toy_n_test=toy_n_test,
         feature_batch_size=feature_batch_size,
         num_workers=num_workers,
+        feature_precision=feature_precision,
     )
     run_dir, runtime = _start(
         "erm", cfg, output_dir, overwrite, resume, device, precision, seed, deterministic

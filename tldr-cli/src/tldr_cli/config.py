@@ -25,6 +25,15 @@ class ErmRecipe:
 
     `paper-repo` is `TLDR:script.sh` (1 epoch, lr 1e-4, wd 0.01, batch 32, no augmentation);
     `dfr-waterbirds` / `dfr-celeba` are DFR's standard protocol (DFR README).
+
+    `preprocess` names the image transforms the classifier is trained and evaluated with
+    (`classifier.classifier_transform`), recorded beside its weights so features are
+    always extracted the way it was trained: `dataset` is TLDR's per-dataset evaluation
+    transform (`TLDR:datasets/dataset_factory.py`: CelebA CenterCrop 178 -> Resize 224,
+    the others Resize 256x256 -> CenterCrop 224); `dfr` is DFR's `get_transform_cub`, which
+    DFR's `train_classifier.py` and `dfr_evaluate_spurious.py` use for Waterbirds AND
+    CelebA: evaluation Resize 256x256 -> CenterCrop 224 of the full image, training
+    RandomResizedCrop(224, scale 0.7-1) + flip of the same full image.
     """
 
     name: str
@@ -34,6 +43,7 @@ class ErmRecipe:
     batch_size: int
     momentum: float = 0.9
     augment: bool = False
+    preprocess: str = "dataset"
 
 
 ERM_RECIPES: dict[str, ErmRecipe] = {
@@ -41,10 +51,24 @@ ERM_RECIPES: dict[str, ErmRecipe] = {
     for r in (
         ErmRecipe("paper-repo", epochs=1, lr=1e-4, weight_decay=1e-2, batch_size=32),
         ErmRecipe(
-            "dfr-waterbirds", epochs=100, lr=1e-3, weight_decay=1e-3, batch_size=32, augment=True
+            "dfr-waterbirds",
+            epochs=100,
+            lr=1e-3,
+            weight_decay=1e-3,
+            batch_size=32,
+            augment=True,
+            preprocess="dfr",
         ),
+        # DFR trains AND evaluates CelebA on the full image (its Waterbirds transforms),
+        # not on TLDR's centre crop 178: train and evaluation views must agree.
         ErmRecipe(
-            "dfr-celeba", epochs=50, lr=1e-3, weight_decay=1e-4, batch_size=128, augment=True
+            "dfr-celeba",
+            epochs=50,
+            lr=1e-3,
+            weight_decay=1e-4,
+            batch_size=128,
+            augment=True,
+            preprocess="dfr",
         ),
         # toy: starts from the digit-pretrained CNN (design.md); a few epochs on biased data
         ErmRecipe("toy", epochs=4, lr=2e-2, weight_decay=1e-4, batch_size=64),
@@ -54,6 +78,10 @@ ERM_RECIPES: dict[str, ErmRecipe] = {
 TEMPLATE_DRAWS = ("all", "official")
 METHODS = ("tldr", "dfr", "both")
 CLIP_INPUTS = ("clip", "classifier")
+PREPROCESSES = ("dataset", "dfr")
+# Precision of the frozen forward passes (classifier features, CLIP image embeddings).
+# "runtime" follows --precision (bf16 autocast on recent GPUs); the others are explicit.
+FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "runtime")
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,11 @@ class TLDRConfig:
         dfr_c_grid, dfr_retrains: the DFR baseline.
         toy_*: sizes and train correlation of the toy world.
         feature_batch_size, num_workers: frozen-feature extraction.
+        feature_precision: autocast of the frozen forward passes (classifier features, CLIP
+            image embeddings) [--feature-precision]: fp32 (default; TLDR and DFR extract
+            classifier features in fp32 and open_clip runs CLIP in fp32), bf16, fp16 (CUDA
+            only) or runtime (follow --precision, bf16 on recent GPUs). Part of the
+            feature cache keys.
     """
 
     name: str
@@ -110,6 +143,7 @@ class TLDRConfig:
     toy_size: int = 32
     feature_batch_size: int = 256
     num_workers: int = 4
+    feature_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         checks = [
@@ -120,6 +154,11 @@ class TLDRConfig:
             (
                 self.template_draw in TEMPLATE_DRAWS,
                 f"--template-draw {self.template_draw!r}: expected all or official",
+            ),
+            (
+                self.feature_precision in FEATURE_PRECISIONS,
+                f"--feature-precision {self.feature_precision!r}: expected one of "
+                f"{', '.join(FEATURE_PRECISIONS)}",
             ),
             (
                 self.clip_input in CLIP_INPUTS,

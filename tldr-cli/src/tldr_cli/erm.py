@@ -7,6 +7,13 @@ rate, with one of the recipes in `config.ERM_RECIPES`: the paper repo's `script.
 lr 1e-3 wd 1e-3 batch 32; CelebA 50 epochs lr 1e-3 wd 1e-4 batch 128; augmentation).
 The last epoch is kept (no model selection, so no group labels are used). A checkpoint
 is written after every epoch and `--resume` continues from the latest one.
+
+Training and evaluation see the same view of an image: the recipe's `preprocess` picks
+both transforms and is recorded in the classifier's meta.json, from which every later
+feature extraction takes it. The DFR recipes use DFR's `get_transform_cub` for every
+dataset (RandomResizedCrop of the full image in training, Resize 256x256 -> CenterCrop 224
+at evaluation), so `dfr-celeba` evaluates on the full image it was trained on, not on
+TLDR's CelebA centre crop 178.
 """
 
 from __future__ import annotations
@@ -76,7 +83,9 @@ def train_erm(
         set_rng_state(train_state["rng"])
         start_epoch = ckpt_meta["step"]
         log(f"resuming ERM from {ckpt} (epoch {start_epoch} done)")
-    transform = classifier_transform(dataset_kind, model.arch, train=True, augment=recipe.augment)
+    transform = classifier_transform(
+        dataset_kind, model.arch, train=True, augment=recipe.augment, preprocess=recipe.preprocess
+    )
     loader = _loader(train, transform, recipe.batch_size, True, num_workers, gen)
     labels = torch.as_tensor(train.label)
     loss_fn = nn.CrossEntropyLoss()
@@ -109,7 +118,12 @@ def train_erm(
     save_classifier(
         Path(run_dir) / "checkpoints" / "final",
         model.cpu(),
-        {"recipe": recipe.name, "seconds": round(time.perf_counter() - t0, 1), **(meta or {})},
+        {
+            "recipe": recipe.name,
+            "preprocess": recipe.preprocess,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **(meta or {}),
+        },
     )
     return model
 
@@ -145,7 +159,9 @@ def run_erm(cfg, runtime: Runtime, run_dir: Path, *, resume: bool, use_cache: bo
         meta={"dataset": train.fingerprint},
     )
     final = Path(run_dir) / "checkpoints" / "final"
-    handle = ClassifierHandle(model, {"path": str(final)}, file_digest(final / "model.safetensors"))
+    handle = ClassifierHandle(
+        model, {"path": str(final)}, file_digest(final / "model.safetensors"), cfg.recipe.preprocess
+    )
     feats = classifier_features(handle, test, cfg, runtime, use_cache)
     counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
     metrics = evaluate_predictions(

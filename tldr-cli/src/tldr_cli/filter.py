@@ -11,7 +11,9 @@
   words that passed stage 1: x_w = ReLU(W*^T z_w + b) (the projector); keep w iff the ERM
   head predicts c from x_w.
 
-Every removed word is reported with its stage and reason.
+Every removed word is reported with its stage and reason. The lists are matched to the
+dataset's labels by name first (`labels.py`), and the output file lists them in label
+order.
 """
 
 from __future__ import annotations
@@ -137,17 +139,16 @@ def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cach
     from pathlib import Path
 
     from labshared.runs import atomic_write_json
-    from tldr_cli.pipeline import prepare
+    from tldr_cli.labels import align_wordlists
+    from tldr_cli.pipeline import load_splits, prepare
     from tldr_cli.wordlists import load_wordlists, save_wordlists
 
     wl = load_wordlists(words)
-    ctx = prepare(cfg, runtime, classifier, use_cache, feature_splits=("train",))
-    if len(wl.classes) != ctx.splits["train"].n_classes:
-        from labshared.errors import ConfigError
-
-        raise ConfigError(
-            f"--words {words} has {len(wl.classes)} classes; the dataset has {ctx.splits['train'].n_classes}"
-        )
+    splits = load_splits(cfg, ("train",))
+    train = splits["train"]
+    # by name, before any model is built: position i is label i of the ERM head (stage 2)
+    wl = align_wordlists(wl, train.class_names, train.spurious_names, words, train.dataset)
+    ctx = prepare(cfg, runtime, classifier, use_cache, feature_splits=("train",), splits=splits)
     device = runtime.device
     filtered, removed = run_filters(
         wl,

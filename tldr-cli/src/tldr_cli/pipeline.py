@@ -4,7 +4,9 @@
 2. the classifier: a given checkpoint, or ERM trained with the preset's recipe (cached
    under a key of dataset, architecture, initial weights, recipe and seed);
 3. frozen classifier features phi(x) per split, keyed by the classifier's file digest,
-   the dataset fingerprint, the split and the transform;
+   the dataset fingerprint, the split, the transform and the precision (fp32 by default,
+   `--feature-precision`); the transform is the one the classifier was trained with
+   (`preprocess` in its meta.json);
 4. CLIP (open_clip name + tag or file, or the tiny toy CLIP, through the shared factory
    `labshared.clip`, which takes the activation from the weights: QuickGELU for OpenAI) and
    raw CLIP image embeddings of the training images (`TLDR:last_layer_retrain/tldr.py:L92-151`);
@@ -31,7 +33,7 @@ from labshared.cache import cache_key, cache_root, cached_tensors
 from labshared.clip import ClipInfo, create_clip
 from labshared.console import log, track
 from labshared.data.group_shift import GroupShiftSplit, ImageDataset, build_group_shift
-from labshared.device import Runtime
+from labshared.device import Precision, Runtime, autocast, resolve_precision
 from labshared.errors import ConfigError
 from labshared.tinyclip import TINY_CLIP_NAME, ensure_tiny_clip
 from tldr_cli import __version__
@@ -74,6 +76,33 @@ class ClassifierHandle:
     model: Classifier
     meta: dict[str, Any]
     ident: str  # content digest of the weights: part of every feature-cache key
+    preprocess: str = "dataset"  # `classifier_transform` family it was trained with
+
+
+def classifier_preprocess(meta: dict[str, Any], cfg: TLDRConfig) -> str:
+    """The transform family of a loaded classifier: its meta.json's `preprocess`, else that
+    of the recipe its meta names, else (a bare state-dict file) that of `--erm-recipe`, so
+    `--classifier dfr_celeba.pt --erm-recipe dfr-celeba` extracts DFR's full-image view."""
+    from tldr_cli.config import ERM_RECIPES
+
+    if meta.get("preprocess"):
+        return meta["preprocess"]
+    if meta.get("recipe") in ERM_RECIPES:
+        return ERM_RECIPES[meta["recipe"]].preprocess
+    return cfg.recipe.preprocess
+
+
+def feature_precision(cfg: TLDRConfig, runtime: Runtime) -> Precision:
+    """Autocast of the frozen forward passes: fp32 unless `--feature-precision` says
+    otherwise (`runtime`: whatever `--precision` resolved to)."""
+    if cfg.feature_precision == "runtime":
+        return runtime.precision
+    if cfg.feature_precision != "fp32" and runtime.device.type != "cuda":
+        raise ConfigError(
+            f"--feature-precision {cfg.feature_precision} needs a CUDA device (got "
+            f"{runtime.device}); use fp32"
+        )
+    return resolve_precision(cfg.feature_precision, runtime.device)
 
 
 def obtain_classifier(
@@ -91,7 +120,7 @@ def obtain_classifier(
                 f"--classifier {classifier} has {model.num_classes} outputs; the dataset has "
                 f"{train.n_classes} classes"
             )
-        return ClassifierHandle(model, meta, file_digest(weights))
+        return ClassifierHandle(model, meta, file_digest(weights), classifier_preprocess(meta, cfg))
     from tldr_cli.erm import train_erm
 
     spec = {
@@ -124,7 +153,9 @@ def obtain_classifier(
         log(f"[dim]cache hit: ERM classifier {final}[/dim]")
     model, meta = load_classifier(final)
     meta["path"] = str(final)
-    return ClassifierHandle(model, meta, file_digest(final / "model.safetensors"))
+    return ClassifierHandle(
+        model, meta, file_digest(final / "model.safetensors"), classifier_preprocess(meta, cfg)
+    )
 
 
 def _loader(data: GroupShiftSplit, transform, cfg: TLDRConfig):
@@ -144,11 +175,15 @@ def classifier_features(
     use_cache: bool,
 ) -> torch.Tensor:
     """(N, D) float32 phi(x) of a split (eval transform), cached by content."""
-    transform = classifier_transform(dataset_kind(data), handle.model.arch)
+    transform = classifier_transform(
+        dataset_kind(data), handle.model.arch, preprocess=handle.preprocess
+    )
+    precision = feature_precision(cfg, runtime)
     spec = {
         "classifier": handle.ident,
         "data": data.fingerprint,
         "transform": repr(transform),
+        "precision": precision.name,
         "code": FEATURE_CODE_VERSION,
     }
 
@@ -156,7 +191,7 @@ def classifier_features(
         model = handle.model.to(runtime.device).eval()
         out = []
         for x, _ in track(_loader(data, transform, cfg), f"classifier features ({data.split})"):
-            with runtime.autocast():
+            with autocast(runtime.device, precision):
                 out.append(model.forward_features(x.to(runtime.device)).float().cpu())
         return {"features": torch.cat(out)}
 
@@ -225,24 +260,28 @@ def clip_image_embeddings(
     runtime: Runtime,
     arch: str,
     use_cache: bool,
+    preprocess: str = "dataset",
 ) -> torch.Tensor:
-    """(N, D_clip) raw CLIP image embeddings of a split."""
+    """(N, D_clip) raw CLIP image embeddings of a split (`preprocess`: the classifier's
+    transform family, used with `--clip-input classifier`)."""
     transform = (
         clip.preprocess
         if cfg.clip_input == "clip"
-        else classifier_transform(dataset_kind(data), arch)
+        else classifier_transform(dataset_kind(data), arch, preprocess=preprocess)
     )
+    precision = feature_precision(cfg, runtime)
     spec = {
         "clip": clip.ident,
         "data": data.fingerprint,
         "transform": repr(transform),
+        "precision": precision.name,
         "code": FEATURE_CODE_VERSION,
     }
 
     def compute():
         out = []
         for x, _ in track(_loader(data, transform, cfg), f"CLIP image embeddings ({data.split})"):
-            with runtime.autocast():
+            with autocast(runtime.device, precision):
                 out.append(clip.model.encode_image(x.to(runtime.device)).float().cpu())
         return {"embeddings": torch.cat(out)}
 
@@ -326,10 +365,15 @@ def prepare(
     use_cache: bool,
     feature_splits=("train", "val", "test"),
     with_projector: bool = True,
+    splits: dict[str, GroupShiftSplit] | None = None,
 ) -> Context:
     """Steps 1-6 (module docstring); without `with_projector` (DFR alone) CLIP, the gap and
-    the projector are skipped and left None."""
-    splits = load_splits(cfg, tuple(dict.fromkeys(("train", *feature_splits))))
+    the projector are skipped and left None. `splits` already loaded are reused."""
+    wanted = tuple(dict.fromkeys(("train", *feature_splits)))
+    splits = dict(splits or {})
+    missing = tuple(s for s in wanted if s not in splits)
+    if missing:
+        splits.update(load_splits(cfg, missing))
     handle = obtain_classifier(cfg, classifier, splits["train"], runtime)
     feats = {
         s: classifier_features(handle, splits[s], cfg, runtime, use_cache) for s in feature_splits
@@ -338,7 +382,7 @@ def prepare(
         return Context(cfg, runtime, splits, handle, feats, None, None, None, None)
     clip = load_clip(cfg, runtime.device)
     x_clip = clip_image_embeddings(
-        clip, splits["train"], cfg, runtime, handle.model.arch, use_cache
+        clip, splits["train"], cfg, runtime, handle.model.arch, use_cache, handle.preprocess
     )
     gap = gap_vector(clip, cfg, runtime, use_cache)
     projector = fit_projector(x_clip, feats["train"], gap, cfg.lam)

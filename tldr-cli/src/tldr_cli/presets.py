@@ -30,11 +30,15 @@ class ListSpec:
         name: list name, also the class / spurious value name in the word-list file.
         anchor: the anchor prompt (verbatim from the official code for real datasets).
         description: plural noun phrase put into the prompt ("species of landbirds ...").
+        data_name: the dataset loader's name for the same class / value when it differs
+            (`labshared.data.group_shift`: CelebA "non-blond" for "dark hair"); `tldr
+            retrain` and `tldr filter` match lists to labels by these names.
     """
 
     name: str
     anchor: str
     description: str
+    data_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,12 +118,14 @@ CELEBA = DatasetPreset(
             "a photo of a dark hair.",
             "phrases naming a dark (not blond) hair colour or shade, each of the form "
             "'<colour> hair' (e.g. 'Chestnut hair')",
+            data_name="non-blond",
         ),
         ListSpec(
             "blond hair",
             "a photo of a blond hair.",
             "phrases naming a blond hair colour or shade, each of the form "
             "'<colour> hair' (e.g. 'Platinum hair')",
+            data_name="blond",
         ),
     ),
     spurious=(
@@ -128,12 +134,14 @@ CELEBA = DatasetPreset(
             "a photo of a woman.",
             "nouns that name a female person (roles, titles, relations, ...), one or two "
             "words each (e.g. 'Duchess')",
+            data_name="female",
         ),
         ListSpec(
             "man",
             "a photo of a man.",
             "nouns that name a male person (roles, titles, relations, ...), one or two "
             "words each (e.g. 'Duke')",
+            data_name="male",
         ),
     ),
 )
@@ -152,6 +160,7 @@ SPUCO_ANIMALS = DatasetPreset(
             "large dog",
             "a photo of a large dog.",
             "large dog breeds (e.g. 'Great Dane'), their common English names",
+            data_name="big dog",
         ),
     ),
     spurious=(

@@ -6,10 +6,15 @@ projector and backbone frozen, cross-entropy on group-balanced batches of the te
 AdamW (lr 1e-4, wd 1e-4), batch 128, 1 epoch (`script.sh`); the last epoch is kept, so no
 group-labelled image is used. At test time the new head reads phi(image).
 
-Randomness: one `torch.Generator` seeded once per run drives the head's initialisation,
-the balanced sampling and the template draws. Deviation: the official code re-seeds in
-nearly every constructor (`seed_randomness`), so its results depend on how many objects
-were built.
+Randomness: each method draws from its own `torch.Generator`, seeded with `--seed`:
+TLDR's drives the head's initialisation, the balanced sampling and the template draws;
+DFR's its validation splits, balanced subsamples and liblinear seeds. So DFR's figures
+are the same with `--method dfr` and `--method both` (TLDR running first takes nothing
+from DFR's stream). Deviation: the official code re-seeds in nearly every constructor
+(`seed_randomness`), so its results depend on how many objects were built.
+
+Word lists are matched to the dataset's labels by name (`labels.align_wordlists`) before
+anything is built.
 """
 
 from __future__ import annotations
@@ -131,6 +136,11 @@ def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[np.ndarray, dict]
     return model.predict(ctx.features["test"].numpy()), info
 
 
+def method_generator(seed: int) -> torch.Generator:
+    """A fresh generator per method, so one method's draws never shift another's."""
+    return torch.Generator().manual_seed(seed)
+
+
 def run_retrain(
     cfg, runtime: Runtime, run_dir, *, words, classifier: str | None, method: str, use_cache: bool
 ):
@@ -141,7 +151,8 @@ def run_retrain(
     from labshared.cache import cached_tensors
     from labshared.errors import ConfigError
     from labshared.runs import atomic_save_safetensors, write_metrics
-    from tldr_cli.pipeline import prepare
+    from tldr_cli.labels import align_wordlists
+    from tldr_cli.pipeline import load_splits, prepare
     from tldr_cli.report import bar_chart, summary_table
     from tldr_cli.textdata import build_pairs, encode_word_templates, imagenet_templates
     from tldr_cli.wordlists import load_wordlists
@@ -152,13 +163,12 @@ def run_retrain(
             "--method tldr needs --words (the JSON written by `tldr filter` or `tldr generate`)"
         )
     wl = load_wordlists(words) if method in ("tldr", "both") else None
-    ctx = prepare(cfg, runtime, classifier, use_cache, with_projector=wl is not None)
+    splits = load_splits(cfg, ("train",))
+    if wl is not None:  # by name, before any model is built
+        train = splits["train"]
+        wl = align_wordlists(wl, train.class_names, train.spurious_names, words, train.dataset)
+    ctx = prepare(cfg, runtime, classifier, use_cache, with_projector=wl is not None, splits=splits)
     train, test = ctx.splits["train"], ctx.splits["test"]
-    if wl is not None and len(wl.classes) != train.n_classes:
-        raise ConfigError(
-            f"--words {words} has {len(wl.classes)} classes; the dataset has {train.n_classes}"
-        )
-    gen = torch.Generator().manual_seed(runtime.seed)
     preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
     info: dict[str, Any] = {"classifier": ctx.classifier.meta}
     if ctx.projector is not None:
@@ -199,7 +209,7 @@ def run_retrain(
             weight_decay=cfg.head_weight_decay,
             batch_size=cfg.head_batch_size,
             epochs=cfg.head_epochs,
-            generator=gen,
+            generator=method_generator(runtime.seed),
             runtime=runtime,
             template_draw=cfg.template_draw,
         )
@@ -217,9 +227,12 @@ def run_retrain(
             "words": len(pairs.words),
             "epoch_losses": losses,
             "group_pairs": torch.bincount(pairs.group).tolist(),
+            # label i of the dataset <- list name (matched by name, labels.py)
+            "class_lists": list(wl.classes),
+            "spurious_lists": list(wl.spurious),
         }
     if method in ("dfr", "both"):
-        preds["DFR"], info["dfr"] = run_dfr_baseline(ctx, gen)
+        preds["DFR"], info["dfr"] = run_dfr_baseline(ctx, method_generator(runtime.seed))
     results = evaluate_all(preds, test, train)
     table = summary_table(results, train.class_names, train.spurious_names)
     chart = bar_chart(results, run_dir / "figures" / "accuracy.png", f"{cfg.name}: test accuracy")
