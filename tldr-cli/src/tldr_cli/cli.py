@@ -589,6 +589,41 @@ def erm(
     typer.echo(str(run_dir / "checkpoints" / "final"))
 
 
+@app.command("check-data")
+def check_data(
+    preset: PresetOpt = "toy",
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    gap_pairs: GapPairsOpt = None,
+    words: Annotated[
+        Path | None,
+        typer.Option(help="Also check that this word-list JSON names the dataset's classes."),
+    ] = None,
+    classifier: ClassifierOpt = None,
+    arch: ArchOpt = None,
+    backbone_weights: BackboneOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_pretrained: ClipPretrainedOpt = None,
+) -> None:
+    """Check a downloaded layout without training or embedding anything: metadata, every
+    listed image file (names the first missing one), group counts, gap pairs, word lists."""
+    from tldr_cli.checkdata import check_data as run_check
+    from tldr_cli.checkdata import format_report
+
+    cfg = _resolve(
+        preset,
+        dataset=dataset,
+        data_root=data_root,
+        arch=arch,
+        backbone_weights=backbone_weights,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        gap_pairs=gap_pairs,
+    )
+    report = run_check(cfg, gap_pairs=cfg.gap_pairs, words=words, classifier=classifier)
+    typer.echo(format_report(report))
+
+
 def main() -> None:
     run_app(app)
 

@@ -83,6 +83,22 @@ def _jsonl_pairs(path: Path) -> list[tuple[Path, str]]:
     return out
 
 
+def list_gap_pairs(source: str) -> list[tuple[Path, str]]:
+    """Every (image path, caption) of a COCO folder or JSONL file (images not opened).
+
+    Raises:
+        DataLayoutError: the source is missing or malformed (naming the file and field).
+    """
+    path = Path(source)
+    if path.is_dir():
+        return _coco_pairs(path)
+    if path.is_file():
+        return _jsonl_pairs(path)
+    raise DataLayoutError(
+        path, "gap pairs not found (expected 'toy', a COCO folder or a JSONL file)", COCO_LAYOUT
+    )
+
+
 def load_gap_pairs(
     source: str, n: int, generator: torch.Generator
 ) -> tuple[list[Image.Image], list[str]]:
@@ -93,15 +109,7 @@ def load_gap_pairs(
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         data = toy.make_split("train", n, seed=seed)
         return [toy.to_pil(im) for im in data.images], list(data.captions)
-    path = Path(source)
-    if path.is_dir():
-        pairs = _coco_pairs(path)
-    elif path.is_file():
-        pairs = _jsonl_pairs(path)
-    else:
-        raise DataLayoutError(
-            path, "gap pairs not found (expected 'toy', a COCO folder or a JSONL file)", COCO_LAYOUT
-        )
+    pairs = list_gap_pairs(source)
     pick = torch.randperm(len(pairs), generator=generator)[:n].tolist()
     images, captions = [], []
     for i in pick:
