@@ -7,9 +7,10 @@
 #        GAP_PAIRS=/data/coco2014 WORDS=waterbirds_words.json
 #   make reproduce-celeba     DATA_ROOT=/data/celeba GAP_PAIRS=/data/coco2014 WORDS=celeba_words.json
 #
-# Reproductions train ERM with BOTH recipes (the paper repo's script.sh: 1 epoch, lr 1e-4;
-# DFR's protocol: 100 / 50 epochs, lr 1e-3, augmentation), then filter the word lists and
-# retrain (TLDR and DFR) on each classifier. WORDS is a word-list JSON from `tldr generate`
+# Reproductions first run `tldr check-data` (every image and caption file present, the word
+# lists name the dataset's classes), then train ERM with BOTH recipes (the paper repo's
+# script.sh: 1 epoch, lr 1e-4; DFR's protocol: 100 / 50 epochs, lr 1e-3, augmentation),
+# then filter the word lists and retrain (TLDR and DFR) on each classifier. WORDS is a word-list JSON from `tldr generate`
 # (an LLM, or --from-file with the published lists); ResNet-50 ImageNet weights and
 # ViT-B-32 OpenAI weights are downloaded once by torchvision / open_clip unless
 # BACKBONE_WEIGHTS / CLIP_PRETRAINED name local files.
@@ -40,6 +41,8 @@ bench-tldr: install
 define tldr_reproduce
 	@test -e "$(DATA_ROOT)" || { echo "DATA_ROOT=$(DATA_ROOT) not found (see tldr-cli/README.md)"; exit 2; }
 	@test -n "$(WORDS)" || { echo "set WORDS=<word-list JSON from tldr generate>"; exit 2; }
+	$(BIN)/tldr check-data --preset $(1) --data-root "$(DATA_ROOT)" --gap-pairs "$(GAP_PAIRS)" \
+		--words $(WORDS)
 	set -e; for recipe in paper-repo $(2); do \
 		out=$(TLDR_RUNS)/$(1)/$$recipe; \
 		$(BIN)/tldr erm --preset $(1) --data-root "$(DATA_ROOT)" --recipe $$recipe \
