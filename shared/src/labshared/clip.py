@@ -14,8 +14,10 @@ silently off. Here the activation comes from the weights:
 2. A local checkpoint file, in this order:
    a. the `quick_gelu=` argument (`--quick-gelu on|off` in rtd and tldr);
    b. the JSON sidecar `<file>.clip.json` (`SIDECAR_SUFFIX`), written by `write_sidecar`;
-   c. a file whose SHA-256 matches a checksum open_clip publishes for a tag (OpenAI and
-      open_clip release URLs) takes that tag's activation;
+   c. a file whose SHA-256 matches a checksum open_clip publishes for a tag (its release
+      URLs, e.g. `vit_b_32-quickgelu-laion400m_e32-46683a32.pt`) takes that tag's
+      activation (OpenAI's own `.pt` files are TorchScript archives, which weights-only
+      loading refuses; the error names the hub file with the same weights);
    d. labshared's own architectures (`resources/model_configs/*.json`, e.g. the tiny toy
       CLIP) keep their config's: their weights are only ever fitted from that config;
    e. otherwise the architecture config's default (QuickGELU only for `-quickgelu` names),
@@ -299,18 +301,8 @@ def create_clip(
     if weights is None:
         kind, shown = "random", RANDOM
         qg, source = _decide_random(backbone, quick_gelu)
-    elif open_clip.get_pretrained_cfg(backbone, weights):
-        tag_cfg = open_clip.get_pretrained_cfg(backbone, weights)
-        # open_clip matches `LAION2B-S39B-B160K` too: key caches by its own spelling
-        kind = "tag"
-        shown = next(
-            (
-                t
-                for t in known_tags(backbone)
-                if open_clip.get_pretrained_cfg(backbone, t) == tag_cfg
-            ),
-            weights,
-        )
+    elif tag_cfg := open_clip.get_pretrained_cfg(backbone, weights):
+        kind, shown = "tag", _canonical_tag(backbone, tag_cfg, weights)
         qg, source = _decide_tag(backbone, shown, quick_gelu, w_opt)
         preprocess_cfg = {
             k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg
@@ -343,6 +335,12 @@ def create_clip(
     _check_activation(model, qg, backbone)
     info = ClipInfo(backbone, shown, kind, sha256, qg, source)
     return ClipBundle(model.eval(), preprocess, open_clip.get_tokenizer(backbone), info)
+
+
+def _canonical_tag(backbone: str, tag_cfg: dict[str, Any], given: str) -> str:
+    """open_clip also accepts `LAION2B-S39B-B160K`; caches are keyed by its own spelling."""
+    same = (t for t in known_tags(backbone) if open_clip.get_pretrained_cfg(backbone, t) == tag_cfg)
+    return next(same, given)
 
 
 def _check_backbone(backbone: str, b_opt: str) -> None:
