@@ -17,6 +17,9 @@ Deviation (official code: caches keyed by file name, silently reused when anythi
 upstream changed): every cache key hashes what produced the entry, and hits are logged.
 Deviation (official: CLIP embeds the classifier's ImageNet-normalised tensors): CLIP sees
 its own preprocessing by default; `--clip-input classifier` restores the official input.
+Deviation (official: OpenAI's `clip` package holds CLIP in fp16 on CUDA): the frozen
+forward passes run in fp32 unless `--feature-precision` says otherwise; classifier
+features are fp32 as in TLDR and DFR.
 """
 
 from __future__ import annotations
