@@ -10,6 +10,10 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("LABSHARED_NO_PROGRESS", "1")
+# The suite needs fitted tiny-CLIP weights of the right shape, not their quality: the quick
+# fit profile (seconds) keeps `make test` from paying for the full fit, which the effect
+# gates (tests/effects, their own fixture) and `make demo` use.
+os.environ.setdefault("LABSHARED_TINY_CLIP_FIT", "quick")
 os.environ.setdefault(
     "LABSHARED_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "labshared")
 )

@@ -14,6 +14,13 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def full_tiny_clip(monkeypatch):
+    """Gates measure the method with the tiny CLIP users get (`make demo`): the full fit,
+    not the quick profile the rest of the suite uses (tests/conftest.py)."""
+    monkeypatch.setenv("LABSHARED_TINY_CLIP_FIT", "full")
+
+
 @pytest.fixture(scope="session")
 def toy_seed() -> int:
     return int(os.environ.get("TOY_SEED", "0"))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from labshared import tinyclip, toy
+from labshared.errors import ConfigError
 
 
 def test_registered_config_and_tokenizer():
@@ -26,7 +27,9 @@ def test_registered_config_and_tokenizer():
 def test_random_model_round_trips_through_the_cache_file(tmp_path):
     model = tinyclip.create_random_tiny_clip(seed=3)
     n_params = tinyclip.param_count(model)
-    assert 7_000_000 < n_params < 8_500_000
+    # 5.3M ModifiedResNet image tower + 6.3M token table + 0.6M text transformer
+    assert 11_500_000 < n_params < 13_000_000
+    assert type(model.visual).__name__ == "ModifiedResNet"
     path = tinyclip.save_tiny_clip(model, tmp_path / "w.safetensors", {"note": "test"})
     loaded, _, preprocess = open_clip.create_model_and_transforms(
         tinyclip.TINY_CLIP_NAME, pretrained=str(path)
@@ -121,15 +124,40 @@ def test_ensure_uses_cache_and_lock(tmp_path, monkeypatch):
     assert tinyclip.tiny_clip_path(tinyclip.FitConfig(steps=2)) != results[0]
 
 
-def test_fitted_tiny_clip_beats_chance_by_a_wide_margin(capsys):
-    """Fits once per clone (cached under LABSHARED_CACHE), then loads through open_clip."""
+def test_quick_fit_learns_colour_and_background_and_loads_through_open_clip(capsys):
+    """The suite's quick profile (tests/conftest.py): fitted once per clone in seconds,
+    then loaded through the factory. Its quality is not the point (the full fit's is gated
+    in tests/effects); a fit that learns nothing would still fail here."""
+    assert tinyclip.default_fit() == tinyclip.QUICK_FIT
     model, preprocess, tokenizer = tinyclip.load_tiny_clip()
     figures = tinyclip.evaluate_retrieval(model, n=300)
-    assert figures["t2i_r1"] > 10 * figures["t2i_chance"], figures
-    assert figures["i2t_r1"] > 10 * figures["i2t_chance"], figures
-    assert figures["zeroshot_colour"] > 0.8 and figures["zeroshot_background"] > 0.8, figures
+    chance = 1 / len(toy.COLOUR_NAMES)  # also 1 / len(toy.BACKGROUNDS)
+    assert figures["zeroshot_colour"] > 2 * chance, figures
+    assert figures["zeroshot_background"] > 2 * chance, figures
+    assert figures["t2i_r1"] > 5 * figures["t2i_chance"], figures
     assert tokenizer(["seven"]).shape == (1, 16)
     # the report entry point (`make demo`) prints the same figures from the cached fit
-    assert tinyclip.main(["--report"]) == 0
+    assert tinyclip.main(["--report", "--fit", "quick"]) == 0
     out = capsys.readouterr().out
-    assert "t2i_r1" in out and f"{figures['t2i_r1']:.3f}" in out
+    assert "fit_cpu_seconds" in out and "zeroshot_digit" in out
+
+
+def test_fit_profile_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(tinyclip.FIT_PROFILE_ENV, "full")
+    assert tinyclip.default_fit() == tinyclip.FitConfig()
+    assert tinyclip.tiny_clip_path() == tinyclip.tiny_clip_path(tinyclip.FitConfig())
+    monkeypatch.setenv(tinyclip.FIT_PROFILE_ENV, "fast")
+    with pytest.raises(ConfigError, match="LABSHARED_TINY_CLIP_FIT='fast'; expected one of"):
+        tinyclip.default_fit()
+
+
+def test_digit_head_enters_the_loss_and_is_not_saved(monkeypatch):
+    """Two 2-step fits that differ only in the digit head's weight end with different
+    towers, and neither state dict holds a head (the saved model is plain open_clip)."""
+    a, _ = tinyclip.fit_tiny_clip(tinyclip.FitConfig(steps=2, batch_size=16, warmup=1))
+    b, _ = tinyclip.fit_tiny_clip(
+        tinyclip.FitConfig(steps=2, batch_size=16, warmup=1, digit_weight=0.0)
+    )
+    keys = set(a.state_dict())
+    assert keys == set(tinyclip.create_random_tiny_clip(0).state_dict())
+    assert not torch.equal(a.visual.attnpool.c_proj.weight, b.visual.attnpool.c_proj.weight)
