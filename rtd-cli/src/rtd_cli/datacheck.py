@@ -11,7 +11,6 @@ CIRCO check (123k gallery files) takes seconds.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,9 @@ class PartReport:
     semantic_aspects: int | None = None
 
 
-def image_files(bench) -> dict[str, Path] | None:
-    """Image name -> file for every image `bench` reads; None for in-memory or hub images.
+def image_files(bench) -> dict[str, str] | None:
+    """Image name -> file path for every image `bench` reads; None for in-memory or hub
+    images. Paths are plain strings: a CIRCO gallery has 123k of them.
 
     A name the annotations use but the image index (CIRR split file, COCO info file) does
     not list maps to a path that cannot exist, so it is reported missing.
@@ -59,26 +59,26 @@ def image_files(bench) -> dict[str, Path] | None:
     names = bench.image_names()
     src = bench.images
     if isinstance(src, FileImages):
-        unlisted = Path(src.root) / "<not listed in the image index>"
-        return {n: Path(src.paths[n]) if n in src.paths else unlisted / n for n in names}
+        unlisted = os.path.join(str(src.root), "<not listed in the image index>")
+        paths = src.paths
+        return {n: str(paths[n]) if n in paths else os.path.join(unlisted, n) for n in names}
     if isinstance(src, CroppedImages):
-        unlisted = Path(src.root) / "<not listed in the annotations>"
-        return {n: Path(src.boxes[n][0]) if n in src.boxes else unlisted / n for n in names}
+        unlisted = os.path.join(str(src.root), "<not listed in the annotations>")
+        boxes = src.boxes
+        return {n: str(boxes[n][0]) if n in boxes else os.path.join(unlisted, n) for n in names}
     return None
 
 
-def _present(paths: list[Path]) -> list[bool]:
+def _present(paths: list[str]) -> list[bool]:
     """Whether each file exists, from one listing per folder (not one stat per file)."""
-    listing: dict[Path, set[str]] = {}
-    by_dir: dict[Path, list[int]] = defaultdict(list)
-    for i, p in enumerate(paths):
-        by_dir[p.parent].append(i)
-    for folder in by_dir:
+    split = [os.path.split(p) for p in paths]
+    listing: dict[str, set[str]] = {}
+    for folder in {d for d, _ in split}:
         try:
             listing[folder] = set(os.listdir(folder))
         except OSError:  # missing folder (or not a folder): every file in it is missing
             listing[folder] = set()
-    return [p.name in listing[p.parent] for p in paths]
+    return [name in listing[folder] for folder, name in split]
 
 
 def check_part(bench) -> PartReport:
@@ -88,12 +88,12 @@ def check_part(bench) -> PartReport:
         split=bench.split,
         queries=len(bench.queries),
         gallery=len(bench.gallery),
-        images=len(bench.image_names()),
+        images=len(bench.image_names()) if files is None else len(set(files.values())),
         on_disk=None,
         annotation_files=list(bench.annotation_files),
     )
     if bench.dataset == "circo" and bench.split == "val":
-        from rtd_cli.evaluate import circo_semantic_aspects
+        from rtd_cli.aspects import circo_semantic_aspects
 
         aspects = circo_semantic_aspects(bench)
         report.semantic_aspects = 0 if aspects is None else sum(1 for a in aspects if a)
@@ -101,7 +101,7 @@ def check_part(bench) -> PartReport:
         return report
     paths = list(dict.fromkeys(files.values()))  # GeneCIS crops share their source image
     present = _present(paths)
-    absent = [str(p) for p, ok in zip(paths, present, strict=True) if not ok]
+    absent = [p for p, ok in zip(paths, present, strict=True) if not ok]
     report.images = len(paths)
     report.on_disk = len(paths) - len(absent)
     report.n_missing = len(absent)
