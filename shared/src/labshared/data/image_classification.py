@@ -217,6 +217,7 @@ def build_dataset(
     train_transform: bool,
     *,
     allow_missing_classes: bool = False,
+    data_seed: int = 0,
 ) -> Dataset:
     """Build a normalised image dataset.
 
@@ -228,6 +229,9 @@ def build_dataset(
         train_transform: apply the training augmentation (else the eval transform).
         allow_missing_classes: ImageNet-100 only: load a root that holds a subset of the
             100 classes (labels keep their 100-way positions) instead of failing.
+        data_seed: MNIST-5k only: the seed of its 4,000 / 1,000 train/test split (the
+            toy world's data seed; 0 is the default split). The real datasets have official
+            splits, so any other value raises ConfigError for them.
 
     Returns:
         A map-style dataset of (tensor (C, H, W), int label) with a `labels` array.
@@ -240,9 +244,14 @@ def build_dataset(
     split = "test" if split == "val" else split
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: expected one of train, test (or val = test)")
+    if data_seed != 0 and name != "mnist":
+        raise ConfigError(
+            f"data seed {data_seed} given for {name}: only the MNIST-5k toy has a seeded "
+            "split (the real datasets keep their official train/test files)"
+        )
     transform = build_transform(name, train_transform)
     if name == "mnist":
-        images, labels = mnist5k_split(split)
+        images, labels = mnist5k_split(split, data_seed)
         return ArrayImageDataset(images, labels, transform)
     if root is None or str(root) == "":
         raise ConfigError(f"dataset {name} needs --data-root; expected layout:\n{info.layout}")
@@ -436,9 +445,10 @@ def _imagenet100(root: Path, split: str, transform: Callable, allow_missing: boo
 MNIST_TEST_SIZE = 1000
 
 
-def mnist5k_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 digits (N, 28, 28) and labels for a fixed 4,000 / 1,000 train/test split
-    (a seeded permutation, stratification not needed at this size)."""
+def mnist5k_split(split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 digits (N, 28, 28) and labels for a 4,000 / 1,000 train/test split drawn by
+    a permutation seeded with `seed` (0: the default split; stratification is not needed
+    at this size). Each seed gives disjoint splits covering the 5,000 digits."""
     from labshared.toy import mnist5k
 
     images, labels = mnist5k()
@@ -448,6 +458,6 @@ def mnist5k_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         scale = 255.0 if images.max() > 1.0 else 1.0
         images = np.clip(np.rint(images * (255.0 / scale)), 0, 255).astype(np.uint8)
     images = images.reshape(-1, 28, 28)
-    order = np.random.default_rng(0).permutation(len(labels))
+    order = np.random.default_rng(seed).permutation(len(labels))
     idx = order[MNIST_TEST_SIZE:] if split == "train" else order[:MNIST_TEST_SIZE]
     return np.ascontiguousarray(images[idx]), labels[idx]
