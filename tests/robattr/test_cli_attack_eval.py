@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from labshared.errors import ConfigError
 from robattr_cli.attacks import PixelBox
 from robattr_cli.cli import app
 
@@ -101,12 +102,75 @@ def test_random_attack_saves_one_draw_and_averages_rps(trained, tmp_path):
 def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path, method_flags):
     result = invoke(
         "eval", "--checkpoint", trained, "--num-examples", "4", "--n-draws", "2",
-        "--method", *method_flags, "--device", "cpu", "-o", tmp_path / "e",
+        "--rps-eps", "4,16", "--method", *method_flags, "--device", "cpu", "-o", tmp_path / "e",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     ev = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert ev["method"] == method_flags[0] and "attack" not in ev
-    assert {"pcc", "ssim", "topk", "kendall"} <= set(ev["rps"]) and "aopc" in ev["insertion"]
+    assert ev["method"] == method_flags[0] and "attack" not in ev and ev["num_examples"] == 4
+    assert set(ev["rps"]) == {"n_draws", "eps4", "eps16"} and "aopc" in ev["insertion"]
+    for eps in ("eps4", "eps16"):
+        assert {"pcc", "ssim", "topk", "kendall"} <= set(ev["rps"][eps])
+    # more noise moves the maps more
+    assert ev["rps"]["eps16"]["pcc"] < ev["rps"]["eps4"]["pcc"]
+    assert "rps/eps16/pcc" in result.stdout
+
+
+def test_official_protocol_scores_the_whole_test_split_misclassified_included(trained, tmp_path):
+    """Default sample = the official one: every test digit, in order, wrong ones included;
+    --correct-only --num-examples N = the first N the model gets right."""
+    from robattr_cli.evaluate import EvalConfig
+
+    assert EvalConfig("x").rps_eps == (4.0,) and EvalConfig("x").num_examples is None
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "random", "--n-draws", "1",
+        "--batch-size", "500", "--device", "cpu", "-o", tmp_path / "r",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    saved = load_file(str(tmp_path / "r" / "attacked.safetensors"))
+    assert m["num_examples"] == 1000 and m["sample"] == "all" and m["eps"] == 4.0
+    assert torch.equal(saved["index"], torch.arange(1000))
+    wrong = (saved["pred"] != saved["y"]).float().mean().item()
+    assert wrong > 0, "the 1-epoch model must misclassify some digits for this test"
+    assert m["clean_accuracy"] == pytest.approx(1 - wrong)
+
+    result = invoke(
+        "eval", "--checkpoint", trained, "--n-ratios", "0", "--n-draws", "1", "--batch-size",
+        "500", "--device", "cpu", "-o", tmp_path / "e",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ev = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert ev["num_examples"] == 1000 and ev["sample"] == "all"
+    assert ev["sample_clean_accuracy"] == pytest.approx(ev["clean_accuracy"])
+    assert ev["clean_accuracy"] == pytest.approx(1 - wrong)
+    assert set(ev["rps"]) == {"n_draws", "eps4"}
+
+    result = invoke(
+        "eval", "--checkpoint", trained, "--correct-only", "--num-examples", "7", "--n-ratios",
+        "0", "--rps-eps", "0", "--device", "cpu", "-o", tmp_path / "c",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ev = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert ev["num_examples"] == 7 and ev["sample"] == "correct"
+    assert ev["sample_clean_accuracy"] == 1.0 and "rps" not in ev
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("4", (4.0,)), ("4,8,16", (4.0, 8.0, 16.0)), (" 2, 4 ", (2.0, 4.0)), ("0", ())],
+)
+def test_rps_eps_list_parses(text, parsed):
+    from robattr_cli.evaluate import parse_eps_list
+
+    assert parse_eps_list(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["4,x", "-4", "4,4", "0,4"])
+def test_rps_eps_list_rejects(text):
+    from robattr_cli.evaluate import parse_eps_list
+
+    with pytest.raises(ConfigError, match="--rps-eps"):
+        parse_eps_list(text)
 
 
 def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
@@ -143,10 +207,10 @@ def test_bad_options_fail_with_one_line(trained, tmp_path):
 
 
 @pytest.mark.parametrize("limit", [3, 7, 100])
-def test_iter_clean_correct_batches_in_dataset_order(limit):
+def test_iter_examples_correct_only_batches_in_dataset_order(limit):
     from torch.utils.data import TensorDataset
 
-    from robattr_cli.attack import iter_clean_correct
+    from robattr_cli.attack import iter_examples
 
     x = torch.arange(10.0).view(10, 1)
     y = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1, 0, 0])  # the model below predicts class 0
@@ -155,8 +219,15 @@ def test_iter_clean_correct_batches_in_dataset_order(limit):
         def forward(self, inp):
             return torch.stack([torch.ones(len(inp)), torch.zeros(len(inp))], 1)
 
-    batches = list(iter_clean_correct(AlwaysZero(), TensorDataset(x, y), limit, 2, "cpu"))
+    data = TensorDataset(x, y)
+    batches = list(iter_examples(AlwaysZero(), data, limit, 2, "cpu", correct_only=True))
     correct = [0, 2, 3, 6, 8, 9][:limit]
     assert torch.cat([b[2] for b in batches]).tolist() == correct
     assert [len(b[1]) for b in batches] == [2] * (len(correct) // 2) + [1] * (len(correct) % 2)
     assert all(torch.equal(b[0].squeeze(1), b[2].float()) and (b[1] == 0).all() for b in batches)
+
+    # the official sample: every example, misclassified ones included
+    everything = list(iter_examples(AlwaysZero(), data, limit, 3, "cpu"))
+    assert torch.cat([b[2] for b in everything]).tolist() == list(range(min(limit, 10)))
+    assert torch.equal(torch.cat([b[1] for b in everything]), y[:limit])
+    assert torch.equal(torch.cat([b[0] for b in everything]).squeeze(1), x[:limit, 0])

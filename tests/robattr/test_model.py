@@ -89,14 +89,14 @@ def test_load_trained_rebuilds_from_meta(tmp_path, activation):
 
 
 def test_load_trained_errors_name_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="neither a checkpoint folder"):
+    with pytest.raises(ConfigError, match="no checkpoint there"):
         load_trained(tmp_path)
     save_checkpoint(tmp_path, 1, build_model("lenet", 10).state_dict(), None, {"model": "lenet"})
     with pytest.raises(ConfigError, match="fields num_classes, activation"):
         load_trained(tmp_path)
     meta = model_meta("mnist-cnn", 10, "softplus", 3.0, DATASETS["mnist"])
     save_checkpoint(tmp_path, 2, build_model("lenet", 10).state_dict(), None, meta)
-    with pytest.raises(ConfigError, match="weights do not match mnist-cnn"):
+    with pytest.raises(ConfigError, match="weights do not match the mnist-cnn of meta.json"):
         load_trained(tmp_path)
     with pytest.raises(ConfigError, match="checkpoints/best"):
         load_trained(tmp_path, which="best")

@@ -1,14 +1,20 @@
 """`robattr attack`: attack the attribution maps of a trained classifier, save what it made.
 
 Read top to bottom: validate the config, rebuild the model from its checkpoint (its meta
-carries dataset, mean/std and activation), take the first `num_examples` test images the
-model classifies correctly (ART's protocol), attack them batch by batch, and save into the
-run folder:
+carries dataset, mean/std, activation and the toy's data seed), take the test images,
+attack them batch by batch, and save into the run folder:
 
-    attacked.safetensors   x, x_adv (normalised), y, index (test-set positions),
-                           h_clean, h_adv (maps on the real model)
+    attacked.safetensors   x, x_adv (normalised), y, pred (clean prediction), index
+                           (test-set positions), h_clean, h_adv (maps on the real model)
     metrics.json           mean similarity of attacked to clean maps (+ attack extras)
     figures/attack.png     images, clean maps, attacked images, attacked maps
+
+Which test images (`sample`, shared with `robattr eval`):
+- default, the official protocol (`test_taps_saps.py`, `test_rps.py` run `trainer.test`
+  on the whole test loader): every test image, misclassified ones included, each
+  explained for its true label;
+- `correct_only`: only images the model classifies correctly (ART / Ghorbani protocol);
+- `num_examples N`: the first N of either (quick runs).
 
 The attack maths live in `attacks.py`; this module is the loop around them.
 """
@@ -41,7 +47,8 @@ from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
 from robattr_cli.metrics import default_topk, similarity_report
 
 ATTACKS = ("frame", "topk", "random")
-DEFAULT_EPS = {"frame": 4.0, "topk": 8.0, "random": 8.0}
+# frame: official --adv_eps 4; random: official --rand_eps 4; topk: Ghorbani et al. 8.
+DEFAULT_EPS = {"frame": 4.0, "topk": 8.0, "random": 4.0}
 ATTACKED_FILE = "attacked.safetensors"
 FIGURE_ROWS = 6
 
@@ -56,14 +63,16 @@ class AttackConfig:
         data_root: dataset location (None: the training run's, or none for mnist).
         attack: frame (official targeted manipulation), topk (Ghorbani) or random (RPS).
         method: attribution method (`attributions.ATTRIBUTIONS`).
-        eps: l_inf budget in pixels/255 (None: frame 4, topk 8, random 8).
+        eps: l_inf budget in pixels/255 (None: frame 4, topk 8, random 4).
         n_iter: attack iterations (official 100). gamma: frame map-loss weight (0.5).
         optimizer: frame attack optimiser, adam (official code) or pgd (sign steps).
         step_size: sign-step size in pixels/255 (None: 2.5 eps / n_iter).
         k: top-k size for the attack and the intersection metric (None: 100 per 32x32 pixels, at most 1000).
         n_draws: random draws for `random` (official 10).
         surrogate_beta: Softplus beta of the surrogate used for ReLU models (official 20).
-        num_examples: clean-correct test images to attack. batch_size: images per batch.
+        num_examples: attack only the first N test images (None: the whole test split).
+        correct_only: only images the model classifies correctly (default: all, as the
+            official test modules). batch_size: images per batch.
         ig_steps, ig_rule: IG / path-averaged steps and quadrature rule.
         sg_samples, sg_noise: SmoothGrad samples and noise level (sigma / input range).
     """
@@ -81,7 +90,8 @@ class AttackConfig:
     k: int | None = None
     n_draws: int = 10
     surrogate_beta: float = 20.0
-    num_examples: int = 100
+    num_examples: int | None = None
+    correct_only: bool = False
     batch_size: int = 50
     ig_steps: int = 50
     ig_rule: str = "riemann_trapezoid"
@@ -105,7 +115,7 @@ def validate(cfg: AttackConfig) -> None:
             f"--ig-rule {cfg.ig_rule!r}: expected one of {', '.join(INTEGRATION_RULES)}"
         )
     for flag, value in {
-        "--num-examples": cfg.num_examples,
+        "--num-examples": 1 if cfg.num_examples is None else cfg.num_examples,
         "--batch-size": cfg.batch_size,
         "--n-iter": cfg.n_iter,
         "--n-draws": cfg.n_draws,
@@ -121,6 +131,9 @@ def validate(cfg: AttackConfig) -> None:
         raise ConfigError(f"--gamma {cfg.gamma}: expected a weight in [0, 1]")
     if cfg.which not in ("last", "best"):
         raise ConfigError(f"--which {cfg.which!r}: expected last or best")
+    from robattr_cli.model import resolve_checkpoint
+
+    resolve_checkpoint(cfg.checkpoint, cfg.which)  # fail before a run folder is made
 
 
 # --------------------------------------------------------------------------- shared set-up
@@ -140,7 +153,9 @@ def attribution_options(
 def load_victim(checkpoint: str, which: str, data_root: str | None, device: torch.device):
     """(model, meta, test dataset, PixelBox) from a trained checkpoint.
 
-    The data root defaults to the one in the training run's config.json.
+    The data root defaults to the one in the training run's config.json; the MNIST-5k
+    toy's split comes from the checkpoint's `toy_seed`, so the test digits are the ones the
+    model was validated on.
     """
     from labshared.data.image_classification import build_dataset
     from robattr_cli.model import load_trained
@@ -152,18 +167,31 @@ def load_victim(checkpoint: str, which: str, data_root: str | None, device: torc
         train_cfg = Path(meta["checkpoint"]).parent.parent / "config.json"
         if train_cfg.is_file():
             data_root = json.loads(train_cfg.read_text()).get("config", {}).get("data_root")
-    dataset = build_dataset(meta["dataset"], data_root, "test", train_transform=False)
+    dataset = build_dataset(
+        meta["dataset"], data_root, "test", train_transform=False,
+        data_seed=int(meta.get("toy_seed", 0)),
+    )  # fmt: skip
     box = PixelBox.from_stats(meta["mean"], meta["std"], device)
     return model, meta, dataset, box
 
 
-def iter_clean_correct(
-    model: nn.Module, dataset, limit: int, batch_size: int, device: torch.device
+def iter_examples(
+    model: nn.Module,
+    dataset,
+    limit: int | None,
+    batch_size: int,
+    device: torch.device,
+    correct_only: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Batches (x, y, index) of the first `limit` test examples (in dataset order) that
-    `model` classifies correctly; each batch holds `batch_size` examples (the last fewer)."""
+    """Batches (x, y, index) of test examples in dataset order: the first `limit` of them
+    (None: all), or with `correct_only` the first `limit` that `model` classifies
+    correctly. Each batch holds `batch_size` examples (the last one fewer)."""
+    if not correct_only:
+        yield from _iter_all(dataset, limit, batch_size, device)
+        return
     from torch.utils.data import DataLoader
 
+    limit = len(dataset) if limit is None else limit
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     emitted = offset = 0
@@ -185,6 +213,22 @@ def iter_clean_correct(
         pending = [(xs, ys, ids)]
     if pending and len(pending[0][1]):  # the split ran out: the remainder is the last batch
         yield pending[0]
+
+
+def _iter_all(dataset, limit: int | None, batch_size: int, device: torch.device):
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    subset = dataset if n == len(dataset) else Subset(dataset, range(n))
+    offset = 0
+    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield x.to(device), y.to(device), torch.arange(offset, offset + len(y))
+        offset += len(y)
+
+
+def sample_size(dataset, limit: int | None) -> int:
+    """How many examples `iter_examples` yields at most (for progress bars)."""
+    return len(dataset) if limit is None else min(limit, len(dataset))
 
 
 def mean_metrics(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
@@ -216,10 +260,13 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     saved: dict[str, list[torch.Tensor]] = {}
     per_image: dict[str, list[torch.Tensor]] = {}
     with make_progress() as progress:
-        task = progress.add_task(f"attack {cfg.attack}", total=cfg.num_examples, status="")
-        for x, y, index in iter_clean_correct(
-            model, dataset, cfg.num_examples, cfg.batch_size, device
+        total = sample_size(dataset, cfg.num_examples)
+        task = progress.add_task(f"attack {cfg.attack}", total=total, status="")
+        for x, y, index in iter_examples(
+            model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
         ):
+            with torch.no_grad():
+                pred = model(x).argmax(1)
             h_clean = heatmap(model, x, y, cfg.method, **opts).detach()
             extras: dict[str, torch.Tensor] = {}
             if cfg.attack == "frame":
@@ -238,7 +285,11 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 x_adv = random_perturbation(x, box, cfg.budget, generator)
             h_adv = heatmap(model, x_adv, y, cfg.method, **opts).detach()
             with torch.no_grad():
-                extras["label_kept"] = (model(x_adv).argmax(1) == y).float()
+                pred_adv = model(x_adv).argmax(1)
+            # label_kept: the prediction survived (official "acc_adv" is adv_accuracy)
+            extras["label_kept"] = (pred_adv == pred).float()
+            extras["clean_accuracy"] = (pred == y).float()
+            extras["adv_accuracy"] = (pred_adv == y).float()
             report = similarity_report(h_adv, h_clean, k=k)
             if cfg.attack == "frame":
                 frame = target_map.expand_as(h_adv)
@@ -257,6 +308,7 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 "x": x,
                 "x_adv": x_adv,
                 "y": y,
+                "pred": pred,
                 "index": index,
                 "h_clean": h_clean,
                 "h_adv": h_adv,
@@ -264,7 +316,10 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 saved.setdefault(key, []).append(value.detach().cpu())
             progress.update(task, advance=len(y), status=f"pcc {float(report['pcc'].mean()):.3f}")
     if not saved:
-        raise ConfigError(f"{cfg.checkpoint}: the model classifies no test example correctly")
+        raise ConfigError(
+            f"--checkpoint {cfg.checkpoint}: no test example to attack"
+            + (" (the model classifies none correctly)" if cfg.correct_only else "")
+        )
     tensors = {key: torch.cat(v) for key, v in saved.items()}
     atomic_save_safetensors(
         run_dir / ATTACKED_FILE,
@@ -277,6 +332,7 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
         "eps": cfg.budget,
         "k": k,
         "num_examples": int(tensors["y"].numel()),
+        "sample": "correct" if cfg.correct_only else "all",
         "checkpoint": meta["checkpoint"],
         "similarity_to_clean": mean_metrics(
             {k_: v for k_, v in per_image.items() if k_ in _SIM_KEYS}

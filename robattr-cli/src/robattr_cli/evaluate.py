@@ -3,9 +3,11 @@
 Read top to bottom (brief section 7, in this order):
 
 1. clean accuracy on the whole test split;
-2. on the first `num_examples` clean-correct test images (or on the images of an attack
-   run, `--attacked RUN`): Random Perturbation Similarity (official `test_rps.py`: 10
-   draws of U(+-eps/255)/std, metrics of the perturbed against the clean map);
+2. on the test images (by default all of them, misclassified included, as the official
+   test modules; `correct_only` and `num_examples` as in `robattr attack`), or on the
+   images of an attack run (`--attacked RUN`): Random Perturbation Similarity (official
+   `test_rps.py`: 10 draws of U(+-eps/255)/std, metrics of the perturbed against the
+   clean map) at each eps of `rps_eps` (official default 4; the paper's set is 4, 8, 16);
 3. with `--attacked`: similarity of the attacked maps to the clean maps (and to the frame
    target for the frame attack), and the fraction of attacked inputs that kept their label;
 4. insertion / AOPC (official `test_insertion.py`, 20 ratios) on the clean maps and, with
@@ -31,9 +33,10 @@ from labshared.runs import write_metrics
 from robattr_cli.attack import (
     ATTACKED_FILE,
     attribution_options,
-    iter_clean_correct,
+    iter_examples,
     load_victim,
     mean_metrics,
+    sample_size,
 )
 from robattr_cli.attacks import frame_target, rps_similarity
 from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
@@ -48,9 +51,12 @@ class EvalConfig:
         checkpoint, which, data_root: the model (as in `robattr attack`).
         attacked: an attack run folder (holding attacked.safetensors) or None.
         method: attribution method (None: the attack run's, else grad).
-        num_examples: clean-correct test images (ignored with `attacked`: its images).
+        num_examples: the first N test images (None: the whole split; ignored with
+            `attacked`, which brings its own images).
+        correct_only: only test images the model classifies correctly.
         batch_size: images per batch.
-        rps_eps: RPS noise in pixels/255 (0 turns RPS off); n_draws: RPS draws (10).
+        rps_eps: RPS noise levels in pixels/255 (official 4; empty turns RPS off);
+            n_draws: RPS draws per level (10).
         n_ratios: insertion ratios (official 20; 0 turns insertion off).
         k: top-k size for the intersection metric (None: 100 per 32x32 pixels, at most 1000).
         ig_steps, ig_rule, sg_samples, sg_noise: attribution settings.
@@ -61,9 +67,10 @@ class EvalConfig:
     data_root: str | None = None
     attacked: str | None = None
     method: str | None = None
-    num_examples: int = 100
+    num_examples: int | None = None
+    correct_only: bool = False
     batch_size: int = 50
-    rps_eps: float = 8.0
+    rps_eps: tuple[float, ...] = (4.0,)
     n_draws: int = 10
     n_ratios: int = 20
     k: int | None = None
@@ -81,28 +88,77 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError(
             f"--ig-rule {cfg.ig_rule!r}: expected one of {', '.join(INTEGRATION_RULES)}"
         )
-    for flag, value in {"--num-examples": cfg.num_examples, "--batch-size": cfg.batch_size,
+    n_examples = 1 if cfg.num_examples is None else cfg.num_examples
+    for flag, value in {"--num-examples": n_examples, "--batch-size": cfg.batch_size,
                         "--n-draws": cfg.n_draws, "--ig-steps": cfg.ig_steps,
                         "--sg-samples": cfg.sg_samples}.items():  # fmt: skip
         if not value > 0:
             raise ConfigError(f"{flag} {value}: must be > 0")
-    if cfg.rps_eps < 0 or cfg.n_ratios < 0:
-        raise ConfigError(f"--rps-eps {cfg.rps_eps} / --n-ratios {cfg.n_ratios}: must be >= 0")
-    if cfg.attacked is not None and not (Path(cfg.attacked) / ATTACKED_FILE).is_file():
+    if any(e <= 0 for e in cfg.rps_eps) or cfg.n_ratios < 0:
+        eps = ",".join(f"{e:g}" for e in cfg.rps_eps)
+        raise ConfigError(f"--rps-eps {eps} / --n-ratios {cfg.n_ratios}: must be > 0 / >= 0")
+    from robattr_cli.model import resolve_checkpoint
+
+    resolve_checkpoint(cfg.checkpoint, cfg.which)  # fail before a run folder is made
+    if cfg.attacked is not None:
+        path = Path(cfg.attacked)
+        if not (path.is_file() or (path / ATTACKED_FILE).is_file()):
+            raise ConfigError(
+                f"--attacked {path}: no {ATTACKED_FILE} there; expected {ATTACKED_FORMAT}"
+            )
+
+
+def parse_eps_list(text: str | None) -> tuple[float, ...] | None:
+    """'4,8,16' -> (4.0, 8.0, 16.0); '0' or '' -> () (RPS off); None -> None (default)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
         raise ConfigError(
-            f"--attacked {cfg.attacked}: no {ATTACKED_FILE} there; pass a `robattr attack` run folder"
-        )
+            f"--rps-eps {text!r}: expected comma-separated budgets in pixels/255, e.g. 4,8,16"
+        ) from None
+    if values == (0.0,):
+        return ()
+    if any(v <= 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"--rps-eps {text!r}: expected distinct budgets > 0 (or 0 for off)")
+    return values
+
+
+ATTACKED_FORMAT = (
+    f"a `robattr attack` run folder holding {ATTACKED_FILE} "
+    "(safetensors with tensors x, x_adv, y of equal length)"
+)
 
 
 def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of an attack run (`attacked.safetensors`)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Tensors and metadata of an attack run (`attacked.safetensors`).
 
-    path = Path(run) / ATTACKED_FILE
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return load_file(str(path)), meta
+    Args:
+        run: the attack run folder, or its attacked.safetensors file.
+
+    Raises:
+        ConfigError: no such file, not a readable safetensors file, or tensors missing or
+            of unequal length; the message names the file and the expected format.
+    """
+    from labshared.runs import read_safetensors
+
+    path = Path(run)
+    if path.is_dir():
+        path = path / ATTACKED_FILE
+    tensors, meta = read_safetensors(path, flag="--attacked", expected=ATTACKED_FORMAT)
+    absent = [k for k in ("x", "x_adv", "y") if k not in tensors]
+    if absent:
+        raise ConfigError(
+            f"--attacked {path}: tensors {', '.join(absent)} absent; expected {ATTACKED_FORMAT}"
+        )
+    x, x_adv, y = tensors["x"], tensors["x_adv"], tensors["y"]
+    if x.shape != x_adv.shape or x.dim() != 4 or y.shape != (x.shape[0],):
+        raise ConfigError(
+            f"--attacked {path}: x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)}, y "
+            f"{tuple(y.shape)} do not fit together; expected {ATTACKED_FORMAT}"
+        )
+    return tensors, meta
 
 
 @torch.no_grad()
@@ -128,8 +184,8 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
     """Evaluate, write metrics.json and figures/eval.png into `run_dir`; return metrics."""
     validate(cfg)
     device = runtime.device
-    model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
     attacked, attack_meta = load_attacked(cfg.attacked) if cfg.attacked else ({}, {})
+    model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
     if attacked and attack_meta.get("dataset") not in (None, meta["dataset"]):
         raise ConfigError(
             f"--attacked {cfg.attacked} holds {attack_meta['dataset']} images but the model "
@@ -155,11 +211,11 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
     else:
         batches = (
             {"x": x, "y": y}
-            for x, y, _ in iter_clean_correct(
-                model, dataset, cfg.num_examples, cfg.batch_size, device
+            for x, y, _ in iter_examples(
+                model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
             )
         )
-        total = cfg.num_examples
+        total = sample_size(dataset, cfg.num_examples)
 
     per: dict[str, dict[str, list[torch.Tensor]]] = {}
     figure: dict[str, list[torch.Tensor]] = {}
@@ -174,9 +230,14 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
             x, y = batch["x"], batch["y"]
             h_clean = heatmap(model, x, y, method, **opts).detach()
             parts = {"x": x, "y": y, "h_clean": h_clean}
-            if cfg.rps_eps > 0:
-                add("rps", rps_similarity(model, x, y, box, eps=cfg.rps_eps, n_draws=cfg.n_draws,
-                                          noise_generator=generator, method=method, k=k, **opts))  # fmt: skip
+            with torch.no_grad():
+                pred = model(x).argmax(1)
+            add("sample", {"clean_accuracy": (pred == y).float()})
+            for eps in cfg.rps_eps:
+                add(f"rps/eps{eps:g}", rps_similarity(
+                    model, x, y, box, eps=eps, n_draws=cfg.n_draws, noise_generator=generator,
+                    method=method, k=k, **opts,
+                ))  # fmt: skip
             if cfg.n_ratios > 0:
                 add("insertion", {"curve": insertion_curve(model, x, y, h_clean, cfg.n_ratios)})
             if "x_adv" in batch:
@@ -184,7 +245,9 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 h_adv = heatmap(model, x_adv, y, method, **opts).detach()
                 add("attack", similarity_report(h_adv, h_clean, k=k))
                 with torch.no_grad():
-                    add("attack_extra", {"label_kept": (model(x_adv).argmax(1) == y).float()})
+                    pred_adv = model(x_adv).argmax(1)
+                add("attack_extra", {"label_kept": (pred_adv == pred).float(),
+                                     "adv_accuracy": (pred_adv == y).float()})  # fmt: skip
                 if attack_meta.get("attack") == "frame":
                     frame = frame_target(*hw).to(h_adv).expand_as(h_adv)
                     add("attack_to_target", similarity_report(h_adv, frame, rank_metrics=False))
@@ -198,7 +261,10 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 figure.setdefault(key, []).append(value.detach().cpu())
             progress.advance(task, len(y))
     if not figure:
-        raise ConfigError(f"{cfg.checkpoint}: no clean-correct test example to evaluate")
+        raise ConfigError(
+            f"--checkpoint {cfg.checkpoint}: no test example to evaluate"
+            + (" (the model classifies none correctly)" if cfg.correct_only else "")
+        )
 
     n_examples = int(torch.cat(figure["y"]).numel())
     metrics: dict[str, Any] = {
@@ -208,16 +274,20 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
         "clean_accuracy": accuracy,
         "num_test": len(dataset),
         "num_examples": n_examples,
+        "sample": "attacked" if attacked else "correct" if cfg.correct_only else "all",
+        "sample_clean_accuracy": mean_metrics(per["sample"])["clean_accuracy"],
         "k": k,
     }
-    if "rps" in per:
-        metrics["rps"] = {"eps": cfg.rps_eps, "n_draws": cfg.n_draws, **mean_metrics(per["rps"])}
+    if cfg.rps_eps:
+        metrics["rps"] = {"n_draws": cfg.n_draws} | {
+            f"eps{eps:g}": mean_metrics(per[f"rps/eps{eps:g}"]) for eps in cfg.rps_eps
+        }
     if attacked:
         metrics["attack"] = {
             "run": str(cfg.attacked),
             "attack": attack_meta.get("attack"),
             "eps": float(attack_meta.get("eps", "nan")),
-            "label_kept": mean_metrics(per["attack_extra"])["label_kept"],
+            **mean_metrics(per["attack_extra"]),
             "similarity_to_clean": mean_metrics(per["attack"]),
         }
         if "attack_to_target" in per:

@@ -17,6 +17,7 @@ never functional `F.relu`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch import nn
 
 from labshared.data.image_classification import unknown_name_message
 from labshared.errors import ConfigError
-from labshared.runs import latest_checkpoint, load_checkpoint
+from labshared.runs import latest_checkpoint, read_safetensors
 
 ACTIVATIONS = ("softplus", "relu")
 
@@ -262,37 +263,105 @@ def model_meta(
     }
 
 
+CHECKPOINT_FORMAT = (
+    "a `robattr train` run folder (with checkpoints/step-*/) or one of its checkpoint "
+    "folders (model.safetensors + meta.json)"
+)
+
+
 def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
     """A checkpoint folder from a run folder or a checkpoint folder.
 
     Args:
-        path: a `robattr train` run folder, or one of its `checkpoints/<name>` folders.
+        path: a `robattr train` run folder, one of its `checkpoints/<name>` folders, or the
+            `model.safetensors` / `meta.json` file inside such a folder.
         which: for a run folder, "last" (the latest step-* checkpoint; the official
             evaluation reloads `last.ckpt`) or "best" (highest validation accuracy).
+
+    Raises:
+        ConfigError: anything else; the message names the path and the expected format.
     """
     path = Path(path)
-    if (path / "model.safetensors").is_file():
+    if which not in ("last", "best"):
+        raise ConfigError(f"checkpoint choice {which!r}: expected last or best")
+    if path.is_file() and path.name in ("model.safetensors", "meta.json"):
+        path = path.parent
+    elif not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ConfigError(f"--checkpoint {path}: {what}; expected {CHECKPOINT_FORMAT}")
+    if (path / "model.safetensors").is_file() or (path / "meta.json").is_file():
         return path
     if which == "best":
         best = path / "checkpoints" / "best"
-        if (best / "model.safetensors").is_file():
+        if (best / "meta.json").is_file():
             return best
-    elif which == "last":
+    else:
         last = latest_checkpoint(path)
         if last is not None:
             return last
-    else:
-        raise ConfigError(f"checkpoint choice {which!r}: expected last or best")
     raise ConfigError(
-        f"{path}: neither a checkpoint folder (model.safetensors) nor a run folder with "
-        f"checkpoints/{'best' if which == 'best' else 'step-*'}; pass a `robattr train` output"
+        f"--checkpoint {path}: no checkpoint there (no model.safetensors, no "
+        f"checkpoints/{'best' if which == 'best' else 'step-*'}/meta.json); expected "
+        f"{CHECKPOINT_FORMAT}"
     )
+
+
+def read_meta(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's meta.json, checked for the fields that rebuild the model."""
+    path = ckpt / "meta.json"
+    expected = f"a JSON object with {', '.join(META_KEYS)} (written by `robattr train`)"
+    if not path.is_file():
+        raise ConfigError(f"--checkpoint {path}: does not exist; expected {expected}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"--checkpoint {path}: not valid JSON ({exc}); expected {expected}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ConfigError(
+            f"--checkpoint {path}: holds a {type(meta).__name__}; expected {expected}"
+        )
+    absent = [k for k in META_KEYS if k not in meta]
+    if absent:
+        raise ConfigError(
+            f"--checkpoint {path}: fields {', '.join(absent)} absent; expected {expected}"
+        )
+    try:
+        meta["num_classes"], meta["beta"] = int(meta["num_classes"]), float(meta["beta"])
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--checkpoint {path}: num_classes {meta['num_classes']!r} / beta {meta['beta']!r} "
+            f"are not numbers; expected {expected}"
+        ) from None
+    return meta
+
+
+def state_dict_mismatch(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]
+) -> str | None:
+    """The first difference between two state dicts (missing or extra key, or a shape),
+    as a short phrase; None when `given` fits `expected`."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    if missing:
+        return f"{len(missing)} tensors missing, first {missing[0]}"
+    if extra:
+        return f"{len(extra)} unexpected tensors, first {extra[0]}"
+    for key, value in expected.items():
+        if tuple(given[key].shape) != tuple(value.shape):
+            return (
+                f"{key} has shape {tuple(given[key].shape)}, the model needs {tuple(value.shape)}"
+            )
+    return None
 
 
 def load_trained(
     path: str | Path, device: torch.device | str = "cpu", which: str = "last"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained classifier from its checkpoint's meta, weights loaded, eval mode.
+
+    Only the weights and meta.json are read (the optimiser state is not needed here).
 
     Args:
         path: run folder or checkpoint folder (see `resolve_checkpoint`).
@@ -304,17 +373,30 @@ def load_trained(
         image_size, in_channels, the training step and the checkpoint path.
 
     Raises:
-        ConfigError: not a checkpoint, meta lacking a field, or weights not matching it.
+        ConfigError: not a checkpoint, an unreadable or corrupt file, meta lacking a field,
+            or weights not matching it; one message naming the file and the expected format.
     """
     ckpt = resolve_checkpoint(path, which)
-    state, _, meta = load_checkpoint(ckpt, map_location="cpu")
-    absent = [k for k in META_KEYS if k not in meta]
-    if absent:
-        raise ConfigError(f"{ckpt / 'meta.json'}: fields {', '.join(absent)} absent")
-    model = build_model(meta["model"], int(meta["num_classes"]), meta["activation"], meta["beta"])
+    meta = read_meta(ckpt)
+    state, _ = read_safetensors(
+        ckpt / "model.safetensors",
+        flag="--checkpoint",
+        expected=f"the weights of a {meta['model']} in safetensors format (`robattr train`)",
+    )
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{ckpt}: weights do not match {meta['model']}: {exc}") from None
+        model = build_model(meta["model"], meta["num_classes"], meta["activation"], meta["beta"])
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--checkpoint {ckpt / 'meta.json'}: {exc}; expected the meta.json that "
+            "`robattr train` writes"
+        ) from None
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise ConfigError(
+            f"--checkpoint {ckpt / 'model.safetensors'}: weights do not match the "
+            f"{meta['model']} of meta.json ({problem}); expected the weights `robattr train` "
+            "saved beside that meta.json"
+        )
+    model.load_state_dict(state)
     meta = {**meta, "checkpoint": str(ckpt)}
     return model.to(device).eval(), meta

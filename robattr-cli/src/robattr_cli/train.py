@@ -103,8 +103,13 @@ class StopTraining(Exception):
 def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False) -> dict:
     """Train a classifier as `cfg` says; returns the summary also written to metrics.json."""
     info = get_dataset_info(cfg.dataset)
-    train_set = limit(build_dataset(cfg.dataset, cfg.data_root, "train", True), cfg.limit_train)
-    val_set = limit(build_dataset(cfg.dataset, cfg.data_root, "test", False), cfg.limit_eval)
+    data = {"data_seed": cfg.toy_seed}
+    train_set = limit(
+        build_dataset(cfg.dataset, cfg.data_root, "train", True, **data), cfg.limit_train
+    )
+    val_set = limit(
+        build_dataset(cfg.dataset, cfg.data_root, "test", False, **data), cfg.limit_eval
+    )
 
     model = build_model(cfg.model, info.num_classes, cfg.activation, cfg.beta)
     if cfg.regularizer == "hessian":
@@ -129,6 +134,7 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     )
     meta = model_meta(cfg.model, info.num_classes, cfg.activation, cfg.beta, info)
     meta["regularizer"] = cfg.regularizer
+    meta["toy_seed"] = cfg.toy_seed  # attack / eval rebuild the same test split from it
     meta["config"] = asdict(cfg)
 
     progress = Progress()
