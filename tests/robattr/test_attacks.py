@@ -109,6 +109,26 @@ def test_topk_attack_keeps_labels_and_lowers_intersection(setup):
     torch.testing.assert_close(topk_intersection(h, h0, 20), res.intersection)
 
 
+def test_topk_attack_reuses_the_descent_map_without_changing_the_result(setup):
+    """A smooth model is its own surrogate, and each iterate is then scored with the map
+    computed for the next step; an identical copy as surrogate forces the separate
+    scoring pass, and both must pick the same iterates."""
+    import copy
+
+    _, x, _, box = setup
+    smooth = attack_surrogate(relu_cnn(seed=3), beta=3.0)
+    with torch.no_grad():
+        y = smooth(x).argmax(1)
+    fast = topk_attack(smooth, x, y, box, eps=64, n_iter=6, step_size=16, k=20)
+    slow = topk_attack(
+        smooth, x, y, box, surrogate=copy.deepcopy(smooth), eps=64, n_iter=6, step_size=16, k=20
+    )
+    assert fast.intersection.min() < 1, "the attack must move some map for the test to bite"
+    torch.testing.assert_close(fast.x_adv, slow.x_adv)
+    torch.testing.assert_close(fast.intersection, slow.intersection)
+    assert torch.equal(fast.rejected, slow.rejected)
+
+
 def test_topk_attack_returns_clean_input_when_every_iterate_flips(setup):
     _, x, y, box = setup
 
