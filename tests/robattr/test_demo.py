@@ -1,0 +1,94 @@
+"""The demo pipeline (`make demo-robattr`, the effect gate) end to end at toy size, the
+gate rule, and the toy seed reaching the data split."""
+
+import json
+
+import numpy as np
+import pytest
+
+from labshared.data.image_classification import build_dataset, mnist5k_split
+from robattr_cli.demo import METRICS, DemoConfig, format_markdown, gate_passes, main, run_demo
+
+TINY = DemoConfig(
+    toy_seed=1, n_rps=8, n_topk=4, n_iter=2, n_draws=2, n_resamples=200, workers=1,
+    epochs=1, limit_train=256,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(TINY, out)
+
+
+def test_all_models_are_scored_on_the_same_correct_digits(tiny_run):
+    out, result = tiny_run
+    models = ("none", "l2cos", "none-2", "l2cos-2")
+    assert set(result["accuracy"]) == set(models)
+    assert result["n_test"] == 1000 and 8 <= result["n_common"] <= 1000
+    for model, seed in zip(models, (1234, 1234, 1235, 1235), strict=True):
+        saved = json.loads((out / model / "train" / "config.json").read_text())
+        assert saved["config"]["toy_seed"] == 1 and saved["config"]["limit_train"] == 256
+        assert saved["config"]["regularizer"] == model.split("-")[0]
+        assert saved["runtime"]["seed"] == seed
+    # each interval is the bootstrap of the difference of the compared models' means
+    means = result["means"]
+    for key, _ in METRICS:
+        comp = result["comparisons"]
+        pairs = {
+            "effect_seed1": means["l2cos"][key] - means["none"][key],
+            "effect_seed2": means["l2cos-2"][key] - means["none-2"][key],
+            "floor_none": means["none-2"][key] - means["none"][key],
+            "floor_l2cos": means["l2cos-2"][key] - means["l2cos"][key],
+        }
+        pairs["effect_pooled"] = (pairs["effect_seed1"] + pairs["effect_seed2"]) / 2
+        assert set(comp) == set(pairs)
+        for name, diff in pairs.items():
+            assert comp[name][key]["mean"] == pytest.approx(diff)
+            assert comp[name][key]["low"] <= comp[name][key]["mean"] <= comp[name][key]["high"]
+            assert comp[name][key]["n"] == (8 if key.startswith("rps") else 4)
+
+
+def test_outputs_written_and_table_lists_every_metric(tiny_run):
+    out, result = tiny_run
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["comparisons"] == json.loads(json.dumps(result["comparisons"]))
+    table = (out / "demo_table.md").read_text()
+    assert table.strip() == format_markdown(result)
+    for _, label in METRICS:
+        assert table.count(f"| {label}") == 2  # a row of means, a row of differences
+    assert "toy seed 1" in table and "s = 1234 (none, l2cos) and s+1 = 1235" in table
+
+
+def test_gate_rule():
+    above = {"topk_topk": {"low": 0.001}}
+    result = {
+        "accuracy": {"none": 0.97, "l2cos": 0.965, "none-2": 0.96, "l2cos-2": 0.99},
+        "comparisons": {"effect_seed1": above, "effect_seed2": above},
+    }
+    assert gate_passes(result)
+    below = {"topk_topk": {"low": -0.001}}
+    assert not gate_passes(
+        {**result, "comparisons": {**result["comparisons"], "effect_seed2": below}}
+    )
+    assert not gate_passes({**result, "accuracy": {**result["accuracy"], "none-2": 0.959}})
+
+
+def test_main_rejects_impossible_sizes(tmp_path):
+    from labshared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--n-topk 600 / --n-rps 500"):
+        main(["--out", str(tmp_path), "--n-topk", "600"])
+
+
+def test_toy_seed_redraws_the_mnist_split():
+    train0, test0 = (mnist5k_split(s, 0) for s in ("train", "test"))
+    train1, test1 = (mnist5k_split(s, 1) for s in ("train", "test"))
+    assert len(train1[0]) == 4000 and len(test1[0]) == 1000
+    key = lambda images: {img.tobytes() for img in images}  # noqa: E731
+    assert not key(train1[0]) & key(test1[0])  # disjoint
+    assert len(key(train1[0]) | key(test1[0])) == len(key(train0[0]) | key(test0[0]))
+    assert key(test1[0]) != key(test0[0])
+    assert np.array_equal(build_dataset("mnist", None, "test", False).labels, test0[1])
+    seeded = build_dataset("mnist", None, "test", False, data_seed=1)
+    assert np.array_equal(seeded.labels, test1[1])
