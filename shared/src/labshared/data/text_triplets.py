@@ -223,6 +223,7 @@ def load_text_triplets(
     columns: str | Mapping[str, str] | None = None,
     split: str = "train",
     limit: int | None = None,
+    toy_seed: int = 0,
 ) -> TripletSet:
     """Read text triplets from `source` (see the module docstring for the forms).
 
@@ -231,6 +232,8 @@ def load_text_triplets(
         columns: role -> column map or "ref=a,cond=b,target=c"; default the official names.
         split: split of a hub dataset or DatasetDict.
         limit: keep only the first `limit` rows (before validation), for quick runs.
+        toy_seed: the toy world's data seed, which draws the `toy[:N]` triplets (ignored
+            for every other source).
 
     Raises:
         DataLayoutError: a file or folder that is not in the expected layout.
@@ -244,8 +247,8 @@ def load_text_triplets(
         from labshared import toy
 
         n = _toy_count(text)
-        rows: Sequence[Any] = [_toy_row(t) for t in toy.text_triplets(n)]
-        label = f"toy:{n}"
+        rows: Sequence[Any] = [_toy_row(t) for t in toy.text_triplets(n, seed=toy_seed)]
+        label = f"toy:{n}" + (f" (toy seed {toy_seed})" if toy_seed else "")
         cols = dict(zip(ROLES, FIELDS, strict=True))
     elif path.is_file():
         suffix = path.suffix.lower()
@@ -341,12 +344,18 @@ class CaptionSet:
 
 
 def load_captions(
-    source: str | Path, *, column: str = "text", split: str = "train", limit: int | None = None
+    source: str | Path,
+    *,
+    column: str = "text",
+    split: str = "train",
+    limit: int | None = None,
+    toy_seed: int = 0,
 ) -> CaptionSet:
     """Captions for LinCIR-style projection training (`rtd train-phi`).
 
-    `source`: `toy[:N]` (the reference and target captions of N toy triplets), a .txt /
-    .json / .jsonl file, a save_to_disk folder or a hub dataset id (column `column`).
+    `source`: `toy[:N]` (the reference and target captions of N toy triplets, drawn with
+    the data seed `toy_seed`), a .txt / .json / .jsonl file, a save_to_disk folder or a hub
+    dataset id (column `column`).
     Unusable rows are counted and indexed as for triplets.
     """
     text = str(source)
@@ -355,9 +364,9 @@ def load_captions(
         from labshared import toy
 
         rows: Any = []
-        for t in toy.text_triplets(_toy_count(text)):
+        for t in toy.text_triplets(_toy_count(text), seed=toy_seed):
             rows += [t["reference_caption"], t["target_caption"]]
-        label = f"toy:{_toy_count(text)}"
+        label = f"toy:{_toy_count(text)}" + (f" (toy seed {toy_seed})" if toy_seed else "")
     elif path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".txt":

@@ -28,7 +28,17 @@ def load_toy(
     """The toy CIR world (`labshared.toy.modification_triplets`) as a benchmark.
 
     Every gallery image showing the target's (digit, colour, background) counts as a
-    ground truth (the exact target first), so metrics read like CIRCO's.
+    ground truth (the exact target first), so metrics read like CIRCO's. Each query's
+    `groups` holds the attribute its modification changes (`digit`, `colour` or
+    `background`), for per-attribute metrics.
+
+    Args:
+        split: val or test: the toy world's digit instances and background bands of that
+            split, never the ones the tiny CLIP was fitted on (train).
+        n_queries: composed queries; the gallery holds their targets first.
+        n_distractors: random images of the split added to the gallery (None: n_queries).
+        seed: the toy world's data seed; it draws the queries, targets and distractors.
+        size: image side in pixels.
     """
     from labshared import toy
 
@@ -47,7 +57,9 @@ def load_toy(
             (world.gallery_attrs == world.target_attrs[i]).all(dim=1).nonzero().flatten().tolist()
         )
         targets = (gal_names[exact], *[gal_names[j] for j in same if j != exact])
-        queries.append(CIRQuery(str(i), ref, (world.texts[i],), targets))
+        queries.append(
+            CIRQuery(str(i), ref, (world.texts[i],), targets, groups=(world.changed[i],))
+        )
     tag = f"toy-{split}-n{n_queries}-d{n_distractors}-s{seed}-px{size}"
     return [CIRBenchmark("toy", split, queries, gal_names, TensorImages(tensors, tag), None, [])]
 

@@ -29,6 +29,9 @@ class CIRQuery:
         subset: CIRR `img_set.members` (reference included, as in the file).
         gallery: GeneCIS' per-query gallery (target first); empty when the benchmark has
             one global gallery.
+        groups: the groups a query is scored in besides the whole benchmark (the toy
+            world: the attribute its modification changes, `digit`, `colour` or
+            `background`); empty when the benchmark has none.
     """
 
     query_id: str
@@ -37,6 +40,7 @@ class CIRQuery:
     targets: tuple[str, ...] = ()
     subset: tuple[str, ...] = ()
     gallery: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
 
 class ImageSource(Protocol):
