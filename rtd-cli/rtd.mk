@@ -11,20 +11,14 @@ DEMOS += demo-rtd
 BENCHES += bench-rtd
 .PHONY: demo-rtd bench-rtd
 
-# Toy CIR world, 2 CPU cores, a few minutes: tiny CLIP -> LinCIR-style phi from captions ->
-# eval (base) -> RTD text-tower fine-tuning -> eval (+RTD) -> one before/after table.
+# Toy CIR world, 2 CPU cores, a few minutes (rtd_cli/demo.py): tiny CLIP -> `rtd train-phi
+# --preset toy` (LinCIR-style phi from captions) -> `rtd eval --dataset toy` (base) -> `rtd
+# train --preset toy` (RTD) -> `rtd eval` (+ RTD) -> `python -m rtd_cli.compare`: overall and
+# per-attribute tables (queries changing the digit / colour / background) and a bar chart,
+# on the toy test split at `rtd eval`'s default size (1,000 queries, 2,000-image gallery).
+# Each command is printed before it runs; TOY_SEED=N re-draws captions, triplets and benchmark.
 demo-rtd: install
-	$(RTD) train-phi --preset toy --device cpu -o $(RTD_DEMO)/phi --overwrite
-	$(RTD) eval --dataset toy --backbone tiny-clip-toy --base lincir \
-		--phi $(RTD_DEMO)/phi/phi.pt --device cpu -o $(RTD_DEMO)/eval-base --overwrite
-	$(RTD) train --preset toy --phi $(RTD_DEMO)/phi/phi.pt --device cpu \
-		-o $(RTD_DEMO)/train --overwrite
-	$(RTD) eval --dataset toy --backbone tiny-clip-toy --base lincir \
-		--phi $(RTD_DEMO)/phi/phi.pt --text-encoder $(RTD_DEMO)/train/text_tower.safetensors \
-		--device cpu -o $(RTD_DEMO)/eval-rtd --overwrite
-	@echo "rtd demo, toy CIR world (300 queries, 600-image gallery):"
-	@$(BIN)/python -m rtd_cli.compare $(RTD_DEMO)/eval-base $(RTD_DEMO)/eval-rtd \
-		--names "LinCIR-style phi (toy)" "+ RTD text tower"
+	$(BIN)/python -m rtd_cli.demo --toy-seed $(TOY_SEED) --out $(RTD_DEMO)
 
 # One training step of a ViT-B-32-sized text tower (random weights): batch 16 on CPU, and
 # batch 128 on a GPU when one is present.

@@ -55,6 +55,8 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
         str(tiny_random / "lincir.pt"),
         "--toy-queries",
         "40",
+        "--toy-distractors",
+        "15",
     ]
     result = _invoke([*common, "-o", str(tmp_path / "base")])
     assert "R@1" in result.stdout and "mAP@10" in result.stdout
@@ -68,6 +70,15 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
     }
     config = json.loads((tmp_path / "base" / "config.json").read_text())
     assert config["config"]["dataset"] == "toy" and config["runtime"]["device"] == "cpu"
+    # per changed attribute: the toy's three groups partition the queries, so each overall
+    # figure is the query-weighted mean of the groups' (an independent check of the split)
+    assert list(base["by_attribute"]) == ["digit", "colour", "background"]
+    counts = base["attribute_queries"]
+    assert sum(counts.values()) == 40 and base["n_gallery"] == {"toy": 40 + 15}
+    for key, value in base["summary"].items():
+        weighted = sum(base["by_attribute"][g][key] * n for g, n in counts.items()) / 40
+        assert value == pytest.approx(weighted)
+    assert "by changed attribute" in result.stdout and base["toy_seed"] == 0
 
     # --text-encoder: the untouched tower reproduces the base exactly; a changed one does not
     tower = text_tower_from_clip(model)
@@ -288,6 +299,15 @@ def test_errors_are_one_red_line(tiny_random, tmp_path):
         ["eval", "--dataset", "toy", "--phi", str(tiny_random / "lincir.pt"), "--prompt", "mine"],
     )
     assert result.exit_code == 1 and "--prompt 'mine'" in result.output
+    toy = ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--pretrained", "random",
+           "--phi", str(tiny_random / "lincir.pt"), "--no-cache"]  # fmt: skip
+    result = runner.invoke(app, [*toy, "--toy-seed", "-1"])
+    assert result.exit_code == 1 and "--toy-seed must be >= 0, got -1" in result.output
+    result = runner.invoke(app, [*toy, "--toy-distractors", "-2"])
+    assert result.exit_code == 1 and "--toy-distractors must be >= 0, got -2" in result.output
+    # the toy's train split (the tiny CLIP's fitting images) is never a benchmark
+    result = runner.invoke(app, [*toy, "--split", "train", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 1 and "'train'" in result.output and "val, test" in result.output
 
 
 def test_dry_run_prints_the_resolved_config(tiny_random):
@@ -299,14 +319,15 @@ def test_dry_run_prints_the_resolved_config(tiny_random):
         "--parts",
         "dress,shirt",
     ]
-    result = _invoke([*args, "--seed", "3", "--dry-run"])
+    result = _invoke([*args, "--toy-seed", "3", "--seed", "5", "--dry-run"])
     cfg = json.loads(result.stdout)["config"]
     assert (
         cfg["parts"] == ["dress", "shirt"]
         and cfg["prompt"] == "rtd"
         and cfg["backbone"] == "ViT-B-32"
     )
-    assert cfg["toy_seed"] == 3 and cfg["workers"] is None
+    assert cfg["toy_seed"] == 3 and cfg["workers"] is None  # --seed is the runtime's alone
+    assert (cfg["toy_queries"], cfg["toy_distractors"]) == (1000, 1000)  # a 2,000-image gallery
 
 
 def test_validator_for_rtd_train_tracks_the_tower(tiny_random):

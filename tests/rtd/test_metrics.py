@@ -204,3 +204,74 @@ def test_fashioniq_caption_orders():
         ["is red and has a collar", "has a collar and is red"]
     ]
     assert modification_texts(bench, "single") == [[" has a collar? and is red."]]  # Pic2Word: raw
+
+
+# --------------------------------------------------------------------------- per attribute
+def test_metrics_by_group_on_a_hand_ranking():
+    # Five queries over a 6-image gallery; query q's ground truths in `gts`.
+    ranked = torch.tensor(
+        [
+            [0, 1, 2, 3, 4, 5],  # q0 digit:      GT {0}    -> hit at rank 1
+            [5, 4, 1, 0, 2, 3],  # q1 digit:      GT {1}    -> hit at rank 3
+            [2, 3, 4, 5, 0, 1],  # q2 colour:     GT {2, 3} -> hits at ranks 1, 2
+            [0, 1, 2, 3, 4, 5],  # q3 background: GT {5}    -> hit at rank 6
+            [3, 2, 1, 0, 5, 4],  # q4 background: GT {1, 4} -> hits at ranks 3, 6
+        ]
+    )
+    gts = M.pad_targets([[0], [1], [2, 3], [5], [1, 4]])
+    groups = [("digit",), ("digit",), ("colour",), ("background",), ("background",)]
+    values, counts = M.metrics_by_group(
+        ranked, gts, groups, M.toy_metrics, order=("digit", "colour", "background")
+    )
+    assert list(values) == ["digit", "colour", "background"]
+    assert counts == {"digit": 2, "colour": 1, "background": 2}
+    # digit: R@1 = 1/2, R@5 = 2/2; AP@5: q0 = 1/1, q1 = (1/3)/1 -> mAP@5 = (1 + 1/3) / 2
+    assert values["digit"] == pytest.approx(
+        {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "mAP@5": (1 + 1 / 3) / 2 * 100,
+         "mAP@10": (1 + 1 / 3) / 2 * 100}
+    )  # fmt: skip
+    # colour: both GTs first: AP = (1/1 + 2/2) / 2 = 1
+    assert values["colour"] == pytest.approx(
+        {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "mAP@5": 100.0, "mAP@10": 100.0}
+    )
+    # background: q3 hit at rank 6 (outside 5), q4 hits at 3 and 6: R@1 0, R@5 1/2, R@10 1;
+    # AP@5: q3 0, q4 (1/3)/2; AP@10: q3 (1/6)/1, q4 (1/3 + 2/6)/2
+    assert values["background"] == pytest.approx(
+        {"R@1": 0.0, "R@5": 50.0, "R@10": 100.0, "mAP@5": (1 / 6) / 2 * 100,
+         "mAP@10": (1 / 6 + (1 / 3 + 2 / 6) / 2) / 2 * 100}
+    )  # fmt: skip
+    # groups partition the queries here, so each overall figure is the count-weighted mean
+    overall = M.toy_metrics(ranked, gts)
+    for key, value in overall.items():
+        assert value == pytest.approx(sum(values[g][key] * counts[g] for g in values) / 5)
+    # a query in two groups counts in both; groups not in `order` follow, sorted
+    two, n_two = M.metrics_by_group(ranked[:2], gts[:2], [("digit", "z"), ("a",)])
+    assert list(two) == ["a", "digit", "z"] and n_two == {"a": 1, "digit": 1, "z": 1}
+    assert two["digit"]["R@1"] == 100.0 and two["a"]["R@1"] == 0.0
+    with pytest.raises(ValueError, match="2 group lists for 5 ranked queries"):
+        M.metrics_by_group(ranked, gts, groups[:2])
+
+
+def test_toy_protocol_reports_metrics_per_changed_attribute(runtime):
+    names = [str(i) for i in range(6)]
+    feats = torch.eye(6)
+    index = {n: i for i, n in enumerate(names)}
+    sims = [
+        [0.9, 0.8, 0.0, 0.0, 0.0, 0.0],  # ranking 0, 1, ...: target "0" at rank 1
+        [0.9, 0.8, 0.0, 0.0, 0.0, 0.0],  # target "1" at rank 2
+        [0.0, 0.0, 0.0, 0.9, 0.0, 0.0],  # target "3" at rank 1
+    ]
+    queries = torch.cat([_query_with_sims(s) for s in sims])
+    qs = [
+        CIRQuery("0", "5", ("make it red",), ("0",), groups=("colour",)),
+        CIRQuery("1", "5", ("put it on grass",), ("1",), groups=("background",)),
+        CIRQuery("2", "5", ("make it a two",), ("3",), groups=("digit",)),
+    ]
+    result = evaluate_part(_bench("toy", qs, names), feats, index, queries, runtime)
+    assert list(result.groups) == ["digit", "colour", "background"]  # the toy's order
+    assert {g: m["R@1"] for g, m in result.groups.items()} == {
+        "digit": 100.0, "colour": 100.0, "background": 0.0}  # fmt: skip
+    assert result.group_queries == {"digit": 1, "colour": 1, "background": 1}
+    assert result.metrics["R@1"] == pytest.approx(200 / 3)
+    plain = [CIRQuery(q.query_id, q.reference, q.captions, q.targets) for q in qs]
+    assert evaluate_part(_bench("toy", plain, names), feats, index, queries, runtime).groups == {}

@@ -208,12 +208,15 @@ def test_cli_end_to_end(assets, tmp_path):
     res = CliRunner().invoke(app, ["train", "--preset", "toy", "--backbone", TINY, "--pretrained",
                                    "random", "--phi", str(phis["pic2word"]), "--base", "pic2word",
                                    "--triplets", "toy:40", "--steps", "2", "--batch-size", "4",
-                                   "-o", str(out), "--device", "cpu"])  # fmt: skip
+                                   "--toy-seed", "2", "-o", str(out), "--device", "cpu"])  # fmt: skip
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{") :])
     assert summary["step"] == 2 and Path(summary["text_tower"]).is_file()
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["base"] == "pic2word" and saved["data"]["used"] == 40
+    # the toy seed drew the triplets; the training seed stays the preset's
+    assert saved["data"]["source"] == "toy:40 (toy seed 2)"
+    assert (saved["config"]["toy_seed"], saved["config"]["seed"]) == (2, 12345)
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
 
 

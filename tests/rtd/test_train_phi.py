@@ -306,10 +306,12 @@ def test_cli_train_phi(tmp_path):
     out = tmp_path / "run"
     res = runner.invoke(app, ["train-phi", "--preset", "toy", "--backbone", TINY, "--pretrained",
                               "random", "--captions", "toy:20", "--steps", "2", "--batch-size",
-                              "4", "-o", str(out), "--device", "cpu"])  # fmt: skip
+                              "4", "--toy-seed", "3", "-o", str(out), "--device", "cpu"])  # fmt: skip
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{") :])
     assert Path(summary["phi"]).is_file() and summary["keywords"] == "builtin"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["captions"]["source"] == "toy:20 (toy seed 3)" and saved["config"]["toy_seed"] == 3
 
 
 def test_train_phi_counts_and_reports_slot_fallbacks(tmp_path):

@@ -19,6 +19,7 @@ from labshared.cli import (
     run_app,
 )
 from rtd_cli import __version__
+from rtd_cli.config import TOY_EVAL_DISTRACTORS, TOY_EVAL_QUERIES
 
 app = make_app(
     "rtd",
@@ -33,6 +34,19 @@ app = make_app(
 _TRAIN = "Training"
 _DATA = "Data"
 _VAL = "Validation"
+
+
+# One meaning in every rtd command: the toy world's data seed (make demo-rtd TOY_SEED=N).
+ToySeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--toy-seed",
+        help="Data seed of the toy world: draws the toy captions / triplets and the toy "
+        "benchmark's queries, gallery and distractors (0 by default; --seed is the "
+        "training seed).",
+        rich_help_panel=_DATA,
+    ),
+]
 
 
 def _print_json(obj) -> None:
@@ -102,6 +116,7 @@ def train_cmd(
     triplet_limit: Annotated[
         int | None, typer.Option(help="Use only the first N rows.", rich_help_panel=_DATA)
     ] = None,
+    toy_seed: ToySeedOpt = None,
     noise_scale: Annotated[
         float | None,
         typer.Option(
@@ -213,7 +228,8 @@ def train_cmd(
         C.TRAIN_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base, phi=phi,
         quick_gelu=on_off(quick_gelu),
         prompt=prompt, triplets=triplets, triplet_columns=triplet_columns, triplet_split=triplet_split,
-        triplet_limit=triplet_limit, noise_scale=noise_scale, tau=tau, steps=steps,
+        triplet_limit=triplet_limit, toy_seed=toy_seed, noise_scale=noise_scale, tau=tau,
+        steps=steps,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         train_layers=train_layers, gather_negatives=gather_negatives,
         checkpoint_every=checkpoint_every, val_dataset=val_dataset, val_root=val_root,
@@ -273,6 +289,7 @@ def train_phi_cmd(
     caption_limit: Annotated[
         int | None, typer.Option(help="Use only the first N captions.", rich_help_panel=_DATA)
     ] = None,
+    toy_seed: ToySeedOpt = None,
     keywords: Annotated[
         str | None,
         typer.Option(
@@ -343,7 +360,7 @@ def train_phi_cmd(
         C.PHI_PRESETS, preset, backbone=backbone, pretrained=pretrained, base=base,
         quick_gelu=on_off(quick_gelu),
         captions=captions, caption_column=caption_column, caption_limit=caption_limit,
-        keywords=keywords, noise_scale=noise_scale, dropout=dropout, steps=steps,
+        toy_seed=toy_seed, keywords=keywords, noise_scale=noise_scale, dropout=dropout, steps=steps,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed,
     )  # fmt: skip
@@ -465,9 +482,27 @@ def eval_cmd(
     toy_queries: Annotated[
         int,
         typer.Option(
-            help="Toy benchmark size (queries; as many distractors).", rich_help_panel=_EVAL_DATA
+            help="Toy benchmark: composed queries (their targets open the gallery).",
+            rich_help_panel=_EVAL_DATA,
         ),
-    ] = 300,
+    ] = TOY_EVAL_QUERIES,
+    toy_distractors: Annotated[
+        int | None,
+        typer.Option(
+            help="Toy benchmark: random images of the split added to the gallery "
+            f"(default {TOY_EVAL_DISTRACTORS}).",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = TOY_EVAL_DISTRACTORS,
+    toy_seed: Annotated[
+        int,
+        typer.Option(
+            "--toy-seed",
+            help="Data seed of the toy world: draws the toy benchmark's queries, targets and "
+            "distractors.",
+            rich_help_panel=_EVAL_DATA,
+        ),
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per encoding batch.")] = 128,
     workers: Annotated[
         int | None,
@@ -489,7 +524,7 @@ def eval_cmd(
         int,
         typer.Option(
             "--seed",
-            help="Seed of the toy benchmark's sampling (real benchmarks are fixed files).",
+            help="Runtime seed (scoring draws nothing; the toy benchmark's is --toy-seed).",
             rich_help_panel="Runtime",
         ),
     ] = 0,
@@ -509,7 +544,8 @@ def eval_cmd(
         quick_gelu=on_off(quick_gelu),
         text_encoder=text_encoder, data_root=data_root, prompt=prompt, fiq_orders=fiq_orders,
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None,
-        batch_size=batch_size, workers=workers, toy_queries=toy_queries, toy_seed=seed,
+        batch_size=batch_size, workers=workers, toy_queries=toy_queries,
+        toy_distractors=toy_distractors, toy_seed=toy_seed,
         cache=not no_cache,
     )  # fmt: skip
     if dry_run:

@@ -35,6 +35,12 @@ from labshared.errors import ConfigError
 
 BASE_NAMES = ("lincir", "searle", "pic2word")
 
+#: The toy benchmark `rtd eval --dataset toy` scores by default (and so the demo and its
+#: effect gate): 1,000 composed queries, whose 1,000 targets plus 1,000 random distractors
+#: of the same split make a 2,000-image gallery.
+TOY_EVAL_QUERIES = 1000
+TOY_EVAL_DISTRACTORS = 1000
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -53,6 +59,8 @@ class TrainConfig:
         phi: path of the projection checkpoint (`{'Phi': sd}` or Pic2Word's
             `state_dict_img2text`); required.
         triplets: `toy`, a .json/.jsonl file, a save_to_disk folder or a hub dataset id.
+        toy_seed: the toy world's data seed: it draws the `toy` triplets (and the toy
+            validation benchmark); separate from `seed`, the training seed.
         noise_scale: sigma of the phi-input noise, e + sigma * U(0,1) * N(0, I).
         tau: temperature of the contrastive loss.
         steps / batch_size: optimizer steps and triplets per process per step.
@@ -74,6 +82,7 @@ class TrainConfig:
     triplet_columns: str | None = None
     triplet_split: str = "train"
     triplet_limit: int | None = None
+    toy_seed: int = 0
     noise_scale: float = 0.5
     tau: float = 0.07
     steps: int = 2000
@@ -101,6 +110,8 @@ class PhiConfig:
         captions: `toy`, a .txt file (one caption a line), a .json list of strings or of
             objects, a .jsonl file, a save_to_disk folder or a hub dataset id.
         caption_column: the field holding the caption in objects / datasets.
+        toy_seed: the toy world's data seed, which draws the `toy` captions; separate from
+            `seed`, the training seed.
         keywords: keyword backend, auto / spacy / builtin (see `rtd_cli.keywords`).
         noise_scale: sigma of the input noise (LinCIR 1.0).
         dropout: projection dropout while training (None: the base's, Phi 0.5 as
@@ -115,6 +126,7 @@ class PhiConfig:
     captions: str | None = None
     caption_column: str = "text"
     caption_limit: int | None = None
+    toy_seed: int = 0
     keywords: str = "auto"
     noise_scale: float = 1.0
     dropout: float | None = None
@@ -228,6 +240,8 @@ def validate(cfg: TrainConfig | PhiConfig) -> None:
         raise ConfigError(f"--noise-scale must be >= 0, got {cfg.noise_scale}")
     if cfg.weight_decay < 0:
         raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.toy_seed < 0:
+        raise ConfigError(f"--toy-seed must be >= 0, got {cfg.toy_seed}")
     if isinstance(cfg, TrainConfig):
         if cfg.prompt not in (None, "rtd", "base"):
             raise ConfigError(f"--prompt {cfg.prompt!r}: expected rtd or base")

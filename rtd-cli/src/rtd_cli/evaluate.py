@@ -25,6 +25,9 @@ Deviations from the official code, each listed in the README:
   its server runs; RTD/LinCIR do not report it); aspects no query carries are left out.
 - Without `--prompt`, Pic2Word is scored with its own "a photo of * , {mod}" (as `rtd train`
   trains it); RTD's paper protocol for every base is `--prompt rtd`.
+
+The toy world (ours, no paper counterpart) also reports its metrics per changed attribute
+(queries that change the digit / the colour / the background), from `CIRQuery.groups`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from labshared.console import log, track
 from labshared.errors import ConfigError
 from rtd_cli import metrics as M
 from rtd_cli.aspects import circo_semantic_aspects
+from rtd_cli.config import TOY_EVAL_DISTRACTORS, TOY_EVAL_QUERIES
 from rtd_cli.features import benchmark_features
 from rtd_cli.model import (
     BASES,
@@ -82,8 +86,10 @@ class EvalConfig:
         parts: FashionIQ categories or GeneCIS tasks (None: all).
         batch_size: images per encoding batch; text_batch_size: prompts per batch.
         workers: DataLoader workers for image decoding (None: 8 on CUDA, 0 on CPU).
-        toy_queries: number of toy queries (the gallery adds as many distractors).
-        toy_seed: seed of the toy benchmark (fixed, so every run scores the same queries).
+        toy_queries: number of toy queries (their targets open the gallery).
+        toy_distractors: random toy images added to the gallery (None: as many as queries).
+        toy_seed: the toy world's data seed: it draws the queries, their targets and the
+            distractors (the same seed scores the same benchmark in every run).
     """
 
     dataset: str
@@ -101,7 +107,8 @@ class EvalConfig:
     batch_size: int = 128
     text_batch_size: int = 256
     workers: int | None = None
-    toy_queries: int = 300
+    toy_queries: int = TOY_EVAL_QUERIES
+    toy_distractors: int | None = TOY_EVAL_DISTRACTORS
     toy_seed: int = 0
     cache: bool = True
 
@@ -121,6 +128,10 @@ class EvalConfig:
             raise ConfigError(f"--text-encoder {self.text_encoder}: no such file or folder")
         if self.batch_size < 1 or self.text_batch_size < 1 or self.toy_queries < 1:
             raise ConfigError("--batch-size and --toy-queries must be positive")
+        if self.toy_distractors is not None and self.toy_distractors < 0:
+            raise ConfigError(f"--toy-distractors must be >= 0, got {self.toy_distractors}")
+        if self.toy_seed < 0:
+            raise ConfigError(f"--toy-seed must be >= 0, got {self.toy_seed}")
 
 
 # --------------------------------------------------------------------------- predictions
@@ -243,6 +254,9 @@ class PartResult:
     # CIRCO val: mAP@10 per semantic aspect and how many queries carry each
     aspects: dict[str, float] = field(default_factory=dict)
     aspect_queries: dict[str, int] = field(default_factory=dict)
+    # toy: the metrics of the queries of each group (changed attribute), and their counts
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    group_queries: dict[str, int] = field(default_factory=dict)
 
 
 def evaluate_part(
@@ -329,6 +343,16 @@ def evaluate_part(
             return PartResult(metrics, ranked, subset_ranked, len(queries), by_aspect, n_aspect)
     else:
         metrics = M.toy_metrics(top, gts)
+        if any(q.groups for q in bench.queries):
+            from labshared.toy import ATTRIBUTES
+
+            by_group, n_group = M.metrics_by_group(
+                top, gts, [q.groups for q in bench.queries], M.toy_metrics, order=ATTRIBUTES
+            )
+            return PartResult(
+                metrics, ranked, subset_ranked, len(queries), groups=by_group,
+                group_queries=n_group,
+            )  # fmt: skip
     return PartResult(metrics, ranked, subset_ranked, len(queries))
 
 
@@ -359,7 +383,9 @@ def prepare(cfg: EvalConfig, runtime) -> Prepared:
     cfg.validate()
     split = cfg.split or DEFAULT_SPLIT.get(cfg.dataset, "val")
     toy_kwargs = (
-        {"n_queries": cfg.toy_queries, "seed": cfg.toy_seed} if cfg.dataset == "toy" else {}
+        {"n_queries": cfg.toy_queries, "n_distractors": cfg.toy_distractors, "seed": cfg.toy_seed}
+        if cfg.dataset == "toy"
+        else {}
     )
     benches = build_benchmarks(cfg.dataset, cfg.data_root, split, cfg.parts, **toy_kwargs)
     clip_model, preprocess, tokenizer, clip_info = build_clip_bundle(
@@ -451,14 +477,21 @@ def run_eval(cfg: EvalConfig, run_dir: Path, runtime) -> dict[str, Any]:
         "parts": parts,
         "summary": M.summarize(cfg.dataset, parts),
         "n_queries": {b.name: len(b.queries) for b in prep.benches},
+        "n_gallery": {b.name: len(b.gallery) for b in prep.benches},
         "submission_files": files,
     }
+    if cfg.dataset == "toy":
+        out["toy_seed"] = cfg.toy_seed
     aspects = {k: v for r in results for k, v in r.aspects.items()}
     if aspects:  # CIRCO val: the official evaluation's per-aspect mAP@10
         out["semantic_aspects"] = aspects
         out["semantic_aspect_queries"] = {
             k: v for r in results for k, v in r.aspect_queries.items()
         }
+    by_attribute = {k: v for r in results for k, v in r.groups.items()}
+    if by_attribute:  # toy: the metrics of the queries that change each attribute
+        out["by_attribute"] = by_attribute
+        out["attribute_queries"] = {k: v for r in results for k, v in r.group_queries.items()}
     write_metrics(run_dir, out)
     return out
 
@@ -474,7 +507,9 @@ def make_validator(
     prompt: str,
     runtime,
     use_cache: bool = True,
-    toy_queries: int = 300,
+    toy_queries: int = TOY_EVAL_QUERIES,
+    toy_distractors: int | None = TOY_EVAL_DISTRACTORS,
+    toy_seed: int = 0,
     quick_gelu: bool | None = None,
 ):
     """`(tower, step) -> {metric: value}` for `rtd train`'s periodic validation: the
@@ -482,7 +517,8 @@ def make_validator(
     cfg = EvalConfig(
         dataset=dataset, base=base, phi=Path(phi), backbone=backbone, pretrained=pretrained,
         data_root=Path(root) if root else None, prompt=prompt, cache=use_cache,
-        toy_queries=toy_queries, quick_gelu=quick_gelu,
+        toy_queries=toy_queries, toy_distractors=toy_distractors, toy_seed=toy_seed,
+        quick_gelu=quick_gelu,
     )  # fmt: skip
     prep = prepare(cfg, runtime)
 
@@ -506,6 +542,8 @@ def format_table(result: dict[str, Any]) -> str:
         return f"{result['dataset']} {result['split']}: no local metrics (test split); server files:\n{files}"
     cols = list(dict.fromkeys(k for _, m in rows for k in m))
     width = max(len(n) for n, _ in rows) + 2
+    if result.get("by_attribute"):
+        width = max(width, len("by changed attribute") + 2)
     lines = [
         f"{result['dataset']} {result['split']} | base {result['base']} | prompt {result['prompt']!r}"
     ]
@@ -514,6 +552,17 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             name.ljust(width) + "".join((f"{m[c]:.2f}" if c in m else "-").rjust(10) for c in cols)
         )
+    if result.get("by_attribute"):
+        counts = result.get("attribute_queries", {})
+        lines.append("")
+        lines.append("by changed attribute".ljust(width) + "".join(c.rjust(10) for c in cols)
+                     + "queries".rjust(10))  # fmt: skip
+        for attribute, m in result["by_attribute"].items():
+            lines.append(
+                attribute.ljust(width)
+                + "".join((f"{m[c]:.2f}" if c in m else "-").rjust(10) for c in cols)
+                + str(counts.get(attribute, "-")).rjust(10)
+            )
     if result.get("semantic_aspects"):
         counts = result.get("semantic_aspect_queries", {})
         aspect_width = max(len(a) for a in result["semantic_aspects"]) + 2

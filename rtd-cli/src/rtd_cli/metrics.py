@@ -10,7 +10,7 @@ best first; ground truths are (Q, G) gallery indices padded with -1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -160,6 +160,39 @@ def toy_metrics(ranked: torch.Tensor, gts: torch.Tensor) -> dict[str, float]:
     out = {f"R@{k}": v for k, v in recall_at_k(hits, (1, 5, 10)).items()}
     out.update({f"mAP@{k}": v for k, v in map_at_k(hits, (gts != PAD).sum(dim=1), (5, 10)).items()})
     return out
+
+
+def metrics_by_group(
+    ranked: torch.Tensor,
+    gts: torch.Tensor,
+    groups: Sequence[Sequence[str]],
+    metric_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = toy_metrics,
+    order: Sequence[str] = (),
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """A benchmark's metrics over the queries of each group alone (the toy world: the
+    attribute a query's modification changes), so a user sees where a method helps.
+
+    Args:
+        ranked: (Q, K) gallery indices, best first.
+        gts: (Q, G) ground truths padded with -1.
+        groups: per query, the groups it belongs to (a query may sit in several or none).
+        metric_fn: `(ranked, gts) -> {metric: value}` on a subset of rows (`toy_metrics`).
+        order: groups to list first, in this order (e.g. digit, colour, background);
+            other groups follow sorted.
+
+    Returns:
+        ({group: metrics}, {group: number of queries}); a group no query has is left out.
+    """
+    if len(groups) != ranked.shape[0]:
+        raise ValueError(f"{len(groups)} group lists for {ranked.shape[0]} ranked queries")
+    found = {g for row in groups for g in row}
+    names = [g for g in order if g in found] + sorted(found - set(order))
+    values, counts = {}, {}
+    for name in names:
+        rows = torch.tensor([name in row for row in groups], device=ranked.device)
+        values[name] = metric_fn(ranked[rows], gts[rows])
+        counts[name] = int(rows.sum())
+    return values, counts
 
 
 def pad_targets(rows: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> torch.Tensor:

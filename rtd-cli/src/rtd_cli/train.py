@@ -288,8 +288,9 @@ def train(
     if resume and (run_dir / "config.json").is_file():
         check_resume(cfg, run_dir)
     data = load_text_triplets(
-        cfg.triplets, columns=cfg.triplet_columns, split=cfg.triplet_split, limit=cfg.triplet_limit
-    )
+        cfg.triplets, columns=cfg.triplet_columns, split=cfg.triplet_split,
+        limit=cfg.triplet_limit, toy_seed=cfg.toy_seed,
+    )  # fmt: skip
     log(data.skipped_summary())
     parts, clip_model = build_parts(cfg, runtime)
     tower = distributed.unwrap(parts.trainable)
@@ -435,6 +436,7 @@ def make_validator(cfg: TrainConfig, runtime: Runtime, no_cache: bool = False):
         prompt=prompt_style(cfg),
         runtime=runtime,
         use_cache=not no_cache,
+        toy_seed=cfg.toy_seed,
         quick_gelu=cfg.quick_gelu,
     )
 

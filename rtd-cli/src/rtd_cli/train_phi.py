@@ -98,7 +98,9 @@ def train_phi(
             raise ConfigError(
                 f"--resume {run_dir}: flags differ from the saved run: {sorted(diff)}"
             )
-    data = load_captions(cfg.captions, column=cfg.caption_column, limit=cfg.caption_limit)
+    data = load_captions(
+        cfg.captions, column=cfg.caption_column, limit=cfg.caption_limit, toy_seed=cfg.toy_seed
+    )
     log(data.skipped_summary())
     clip_model, _, tokenizer = M.build_clip(
         cfg.backbone, cfg.pretrained, runtime.device, quick_gelu=cfg.quick_gelu

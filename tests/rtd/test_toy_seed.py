@@ -1,0 +1,76 @@
+"""The toy world's data seed (`--toy-seed`, issue 9 item 6) reaches every rtd command that
+draws toy data, stays apart from the training seed, and never mixes training data with the
+benchmark."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from labshared import toy
+from labshared.data.composed_retrieval import load_toy
+from labshared.data.text_triplets import load_captions, load_text_triplets
+from rtd_cli.cli import app
+from rtd_cli.demo import DemoConfig, demo_commands
+
+runner = CliRunner()
+
+
+def _triples(data):
+    return [(t.reference, t.conditioning, t.target) for t in data.triplets]
+
+
+def test_toy_seed_draws_other_triplets_and_captions_deterministically():
+    a, a_again, b = (load_text_triplets("toy:30", toy_seed=s) for s in (0, 0, 1))
+    assert _triples(a) == _triples(a_again) and _triples(a) != _triples(b)
+    assert a.source == "toy:30" and b.source == "toy:30 (toy seed 1)"
+    caps0, caps1 = load_captions("toy:30", toy_seed=0), load_captions("toy:30", toy_seed=1)
+    assert caps0.captions != caps1.captions
+    # the captions are the triplets' reference and target captions, for the same seed
+    assert caps1.captions[:2] == [b.triplets[0].reference, b.triplets[0].target]
+    # a file source ignores it
+    assert load_text_triplets("toy:5", toy_seed=3).source.startswith("toy:5")
+
+
+def test_toy_seed_draws_another_benchmark_and_groups_follow_the_changed_attribute():
+    (b0,) = load_toy("test", n_queries=12, n_distractors=5, seed=0)
+    (b1,) = load_toy("test", n_queries=12, n_distractors=5, seed=1)
+    assert len(b0.gallery) == 17 and len(b0.queries) == 12
+    assert [q.captions for q in b0.queries] != [q.captions for q in b1.queries]
+    world = toy.modification_triplets("test", 12, n_distractors=5, seed=1)
+    assert [q.groups for q in b1.queries] == [(c,) for c in world.changed]
+    assert {g for q in b1.queries for g in q.groups} <= set(toy.ATTRIBUTES)
+    # the benchmark's images are rendered from the split's own digit instances: the digits
+    # of `train` (the tiny CLIP's fit) never appear in `val` or `test`
+    train = set(toy.split_indices("train").tolist())
+    assert not train & set(toy.split_indices("test").tolist())
+    assert not train & set(toy.split_indices("val").tolist())
+
+
+@pytest.mark.parametrize("command", ["train", "train-phi"])
+def test_training_commands_take_the_toy_seed_apart_from_the_training_seed(command):
+    phi = ["--phi", "phi.pt"] if command == "train" else []
+    args = [command, "--preset", "toy", "--toy-seed", "4", "--seed", "9", "--dry-run", *phi]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.stdout)["config"]
+    assert (cfg["toy_seed"], cfg["seed"]) == (4, 9)
+    res = runner.invoke(app, [command, "--preset", "toy", "--toy-seed", "-1", *phi])
+    assert res.exit_code == 1 and "--toy-seed must be >= 0, got -1" in res.output
+
+
+def test_demo_passes_the_toy_seed_to_every_command(tmp_path):
+    steps = demo_commands(DemoConfig(toy_seed=7), tmp_path)
+    assert [name for name, _ in steps] == ["train-phi", "eval-base", "train", "eval-rtd"]
+    for _, argv in steps:
+        assert argv[argv.index("--toy-seed") + 1] == "7"
+        assert "--seed" not in argv  # the training seeds stay the presets'
+    evals = [argv for name, argv in steps if name.startswith("eval")]
+    assert all(argv[argv.index("--split") + 1] == "test" for argv in evals)
+    # the gallery size comes from `rtd eval`'s defaults, not from the demo
+    assert all("--toy-queries" not in argv and "--toy-distractors" not in argv for argv in evals)
+    train = dict(steps)["train"]
+    assert DemoConfig(train_args=("--lr", "1e-12")).train_args == ("--lr", "1e-12")
+    assert demo_commands(DemoConfig(train_args=("--lr", "1e-12")), tmp_path)[2][1][-2:] == [
+        "--lr", "1e-12"]  # fmt: skip
+    assert train[-1] == "--overwrite"
