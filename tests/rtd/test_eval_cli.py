@@ -79,6 +79,12 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
         weighted = sum(base["by_attribute"][g][key] * n for g, n in counts.items()) / 40
         assert value == pytest.approx(weighted)
     assert "by changed attribute" in result.stdout and base["toy_seed"] == 0
+    per_query = json.loads((tmp_path / "base" / "per_query.json").read_text())["queries"]
+    assert [q["query_id"] for q in per_query] == [str(i) for i in range(40)]
+    assert sum(q["first_hit"] == 1 for q in per_query) / 40 * 100 == pytest.approx(
+        base["summary"]["R@1"]
+    )
+    assert sum(q["groups"] == ["digit"] for q in per_query) == counts["digit"]
 
     # --text-encoder: the untouched tower reproduces the base exactly; a changed one does not
     tower = text_tower_from_clip(model)

@@ -250,6 +250,9 @@ def test_metrics_by_group_on_a_hand_ranking():
     assert two["digit"]["R@1"] == 100.0 and two["a"]["R@1"] == 0.0
     with pytest.raises(ValueError, match="2 group lists for 5 ranked queries"):
         M.metrics_by_group(ranked, gts, groups[:2])
+    # per query: the rank of the first ground truth (q3's only one is at rank 6)
+    assert M.first_hit_rank(M.hits_matrix(ranked, gts)).tolist() == [1, 3, 1, 6, 3]
+    assert M.first_hit_rank(M.hits_matrix(ranked[:, :5], gts)).tolist() == [1, 3, 1, 0, 3]
 
 
 def test_toy_protocol_reports_metrics_per_changed_attribute(runtime):
@@ -273,5 +276,6 @@ def test_toy_protocol_reports_metrics_per_changed_attribute(runtime):
         "digit": 100.0, "colour": 100.0, "background": 0.0}  # fmt: skip
     assert result.group_queries == {"digit": 1, "colour": 1, "background": 1}
     assert result.metrics["R@1"] == pytest.approx(200 / 3)
+    assert result.first_hit == [1, 2, 1]
     plain = [CIRQuery(q.query_id, q.reference, q.captions, q.targets) for q in qs]
     assert evaluate_part(_bench("toy", plain, names), feats, index, queries, runtime).groups == {}

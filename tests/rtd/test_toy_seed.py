@@ -74,3 +74,31 @@ def test_demo_passes_the_toy_seed_to_every_command(tmp_path):
     assert demo_commands(DemoConfig(train_args=("--lr", "1e-12")), tmp_path)[2][1][-2:] == [
         "--lr", "1e-12"]  # fmt: skip
     assert train[-1] == "--overwrite"
+
+
+def test_seen_triplet_split_counts_the_benchmark_triplets_met_in_training(tmp_path):
+    from rtd_cli.demo import seen_triplet_split
+
+    n = 40
+    world = toy.modification_triplets("test", n, n_distractors=0, seed=2)
+    triples = [(r["reference_caption"], r["conditioning_caption"], r["target_caption"])
+               for r in toy.text_triplets(3000, seed=2)]  # fmt: skip
+    seen = [t in set(triples) for t in zip(world.reference_captions, world.texts,
+                                           world.target_captions, strict=True)]  # fmt: skip
+    assert 0 < sum(seen) < n  # the grammar is small: some occur, not all
+    for run, cfg in (
+        ("eval-base", {"split": "test", "toy_queries": n, "toy_distractors": 0, "toy_seed": 2}),
+        ("train", {"triplets": "toy:3000", "toy_seed": 2}),
+    ):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.json").write_text(json.dumps({"config": cfg}))
+    # base finds every query at rank 1; + RTD only the unseen ones (rank 2 for the seen)
+    for run, rank in (("eval-base", lambda s: 1), ("eval-rtd", lambda s: 2 if s else 1)):
+        (tmp_path / run).mkdir(exist_ok=True)
+        rows = [
+            {"query_id": str(i), "groups": [], "first_hit": rank(s)} for i, s in enumerate(seen)
+        ]
+        (tmp_path / run / "per_query.json").write_text(json.dumps({"queries": rows}))
+    split = seen_triplet_split(tmp_path)
+    assert split["seen"] == {"queries": sum(seen), "base_r1": 100.0, "rtd_r1": 0.0}
+    assert split["unseen"] == {"queries": n - sum(seen), "base_r1": 100.0, "rtd_r1": 100.0}

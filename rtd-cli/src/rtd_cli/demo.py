@@ -22,6 +22,7 @@ Run: `python -m rtd_cli.demo [--out runs/demo-rtd] [--toy-seed 0]`.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -96,6 +97,50 @@ def run_rtd(argv: list[str]) -> None:
         raise ConfigError(f"`rtd {shlex.join(argv)}` failed with exit code {code}")
 
 
+def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
+    """R@1 of base and + RTD on the benchmark queries whose text triplet (reference caption,
+    modification, target caption) is among RTD's training triplets ("seen") and on the
+    others ("unseen"), from the two evals' `per_query.json`.
+
+    Both sides come from one caption grammar, so part of the benchmark's text triplets also
+    occur, as text, in training (about a quarter at 5,000 triplets); this split shows whether
+    the gain rests on those. The benchmark is rebuilt from the eval's config.json (the toy
+    world is deterministic in its seed) and the triplets from the train run's.
+    """
+    from labshared import toy
+    from labshared.data.text_triplets import load_text_triplets
+    from labshared.runs import read_config
+    from rtd_cli.evaluate import PER_QUERY_FILE
+
+    bench = read_config(out / "eval-base")["config"]
+    trained = read_config(out / "train")["config"]
+    world = toy.modification_triplets(
+        bench["split"] or "val", bench["toy_queries"], n_distractors=bench["toy_distractors"],
+        seed=bench["toy_seed"],
+    )  # fmt: skip
+    data = load_text_triplets(trained["triplets"], toy_seed=trained["toy_seed"])
+    train = {(t.reference, t.conditioning, t.target) for t in data.triplets}
+    seen = [
+        (r, c, t) in train
+        for r, c, t in zip(
+            world.reference_captions, world.texts, world.target_captions, strict=True
+        )
+    ]
+    hits = {}
+    for run in ("eval-base", "eval-rtd"):
+        rows = json.loads((out / run / PER_QUERY_FILE).read_text())["queries"]
+        hits[run] = {int(row["query_id"]): row["first_hit"] == 1 for row in rows}
+    split = {}
+    for name, flag in (("seen", True), ("unseen", False)):
+        ids = [i for i, s in enumerate(seen) if s == flag]
+        split[name] = {
+            "queries": len(ids),
+            "base_r1": 100 * sum(hits["eval-base"][i] for i in ids) / max(len(ids), 1),
+            "rtd_r1": 100 * sum(hits["eval-rtd"][i] for i in ids) / max(len(ids), 1),
+        }
+    return split
+
+
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     """Run the demo into `out`; returns (and writes to `demo.json`) the figures: both
     runs' summaries and per-attribute metrics, the gains, sizes and each step's cost."""
@@ -133,8 +178,12 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         group: rtd["by_attribute"][group]["R@1"] - base["by_attribute"][group]["R@1"]
         for group in compare.attribute_groups([base, rtd])
     }
+    from rtd_cli.model import TINY_BACKBONE, weights_identity
+
     result = {
         "config": asdict(cfg),
+        # which fit of the tiny CLIP (its cache key): the figures depend on it
+        "tiny_clip": weights_identity(TINY_BACKBONE, None),
         "split": base["split"],
         "queries": sum(base["n_queries"].values()),
         "gallery": sum(base["n_gallery"].values()),
@@ -143,6 +192,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         "rtd": {"summary": rtd["summary"], "by_attribute": rtd.get("by_attribute", {})},
         "gain_r1": rtd["summary"]["R@1"] - base["summary"]["R@1"],
         "gain_r1_by_attribute": gains,
+        "seen_triplets": seen_triplet_split(out),
         "steps": steps,
         "wall_s": round(sum(s["wall_s"] for s in steps.values()), 1),
         "cpu_s": round(sum(s["cpu_s"] for s in steps.values()), 1),
@@ -162,11 +212,17 @@ def format_markdown(result: dict[str, Any], table: str, by_attribute: str) -> st
     return (
         f"rtd demo, toy CIR world: {result['split']} split, toy seed "
         f"{result['config']['toy_seed']}, {result['queries']} queries, "
-        f"{result['gallery']}-image gallery\n\n{table}\n\n"
+        f"{result['gallery']}-image gallery, tiny CLIP {result['tiny_clip']}\n\n{table}\n\n"
         f"by changed attribute (number of queries):\n{by_attribute}\n\n"
         f"R@1 gain of + RTD: {result['gain_r1']:+.2f} points ("
         + ", ".join(f"{k} {v:+.2f}" for k, v in result["gain_r1_by_attribute"].items())
-        + f")\ncost: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} CPU-s ({steps})\n"
+        + ")\nR@1 on queries whose text triplet is among RTD's training triplets (as text) and "
+        "on the others: "
+        + "; ".join(
+            f"{k} ({v['queries']}) {v['base_r1']:.2f} -> {v['rtd_r1']:.2f}"
+            for k, v in result["seen_triplets"].items()
+        )
+        + f"\ncost: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} CPU-s ({steps})\n"
         f"chart: {result['chart']}\n"
     )
 

@@ -64,6 +64,8 @@ from rtd_cli.projection import default_prompt_style as base_default_prompt
 from rtd_cli.retrieval import chunked_topk, gather_scores
 
 FIQ_ORDERS = ("both", "single")
+#: toy runs: per query, the rank of its first ground truth (`first_hit`, 0 = not in top 50)
+PER_QUERY_FILE = "per_query.json"
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ class PartResult:
     # toy: the metrics of the queries of each group (changed attribute), and their counts
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     group_queries: dict[str, int] = field(default_factory=dict)
+    # toy: per query, the 1-based rank of its first ground truth (0: not in the top k)
+    first_hit: list[int] = field(default_factory=list)
 
 
 def evaluate_part(
@@ -349,9 +353,10 @@ def evaluate_part(
             by_group, n_group = M.metrics_by_group(
                 top, gts, [q.groups for q in bench.queries], M.toy_metrics, order=ATTRIBUTES
             )
+            first = M.first_hit_rank(M.hits_matrix(top, gts)).tolist()
             return PartResult(
                 metrics, ranked, subset_ranked, len(queries), groups=by_group,
-                group_queries=n_group,
+                group_queries=n_group, first_hit=first,
             )  # fmt: skip
     return PartResult(metrics, ranked, subset_ranked, len(queries))
 
@@ -492,6 +497,13 @@ def run_eval(cfg: EvalConfig, run_dir: Path, runtime) -> dict[str, Any]:
     if by_attribute:  # toy: the metrics of the queries that change each attribute
         out["by_attribute"] = by_attribute
         out["attribute_queries"] = {k: v for r in results for k, v in r.group_queries.items()}
+        # per query, for paired comparisons of two runs on the same benchmark
+        per_query = [
+            {"query_id": q.query_id, "groups": list(q.groups), "first_hit": rank}
+            for bench, r in zip(prep.benches, results, strict=True)
+            for q, rank in zip(bench.queries, r.first_hit, strict=True)
+        ]
+        write_metrics(run_dir, {"top_k": 50, "queries": per_query}, name=PER_QUERY_FILE)
     write_metrics(run_dir, out)
     return out
 

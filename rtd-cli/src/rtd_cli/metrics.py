@@ -162,6 +162,19 @@ def toy_metrics(ranked: torch.Tensor, gts: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def first_hit_rank(hits: torch.Tensor) -> torch.Tensor:
+    """(Q,) long: the 1-based rank of each query's first ground truth in its ranking, 0 when
+    none is among the K ranked (per-query results, for paired comparisons of two runs).
+
+    Args:
+        hits: (Q, K) bool from `hits_matrix`.
+    """
+    found = hits.any(dim=1)
+    return torch.where(
+        found, hits.float().argmax(dim=1) + 1, torch.zeros_like(found, dtype=torch.long)
+    )
+
+
 def metrics_by_group(
     ranked: torch.Tensor,
     gts: torch.Tensor,
