@@ -345,6 +345,7 @@ def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
     validate = make_validator(
         dataset="toy", root=None, backbone="tiny-clip-toy", pretrained="random", base="lincir",
         phi=tiny_random / "lincir.pt", prompt="rtd", runtime=runtime, use_cache=False, toy_queries=60,
+        toy_distractors=60,
     )  # fmt: skip
     tower = text_tower_from_clip(model)
     first = validate(tower, 0)
@@ -409,7 +410,7 @@ def test_eval_warns_when_phi_was_trained_on_other_clip_weights(tiny_random, tmp_
     assert "random" in other and "other.safetensors" in other
 
     args = ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--base", "lincir",
-            "--phi", str(phi), "--toy-queries", "20", "--no-cache"]  # fmt: skip
+            "--phi", str(phi), "--toy-queries", "20", "--toy-distractors", "20", "--no-cache"]  # fmt: skip
     quiet = runner.invoke(app, [*args, "--pretrained", "random", "-o", str(tmp_path / "a")])
     assert quiet.exit_code == 0, quiet.output
     assert "warning" not in quiet.output
