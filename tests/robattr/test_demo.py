@@ -92,3 +92,12 @@ def test_toy_seed_redraws_the_mnist_split():
     assert np.array_equal(build_dataset("mnist", None, "test", False).labels, test0[1])
     seeded = build_dataset("mnist", None, "test", False, data_seed=1)
     assert np.array_equal(seeded.labels, test1[1])
+
+
+def test_worker_pool_keeps_the_order_of_the_calls():
+    """`--workers 2` runs jobs in spawned processes; results come back in call order, as
+    the in-process path returns them."""
+    from robattr_cli.demo import run_jobs
+
+    calls = [(pow, base, 3) for base in range(6)]
+    assert run_jobs(calls, 2) == run_jobs(calls, 1) == [b**3 for b in range(6)]

@@ -273,6 +273,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
             "train_wall_seconds": train_seconds,
             "score_wall_seconds": score_seconds,
             "cpu_seconds": time.process_time() - cpu + worker_cpu,
+            "train_cpu_seconds": {t["name"]: t["cpu_seconds"] for t in trained},
         },
     }
     atomic_write_json(out / "demo.json", result)
