@@ -80,11 +80,53 @@ def test_caption_bank_samples_the_right_caption():
     bank = tinyclip._CaptionBank(tinyclip.get_tokenizer())
     attrs = torch.tensor([[7, 0, 0], [3, 2, 5]])
     gen = torch.Generator().manual_seed(0)
-    full = bank.sample(attrs, gen, full_prob=1.0)
+    full, variant = bank.sample(attrs, gen, full_prob=1.0)
     expected = tinyclip.get_tokenizer()(["a red seven on grass", "a blue three on sand"])
-    assert torch.equal(full, expected)
-    partial = bank.sample(attrs.repeat(50, 1), gen, full_prob=0.0)
+    assert torch.equal(full, expected) and variant.tolist() == [0, 0]
+    partial, variant = bank.sample(attrs.repeat(50, 1), gen, full_prob=0.0)
     assert not (partial == expected.repeat(50, 1)).all(1).any()
+    assert (variant >= 1).all()
+    texts = [tinyclip.caption_variants(7, 0, 0)[v] for v in variant[::2].tolist()]
+    assert torch.equal(partial[::2], tinyclip.get_tokenizer()(texts))
+
+
+def test_caption_matches_by_what_each_caption_states():
+    v = {t: i + 1 for i, t in enumerate(tinyclip.PARTIAL_TEMPLATES)}
+    # images: red 7 on grass, blue 7 on sand, red 2 on grass, red 7 on grass (a duplicate)
+    attrs = torch.tensor([[7, 0, 0], [7, 2, 5], [2, 0, 0], [7, 0, 0]])
+    variant = torch.tensor([0, v["a {d}"], v["a {s} digit"], v["{c}"]])
+    m = tinyclip.caption_matches(attrs, variant)
+    assert m.tolist() == [
+        [True, False, False, True],  # full caption: image 0 and its duplicate 3
+        [True, True, False, True],  # "a seven": every seven
+        [False, False, True, False],  # "a small digit" (for the 2): only the 2
+        [True, False, True, True],  # "red": every red image
+    ]
+    fields = tinyclip.variant_fields()
+    assert fields[0].tolist() == [True, True, True, False, False]
+    assert fields[v["an {p} digit"]].tolist() == [False, False, False, False, True]
+
+
+def test_multi_positive_loss_is_clip_loss_on_the_diagonal_and_hand_checked_otherwise():
+    from open_clip.loss import ClipLoss
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=-1)
+    scale = torch.tensor(7.0)
+    eye = torch.eye(5, dtype=torch.bool)
+    ours = tinyclip.multi_positive_clip_loss(img, txt, scale, eye)
+    assert ours.item() == pytest.approx(ClipLoss()(img, txt, scale).item(), rel=1e-6)
+    # two texts, two images; text 0 is true of both images, text 1 only of image 1
+    img2, txt2 = img[:2], txt[:2]
+    pos = torch.tensor([[True, True], [False, True]])
+    logits = scale * txt2 @ img2.T
+    lt, li = logits.log_softmax(1), logits.T.log_softmax(1)
+    t2i = (-(lt[0, 0] + lt[0, 1]) / 2 - lt[1, 1]) / 2
+    i2t = (-li[0, 0] - (li[1, 0] + li[1, 1]) / 2) / 2
+    expected = (t2i + i2t) / 2
+    got = tinyclip.multi_positive_clip_loss(img2, txt2, scale, pos)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_ensure_uses_cache_and_lock(tmp_path, monkeypatch):

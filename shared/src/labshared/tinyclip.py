@@ -5,10 +5,12 @@
 open_clip ModifiedResNet image tower (`"layers": [1, 1, 1, 1], "width": 32`, 32 px input,
 attention pooling) and a text transformer of width 128, 3 layers, context 16, with
 open_clip's standard BPE vocabulary (49408), so `open_clip.get_tokenizer("tiny-clip-toy")`
-works. It is trained from scratch with open_clip's `ClipLoss` on freshly rendered toy
-train images (`labshared.toy.make_split`) and their captions, mixed with partial captions
-("a seven", "a red digit", "on grass", "a photo of a seven.") so single words embed
-sensibly, plus a digit cross-entropy head on the normalised image embedding.
+works. It is trained from scratch on freshly rendered toy train images
+(`labshared.toy.make_split`) and their captions, mixed with partial captions ("a seven",
+"a red digit", "on grass", "a small digit") so single words embed sensibly, with a
+multi-positive form of CLIP's contrastive loss (a partial caption is a positive for every
+image in the batch it is true of: `multi_positive_clip_loss`), plus a digit cross-entropy
+head on the normalised image embedding.
 
 Why the digit head: a real CLIP arrives knowing objects from 400M pairs; on 3,500 MNIST
 train digits the contrastive loss is lowered by colour and background first, and a tower
@@ -72,7 +74,7 @@ from labshared.runs import atomic_save_safetensors, atomic_write_json
 
 TINY_CLIP_NAME = "tiny-clip-toy"
 #: Bump when the fitting code changes in a way that changes the weights.
-FIT_VERSION = 2
+FIT_VERSION = 3
 
 #: The architecture, in open_clip's model-config format: the JSON file that
 #: `labshared.clip` registers with open_clip (resources/model_configs/tiny-clip-toy.json).
@@ -218,6 +220,63 @@ def _lr_at(step: int, fit: FitConfig) -> float:
     return 0.5 * fit.lr * (1 + math.cos(math.pi * progress))
 
 
+#: What each caption variant states about its image, as flags over `CAPTION_FIELDS`
+#: (variant 0 is the full caption; the others follow `PARTIAL_TEMPLATES`).
+CAPTION_FIELDS: tuple[str, ...] = ("digit", "colour", "background", "size", "parity")
+_FIELD_PLACEHOLDERS = ("{d}", "{c}", "{b}", "{s}", "{p}")
+
+
+def variant_fields() -> torch.Tensor:
+    """(V, 5) bool: which of `CAPTION_FIELDS` each caption variant names."""
+    full = [True, True, True, False, False]
+    rows = [full] + [[ph in t for ph in _FIELD_PLACEHOLDERS] for t in PARTIAL_TEMPLATES]
+    return torch.tensor(rows)
+
+
+def caption_matches(attrs: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: caption i (of image i, variant `variant[i]`) is true of image j.
+
+    "a small digit" written for image i is just as true of every other small digit in the
+    batch, and a full caption of every image with the same three attributes.
+
+    Args:
+        attrs: (B, 3) long digit, colour, background of each image.
+        variant: (B,) long caption variant drawn for each image.
+    """
+    digit = attrs[:, 0]
+    keys = torch.stack([digit, attrs[:, 1], attrs[:, 2], (digit >= 5).long(), digit % 2], 1)
+    equal = keys[:, None, :] == keys[None, :, :]  # (B, B, 5)
+    named = variant_fields()[variant]  # (B, 5) the fields caption i states
+    return (equal | ~named[:, None, :]).all(-1)
+
+
+def multi_positive_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    positives: torch.Tensor,
+) -> torch.Tensor:
+    """Symmetric InfoNCE where a caption may be true of several images (and an image
+    described by several captions): the target of each row is uniform over its positives.
+
+    With `positives` the identity this is exactly open_clip's `ClipLoss` (tested).
+    Deviation from `ClipLoss`, which takes only the diagonal as positive: the toy captions
+    are short and repeat ("a small digit" fits half the batch), and pushing a caption away
+    from the images it is true of teaches the text tower nothing of what the words mean.
+
+    Args:
+        image_features, text_features: (B, D) L2-normalised.
+        logit_scale: scalar, exp of the learned log-temperature.
+        positives: (B_text, B_image) bool, caption i is true of image j; every row and
+            column needs at least one True (the diagonal always is).
+    """
+    logits_per_text = logit_scale * text_features @ image_features.T  # (B, B)
+    target = positives.float()
+    text_to_image = -(target / target.sum(1, keepdim=True) * logits_per_text.log_softmax(1))
+    image_to_text = -(target.T / target.sum(0)[:, None] * logits_per_text.T.log_softmax(1))
+    return 0.5 * (text_to_image.sum(1).mean() + image_to_text.sum(1).mean())
+
+
 class _CaptionBank:
     """Every caption variant of every attribute triple, tokenised once."""
 
@@ -228,15 +287,17 @@ class _CaptionBank:
         self.shape = (nd, nc, nb)
         self.tokens = tokenizer([t for variants in texts for t in variants])  # (T*V, ctx)
 
-    def sample(self, attrs: torch.Tensor, gen: torch.Generator, full_prob: float) -> torch.Tensor:
-        """Tokens for each (digit, colour, background) row: full caption with probability
-        `full_prob`, else a uniformly chosen partial caption."""
+    def sample(
+        self, attrs: torch.Tensor, gen: torch.Generator, full_prob: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, variant) for each (digit, colour, background) row: the full caption
+        (variant 0) with probability `full_prob`, else a uniformly chosen partial caption."""
         nd, nc, nb = self.shape
         triple = (attrs[:, 0] * nc + attrs[:, 1]) * nb + attrs[:, 2]
         partial = torch.randint(1, self.n_variants, (len(attrs),), generator=gen)
         full = torch.rand(len(attrs), generator=gen) < full_prob
         variant = torch.where(full, torch.zeros_like(partial), partial)
-        return self.tokens[triple * self.n_variants + variant]
+        return self.tokens[triple * self.n_variants + variant], variant
 
 
 def _fused_kwargs() -> dict[str, bool]:
@@ -251,13 +312,12 @@ def fit_tiny_clip(
     """Train `tiny-clip-toy` from scratch on toy train images; returns (model, stats).
 
     Each step renders a fresh batch of train-split images (`toy.make_split` with a
-    per-step seed) and draws one caption variant per image. Loss: open_clip's `ClipLoss`
-    (symmetric InfoNCE with the learned logit scale) plus `fit.digit_weight` x the
+    per-step seed) and draws one caption variant per image. Loss: symmetric InfoNCE with
+    the learned logit scale over every caption-image pair the caption is true of
+    (`multi_positive_clip_loss`; open_clip's `ClipLoss` when all captions differ) plus `fit.digit_weight` x the
     cross-entropy of a digit head on the normalised image embedding (module docstring);
     the head is not part of the returned model.
     """
-    from open_clip.loss import ClipLoss
-
     fit = fit or default_fit()
     start, start_cpu = time.perf_counter(), time.process_time()
     model = create_random_tiny_clip(fit.seed).to(device)
@@ -277,7 +337,6 @@ def fit_tiny_clip(
         eps=1e-6,
         **_fused_kwargs(),
     )
-    loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(fit.seed)
     model.train()
     losses = []
@@ -290,11 +349,12 @@ def fit_tiny_clip(
                 config=toy.ToyConfig(size=fit.image_size, seed=fit.seed * 1_000_003 + step),
             )
             images = images_to_tensor(batch.images, device)
-            tokens = bank.sample(batch.attributes, gen, fit.full_caption_prob).to(device)
+            tokens, variant = bank.sample(batch.attributes, gen, fit.full_caption_prob)
+            positives = caption_matches(batch.attributes, variant).to(device)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, fit)
-            image_features, text_features, logit_scale = model(images, tokens)
-            loss = loss_fn(image_features, text_features, logit_scale)
+            image_features, text_features, logit_scale = model(images, tokens.to(device))
+            loss = multi_positive_clip_loss(image_features, text_features, logit_scale, positives)
             if fit.digit_weight:
                 digit_logits = digit_head(10.0 * image_features)
                 loss = loss + fit.digit_weight * F.cross_entropy(
