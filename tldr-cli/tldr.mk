@@ -29,10 +29,10 @@ TLDR_RECIPES := paper-repo dfr
 
 demo-tldr: install
 	$(BIN)/tldr generate --offline-toy -o $(TLDR_RUNS)/demo/generate --overwrite
-	$(BIN)/tldr filter --preset toy --words $(TLDR_RUNS)/demo/generate/wordlists.json \
-		-o $(TLDR_RUNS)/demo/filter --overwrite
-	$(BIN)/tldr retrain --preset toy --method both --words $(TLDR_RUNS)/demo/filter/wordlists.json \
-		-o $(TLDR_RUNS)/demo/retrain --overwrite
+	$(BIN)/tldr filter --preset toy --toy-seed $(TOY_SEED) \
+		--words $(TLDR_RUNS)/demo/generate/wordlists.json -o $(TLDR_RUNS)/demo/filter --overwrite
+	$(BIN)/tldr retrain --preset toy --toy-seed $(TOY_SEED) --method both \
+		--words $(TLDR_RUNS)/demo/filter/wordlists.json -o $(TLDR_RUNS)/demo/retrain --overwrite
 
 bench-tldr: install
 	$(BIN)/python bench/tldr_bench.py --device $(if $(filter auto,$(TLDR_DEVICE)),cpu,$(TLDR_DEVICE))

@@ -294,11 +294,37 @@ NGapOpt = Annotated[
 LambdaOpt = Annotated[
     float | None,
     typer.Option(
-        "--lambda", help="Ridge penalty of the projector (50).", rich_help_panel="Projector"
+        "--lambda",
+        help="Ridge penalty of the projector (paper presets 50; toy: see the preset).",
+        rich_help_panel="Projector",
+    ),
+]
+PreprocessEmbedOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CLIP embeddings into the projector: none (raw, the paper's script) or "
+        "clip_normalize (the official option: L2-normalised images, gap and words).",
+        rich_help_panel="Projector",
     ),
 ]
 ToyTrainOpt = Annotated[
     int | None, typer.Option(help="Toy world: training images.", rich_help_panel="Data")
+]
+ToySeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Toy world: data seed of the spurious split (which digits, colours and crops); "
+        "separate from --seed, which drives training.",
+        rich_help_panel="Data",
+    ),
+]
+TemplatesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Caption templates the words are embedded in: imagenet (the 80 OpenAI ImageNet "
+        "templates, paper presets) or toy (the tiny CLIP's caption forms, toy preset).",
+        rich_help_panel="Head",
+    ),
 ]
 ToyValOpt = Annotated[
     int | None,
@@ -374,7 +400,9 @@ def filter_words(
     gap_pairs: GapPairsOpt = None,
     n_gap_pairs: NGapOpt = None,
     lam: LambdaOpt = None,
+    preprocess_embed: PreprocessEmbedOpt = None,
     toy_n_train: ToyTrainOpt = None,
+    toy_seed: ToySeedOpt = None,
     feature_batch_size: FeatBatchOpt = None,
     num_workers: WorkersOpt = None,
     feature_precision: FeaturePrecisionOpt = None,
@@ -403,7 +431,9 @@ def filter_words(
         gap_pairs=gap_pairs,
         n_gap_pairs=n_gap_pairs,
         lam=lam,
+        preprocess_embed=preprocess_embed,
         toy_n_train=toy_n_train,
+        toy_seed=toy_seed,
         feature_batch_size=feature_batch_size,
         num_workers=num_workers,
         feature_precision=feature_precision,
@@ -448,16 +478,17 @@ def retrain(
     gap_pairs: GapPairsOpt = None,
     n_gap_pairs: NGapOpt = None,
     lam: LambdaOpt = None,
+    preprocess_embed: PreprocessEmbedOpt = None,
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="Epochs of the new head (paper presets 1; toy 10).", rich_help_panel="Head"
+            help="Epochs of the new head (paper presets 1; toy 200).", rich_help_panel="Head"
         ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
-            help="AdamW learning rate of the new head (paper presets 1e-4; toy 1e-3).",
+            help="AdamW learning rate of the new head (paper presets 1e-4; toy 3e-2).",
             rich_help_panel="Head",
         ),
     ] = None,
@@ -474,10 +505,12 @@ def retrain(
             rich_help_panel="Head",
         ),
     ] = None,
+    templates: TemplatesOpt = None,
     dfr_retrains: Annotated[
         int | None, typer.Option(help="DFR fits averaged (20).", rich_help_panel="DFR")
     ] = None,
     toy_n_train: ToyTrainOpt = None,
+    toy_seed: ToySeedOpt = None,
     toy_n_val: ToyValOpt = None,
     toy_n_test: ToyTestOpt = None,
     feature_batch_size: FeatBatchOpt = None,
@@ -511,13 +544,16 @@ def retrain(
         gap_pairs=gap_pairs,
         n_gap_pairs=n_gap_pairs,
         lam=lam,
+        preprocess_embed=preprocess_embed,
         head_epochs=epochs,
         head_lr=lr,
         head_weight_decay=weight_decay,
         head_batch_size=head_batch_size,
         template_draw=template_draw,
+        templates=templates,
         dfr_retrains=dfr_retrains,
         toy_n_train=toy_n_train,
+        toy_seed=toy_seed,
         toy_n_val=toy_n_val,
         toy_n_test=toy_n_test,
         feature_batch_size=feature_batch_size,
@@ -549,6 +585,7 @@ def erm(
     backbone_weights: BackboneOpt = None,
     recipe: RecipeOpt = None,
     toy_n_train: ToyTrainOpt = None,
+    toy_seed: ToySeedOpt = None,
     toy_n_test: ToyTestOpt = None,
     feature_batch_size: FeatBatchOpt = None,
     num_workers: WorkersOpt = None,
@@ -573,6 +610,7 @@ def erm(
         backbone_weights=backbone_weights,
         erm_recipe=recipe,
         toy_n_train=toy_n_train,
+        toy_seed=toy_seed,
         toy_n_test=toy_n_test,
         feature_batch_size=feature_batch_size,
         num_workers=num_workers,

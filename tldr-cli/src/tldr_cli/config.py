@@ -70,12 +70,17 @@ ERM_RECIPES: dict[str, ErmRecipe] = {
             augment=True,
             preprocess="dfr",
         ),
-        # toy: starts from the digit-pretrained CNN (design.md); a few epochs on biased data
-        ErmRecipe("toy", epochs=4, lr=2e-2, weight_decay=1e-4, batch_size=64),
+        # toy: starts from the digit-pretrained CNN (design.md); a gentle fine-tune on the
+        # biased data, as the real recipes fine-tune ImageNet weights (lr 1e-4 / 1e-3). At
+        # lr 2e-2 the toy CNN relearns digits from the 5 % minority (ERM worst group 20 %,
+        # seed 0); at 5e-3 it follows the background (4 %), the regime TLDR is for.
+        ErmRecipe("toy", epochs=4, lr=5e-3, weight_decay=1e-4, batch_size=64),
     )
 }
 
 TEMPLATE_DRAWS = ("all", "official")
+TEMPLATE_SETS = ("imagenet", "toy")
+PREPROCESS_EMBEDS = ("none", "clip_normalize")
 METHODS = ("tldr", "dfr", "both")
 CLIP_INPUTS = ("clip", "classifier")
 PREPROCESSES = ("dataset", "dfr")
@@ -102,12 +107,19 @@ class TLDRConfig:
             (the official quirk: CLIP sees the classifier's ImageNet-normalised pixels).
         gap_pairs: "toy" or a COCO-captions folder or a JSONL file [--gap-pairs].
         n_gap_pairs: caption pairs used for the mean gap (1000 in the paper repo).
+        preprocess_embed: "none" (raw CLIP embeddings, `script.sh`) or "clip_normalize"
+            (the official option: image embeddings, gap and word embeddings L2-normalised
+            before the projector) [--preprocess-embed].
         lam: ridge penalty lambda of the projector [--lambda].
         head_lr, head_weight_decay, head_batch_size, head_epochs: the new last layer.
-        template_draw: "all" (uniform over the 80 templates) or "official" (randint(0, 79):
-            the 80th template is never drawn) [--template-draw].
+        templates: the caption templates each word pair is embedded in: "imagenet" (the 80
+            OpenAI ImageNet templates, as the paper) or "toy" (the caption forms the tiny
+            CLIP was fitted on; `textdata.TOY_TEMPLATES`) [--templates].
+        template_draw: "all" (uniform over the templates) or "official" (randint(0, T-1):
+            the last template is never drawn) [--template-draw].
         dfr_c_grid, dfr_retrains: the DFR baseline.
-        toy_*: sizes and train correlation of the toy world.
+        toy_*: sizes, train correlation and data seed of the toy world (`toy_seed` draws
+            the spurious split: which digits, colours and crops) [--toy-seed].
         feature_batch_size, num_workers: frozen-feature extraction.
         feature_precision: autocast of the frozen forward passes (classifier features, CLIP
             image embeddings) [--feature-precision]: fp32 (default; TLDR and DFR extract
@@ -128,11 +140,13 @@ class TLDRConfig:
     clip_input: str = "clip"
     gap_pairs: str | None = None
     n_gap_pairs: int = 1000
+    preprocess_embed: str = "none"
     lam: float = 50.0
     head_lr: float = 1e-4
     head_weight_decay: float = 1e-4
     head_batch_size: int = 128
     head_epochs: int = 1
+    templates: str = "imagenet"
     template_draw: str = "all"
     dfr_c_grid: tuple[float, ...] = C_GRID
     dfr_retrains: int = 20
@@ -141,6 +155,7 @@ class TLDRConfig:
     toy_n_test: int = 800
     toy_corr: float = 0.95
     toy_size: int = 32
+    toy_seed: int = 0
     feature_batch_size: int = 256
     num_workers: int = 4
     feature_precision: str = "fp32"
@@ -150,6 +165,15 @@ class TLDRConfig:
             (
                 self.erm_recipe in ERM_RECIPES,
                 f"--erm-recipe {self.erm_recipe!r}: expected one of {', '.join(ERM_RECIPES)}",
+            ),
+            (
+                self.preprocess_embed in PREPROCESS_EMBEDS,
+                f"--preprocess-embed {self.preprocess_embed!r}: expected one of "
+                f"{', '.join(PREPROCESS_EMBEDS)}",
+            ),
+            (
+                self.templates in TEMPLATE_SETS,
+                f"--templates {self.templates!r}: expected one of {', '.join(TEMPLATE_SETS)}",
             ),
             (
                 self.template_draw in TEMPLATE_DRAWS,
@@ -198,10 +222,21 @@ PRESETS: dict[str, TLDRConfig] = {
             clip_pretrained="fitted",
             gap_pairs="toy",
             n_gap_pairs=1000,
-            # Our choice for the toy world: the text set has a few thousand pairs, so the
-            # paper's single epoch at lr 1e-4 would leave the fresh head nearly untrained.
-            head_lr=1e-3,
-            head_epochs=10,
+            # The tiny CLIP's raw image embeddings are ~4x longer than its text embeddings
+            # (58 vs 15, measured), so raw text would reach the projector at a quarter of
+            # the scale it was fitted on; the official clip_normalize option removes that.
+            preprocess_embed="clip_normalize",
+            # The toy's own caption forms: the tiny CLIP never saw "a bad photo of a {}."
+            templates="toy",
+            # lambda 50 is for raw CLIP embeddings; on unit-norm inputs (clip_normalize) it
+            # over-shrinks W: held-out R^2 of the projector on toy val images (no labels)
+            # 0.722 at 50, 0.804 at 0.5 (measured; README).
+            lam=0.5,
+            # Our choice for the toy world: the text set has about a thousand pairs (nine
+            # steps an epoch), so the paper's single epoch at lr 1e-4 leaves the fresh head
+            # untrained; these settings run it to a flat loss (1.26 -> 0.02, loss chart).
+            head_lr=3e-2,
+            head_epochs=200,
             dfr_retrains=20,
             feature_batch_size=512,
             num_workers=0,

@@ -140,7 +140,7 @@ def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cach
 
     from labshared.runs import atomic_write_json
     from tldr_cli.labels import align_wordlists
-    from tldr_cli.pipeline import load_splits, prepare
+    from tldr_cli.pipeline import embed_space, load_splits, prepare
     from tldr_cli.wordlists import load_wordlists, save_wordlists
 
     wl = load_wordlists(words)
@@ -152,7 +152,7 @@ def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cach
     device = runtime.device
     filtered, removed = run_filters(
         wl,
-        lambda texts: ctx.clip.encode_texts(texts, device),
+        lambda texts: embed_space(ctx.clip.encode_texts(texts, device), cfg),
         lambda emb: ctx.projector(emb.to(device)),
         ctx.classifier.model.fc.to(device),
     )

@@ -53,7 +53,7 @@ def load_splits(cfg: TLDRConfig, splits=("train", "val", "test")) -> dict[str, G
         if cfg.dataset == "toy":
             n = {"train": cfg.toy_n_train, "val": cfg.toy_n_val, "test": cfg.toy_n_test}[split]
             out[split] = build_group_shift(
-                "toy", None, split, n=n, corr=cfg.toy_corr, size=cfg.toy_size
+                "toy", None, split, n=n, corr=cfg.toy_corr, size=cfg.toy_size, seed=cfg.toy_seed
             )
         else:
             out[split] = build_group_shift(cfg.dataset, cfg.data_root, split)
@@ -310,6 +310,7 @@ def gap_vector(
         "pairs": fp,
         "n": cfg.n_gap_pairs,
         "seed": runtime.seed,
+        "preprocess_embed": cfg.preprocess_embed,
         "code": FEATURE_CODE_VERSION,
     }
 
@@ -317,11 +318,21 @@ def gap_vector(
         images, captions = load_gap_pairs(
             source, cfg.n_gap_pairs, torch.Generator().manual_seed(runtime.seed)
         )
-        img = clip.encode_pil(images, runtime.device)
-        txt = clip.encode_texts(captions, runtime.device)
+        img = embed_space(clip.encode_pil(images, runtime.device), cfg)
+        txt = embed_space(clip.encode_texts(captions, runtime.device), cfg)
         return {"gap": modality_gap(img, txt)}
 
     return cached_tensors("tldr-gap", spec, compute, enabled=use_cache)["gap"]
+
+
+def embed_space(emb: torch.Tensor, cfg: TLDRConfig) -> torch.Tensor:
+    """CLIP embeddings as the projector sees them: raw (`preprocess_embed` "none", the
+    paper's script) or L2-normalised ("clip_normalize", the official option of the same
+    name: image embeddings, both sides of the gap, and each word before and the pair mean
+    after averaging)."""
+    if cfg.preprocess_embed == "clip_normalize":
+        return torch.nn.functional.normalize(emb, dim=-1)
+    return emb
 
 
 def fit_projector(
@@ -384,8 +395,11 @@ def prepare(
     if not with_projector:
         return Context(cfg, runtime, splits, handle, feats, None, None, None, None)
     clip = load_clip(cfg, runtime.device)
-    x_clip = clip_image_embeddings(
-        clip, splits["train"], cfg, runtime, handle.model.arch, use_cache, handle.preprocess
+    x_clip = embed_space(
+        clip_image_embeddings(
+            clip, splits["train"], cfg, runtime, handle.model.arch, use_cache, handle.preprocess
+        ),
+        cfg,
     )
     gap = gap_vector(clip, cfg, runtime, use_cache)
     projector = fit_projector(x_clip, feats["train"], gap, cfg.lam)

@@ -54,3 +54,23 @@ def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def loss_chart(losses: list[float], path: Path) -> Path:
+    """The TLDR head's mean training loss per epoch (to see that it has converged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    ax.plot(range(1, len(losses) + 1), losses, marker="." if len(losses) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy (text pairs)")
+    ax.set_title("TLDR head: training loss", fontsize=9)
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -56,6 +56,7 @@ def train_text_head(
     generator: torch.Generator,
     runtime: Runtime,
     template_draw: str = "all",
+    normalize: bool = False,
 ) -> tuple[nn.Linear, list[float]]:
     """Train a fresh head on projected text pairs; returns (head, mean loss per epoch)."""
     device = runtime.device
@@ -80,7 +81,11 @@ def train_text_head(
             ):
                 idx, tmpl = idx.to(device), tmpl.to(device)
                 e = pair_embeddings(
-                    word_emb, pairs.t_idx.to(device)[idx], pairs.s_idx.to(device)[idx], tmpl
+                    word_emb,
+                    pairs.t_idx.to(device)[idx],
+                    pairs.s_idx.to(device)[idx],
+                    tmpl,
+                    normalize=normalize,
                 )
                 with runtime.autocast():
                     logits = head(projector(e))
@@ -152,9 +157,9 @@ def run_retrain(
     from labshared.errors import ConfigError
     from labshared.runs import atomic_save_safetensors, write_metrics
     from tldr_cli.labels import align_wordlists
-    from tldr_cli.pipeline import load_splits, prepare
-    from tldr_cli.report import bar_chart, summary_table
-    from tldr_cli.textdata import build_pairs, encode_word_templates, imagenet_templates
+    from tldr_cli.pipeline import embed_space, load_splits, prepare
+    from tldr_cli.report import bar_chart, loss_chart, summary_table
+    from tldr_cli.textdata import build_pairs, caption_templates, encode_word_templates
     from tldr_cli.wordlists import load_wordlists
 
     run_dir = Path(run_dir)
@@ -187,7 +192,7 @@ def run_retrain(
                 f"--words {words}: lists {empty} are empty (the filter removed every word?)"
             )
         pairs = build_pairs(wl)
-        templates = imagenet_templates()
+        templates = caption_templates(cfg.templates)
         spec = {"clip": ctx.clip.ident, "words": pairs.words, "templates": templates}
         word_emb = cached_tensors(
             "tldr-text",
@@ -199,6 +204,7 @@ def run_retrain(
             },
             enabled=use_cache,
         )["emb"]
+        word_emb = embed_space(word_emb, cfg)
         t0 = time.perf_counter()
         head, losses = train_text_head(
             pairs,
@@ -212,6 +218,7 @@ def run_retrain(
             generator=method_generator(runtime.seed),
             runtime=runtime,
             template_draw=cfg.template_draw,
+            normalize=cfg.preprocess_embed == "clip_normalize",
         )
         timings["tldr_train_s"] = round(time.perf_counter() - t0, 2)
         preds["TLDR"] = head_predictions(head, ctx.features["test"])
@@ -226,6 +233,8 @@ def run_retrain(
             "pairs": len(pairs),
             "words": len(pairs.words),
             "epoch_losses": losses,
+            "templates": cfg.templates,
+            "preprocess_embed": cfg.preprocess_embed,
             "group_pairs": torch.bincount(pairs.group).tolist(),
             # label i of the dataset <- list name (matched by name, labels.py)
             "class_lists": list(wl.classes),
@@ -236,7 +245,30 @@ def run_retrain(
     results = evaluate_all(preds, test, train)
     table = summary_table(results, train.class_names, train.spurious_names)
     chart = bar_chart(results, run_dir / "figures" / "accuracy.png", f"{cfg.name}: test accuracy")
+    if "tldr" in info:
+        info["tldr"]["loss_figure"] = str(
+            loss_chart(info["tldr"]["epoch_losses"], run_dir / "figures" / "tldr_head_loss.png")
+        )
     write_metrics(
         run_dir, {"test": results, "info": info, "timings": timings, "figure": str(chart)}
     )
-    return results, table
+    return results, table + "\n" + diagnostics(info)
+
+
+def diagnostics(info: dict[str, Any]) -> str:
+    """What the table alone does not say: how much of the classifier's feature space the
+    projector reaches, and whether the TLDR head converged."""
+    lines = []
+    if "projector_r2_train" in info:
+        lines.append(
+            f"projector R^2 on the training images: {info['projector_r2_train']:.3f} "
+            f"(|gap| {info['gap_norm']:.2f})"
+        )
+    if "tldr" in info:
+        t, losses = info["tldr"], info["tldr"]["epoch_losses"]
+        lines.append(
+            f"TLDR head: {t['pairs']} text pairs ({t['words']} words, {t['templates']} "
+            f"templates), loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} epochs "
+            f"({t['loss_figure']})"
+        )
+    return "\n".join(lines)

@@ -12,7 +12,8 @@
 
 Deviation: k is uniform over all 80 `open_clip.OPENAI_IMAGENET_TEMPLATES`; the official
 `np.random.randint(0, 79)` never draws the 80th template and is available as
-`template_draw="official"`.
+`template_draw="official"`. The toy preset embeds words in `TOY_TEMPLATES`, the caption
+forms its tiny CLIP was fitted on, instead of the ImageNet templates it never saw.
 """
 
 from __future__ import annotations
@@ -24,12 +25,26 @@ import torch
 from tldr_cli.sampling import balanced_indices
 from tldr_cli.wordlists import WordLists
 
+#: Caption forms of the toy world that the tiny CLIP is fitted on for every word form of
+#: the toy lists ("seven", "red seven", "grass", "digit on grass", ...; see
+#: `labshared.tinyclip.PARTIAL_TEMPLATES`).
+TOY_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a {}", "{}")
+
 
 def imagenet_templates() -> list[str]:
     """The 80 OpenAI ImageNet templates as format strings, in open_clip's order."""
     import open_clip
 
     return [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+
+
+def caption_templates(name: str) -> list[str]:
+    """The template set `name` ("imagenet" or "toy") as format strings."""
+    if name == "toy":
+        return list(TOY_TEMPLATES)
+    if name == "imagenet":
+        return imagenet_templates()
+    raise ValueError(f"unknown template set {name!r}; expected imagenet or toy")
 
 
 @dataclass
@@ -98,10 +113,18 @@ def draw_templates(
 
 
 def pair_embeddings(
-    word_emb: torch.Tensor, t_idx: torch.Tensor, s_idx: torch.Tensor, tmpl: torch.Tensor
+    word_emb: torch.Tensor,
+    t_idx: torch.Tensor,
+    s_idx: torch.Tensor,
+    tmpl: torch.Tensor,
+    normalize: bool = False,
 ) -> torch.Tensor:
-    """(B, D) = (E[t, k] + E[s, k]) / 2 from word_emb (W, T, D) of every word x template."""
-    return 0.5 * (word_emb[t_idx, tmpl] + word_emb[s_idx, tmpl])
+    """(B, D) = (E[t, k] + E[s, k]) / 2 from word_emb (W, T, D) of every word x template.
+
+    `normalize` ("clip_normalize", `TLDR:models/rect_model.py`): the mean of the two
+    (already unit-norm) word embeddings is L2-normalised again."""
+    emb = 0.5 * (word_emb[t_idx, tmpl] + word_emb[s_idx, tmpl])
+    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
 def epoch_batches(
