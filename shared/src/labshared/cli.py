@@ -11,7 +11,6 @@ and build each app with `make_app(...)`: its commands print our own errors (`Lab
 as one red line on stderr and exit 1; other errors keep their traceback.
 """
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -150,12 +149,6 @@ def make_app(name: str, help: str, version: str) -> typer.Typer:
     return app
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one red line on stderr and return the Exit to raise."""
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def run_app(app: typer.Typer) -> None:
     """Entry point body: run `app`, turning LabError into one red line and exit 1."""
     try:
@@ -181,7 +174,3 @@ def guard(fn):
             raise typer.Exit(_report(exc)) from None
 
     return wrapper
-
-
-def is_tty_stdout() -> bool:
-    return sys.stdout.isatty()

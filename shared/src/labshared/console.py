@@ -6,10 +6,12 @@ not a terminal so CI logs stay readable.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,24 +21,23 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+
+from labshared.distributed import is_main
 
 T = TypeVar("T")
 
 console = Console(stderr=True)
 
 
-def _is_main() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def log(*objects, **kwargs) -> None:
     """Print to stderr on rank 0 only."""
-    if _is_main():
+    if is_main():
         console.print(*objects, **kwargs)
 
 
 def progress_enabled() -> bool:
-    return _is_main() and console.is_terminal and not os.environ.get("LABSHARED_NO_PROGRESS")
+    return is_main() and console.is_terminal and not os.environ.get("LABSHARED_NO_PROGRESS")
 
 
 def make_progress() -> Progress:
@@ -63,3 +64,42 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             progress.advance(task)
+
+
+def render_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    title: str | None = None,
+    markdown: bool = False,
+    align: str = "lr",
+) -> str:
+    """The one table formatter of the three tools: `rows` under `columns`, as text.
+
+    Args:
+        columns: header cells.
+        rows: cells, already formatted (`f"{x:.2f}"`) or anything `str()` renders.
+        title: printed above the table (rich) or as a bold line (markdown).
+        markdown: a GitHub Markdown table (for README files and `demo_table.md`) instead
+            of rich's box drawing (for the terminal and stdout).
+        align: "l" or "r" for the first column, then for all others.
+
+    Returns:
+        The table as a string without trailing newline, ready for stdout or a file.
+    """
+    rows = [[str(c) for c in row] for row in rows]
+    justify = ["left" if align[0] == "l" else "right"]
+    justify += ["left" if align[-1] == "l" else "right"] * (len(columns) - 1)
+    if markdown:
+        rule = [":---" if j == "left" else "---:" for j in justify]
+        lines = [f"**{title}**", ""] if title else []
+        lines += ["| " + " | ".join(r) + " |" for r in (list(columns), rule, *rows)]
+        return "\n".join(lines)
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for name, j in zip(columns, justify, strict=True):
+        table.add_column(name, justify=j, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
+    out.print(table)
+    return "\n".join(line.rstrip() for line in out.file.getvalue().splitlines()).strip("\n")

@@ -44,7 +44,12 @@ def is_initialized() -> bool:
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
+    """This process's rank: the process group's once joined, torchrun's `RANK` before
+    (so rank-0-only logging is right from the first line), 0 outside torchrun. The one
+    source of "am I rank 0?" for every tool (`is_main`, the console, `Runtime.rank`)."""
+    if is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def get_world_size() -> int:

@@ -1,0 +1,126 @@
+"""One way to resolve a run's config and one rule for resuming it, for every tool.
+
+- **Resolution** (`resolve`): dataclass defaults < the named preset < the flags actually
+  passed. A flag left unset arrives as None and keeps the preset's value; a field name
+  the config does not have is a programming error reported as a `ConfigError` naming it.
+  The resolved config is validated before anything is created or loaded.
+- **Resume** (`check_resume`): a resumed run must be the run it continues. Every field
+  must equal the saved one, except the run-time knobs in `RUNTIME_KNOBS` (where it runs,
+  how many loader workers, how often it logs, checkpoints or validates, where the data
+  lies), which change how a run is carried out, not what it computes. The error names
+  every changed field with its saved and its new value.
+- **Names** (`unknown_name`): the one "did you mean" for presets, datasets, backbones,
+  regularisers and the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from labshared.errors import ConfigError
+from labshared.runs import to_jsonable
+
+T = TypeVar("T")
+
+#: Fields a resumed run may change: how the run is carried out, not what it computes.
+RUNTIME_KNOBS: frozenset[str] = frozenset(
+    {
+        "device",
+        "num_workers",
+        "workers",
+        "data_root",
+        "log_every",
+        "checkpoint_every",
+        "save_every",
+        "val_every",
+        "eval_every",
+        "feature_batch_size",
+        "eval_batch_size",
+    }
+)
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> ConfigError:
+    """The error for a name outside `known`: lists the known names and the closest one.
+
+    Example: `unknown_name("--dataset", "cirrr", ["cirr", "circo"])` says
+    "--dataset 'cirrr' is unknown; known: cirr, circo; did you mean 'cirr'?".
+    """
+    known = list(known)
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{kind} {name!r} is unknown; known: {', '.join(map(str, known))}{hint}")
+
+
+def resolve(
+    presets: Mapping[str, T],
+    preset: str,
+    overrides: Mapping[str, Any],
+    *,
+    validate: Callable[[T], None] | None = None,
+    renamed: Mapping[str, str] | None = None,
+) -> T:
+    """`presets[preset]` with every non-None override applied, then validated.
+
+    Args:
+        presets: name -> complete frozen dataclass config.
+        preset: the `--preset` value.
+        overrides: field name -> flag value (None: the flag was not passed).
+        validate: extra checks on the resolved config (a dataclass's own `__post_init__`
+            runs anyway); raises `ConfigError` naming the flag.
+        renamed: old preset name -> what replaced it, for a clear message.
+
+    Raises:
+        ConfigError: unknown or renamed preset, unknown field, or a failed validation.
+    """
+    if preset not in presets:
+        if renamed and preset in renamed:
+            raise ConfigError(f"--preset {preset!r} was renamed: use {renamed[preset]}")
+        raise unknown_name("--preset", preset, presets)
+    base = presets[preset]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        raise ConfigError(f"settings {unknown} are not fields of {type(base).__name__}")
+    cfg = dataclasses.replace(base, **given)  # type: ignore[type-var]
+    if validate is not None:
+        validate(cfg)
+    return cfg
+
+
+def changed_fields(
+    saved: Mapping[str, Any], now: Mapping[str, Any], allowed: Iterable[str] = RUNTIME_KNOBS
+) -> dict[str, tuple[Any, Any]]:
+    """{field: (saved value, new value)} for every field that differs and is not allowed
+    to (JSON forms compared, so a tuple equals the list it was saved as)."""
+    allowed = set(allowed)
+    saved_j, now_j = to_jsonable(dict(saved)), to_jsonable(dict(now))
+    keys = (set(saved_j) | set(now_j)) - allowed
+    return {
+        k: (saved_j.get(k), now_j.get(k)) for k in sorted(keys) if saved_j.get(k) != now_j.get(k)
+    }
+
+
+def check_resume(
+    saved: Mapping[str, Any],
+    now: Mapping[str, Any],
+    where: str,
+    allowed: Iterable[str] = RUNTIME_KNOBS,
+) -> None:
+    """Refuse to resume `where` with a config that computes something else.
+
+    Raises:
+        ConfigError: naming every changed field with its saved and new value.
+    """
+    diff = changed_fields(saved, now, allowed)
+    if diff:
+        shown = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(
+            f"--resume {where}: the run was started with other settings ({shown}); pass the "
+            f"saved values, or start a new run (only {', '.join(sorted(set(allowed)))} may "
+            "change on resume)"
+        )
