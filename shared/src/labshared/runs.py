@@ -122,8 +122,7 @@ def read_safetensors(
     except Exception as exc:  # header too large, invalid JSON header, truncated data, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"{flag} {path}: not a readable safetensors file ({reason[:200]}); "
-            f"expected {expected}"
+            f"{flag} {path}: not a readable safetensors file ({reason[:200]}); expected {expected}"
         ) from None
     return tensors, metadata
 
