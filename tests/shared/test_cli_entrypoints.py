@@ -47,3 +47,23 @@ def test_lab_errors_become_one_line_and_exit_1():
     res = CliRunner().invoke(app, ["boom"])
     assert res.exit_code == 1
     assert "error:" in res.output and "--eps -1" in res.output and "Traceback" not in res.output
+
+
+def test_preset_option_is_declared_once_with_a_short_alias():
+    """`--preset` / `-p` mean the same in every tool; a command chooses its own default."""
+    from labshared.cli import PresetOpt
+
+    app = make_app("demo", "demo app", "0.0")
+
+    @app.command()
+    def run(preset: PresetOpt = "toy") -> None:
+        print(f"preset={preset}")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["run"]).output.strip() == "preset=toy"
+    assert runner.invoke(app, ["run", "-p", "paper"]).output.strip() == "preset=paper"
+    assert runner.invoke(app, ["run", "--preset", "paper"]).output.strip() == "preset=paper"

@@ -77,6 +77,16 @@ OverwriteOpt = Annotated[
         rich_help_panel="Run folder",
     ),
 ]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        "-p",
+        help="A complete, runnable setting (the command's help lists them); every other flag "
+        "given overrides one of its fields.",
+        rich_help_panel="Config",
+    ),
+]
 NoCacheOpt = Annotated[
     bool,
     typer.Option(
