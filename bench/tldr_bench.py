@@ -7,7 +7,9 @@
   frozen projector -> fresh Linear(2048, 2)), AdamW, batch 128, then predicting the
   162,770 x 2048 classifier features with the new head.
 
-Each step runs in its own process so its peak resident memory (ru_maxrss) is its own.
+Each step runs in its own process so its peak resident memory (ru_maxrss) is its own;
+torch and the tool are imported inside the step functions for the same reason (the parent
+process only starts the steps and prints the table).
 Usage: python bench/tldr_bench.py [--n 162770] [--device cpu] [--threads N]
 """
 
@@ -70,7 +72,8 @@ def step_epoch(n: int, device: str) -> dict:
 
     from labshared.device import setup_runtime
     from tldr_cli.projector import Projector
-    from tldr_cli.retrain import head_predictions, train_text_head
+    from tldr_cli.classifier import head_predictions
+    from tldr_cli.retrain import train_text_head
     from tldr_cli.textdata import TextPairs
 
     runtime = setup_runtime(device, "fp32", 0)
@@ -152,11 +155,25 @@ def main() -> int:
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print(f"TLDR bench: n={args.n}, CLIP {D_CLIP}-d -> classifier {D_PHI}-d, device {args.device}")
-    print(f"{'step':<18}{'wall s':>9}{'peak RSS MiB':>14}  notes (cpu_seconds: process CPU time)")
-    for r in rows:
-        notes = {k: v for k, v in r.items() if k not in ("step", "seconds", "peak_rss_mib")}
-        print(f"{r['step']:<18}{r['seconds']:>9}{r['peak_rss_mib']:>14}  {json.dumps(notes)}")
+    from labshared.console import render_table
+
+    table = render_table(
+        ["step", "wall s", "peak RSS MiB", "notes (cpu_seconds: process CPU time)"],
+        [
+            [
+                r["step"],
+                r["seconds"],
+                r["peak_rss_mib"],
+                json.dumps(
+                    {k: v for k, v in r.items() if k not in ("step", "seconds", "peak_rss_mib")}
+                ),
+            ]
+            for r in rows
+        ],
+        title=f"TLDR bench: n={args.n}, CLIP {D_CLIP}-d -> classifier {D_PHI}-d, device {args.device}",
+        align="lr",
+    )
+    print(table)
     return 0
 
 

@@ -271,7 +271,7 @@ def test_dfr_celeba_trains_and_evaluates_on_the_same_full_image_view(tmp_path, m
     from tldr_cli.classifier import build_classifier, classifier_transform, load_classifier
     from tldr_cli.config import ERM_RECIPES, apply_overrides, get_preset
     from tldr_cli.erm import train_erm
-    from tldr_cli.pipeline import (
+    from tldr_cli.features import (
         ClassifierHandle,
         classifier_features,
         classifier_preprocess,

@@ -114,7 +114,7 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
     from labshared.errors import ConfigError
     from tldr_cli.classifier import build_classifier
     from tldr_cli.config import apply_overrides, get_preset
-    from tldr_cli.pipeline import ClassifierHandle, classifier_features, load_splits
+    from tldr_cli.features import ClassifierHandle, classifier_features, load_splits
 
     monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
     cfg = apply_overrides(get_preset("toy"), toy_n_test=16)

@@ -167,7 +167,7 @@ def test_feature_cache_is_keyed_by_classifier_content(tmp_path, monkeypatch):
     from labshared.device import setup_runtime
     from tldr_cli.classifier import build_classifier
     from tldr_cli.config import get_preset
-    from tldr_cli.pipeline import ClassifierHandle, classifier_features, load_splits
+    from tldr_cli.features import ClassifierHandle, classifier_features, load_splits
 
     monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
     cfg = get_preset("toy")

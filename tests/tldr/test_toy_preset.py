@@ -8,7 +8,8 @@ import torch
 
 from labshared.errors import ConfigError
 from tldr_cli.config import TLDRConfig, get_preset
-from tldr_cli.pipeline import embed_space, load_splits
+from tldr_cli.features import load_splits
+from tldr_cli.pipeline import embed_space
 from tldr_cli.retrain import diagnostics
 from tldr_cli.textdata import TOY_TEMPLATES, caption_templates, pair_embeddings
 

@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from labshared.data.group_shift import SPLITS, GroupShiftSplit
 from labshared.errors import ConfigError, DataLayoutError
+from tldr_cli.classifier import load_classifier
+from tldr_cli.features import load_splits
+from tldr_cli.gap import COCO_LAYOUT, list_gap_pairs
+from tldr_cli.labels import align_wordlists
+from tldr_cli.wordlists import load_wordlists
 
 # Official split sizes (train / val / test): Waterbirds from group_DRO's
 # `waterbird_complete95_forest2water2` metadata, CelebA from `list_eval_partition`.
@@ -69,10 +75,6 @@ def check_split(data: GroupShiftSplit) -> dict[str, Any]:
 
 def check_gap_pairs(source: str) -> dict[str, Any]:
     """Every image named by the gap pairs exists; counts pairs and distinct images."""
-    from PIL import Image
-
-    from tldr_cli.gap import COCO_LAYOUT, list_gap_pairs
-
     if source == "toy":
         return {"source": "toy", "pairs": "generated"}
     pairs = list_gap_pairs(source)
@@ -120,8 +122,6 @@ def check_data(
     Raises:
         DataLayoutError / ConfigError: the first problem found, naming the file.
     """
-    from tldr_cli.pipeline import load_splits
-
     report: dict[str, Any] = {"dataset": cfg.dataset, "root": cfg.data_root, "splits": {}}
     splits = {}
     for split in SPLITS:
@@ -131,9 +131,6 @@ def check_data(
     if gap_pairs:
         report["gap_pairs"] = check_gap_pairs(gap_pairs)
     if words is not None:
-        from tldr_cli.labels import align_wordlists
-        from tldr_cli.wordlists import load_wordlists
-
         wl = align_wordlists(
             load_wordlists(words), train.class_names, train.spurious_names, words, train.dataset
         )
@@ -149,8 +146,6 @@ def check_data(
             },
         }
     if classifier:
-        from tldr_cli.classifier import load_classifier
-
         model, meta = load_classifier(classifier)
         if model.num_classes != train.n_classes:
             raise ConfigError(

@@ -32,10 +32,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from filelock import FileLock
+from safetensors.torch import load_file
 from torch import nn
 from torchvision import transforms as T
+from torchvision.models import ResNet50_Weights, resnet50
 
+from labshared import toy
 from labshared.cache import cache_key, cache_root
 from labshared.console import log
 from labshared.errors import ConfigError
@@ -106,9 +111,19 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
 
-def _resnet50_backbone(weights: str | None) -> nn.Module:
-    from torchvision.models import ResNet50_Weights, resnet50
+@torch.no_grad()
+def head_predictions(head: nn.Module, feats: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+    """Predicted class of every row of `feats` (N, D) under a linear head (ERM's `fc`, a
+    retrained TLDR head): (N,) int64, computed on the head's device in chunks."""
+    device = next(head.parameters()).device
+    out = [
+        head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(feats), batch_size)
+    ]
+    return torch.cat(out).numpy()
 
+
+def _resnet50_backbone(weights: str | None) -> nn.Module:
     if weights is None or weights.lower() == "none":
         net = resnet50(weights=None)
     elif Path(weights).suffix in (".pth", ".pt", ".safetensors", ".bin"):
@@ -359,15 +374,11 @@ def pretrained_toy_backbone() -> dict[str, torch.Tensor]:
     """ToyCNN weights pretrained on unbiased 10-way digit classification of toy images
     (`labshared.toy.make_split`: every digit on every background and colour), fitted once
     and cached content-keyed (the analogue of ImageNet weights)."""
-    from safetensors.torch import load_file
-
     spec = {"what": "tldr-toy-backbone", **TOY_PRETRAIN}
     path = cache_root() / "tldr" / f"toy-backbone-{cache_key(spec)}.safetensors"
     if path.is_file():
         log(f"[dim]cache hit: {path}[/dim]")
         return load_file(str(path))
-    from filelock import FileLock
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_suffix(".lock"))):
         if path.is_file():
@@ -383,8 +394,6 @@ def pretrained_toy_backbone() -> dict[str, torch.Tensor]:
 
 def _pretrain_toy_backbone() -> tuple[dict[str, torch.Tensor], float]:
     """(backbone weights, 10-way digit accuracy on 2,000 toy test renders)."""
-    from labshared import toy
-
     p = TOY_PRETRAIN
     log(
         f"pretraining the toy CNN on 10-way digit classification ({p['n']} images, {p['epochs']} epochs)"

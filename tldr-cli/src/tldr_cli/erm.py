@@ -33,9 +33,24 @@ from labshared.runs import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_metrics,
 )
-from tldr_cli.classifier import Classifier, classifier_transform, save_classifier
-from tldr_cli.config import ErmRecipe
+from tldr_cli.classifier import (
+    Classifier,
+    build_classifier,
+    classifier_transform,
+    head_predictions,
+    save_classifier,
+)
+from tldr_cli.config import ErmRecipe, TLDRConfig
+from tldr_cli.features import (
+    ClassifierHandle,
+    classifier_features,
+    dataset_kind,
+    file_digest,
+    load_splits,
+)
+from tldr_cli.metrics import evaluate_predictions, group_counts
 
 
 def _loader(
@@ -128,22 +143,12 @@ def train_erm(
     return model
 
 
-def run_erm(cfg, runtime: Runtime, run_dir: Path, *, resume: bool, use_cache: bool) -> dict:
+def run_erm(
+    cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, resume: bool, use_cache: bool
+) -> dict:
     """`tldr erm`: train the classifier with the preset's recipe, then report its
     worst-group / average accuracy on test. The classifier folder is
     `run_dir/checkpoints/final` (pass the run folder to `--classifier`)."""
-    from labshared.runs import write_metrics
-    from tldr_cli.classifier import build_classifier
-    from tldr_cli.metrics import evaluate_predictions, group_counts
-    from tldr_cli.pipeline import (
-        ClassifierHandle,
-        classifier_features,
-        dataset_kind,
-        file_digest,
-        load_splits,
-    )
-    from tldr_cli.retrain import head_predictions
-
     splits = load_splits(cfg, ("train", "test"))
     train, test = splits["train"], splits["test"]
     model = build_classifier(cfg.arch, train.n_classes, cfg.backbone_weights)

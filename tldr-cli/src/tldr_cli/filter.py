@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tldr_cli.wordlists import WordLists
+from labshared.runs import atomic_write_json
+from tldr_cli.labels import align_wordlists
+from tldr_cli.pipeline import embed_space, load_splits, prepare
+from tldr_cli.wordlists import WordLists, load_wordlists, save_wordlists
 
 
 def anchor_filter(word_emb: torch.Tensor, anchor_emb: torch.Tensor, word_class: torch.Tensor):
@@ -136,13 +140,6 @@ def run_filters(
 def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cache: bool):
     """`tldr filter`: fit the projector (needs the classifier and CLIP), run both stages,
     write `wordlists.json` (the kept words) and `filter_report.json` (every removed word)."""
-    from pathlib import Path
-
-    from labshared.runs import atomic_write_json
-    from tldr_cli.labels import align_wordlists
-    from tldr_cli.pipeline import embed_space, load_splits, prepare
-    from tldr_cli.wordlists import load_wordlists, save_wordlists
-
     wl = load_wordlists(words)
     splits = load_splits(cfg, ("train",))
     train = splits["train"]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from labshared import toy
 from labshared.errors import DataLayoutError
 
 COCO_LAYOUT = """\
@@ -104,8 +105,6 @@ def load_gap_pairs(
 ) -> tuple[list[Image.Image], list[str]]:
     """`n` random (image, caption) pairs (fewer if the source has fewer)."""
     if source == "toy":
-        from labshared import toy
-
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         data = toy.make_split("train", n, seed=seed)
         return [toy.to_pil(im) for im in data.images], list(data.captions)

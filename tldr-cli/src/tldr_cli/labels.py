@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labshared.errors import ConfigError
+from tldr_cli.presets import DATASET_PRESETS
 from tldr_cli.wordlists import WordLists
 
 
@@ -35,8 +36,6 @@ def _norm(name: str) -> str:
 
 def _aliases() -> dict[str, str]:
     """Normalised preset list name -> normalised loader name, where they differ."""
-    from tldr_cli.presets import DATASET_PRESETS
-
     return {
         _norm(spec.name): _norm(spec.data_name)
         for preset in DATASET_PRESETS.values()

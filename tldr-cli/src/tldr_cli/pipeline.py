@@ -1,12 +1,10 @@
 """The steps `tldr filter` and `tldr retrain` share, each cached by content.
 
-1. the dataset splits (`labshared.data.group_shift`);
+1. the dataset splits (`features.load_splits`);
 2. the classifier: a given checkpoint, or ERM trained with the preset's recipe (cached
    under a key of dataset, architecture, initial weights, recipe and seed);
-3. frozen classifier features phi(x) per split, keyed by the classifier's file digest,
-   the dataset fingerprint, the split, the transform and the precision (fp32 by default,
-   `--feature-precision`); the transform is the one the classifier was trained with
-   (`preprocess` in its meta.json);
+3. frozen classifier features phi(x) per split (`features.classifier_features`, shared
+   with `tldr erm`), with the transform the classifier was trained with;
 4. CLIP (open_clip name + tag or file, or the tiny toy CLIP, through the shared factory
    `labshared.clip`, which takes the activation from the weights: QuickGELU for OpenAI) and
    raw CLIP image embeddings of the training images (`TLDR:last_layer_retrain/tldr.py:L92-151`);
@@ -24,7 +22,6 @@ features are fp32 as in TLDR and DFR.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,79 +32,30 @@ import torch
 from labshared.cache import cache_key, cache_root, cached_tensors
 from labshared.clip import ClipInfo, create_clip
 from labshared.console import log, track
-from labshared.data.group_shift import GroupShiftSplit, ImageDataset, build_group_shift
-from labshared.device import Precision, Runtime, autocast, resolve_precision
+from labshared.data.group_shift import GroupShiftSplit
+from labshared.device import Runtime, autocast
 from labshared.errors import ConfigError
 from labshared.tinyclip import TINY_CLIP_NAME, ensure_tiny_clip
 from tldr_cli import __version__
-from tldr_cli.classifier import Classifier, build_classifier, classifier_transform, load_classifier
+from tldr_cli.classifier import build_classifier, classifier_transform, load_classifier
 from tldr_cli.config import TLDRConfig
+from tldr_cli.erm import train_erm
+from tldr_cli.features import (
+    FEATURE_CODE_VERSION,
+    ClassifierHandle,
+    classifier_features,
+    classifier_preprocess,
+    dataset_kind,
+    feature_precision,
+    file_digest,
+    image_loader,
+    load_splits,
+)
+from tldr_cli.gap import load_gap_pairs
 from tldr_cli.projector import Projector, modality_gap, ridge_statistics, solve_gap_ridge_from_stats
-
-FEATURE_CODE_VERSION = 1  # bump when feature extraction changes what it returns
-
-
-def load_splits(cfg: TLDRConfig, splits=("train", "val", "test")) -> dict[str, GroupShiftSplit]:
-    out = {}
-    for split in splits:
-        if cfg.dataset == "toy":
-            n = {"train": cfg.toy_n_train, "val": cfg.toy_n_val, "test": cfg.toy_n_test}[split]
-            out[split] = build_group_shift(
-                "toy", None, split, n=n, corr=cfg.toy_corr, size=cfg.toy_size, seed=cfg.toy_seed
-            )
-        else:
-            out[split] = build_group_shift(cfg.dataset, cfg.data_root, split)
-    return out
-
-
-def dataset_kind(data: GroupShiftSplit) -> str:
-    """The preprocessing family: celeba (CenterCrop 178) or the Waterbirds-style default."""
-    return "celeba" if data.class_names == ("non-blond", "blond") else data.dataset
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- classifier
-@dataclass
-class ClassifierHandle:
-    model: Classifier
-    meta: dict[str, Any]
-    ident: str  # content digest of the weights: part of every feature-cache key
-    preprocess: str = "dataset"  # `classifier_transform` family it was trained with
-
-
-def classifier_preprocess(meta: dict[str, Any], cfg: TLDRConfig) -> str:
-    """The transform family of a loaded classifier: its meta.json's `preprocess`, else that
-    of the recipe its meta names, else (a bare state-dict file) that of `--erm-recipe`, so
-    `--classifier dfr_celeba.pt --erm-recipe dfr-celeba` extracts DFR's full-image view."""
-    from tldr_cli.config import ERM_RECIPES
-
-    if meta.get("preprocess"):
-        return meta["preprocess"]
-    if meta.get("recipe") in ERM_RECIPES:
-        return ERM_RECIPES[meta["recipe"]].preprocess
-    return cfg.recipe.preprocess
-
-
-def feature_precision(cfg: TLDRConfig, runtime: Runtime) -> Precision:
-    """Autocast of the frozen forward passes: fp32 unless `--feature-precision` says
-    otherwise (`runtime`: whatever `--precision` resolved to)."""
-    if cfg.feature_precision == "runtime":
-        return runtime.precision
-    if cfg.feature_precision != "fp32" and runtime.device.type != "cuda":
-        raise ConfigError(
-            f"--feature-precision {cfg.feature_precision} needs a CUDA device (got "
-            f"{runtime.device}); use fp32"
-        )
-    return resolve_precision(cfg.feature_precision, runtime.device)
-
-
 def obtain_classifier(
     cfg: TLDRConfig, classifier: str | None, train: GroupShiftSplit, runtime: Runtime
 ) -> ClassifierHandle:
@@ -124,8 +72,6 @@ def obtain_classifier(
                 f"{train.n_classes} classes"
             )
         return ClassifierHandle(model, meta, file_digest(weights), classifier_preprocess(meta, cfg))
-    from tldr_cli.erm import train_erm
-
     spec = {
         "what": "tldr-erm",
         "data": train.fingerprint,
@@ -159,46 +105,6 @@ def obtain_classifier(
     return ClassifierHandle(
         model, meta, file_digest(final / "model.safetensors"), classifier_preprocess(meta, cfg)
     )
-
-
-def _loader(data: GroupShiftSplit, transform, cfg: TLDRConfig):
-    return torch.utils.data.DataLoader(
-        ImageDataset(data, transform),
-        batch_size=cfg.feature_batch_size,
-        num_workers=cfg.num_workers,
-    )
-
-
-@torch.no_grad()
-def classifier_features(
-    handle: ClassifierHandle,
-    data: GroupShiftSplit,
-    cfg: TLDRConfig,
-    runtime: Runtime,
-    use_cache: bool,
-) -> torch.Tensor:
-    """(N, D) float32 phi(x) of a split (eval transform), cached by content."""
-    transform = classifier_transform(
-        dataset_kind(data), handle.model.arch, preprocess=handle.preprocess
-    )
-    precision = feature_precision(cfg, runtime)
-    spec = {
-        "classifier": handle.ident,
-        "data": data.fingerprint,
-        "transform": repr(transform),
-        "precision": precision.name,
-        "code": FEATURE_CODE_VERSION,
-    }
-
-    def compute():
-        model = handle.model.to(runtime.device).eval()
-        out = []
-        for x, _ in track(_loader(data, transform, cfg), f"classifier features ({data.split})"):
-            with autocast(runtime.device, precision):
-                out.append(model.forward_features(x.to(runtime.device)).float().cpu())
-        return {"features": torch.cat(out)}
-
-    return cached_tensors(f"tldr-phi-{data.split}", spec, compute, enabled=use_cache)["features"]
 
 
 # --------------------------------------------------------------------------- CLIP
@@ -283,7 +189,9 @@ def clip_image_embeddings(
 
     def compute():
         out = []
-        for x, _ in track(_loader(data, transform, cfg), f"CLIP image embeddings ({data.split})"):
+        for x, _ in track(
+            image_loader(data, transform, cfg), f"CLIP image embeddings ({data.split})"
+        ):
             with autocast(runtime.device, precision):
                 out.append(clip.model.encode_image(x.to(runtime.device)).float().cpu())
         return {"embeddings": torch.cat(out)}
@@ -297,8 +205,6 @@ def gap_vector(
     clip: ClipHandle, cfg: TLDRConfig, runtime: Runtime, use_cache: bool
 ) -> torch.Tensor:
     """(D_clip,) float64 mean modality gap over `cfg.n_gap_pairs` image-caption pairs."""
-    from tldr_cli.gap import load_gap_pairs
-
     if not cfg.gap_pairs:
         raise ConfigError("--gap-pairs is required: a COCO captions folder, a JSONL file, or 'toy'")
     source = cfg.gap_pairs

@@ -116,6 +116,8 @@ def load_prompts(path: str | Path | None) -> PromptSet:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() == ".toml":
+            # Imported here: tomllib is in the standard library from Python 3.11 only, and
+            # only a TOML prompt file needs it (JSON works on 3.10 too).
             import tomllib
 
             obj = tomllib.loads(text)

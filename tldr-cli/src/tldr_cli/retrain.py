@@ -20,17 +20,34 @@ anything is built.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from labshared.cache import cached_tensors
 from labshared.console import log, make_progress
 from labshared.device import Runtime
+from labshared.errors import ConfigError
+from labshared.runs import atomic_save_safetensors, write_metrics
+from tldr_cli.classifier import head_predictions
+from tldr_cli.dfr import run_dfr
+from tldr_cli.labels import align_wordlists
 from tldr_cli.metrics import evaluate_predictions, group_counts
+from tldr_cli.pipeline import embed_space, load_splits, prepare
 from tldr_cli.projector import Projector
-from tldr_cli.textdata import TextPairs, epoch_batches, pair_embeddings
+from tldr_cli.report import bar_chart, loss_chart, summary_table
+from tldr_cli.textdata import (
+    TextPairs,
+    build_pairs,
+    caption_templates,
+    encode_word_templates,
+    epoch_batches,
+    pair_embeddings,
+)
+from tldr_cli.wordlists import load_wordlists
 
 
 def new_head(feature_dim: int, n_classes: int, generator: torch.Generator) -> nn.Linear:
@@ -100,16 +117,6 @@ def train_text_head(
     return head.eval(), losses
 
 
-@torch.no_grad()
-def head_predictions(head: nn.Module, feats: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
-    device = next(head.parameters()).device
-    out = [
-        head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
-        for i in range(0, len(feats), batch_size)
-    ]
-    return torch.cat(out).numpy()
-
-
 def evaluate_all(predictions: dict[str, np.ndarray], test, train) -> dict[str, dict[str, Any]]:
     """Metrics of every method on the test split, average weighted by training groups."""
     counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
@@ -123,8 +130,6 @@ def evaluate_all(predictions: dict[str, np.ndarray], test, train) -> dict[str, d
 
 def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[np.ndarray, dict]:
     """DFR^Val_Tr on the cached classifier features; returns (test predictions, info)."""
-    from tldr_cli.dfr import run_dfr
-
     t0 = time.perf_counter()
     val = ctx.splits["val"]
     model = run_dfr(
@@ -151,17 +156,6 @@ def run_retrain(
 ):
     """`tldr retrain`: prepare (classifier, features, CLIP, gap, projector), train the
     TLDR head and/or DFR, evaluate ERM and them on test, write metrics, table and chart."""
-    from pathlib import Path
-
-    from labshared.cache import cached_tensors
-    from labshared.errors import ConfigError
-    from labshared.runs import atomic_save_safetensors, write_metrics
-    from tldr_cli.labels import align_wordlists
-    from tldr_cli.pipeline import embed_space, load_splits, prepare
-    from tldr_cli.report import bar_chart, loss_chart, summary_table
-    from tldr_cli.textdata import build_pairs, caption_templates, encode_word_templates
-    from tldr_cli.wordlists import load_wordlists
-
     run_dir = Path(run_dir)
     if method in ("tldr", "both") and not words:
         raise ConfigError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import open_clip
 import torch
 
 from tldr_cli.sampling import balanced_indices
@@ -33,8 +34,6 @@ TOY_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a {}", "{}")
 
 def imagenet_templates() -> list[str]:
     """The 80 OpenAI ImageNet templates as format strings, in open_clip's order."""
-    import open_clip
-
     return [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
 
 
