@@ -1,39 +1,56 @@
-"""ERM vs TLDR vs DFR side by side: a plain-text table (stdout) and a bar chart (PNG)."""
+"""ERM vs TLDR vs DFR side by side: two tables (stdout, `labshared.console.render_table`)
+and a bar chart and loss chart (PNG)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from labshared.console import render_table
+
 COLUMNS = (("worst_group_acc", "worst-group"), ("average_acc", "average"),
            ("class_balanced_acc", "class-bal."), ("accuracy", "plain acc."))  # fmt: skip
 
 
 def summary_table(results: dict[str, dict[str, Any]], class_names, spurious_names) -> str:
-    """Methods as rows, metrics (in %) as columns, then one row per group."""
-    lines = [f"{'method':<8}" + "".join(f"{title:>13}" for _, title in COLUMNS)]
-    for method, m in results.items():
-        lines.append(f"{method:<8}" + "".join(f"{100 * m[key]:>12.1f}%" for key, _ in COLUMNS))
-    lines.append("")
-    groups = next(iter(results.values()))["groups"]
-    header = f"{'group (class, spurious)':<34}{'n test':>8}{'n train':>9}" + "".join(
-        f"{m:>9}" for m in results
+    """Methods as rows, metrics (in %) as columns; then one row per group (test and
+    training counts, each method's accuracy)."""
+    methods = render_table(
+        ["method", *(title for _, title in COLUMNS)],
+        [
+            [method, *(f"{100 * m[key]:.1f}%" for key, _ in COLUMNS)]
+            for method, m in results.items()
+        ],
     )
-    lines.append(header)
-    for i, g in enumerate(groups):
-        name = f"{class_names[g['y']]}, {spurious_names[g['a']]}"
-        accs = "".join(f"{100 * results[m]['groups'][i]['acc']:>8.1f}%" for m in results)
-        lines.append(f"{name:<34}{g['n']:>8}{g['train_n']:>9}{accs}")
-    return "\n".join(lines)
+    rows = []
+    for i, g in enumerate(next(iter(results.values()))["groups"]):
+        rows.append(
+            [
+                f"{class_names[g['y']]}, {spurious_names[g['a']]}",
+                g["n"],
+                g["train_n"],
+                *(f"{100 * results[m]['groups'][i]['acc']:.1f}%" for m in results),
+            ]
+        )
+    groups = render_table(["group (class, spurious)", "n test", "n train", *results], rows)
+    return f"{methods}\n\n{groups}"
 
 
-def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
-    """Grouped bars of worst-group and average accuracy per method."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend. Imported here, not at the top:
+    matplotlib takes about a second to import and only the chart writers need it, and the
+    backend must be chosen before pyplot loads."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+    """Grouped bars of worst-group and average accuracy per method."""
+    plt = _pyplot()
     methods = list(results)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(methods), 3.2))
     width = 0.38
@@ -58,11 +75,7 @@ def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Pat
 
 def loss_chart(losses: list[float], path: Path) -> Path:
     """The TLDR head's mean training loss per epoch (to see that it has converged)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
     ax.plot(range(1, len(losses) + 1), losses, marker="." if len(losses) < 30 else None)
     ax.set_xlabel("epoch")
