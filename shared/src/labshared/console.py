@@ -82,14 +82,15 @@ def render_table(
         title: printed above the table (rich) or as a bold line (markdown).
         markdown: a GitHub Markdown table (for README files and `demo_table.md`) instead
             of rich's box drawing (for the terminal and stdout).
-        align: "l" or "r" for the first column, then for all others.
+        align: "l" or "r" per column, the last letter repeated for the remaining ones
+            ("lr": the first column left, all others right; "llr": two left, then right).
 
     Returns:
         The table as a string without trailing newline, ready for stdout or a file.
     """
     rows = [[str(c) for c in row] for row in rows]
-    justify = ["left" if align[0] == "l" else "right"]
-    justify += ["left" if align[-1] == "l" else "right"] * (len(columns) - 1)
+    letters = align[: len(columns)] + align[-1] * (len(columns) - len(align))
+    justify = ["left" if a == "l" else "right" for a in letters]
     if markdown:
         rule = [":---" if j == "left" else "---:" for j in justify]
         lines = [f"**{title}**", ""] if title else []
