@@ -27,10 +27,11 @@ the toy runs are a few epochs long and must be reproducible on CPU).
 
 from __future__ import annotations
 
-import difflib
+import codecs
+import importlib
 import io
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -42,14 +43,17 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from labshared.config import unknown_name
 from labshared.errors import ConfigError, DataLayoutError
+from labshared.toy import mnist5k
 
 SPLITS = ("train", "test")
 
 CIFAR10_LAYOUT = """\
 <root>/                       (or <root> = the cifar-10-batches-py folder itself)
   cifar-10-batches-py/
-    data_batch_1 ... data_batch_5   pickled dicts {b'data': uint8 (N, 3072), b'labels': [N ints 0-9]}
+    data_batch_1 ... data_batch_5   pickled dicts
+                                    {b'data': uint8 (N, 3072), b'labels': [N ints 0-9]}
     test_batch                      same fields
     batches.meta                    (optional)
 or a `save_to_disk` folder, or hf:<dataset id | local folder> with columns img (or image), label"""
@@ -127,19 +131,25 @@ DATASETS: dict[str, DatasetInfo] = {
 def get_dataset_info(name: str) -> DatasetInfo:
     """The registry entry for `name`; unknown names fail listing the known ones."""
     if name not in DATASETS:
-        raise ConfigError(unknown_name_message("dataset", name, DATASETS))
+        raise unknown_name("dataset", name, DATASETS)
     return DATASETS[name]
 
 
-def unknown_name_message(kind: str, name: str, known: Sequence[str]) -> str:
-    msg = f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}"
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return msg + (f"; did you mean {close[0]!r}?" if close else "")
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """`labshared.config.unknown_name`'s message in this module's earlier wording.
+
+    "unknown model 'vgg99'; known: lenet, mnist-cnn, ...; did you mean ...?" (known names
+    sorted), which robattr still prints and tests; new code raises `unknown_name` itself.
+    """
+    message = str(unknown_name(kind, name, sorted(known)))
+    return f"unknown {kind} {name!r}" + message.removeprefix(f"{kind} {name!r} is unknown")
 
 
 # --------------------------------------------------------------------------- transforms
 def build_transform(name: str, train: bool) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised tensor, with the official augmentation when `train`."""
+    # torchvision takes ~2 s to import on top of torch and only the image pipelines need it:
+    # imported here for start-up time.
     from torchvision import transforms as T
 
     info = get_dataset_info(name)
@@ -263,8 +273,6 @@ def build_dataset(
 # --------------------------------------------------------------------------- CIFAR-10
 def _numpy_core(module: str) -> Any:
     """numpy._core.<module> (numpy 2), else numpy.core.<module> (numpy 1)."""
-    import importlib
-
     try:
         return importlib.import_module(f"numpy._core.{module}")
     except ImportError:
@@ -286,6 +294,7 @@ class SafeNumpyUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str) -> Any:
+        """The allowed global `module.name`; any other raises `pickle.UnpicklingError`."""
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file")
         if name == "_reconstruct":
@@ -293,8 +302,6 @@ class SafeNumpyUnpickler(pickle.Unpickler):
         if name == "_frombuffer":
             return _numpy_core("numeric")._frombuffer
         if name == "encode":
-            import codecs
-
             return codecs.encode
         return getattr(np, name)
 
@@ -363,6 +370,7 @@ def _cifar10(root: str, split: str, transform: Callable) -> Dataset:
 
 def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = False) -> Dataset:
     """A hub id or local folder through `datasets` (offline-safe when the data is local)."""
+    # `datasets` takes ~1 s to import and only the Hugging Face sources need it (start-up time).
     import datasets
 
     try:
@@ -449,8 +457,6 @@ def mnist5k_split(split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """uint8 digits (N, 28, 28) and labels for a 4,000 / 1,000 train/test split drawn by
     a permutation seeded with `seed` (0: the default split; stratification is not needed
     at this size). Each seed gives disjoint splits covering the 5,000 digits."""
-    from labshared.toy import mnist5k
-
     images, labels = mnist5k()
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int64)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labshared import toy
 from labshared.errors import ConfigError, DataLayoutError
 
 FIELDS = ("reference_caption", "conditioning_caption", "target_caption")
@@ -48,6 +49,8 @@ class TextTriplet:
 
 @dataclass
 class SkippedRow:
+    """A source row that gave no triplet: its index and every problem found in it."""
+
     index: int
     problems: list[str]
 
@@ -78,6 +81,7 @@ class TripletSet:
         )
 
     def report(self) -> dict[str, Any]:
+        """JSON-ready counts: rows read, used, skipped, and the first 1000 skipped indices."""
         return {
             "source": self.source,
             "rows": self.total_rows,
@@ -110,8 +114,8 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
         role = role.strip().lower()
         if role not in aliases or not str(column).strip():
             raise ConfigError(
-                f"--triplet-columns {spec!r}: expected role=column pairs with roles "
-                "ref, cond, target (e.g. 'ref=source_caption,cond=instruction,target=target_caption')"
+                f"--triplet-columns {spec!r}: expected role=column pairs with roles ref, cond, "
+                "target (e.g. 'ref=source_caption,cond=instruction,target=target_caption')"
             )
         cols[aliases[role]] = str(column).strip()
     return cols
@@ -194,6 +198,7 @@ def _check_hf_columns(ds: Any, where: str, cols: Mapping[str, str]) -> None:
 
 
 def _read_saved_dataset(path: Path, split: str) -> Any:
+    # `datasets` takes ~1 s to import and only folder and hub sources need it (start-up time).
     import datasets
 
     ds = datasets.load_from_disk(str(path))
@@ -205,6 +210,7 @@ def _read_saved_dataset(path: Path, split: str) -> Any:
 
 
 def _read_hub_dataset(name: str, split: str) -> Any:
+    # `datasets` takes ~1 s to import and only hub sources need it (start-up time).
     import datasets
 
     try:
@@ -244,8 +250,6 @@ def load_text_triplets(
     text = str(source)
     path = Path(text).expanduser()
     if text == "toy" or text.startswith("toy:"):
-        from labshared import toy
-
         n = _toy_count(text)
         rows: Sequence[Any] = [_toy_row(t) for t in toy.text_triplets(n, seed=toy_seed)]
         label = f"toy:{n}" + (f" (toy seed {toy_seed})" if toy_seed else "")
@@ -324,6 +328,8 @@ captions.jsonl   {"text": "a caption"} a line
 
 @dataclass
 class CaptionSet:
+    """Loaded captions plus the indices of the unusable rows."""
+
     source: str
     captions: list[str]
     skipped: list[int] = field(default_factory=list)
@@ -333,6 +339,7 @@ class CaptionSet:
         return len(self.captions)
 
     def skipped_summary(self, max_rows: int = 10) -> str:
+        """One line: how many rows were skipped and the first few indices."""
         if not self.skipped:
             return f"{self.source}: all {self.total_rows} captions usable"
         shown = ", ".join(map(str, self.skipped[:max_rows]))
@@ -357,42 +364,13 @@ def load_captions(
     the data seed `toy_seed`), a .txt / .json / .jsonl file, a save_to_disk folder or a hub
     dataset id (column `column`).
     Unusable rows are counted and indexed as for triplets.
-    """
-    text = str(source)
-    path = Path(text).expanduser()
-    if text == "toy" or text.startswith("toy:"):
-        from labshared import toy
 
-        rows: Any = []
-        for t in toy.text_triplets(_toy_count(text), seed=toy_seed):
-            rows += [t["reference_caption"], t["target_caption"]]
-        label = f"toy:{_toy_count(text)}" + (f" (toy seed {toy_seed})" if toy_seed else "")
-    elif path.is_file():
-        suffix = path.suffix.lower()
-        if suffix == ".txt":
-            rows = path.read_text(encoding="utf-8").splitlines()
-        elif suffix == ".json":
-            rows = _read_json(path)
-        elif suffix == ".jsonl":
-            rows = _read_jsonl(path)
-        else:
-            raise DataLayoutError(path, f"unknown caption file type {suffix!r}", CAPTION_LAYOUT)
-        label = str(path)
-    elif path.is_dir() or "/" in text and not text.startswith((".", "/", "~")):
-        ds = _read_saved_dataset(path, split) if path.is_dir() else _read_hub_dataset(text, split)
-        names = list(ds.column_names)
-        if column not in names:
-            raise DataLayoutError(
-                text,
-                f"dataset has columns {names}, not {column!r}; pass --caption-column",
-                CAPTION_LAYOUT,
-            )
-        rows = ds[column] if limit is None else ds.select(range(min(limit, len(ds))))[column]
-        label = str(path) if path.is_dir() else f"hf:{text}[{split}]"
-    else:
-        raise DataLayoutError(
-            path, "not found (expected toy, a file, a folder or a hub id)", CAPTION_LAYOUT
-        )
+    Raises:
+        DataLayoutError: a file of unknown type, a dataset without `column`, or a source
+            that does not exist.
+        ConfigError: a hub id that cannot be loaded, or no usable caption at all.
+    """
+    rows, label = _caption_rows(str(source), column, split, limit, toy_seed)
     if limit is not None:
         rows = rows[:limit]
     captions, skipped = [], []
@@ -406,3 +384,38 @@ def load_captions(
     if not captions:
         raise ConfigError(f"{result.skipped_summary()}; no usable caption left")
     return result
+
+
+def _caption_rows(
+    text: str, column: str, split: str, limit: int | None, toy_seed: int
+) -> tuple[Any, str]:
+    """The raw caption rows of a `load_captions` source (not yet validated) and its label."""
+    path = Path(text).expanduser()
+    if text == "toy" or text.startswith("toy:"):
+        rows: Any = []
+        for t in toy.text_triplets(_toy_count(text), seed=toy_seed):
+            rows += [t["reference_caption"], t["target_caption"]]
+        return rows, f"toy:{_toy_count(text)}" + (f" (toy seed {toy_seed})" if toy_seed else "")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            return path.read_text(encoding="utf-8").splitlines(), str(path)
+        if suffix == ".json":
+            return _read_json(path), str(path)
+        if suffix == ".jsonl":
+            return _read_jsonl(path), str(path)
+        raise DataLayoutError(path, f"unknown caption file type {suffix!r}", CAPTION_LAYOUT)
+    if path.is_dir() or "/" in text and not text.startswith((".", "/", "~")):
+        ds = _read_saved_dataset(path, split) if path.is_dir() else _read_hub_dataset(text, split)
+        names = list(ds.column_names)
+        if column not in names:
+            raise DataLayoutError(
+                text,
+                f"dataset has columns {names}, not {column!r}; pass --caption-column",
+                CAPTION_LAYOUT,
+            )
+        rows = ds[column] if limit is None else ds.select(range(min(limit, len(ds))))[column]
+        return rows, str(path) if path.is_dir() else f"hf:{text}[{split}]"
+    raise DataLayoutError(
+        path, "not found (expected toy, a file, a folder or a hub id)", CAPTION_LAYOUT
+    )

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from labshared.config import unknown_name
 from labshared.data.composed_retrieval.mirrors import (
     cirr_from_hf,
     fashioniq_from_hf,
@@ -80,13 +81,14 @@ def build_benchmarks(
     **toy_kwargs: Any,
 ) -> list[CIRBenchmark]:
     """One way in: `dataset` from `DATASETS`, `root` its folder (`hf` for the hub copies,
-    unused for `toy`), `parts` FashionIQ categories or GeneCIS tasks."""
-    import difflib
+    unused for `toy`), `parts` FashionIQ categories or GeneCIS tasks.
 
+    Raises:
+        ConfigError: an unknown dataset (with the closest known name), a missing or
+            non-folder `root`, or `parts` for a benchmark without parts.
+    """
     if dataset not in DATASETS:
-        close = difflib.get_close_matches(dataset, DATASETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}{hint}")
+        raise unknown_name("dataset", dataset, DATASETS)
     split = split or DEFAULT_SPLIT[dataset]
     if dataset == "toy":
         return load_toy(split, **toy_kwargs)

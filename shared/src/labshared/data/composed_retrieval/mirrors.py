@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from labshared import toy
 from labshared.data.composed_retrieval.official import FASHIONIQ_CATEGORIES
 from labshared.data.composed_retrieval.records import (
     CIRBenchmark,
@@ -40,8 +41,6 @@ def load_toy(
         seed: the toy world's data seed; it draws the queries, targets and distractors.
         size: image side in pixels.
     """
-    from labshared import toy
-
     _check_split("toy", split, ("val", "test"))
     world = toy.modification_triplets(
         split, n_queries, n_distractors=n_distractors, seed=seed, size=size
@@ -131,14 +130,15 @@ def fashioniq_from_hf(
 
 
 def _hub(repo: str, split: str) -> Any:
+    # `datasets` takes ~1 s to import and only the hub mirrors need it (start-up time).
     import datasets
 
     try:
         return datasets.load_dataset(repo, split=split)
     except Exception as exc:  # offline without a cache, unknown split, hub errors
         raise ConfigError(
-            f"--data-root hf: could not load {repo} (split {split}) from the Hugging Face hub or its "
-            f"local cache ({type(exc).__name__}: {exc}); download it once online, or use the "
+            f"--data-root hf: could not load {repo} (split {split}) from the Hugging Face hub or "
+            f"its local cache ({type(exc).__name__}: {exc}); download it once online, or use the "
             "official layout"
         ) from exc
 

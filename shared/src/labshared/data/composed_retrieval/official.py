@@ -25,22 +25,27 @@ GENECIS_TASKS = ("focus_attribute", "change_attribute", "focus_object", "change_
 
 FASHIONIQ_LAYOUT = """\
 fashionIQ_dataset/
-    captions/cap.{dress,shirt,toptee}.{train,val,test}.json   [{"target", "candidate", "captions": [c1, c2]}]
+    captions/cap.{dress,shirt,toptee}.{train,val,test}.json
+        [{"target", "candidate", "captions": [c1, c2]}]
     image_splits/split.{dress,shirt,toptee}.{train,val,test}.json   [asin, ...]
     images/<asin>.jpg   (or .png, as Pic2Word's download; its captions/ is named json/)"""
 CIRR_LAYOUT = """\
 CIRR/
-    cirr/captions/cap.rc2.{train,val,test1}.json   [{"pairid", "reference", "target_hard", "caption", "img_set": {"members"}}]
+    cirr/captions/cap.rc2.{train,val,test1}.json
+        [{"pairid", "reference", "target_hard", "caption", "img_set": {"members"}}]
     cirr/image_splits/split.rc2.{train,val,test1}.json   {name: "./dev/<name>.png"}
     train/, dev/, test1/   (NLVR2 images at the relative paths above)"""
 CIRCO_LAYOUT = """\
 CIRCO/
-    annotations/{val,test}.json   [{"id", "reference_img_id", "relative_caption", "target_img_id", "gt_img_ids"}]
-    COCO2017_unlabeled/annotations/image_info_unlabeled2017.json   {"images": [{"id", "file_name"}]}
+    annotations/{val,test}.json
+        [{"id", "reference_img_id", "relative_caption", "target_img_id", "gt_img_ids"}]
+    COCO2017_unlabeled/annotations/image_info_unlabeled2017.json
+        {"images": [{"id", "file_name"}]}
     COCO2017_unlabeled/unlabeled2017/<000000xxxxxx>.jpg"""
 GENECIS_LAYOUT = """\
 genecis/
-    genecis/{focus,change}_{attribute,object}.json   [{"reference", "target", "condition", "gallery": [...]}]
+    genecis/{focus,change}_{attribute,object}.json
+        [{"reference", "target", "condition", "gallery": [...]}]
     val2017/<val_image_id:012d>.jpg   (COCO 2017 val, object tasks)
     VG_100K_all/<image_id>.jpg        (Visual Genome 1.2, attribute tasks; "instance_bbox" crops)"""
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from PIL import Image
+
 from labshared.errors import ConfigError, DataLayoutError
 
 GENECIS_DILATION = 0.7  # genecis datasets/vaw_dataset.py DILATION
@@ -44,9 +46,15 @@ class CIRQuery:
 
 
 class ImageSource(Protocol):
-    def load(self, name: str): ...  # -> PIL.Image.Image (RGB)
+    """Opens a benchmark's images by name, and says what determines them."""
 
-    def fingerprint(self) -> dict[str, Any]: ...
+    def load(self, name: str) -> Image.Image:
+        """Image `name` as an RGB PIL image."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the images (for feature-cache keys)."""
+        ...
 
 
 @dataclass
@@ -63,6 +71,7 @@ class CIRBenchmark:
 
     @property
     def name(self) -> str:
+        """`dataset`, or `dataset-part` for a benchmark part (e.g. `fashioniq-dress`)."""
         return f"{self.dataset}-{self.part}" if self.part else self.dataset
 
     def image_names(self) -> list[str]:
@@ -87,9 +96,7 @@ class CIRBenchmark:
 
 
 # --------------------------------------------------------------------------- image sources
-def _open_rgb(path: Path, layout: str):
-    from PIL import Image
-
+def _open_rgb(path: Path, layout: str) -> Image.Image:
     if not path.is_file():
         raise DataLayoutError(path, "image file missing", layout)
     with Image.open(path) as img:
@@ -117,10 +124,12 @@ class FileImages:
     root: Path
     layout: str = ""
 
-    def load(self, name: str):
+    def load(self, name: str) -> Image.Image:
+        """Image `name` as RGB; a missing file raises `DataLayoutError` with the layout."""
         return _open_rgb(self.paths[name], self.layout)
 
     def fingerprint(self) -> dict[str, Any]:
+        """The root and a digest of every file's path, size and mtime."""
         return {
             "kind": "files",
             "root": str(self.root.resolve()),
@@ -137,9 +146,8 @@ class CroppedImages:
     root: Path
     layout: str = ""
 
-    def load(self, name: str):
-        from PIL import Image
-
+    def load(self, name: str) -> Image.Image:
+        """The dilated, square-padded crop `name` as RGB."""
         path, (x, y, w, h) = self.boxes[name]
         img = _open_rgb(path, self.layout)
         d = GENECIS_DILATION
@@ -152,6 +160,7 @@ class CroppedImages:
         return square
 
     def fingerprint(self) -> dict[str, Any]:
+        """The root, a digest of the source files and the dilation."""
         return {
             "kind": "genecis-crops",
             "root": str(self.root.resolve()),
@@ -167,12 +176,12 @@ class TensorImages:
     tensors: Mapping[str, Any]
     tag: str
 
-    def load(self, name: str):
-        from PIL import Image
-
+    def load(self, name: str) -> Image.Image:
+        """Tensor `name` as an RGB PIL image."""
         return Image.fromarray(self.tensors[name].permute(1, 2, 0).contiguous().numpy())
 
     def fingerprint(self) -> dict[str, Any]:
+        """The tag naming what generated the tensors (e.g. the toy world's settings)."""
         return {"kind": "tensors", "tag": self.tag}
 
 
@@ -185,15 +194,22 @@ class ColumnImages:
     rows: Mapping[str, int]
     tag: str
 
-    def load(self, name: str):
+    def load(self, name: str) -> Image.Image:
+        """Row `rows[name]` of the image column, as RGB."""
         return self.table[self.rows[name]][self.column].convert("RGB")
 
     def fingerprint(self) -> dict[str, Any]:
+        """The tag naming the hub dataset and split."""
         return {"kind": "hf", "tag": self.tag}
 
 
 # --------------------------------------------------------------------------- JSON helpers
 def read_json(path: Path, layout: str) -> Any:
+    """The parsed JSON file at `path`.
+
+    Raises:
+        DataLayoutError: the file is missing or not valid JSON (showing `layout`).
+    """
     if not path.is_file():
         raise DataLayoutError(path, "missing", layout)
     try:
@@ -205,6 +221,12 @@ def read_json(path: Path, layout: str) -> Any:
 def field_of(
     item: Any, key: str, kind: type | tuple[type, ...], path: Path, index: int, layout: str
 ) -> Any:
+    """`item[key]`, checked to be an instance of `kind`.
+
+    Raises:
+        DataLayoutError: `item` (number `index` of `path`) is not an object, lacks `key`,
+            or holds a value of another type, naming the file, the item and the field.
+    """
     if not isinstance(item, dict):
         raise DataLayoutError(
             path, f"item {index} is a {type(item).__name__}, expected an object", layout
@@ -221,13 +243,16 @@ def field_of(
 
 
 def list_of(data: Any, path: Path, layout: str) -> list:
+    """`data`, checked to be a JSON list (else a `DataLayoutError` naming `path`)."""
     if not isinstance(data, list):
         raise DataLayoutError(path, f"expected a JSON list, found {type(data).__name__}", layout)
     return data
 
 
 def check_split(dataset: str, split: str, allowed: Sequence[str]) -> None:
+    """Raise `ConfigError` unless `split` is one of `allowed` for `dataset`."""
     if split not in allowed:
         raise ConfigError(
-            f"--split {split!r} is not available for {dataset}; expected one of {', '.join(allowed)}"
+            f"--split {split!r} is not available for {dataset}; "
+            f"expected one of {', '.join(allowed)}"
         )
