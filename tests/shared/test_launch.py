@@ -78,6 +78,17 @@ def test_resume_refuses_changed_fields_but_not_runtime_knobs(tmp_path):
         _start(tmp_path / "empty", device="cpu", resume=True)
 
 
+def test_resume_compares_what_the_header_keeps(tmp_path):
+    """A field the header leaves out (its name looks like a secret) is not a changed field
+    on resume; a field it keeps still is."""
+    cfg = {"lr": 1e-3, "hf_token": "t0k"}
+    _start(tmp_path / "run", cfg, device="cpu")
+    assert "hf_token" not in read_header(tmp_path / "run")["config"]
+    assert _start(tmp_path / "run", cfg, device="cpu", resume=True).resumed
+    with pytest.raises(ConfigError, match="lr: saved 0.001, now 0.01"):
+        _start(tmp_path / "run", {**cfg, "lr": 1e-2}, device="cpu", resume=True)
+
+
 def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path):
     """Two gloo processes under torchrun: both get rank 0's path (default folder names
     carry a timestamp that could differ), and both raise rank 0's error."""

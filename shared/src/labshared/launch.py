@@ -142,7 +142,10 @@ def _open_run_dir(
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     if resume:
         saved = read_header(run_dir)
-        check_resume(_compared(saved), _compared(header), str(run_dir), allowed)
+        # The saved header was scrubbed of secret-looking keys: compare it with this run's
+        # header scrubbed the same way, or every such key would read as a changed field.
+        now = _compared(scrub_secrets(header))
+        check_resume(_compared(saved), now, str(run_dir), allowed)
         header = {**saved, "runtime": header["runtime"], "git_commit": header["git_commit"]}
         header["resumed_at"] = [*saved.get("resumed_at", []), stamp]
     elif occupied and not overwrite:
