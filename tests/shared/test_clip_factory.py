@@ -129,7 +129,8 @@ def test_unknown_tag_lists_the_backbones_tags():
     with pytest.raises(ConfigError) as err:
         C.create_clip("ViT-bigG-14", "openai", option_names=("--backbone", "--pretrained"))
     msg = str(err.value)
-    assert "--pretrained 'openai' is not an open_clip tag of ViT-bigG-14" in msg
+    assert msg.startswith("--pretrained 'openai' is unknown; known: ")
+    assert "(the open_clip tags of ViT-bigG-14; or a local checkpoint file" in msg
     assert "laion2b_s39b_b160k" in msg and "metaclip_fullcc" in msg
     with pytest.raises(ConfigError, match="did you mean 'openai'"):
         C.create_clip("ViT-B-32", "opnai")
@@ -139,8 +140,9 @@ def test_unknown_backbone_lists_known_names_and_the_closest():
     with pytest.raises(ConfigError) as err:
         C.create_clip("ViT-B-23", "openai", option_names=("--clip-model", "--clip-pretrained"))
     msg = str(err.value)
-    assert msg.startswith("--clip-model 'ViT-B-23' is not an open_clip architecture")
+    assert msg.startswith("--clip-model 'ViT-B-23' is unknown; known: ")
     assert "did you mean 'ViT-B-32'" in msg and "ViT-bigG-14" in msg and "tiny-clip-toy" in msg
+    assert msg.endswith("(open_clip architectures; also hf-hub:ORG/REPO, local-dir:PATH)")
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,6 @@ explicitly; the model, transform and checkpoint loading are open_clip's own.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
@@ -58,6 +57,7 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from labshared.config import unknown_name
 from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_write_json
@@ -125,11 +125,14 @@ class ClipInfo:
         return {"backbone": self.backbone, "weights": weights, "quick_gelu": self.quick_gelu}
 
     def describe(self) -> str:
+        """One line for the log: backbone / weights (activation: how it was decided)."""
         act = "QuickGELU" if self.quick_gelu else "GELU"
         return f"{self.backbone} / {self.weights} ({act}: {self.quick_gelu_source})"
 
 
 class ClipBundle(NamedTuple):
+    """What `create_clip` returns: the model and everything that must agree with it."""
+
     model: nn.Module  # in eval mode, on the requested device
     preprocess: Any  # open_clip's eval transform: PIL image -> (3, H, W) float tensor
     tokenizer: Any  # open_clip tokenizer: list[str] -> (N, context_length) int64
@@ -151,6 +154,7 @@ def architecture_quick_gelu(backbone: str) -> bool:
 
 
 def known_tags(backbone: str) -> list[str]:
+    """The pretrained tags open_clip lists for `backbone` (empty for an unknown one)."""
     return list(open_clip.list_pretrained_tags_by_model(backbone))
 
 
@@ -177,6 +181,7 @@ def tag_for_digest(backbone: str, sha256: str) -> str | None:
 
 # --------------------------------------------------------------------------- sidecars
 def sidecar_path(weights_file: str | Path) -> Path:
+    """`<weights file>.clip.json`: where the file's activation is recorded."""
     path = Path(weights_file)
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
@@ -347,12 +352,8 @@ def _check_backbone(backbone: str, b_opt: str) -> None:
     known = open_clip.list_models()
     if backbone in known:
         return
-    close = difflib.get_close_matches(backbone, known, n=3)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ConfigError(
-        f"{b_opt} {backbone!r} is not an open_clip architecture{hint} "
-        f"(known: {', '.join(known)}; or hf-hub:ORG/REPO, local-dir:PATH)"
-    )
+    err = unknown_name(b_opt, backbone, known)
+    raise ConfigError(f"{err} (open_clip architectures; also hf-hub:ORG/REPO, local-dir:PATH)")
 
 
 def _decide_random(backbone: str, quick_gelu: bool | None) -> tuple[bool, str]:
@@ -437,11 +438,9 @@ def _unknown_weights(backbone: str, weights: str, option_names: tuple[str, str])
             f"{w_opt} {weights!r}: open_clip knows no weight tags for {b_opt} {backbone}; "
             f"pass a local checkpoint file or '{RANDOM}'"
         )
-    close = difflib.get_close_matches(weights, tags, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    err = unknown_name(w_opt, weights, tags)
     return ConfigError(
-        f"{w_opt} {weights!r} is not an open_clip tag of {backbone}{hint} (tags open_clip "
-        f"knows for {backbone}: {', '.join(tags)}; or a local checkpoint file, or '{RANDOM}')"
+        f"{err} (the open_clip tags of {backbone}; or a local checkpoint file, or '{RANDOM}')"
     )
 
 

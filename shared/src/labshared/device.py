@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from labshared import distributed
 from labshared.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -61,20 +62,25 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
             )
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {spec}: CUDA was asked for, but {_cuda_summary()}; use --device cpu or auto"
-            )
-        if spec == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        try:
-            index = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ConfigError(f"--device {spec}: expected cuda:N with an integer N") from None
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {spec}: no such device; {_cuda_summary()}")
-        return torch.device("cuda", index)
+        return _resolve_cuda(spec, local_rank)
     raise ConfigError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
+
+
+def _resolve_cuda(spec: str, local_rank: int) -> torch.device:
+    """`cuda` (the LOCAL_RANK device) or `cuda:N`, checked against what torch sees."""
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {spec}: CUDA was asked for, but {_cuda_summary()}; use --device cpu or auto"
+        )
+    if spec == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    try:
+        index = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ConfigError(f"--device {spec}: expected cuda:N with an integer N") from None
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {spec}: no such device; {_cuda_summary()}")
+    return torch.device("cuda", index)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class Precision:
 
     @property
     def enabled(self) -> bool:
+        """Whether autocast runs at all (False in fp32)."""
         return self.dtype != torch.float32
 
 
@@ -170,16 +177,20 @@ class Runtime:
 
     @property
     def is_main(self) -> bool:
+        """Whether this process is rank 0 (the one that writes files and logs)."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether more than one process takes part (torchrun with DDP)."""
         return self.world_size > 1
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this runtime's device and precision (no-op in fp32)."""
         return autocast(self.device, self.precision)
 
     def describe(self) -> dict:
+        """JSON-ready device, precision, seed, rank, world size, TF32 and torch version."""
         return {
             "device": str(self.device),
             "precision": self.precision.name,
@@ -195,8 +206,6 @@ def setup_runtime(
     device: str = "auto", precision: str = "auto", seed: int = 0, deterministic: bool = False
 ) -> Runtime:
     """Resolve device and precision, join torchrun's group if present, seed `seed + rank`."""
-    from labshared import distributed
-
     dist_info = distributed.init_distributed(device)
     dev = resolve_device(device, dist_info.local_rank)
     if dev.type == "cuda":

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from labshared.errors import ConfigError
@@ -55,10 +56,12 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` atomically; returns `path`."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` (through `to_jsonable`) as indented JSON to `path` atomically."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
@@ -109,8 +112,6 @@ def read_safetensors(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file the user named; failures are one
     `ConfigError` naming the flag, the file and the expected format."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
@@ -159,6 +160,8 @@ def scrub_secrets(obj: Any) -> Any:
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The short commit hash of the checkout holding `cwd` (default: this package), or
+    None outside a git checkout or without git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -174,6 +177,7 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 
 # --------------------------------------------------------------------------- run folders
 def default_run_dir(tool: str, command: str, root: str | Path = "runs") -> Path:
+    """`<root>/<tool>/<command>/<YYYYmmdd-HHMMSS>` (not created)."""
     return Path(root) / tool / command / time.strftime("%Y%m%d-%H%M%S")
 
 
@@ -213,6 +217,11 @@ def write_config(run_dir: str | Path, config: Any, **extra: Any) -> Path:
 
 
 def read_config(run_dir: str | Path) -> dict:
+    """The `config.json` payload of a run folder.
+
+    Raises:
+        ConfigError: the folder has no `config.json`.
+    """
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path} not found; is {run_dir} a run folder?")
@@ -222,6 +231,7 @@ def read_config(run_dir: str | Path) -> dict:
 def write_metrics(
     run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json"
 ) -> Path:
+    """Write `metrics` as `<run_dir>/<name>` atomically, secrets removed."""
     return atomic_write_json(Path(run_dir) / name, scrub_secrets(to_jsonable(metrics)))
 
 
@@ -277,6 +287,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete `step-*` checkpoint folder, or None."""
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
@@ -304,6 +315,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the RNG state saved by `rng_state` (CUDA only where available)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

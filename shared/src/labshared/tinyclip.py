@@ -62,13 +62,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 
 from labshared import toy
 from labshared.cache import cache_key, cache_root
 from labshared.clip import create_clip, read_model_config, register_model_configs
-from labshared.console import log, make_progress, progress_enabled
+from labshared.console import log, make_progress, progress_enabled, render_table
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, atomic_write_json
 
@@ -169,8 +171,6 @@ def register_tiny_clip() -> str:
 
 def get_tokenizer():
     """open_clip's BPE tokenizer with the tiny model's context length (16)."""
-    import open_clip
-
     register_tiny_clip()
     return open_clip.get_tokenizer(TINY_CLIP_NAME)
 
@@ -183,6 +183,7 @@ def create_random_tiny_clip(seed: int = 0) -> torch.nn.Module:
 
 
 def param_count(model: torch.nn.Module) -> int:
+    """Number of parameters of `model` (tied tensors counted once)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -421,8 +422,6 @@ def ensure_tiny_clip(
     Safe under concurrency: a file lock serialises the fit, and the weights appear
     atomically, so a second process waits and then loads the first one's result.
     """
-    from filelock import FileLock
-
     fit = fit or default_fit()
     path = tiny_clip_path(fit)
     if path.is_file() and not force:
@@ -554,6 +553,10 @@ def report(force: bool = False, fit: FitConfig | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m labshared.tinyclip`: fit (cached) and print the figures table on stdout.
+
+    Returns the exit status: 0, or 1 with one line on stderr for a bad fit profile.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m labshared.tinyclip",
         description="Fit (once, cached) and evaluate the tiny CLIP stand-in on the toy world.",
@@ -574,17 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit = FIT_PROFILES[args.fit] if args.fit else default_fit()
         figures = report(force=args.force, fit=fit)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        sys.stderr.write(f"error: {err}\n")
         return 1
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{TINY_CLIP_NAME} on {figures['n']} toy test images")
-    table.add_column("figure")
-    table.add_column("value", justify="right", overflow="fold")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    rows = [
+        (key, f"{value:.3f}" if isinstance(value, float) else str(value))
+        for key, value in figures.items()
+    ]
+    title = f"{TINY_CLIP_NAME} on {figures['n']} toy test images"
+    sys.stdout.write(render_table(("figure", "value"), rows, title=title) + "\n")
     return 0
 
 
