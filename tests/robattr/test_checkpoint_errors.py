@@ -98,7 +98,7 @@ def _meta_unknown_model(run, tmp_path):
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["model"] = "vgg99"
     (ckpt / "meta.json").write_text(json.dumps(meta))
-    return ckpt, ckpt / "meta.json", "unknown model 'vgg99'"
+    return ckpt, ckpt / "meta.json", "model 'vgg99' is unknown"
 
 
 def _weights_of_another_model(run, tmp_path):

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from labshared.errors import ConfigError
-from robattr_cli.attacks import PixelBox
 from robattr_cli.cli import app
+from robattr_cli.manipulation import PixelBox
 
 runner = CliRunner()
 
@@ -199,18 +199,55 @@ def test_bad_options_fail_with_one_line(trained, tmp_path):
     result = invoke("attack", "--checkpoint", trained, "--attack", "nope", "-o", tmp_path / "x")
     assert result.exit_code == 1 and "--attack 'nope'" in result.output
     result = invoke("attack", "--checkpoint", trained, "--method", "intgrad", "-o", tmp_path / "y")
-    assert result.exit_code == 1 and "unknown attribution method 'intgrad'" in result.output
+    assert result.exit_code == 1 and "--method 'intgrad' is unknown" in result.output
     result = invoke("eval", "--checkpoint", trained, "--attacked", tmp_path, "-o", tmp_path / "z")
     assert result.exit_code == 1 and "attacked.safetensors" in result.output
     result = invoke("attack", "--checkpoint", tmp_path, "-o", tmp_path / "w")
     assert result.exit_code == 1 and "checkpoint" in result.output
 
 
+@pytest.mark.parametrize("command", ["attack", "eval"])
+def test_a_failed_start_leaves_no_folder_and_the_corrected_rerun_works(trained, tmp_path, command):
+    out = tmp_path / "out"
+    quick = ["--num-examples", "2", "--n-draws", "1", "--device", "cpu", "-o", out]
+    quick += ["--n-iter", "1", "--attack", "random"] if command == "attack" else ["--n-ratios", "0"]
+    mistakes = [
+        ["--checkpoint", tmp_path / "nowhere"],  # a missing file
+        ["--checkpoint", trained, "--method", "gard"],  # a misspelt name
+        ["--checkpoint", trained, "--which", "first"],  # a closed choice
+        ["--checkpoint", trained, "--batch-size", "0"],  # a bad number
+    ]
+    if command == "eval":
+        mistakes.append(["--checkpoint", trained, "--attacked", tmp_path])  # no attacked file
+    for args in mistakes:
+        result = invoke(command, *args, *quick)
+        assert result.exit_code == 1 and "error:" in result.output, (args, result.output)
+        assert not out.exists(), args
+    result = invoke(command, "--checkpoint", trained, *quick)
+    assert result.exit_code == 0, result.output
+    header = json.loads((out / "config.json").read_text())
+    assert (header["tool"], header["command"], header["preset"]) == ("robattr", command, None)
+    assert header["config"]["checkpoint"] == str(trained) and header["runtime"]["device"] == "cpu"
+
+
+def test_a_checkpoint_outside_its_run_needs_a_data_root(trained, tmp_path):
+    """A CIFAR model copied out of its training run: the data root is asked for up front."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    step = next((trained / "checkpoints").glob("step-*"))
+    (ckpt / "model.safetensors").write_bytes((step / "model.safetensors").read_bytes())
+    meta = json.loads((step / "meta.json").read_text())
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "dataset": "cifar10"}))
+    result = invoke("eval", "--checkpoint", ckpt, "--device", "cpu", "-o", tmp_path / "e")
+    assert result.exit_code == 1 and "--data-root" in result.output and "cifar10" in result.output
+    assert not (tmp_path / "e").exists()
+
+
 @pytest.mark.parametrize("limit", [3, 7, 100])
 def test_iter_examples_correct_only_batches_in_dataset_order(limit):
     from torch.utils.data import TensorDataset
 
-    from robattr_cli.attack import iter_examples
+    from robattr_cli.victim import iter_examples
 
     x = torch.arange(10.0).view(10, 1)
     y = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1, 0, 0])  # the model below predicts class 0

@@ -9,7 +9,7 @@ from torch import nn
 from labshared.data.image_classification import DATASETS
 from labshared.errors import ConfigError
 from labshared.runs import save_checkpoint
-from robattr_cli.config import PRESETS, merge_for_resume, parse_milestones, resolve_config
+from robattr_cli.config import PRESETS, parse_milestones, resolve_config
 from robattr_cli.model import MODELS, build_model, load_trained, model_meta, swap_activation
 
 
@@ -137,12 +137,30 @@ def test_flags_override_the_preset_and_none_keeps_it():
         resolve_config(None, "imagenet100", "resnet18-cifar", {})
 
 
-def test_resume_takes_only_run_time_knobs():
-    saved = dataclasses.replace(PRESETS["mnist-toy"], max_steps=3)
-    cfg = merge_for_resume(saved, {"epochs": 9, "num_workers": None, "lr": None})
-    assert cfg.epochs == 9 and cfg.max_steps is None and cfg.lr == saved.lr
-    with pytest.raises(ConfigError, match="--lambda-cos"):
-        merge_for_resume(saved, {"lambda_cos": 0.5})
+def test_a_resume_starts_from_the_saved_config_and_applies_the_flags_passed():
+    """The saved run replaces the preset (no flags needed); a flag passed shows up in the
+    resolved config, where `start_run` compares it with the saved one."""
+    saved = dataclasses.replace(PRESETS["mnist-toy"], max_steps=3, lr=0.02, toy_seed=1)
+    assert resolve_config(None, None, None, {"lr": None, "num_workers": None}, saved) == saved
+    cfg = resolve_config(None, None, None, {"num_workers": 2, "lambda_cos": 0.5}, saved)
+    assert cfg == dataclasses.replace(saved, num_workers=2, lambda_cos=0.5)
+    assert resolve_config("cifar10-lenet", None, None, {}, saved).preset == "cifar10-lenet"
+    with pytest.raises(ConfigError, match="--eps 0 with --regularizer l2cos"):
+        resolve_config(None, None, None, {"eps": 0.0}, saved)
+
+
+def test_unknown_names_say_the_flag_and_the_closest_name():
+    with pytest.raises(ConfigError, match="--preset 'mnist-tyo' is unknown.*mean 'mnist-toy'"):
+        resolve_config("mnist-tyo", None, None, {})
+    with pytest.raises(ConfigError, match="--dataset 'cifar' is unknown.*did you mean 'cifar10'"):
+        resolve_config(None, "cifar", None, {})
+    with pytest.raises(ConfigError, match="--optimizer 'adamm' is unknown.*did you mean 'adam'"):
+        resolve_config("mnist-toy", None, None, {"optimizer": "adamm"})
+    with pytest.raises(ConfigError, match="--model 'lenet5' is unknown.*did you mean 'lenet'"):
+        resolve_config(None, "cifar10", "lenet5", {})
+    # a (dataset, model) pair without a paper preset starts from the dataclass defaults
+    cfg = resolve_config(None, "cifar10", "resnet18", {"epochs": 2})
+    assert (cfg.preset, cfg.dataset, cfg.model, cfg.epochs) == ("custom", "cifar10", "resnet18", 2)
 
 
 def test_elementary_batchnorm_matches_torch_and_allows_third_order_backward():

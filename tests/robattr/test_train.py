@@ -1,6 +1,6 @@
 """`robattr train` end to end on the real MNIST-5k digits (tiny subsets, CPU, seconds):
 run folder contents, reload through `load_trained`, exact resume after an interruption,
-config conflicts on resume, and 2-process gloo DDP."""
+config conflicts on resume, a failed start that leaves no folder, and 2-process gloo DDP."""
 
 import json
 import os
@@ -11,7 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from labshared.runs import latest_checkpoint, load_checkpoint, read_config
+from labshared.launch import read_header
+from labshared.runs import latest_checkpoint, load_checkpoint
+from robattr_cli import __version__, train
 from robattr_cli.cli import app
 from robattr_cli.model import load_trained
 
@@ -40,7 +42,10 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert 0 <= first["train_cosd"] <= 1 and first["train_l2"] >= 0
     assert metrics["best_val_acc"] == max(r["val_acc"] for r in metrics["history"])
 
-    cfg = read_config(out)["config"]
+    header = read_header(out)
+    assert [header[k] for k in ("tool", "command", "version")] == ["robattr", "train", __version__]
+    assert header["preset"] == "mnist-toy" and header["runtime"]["seed"] == 1234
+    cfg = header["config"]
     assert cfg["preset"] == "mnist-toy" and cfg["limit_train"] == 96 and cfg["eps"] == 16.0
 
     model, meta = load_trained(out, "cpu")
@@ -75,17 +80,28 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert invoke(*TINY, "-o", str(whole)).exit_code == 0
 
-    first = invoke(*TINY, "-o", str(parts), "--max-steps", "4")  # stops inside epoch 2
-    assert first.exit_code == 0, first.output
-    assert json.loads(first.stdout)["status"] == "stopped"
+    # Ctrl-C during step 5 (inside epoch 2), after the checkpoint --save-every 4 wrote
+    real_step, calls = train.train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", interrupted)
+    first = invoke(*TINY, "-o", str(parts), "--save-every", "4")
+    assert first.exit_code == 130 and len(calls) == 5, first.output  # 130: Ctrl-C
+    monkeypatch.undo()
     _, train_state, meta = load_checkpoint(latest_checkpoint(parts))
     assert meta["step"] == 4 and train_state["progress"]["step_in_epoch"] == 1
 
-    second = invoke("-o", str(parts), "--resume", "--device", "cpu")
+    # no flags needed: the run's own config; --num-workers is a run-time knob
+    second = invoke("-o", str(parts), "--resume", "--device", "cpu", "--num-workers", "0")
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)
     assert summary["status"] == "finished" and summary["steps"] == 6
@@ -102,7 +118,43 @@ def test_resume_refuses_flags_that_change_the_experiment(tmp_path):
     assert invoke(*TINY, "-o", str(out), "--max-steps", "2").exit_code == 0
     result = invoke("-o", str(out), "--resume", "--regularizer", "none", "--device", "cpu")
     assert result.exit_code == 1
-    assert "--regularizer (run has 'l2cos', given 'none')" in " ".join(result.output.split())
+    assert "regularizer: saved 'l2cos', now 'none'" in " ".join(result.output.split())
+    # --max-steps and --epochs are part of the run (the LR schedule), not run-time knobs
+    result = invoke("-o", str(out), "--resume", "--max-steps", "6", "--epochs", "3")
+    shown = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "epochs: saved 2, now 3; max_steps: saved 2, now 6" in shown
+    result = invoke("-o", str(out), "--resume", "--seed", "7")
+    assert result.exit_code == 1 and "seed: saved 1234, now 7" in " ".join(result.output.split())
+
+
+def test_a_run_stopped_by_max_steps_is_complete(tmp_path):
+    """--max-steps belongs to the run: resuming it trains no further step."""
+    out = tmp_path / "run"
+    first = invoke(*TINY, "-o", str(out), "--max-steps", "4")  # stops inside epoch 2
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["status"] == "stopped"
+    again = invoke("-o", str(out), "--resume", "--save-every", "1")  # a run-time knob
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["status"] == "stopped" and summary["steps"] == 4
+    assert len(read_header(out)["resumed_at"]) == 1
+    assert load_checkpoint(latest_checkpoint(out))[2]["step"] == 4
+
+
+def test_a_failed_start_leaves_no_folder_and_the_corrected_rerun_works(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("--dataset", "mnsit", "-o", str(out))
+    assert result.exit_code == 1 and "--dataset 'mnsit' is unknown" in result.output
+    assert "did you mean 'mnist'" in result.output
+    result = invoke("--dataset", "cifar10", "--model", "lenet", "-o", str(out))  # no --data-root
+    assert result.exit_code == 1 and "--dataset cifar10 needs --data-root" in result.output
+    result = invoke(*TINY, "--device", "cuda:9", "-o", str(out))  # no such device
+    assert result.exit_code == 1 and "--device" in result.output
+    assert not out.exists()
+    result = invoke(*TINY, "--epochs", "1", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run_dir"] == str(out)
 
 
 def test_bad_combinations_fail_before_loading_data(tmp_path):
@@ -128,6 +180,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
     )  # fmt: skip
+    from labshared import distributed
+    from labshared.launch import start_run
     from robattr_cli import train
     from robattr_cli.config import resolve_config
 
@@ -142,7 +196,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
     overrides = {"limit_train": 64, "limit_eval": 32, "batch_size": 16, "epochs": 1}
     overrides["num_workers"] = 0
     cfg = resolve_config(None, "mnist", None, overrides)
-    summary = train.train_command(cfg, {}, "cpu", "fp32", 0, False, Path(out), False, False)
+    run = start_run("robattr", "train", cfg, version="test", output_dir=out, device="cpu")
+    try:
+        summary = train.run(cfg, run.runtime, run.dir)
+    finally:
+        distributed.cleanup()
     queue.put((rank, summary["steps"], summary["world_size"], sums[-1]))
 
 
@@ -173,9 +231,8 @@ def test_regularizer_runs_in_fp32_outside_autocast(monkeypatch, amp):
     regulariser runs in fp32 on its own forward; in fp32 it reuses the clean forward."""
     from labshared.device import Precision, Runtime
     from robattr_cli.config import PRESETS
-    from robattr_cli.model import build_model
-    from robattr_cli.regularizers import REGULARIZERS, RegSpec
-    from robattr_cli.train import build_optimizer, train_step
+    from robattr_cli.regularizers import REGULARIZERS
+    from robattr_cli.train import build_parts, train_step
 
     precision = (
         Precision("bf16", torch.bfloat16, False) if amp else Precision("fp32", torch.float32, False)
@@ -192,13 +249,12 @@ def test_regularizer_runs_in_fp32_outside_autocast(monkeypatch, amp):
 
     monkeypatch.setitem(REGULARIZERS, "l2cos", spy)
     torch.manual_seed(0)
-    model = build_model("mnist-cnn", 10)
     cfg = PRESETS["mnist-toy"]
-    optimizer = build_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    spec = RegSpec(eps=16.0, std=(0.3086,), lambda_l2=0.01, lambda_cos=1.0)
+    parts = build_parts(cfg, runtime)
+    model = parts.model
+    assert (parts.spec.eps, parts.spec.std, parts.spec.lambda_l2) == (16.0, (0.3086,), 0.01)
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
-    stats = train_step(model, model, x, y, cfg, spec, runtime, optimizer, scaler, torch.Generator())
+    stats = train_step(parts, x, y, cfg, runtime, torch.Generator())
     assert seen == {"autocast": False, "reused": not amp, "dtypes": {torch.float32}}
     assert stats["n"].item() == 8 and torch.isfinite(stats["cosd"])
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())

@@ -1,41 +1,43 @@
 """`robattr attack`: attack the attribution maps of a trained classifier, save what it made.
 
-Read top to bottom: validate the config, rebuild the model from its checkpoint (its meta
-carries dataset, mean/std, activation and the toy's data seed), take the test images,
-attack them batch by batch, and save into the run folder:
+Read top to bottom: resolve and validate the config (the official defaults < the flags
+passed), rebuild the model from its checkpoint (its meta carries dataset, mean/std,
+activation and the toy's data seed; `victim.py`), take the test images, attack them
+batch by batch, and save into the run folder:
 
     attacked.safetensors   x, x_adv (normalised), y, pred (clean prediction), index
                            (test-set positions), h_clean, h_adv (maps on the real model)
     metrics.json           mean similarity of attacked to clean maps (+ attack extras)
     figures/attack.png     images, clean maps, attacked images, attacked maps
 
-Which test images (`sample`, shared with `robattr eval`):
+Which test images (`sample`, shared with `robattr eval` through `victim.iter_examples`):
 - default, the official protocol (`test_taps_saps.py`, `test_rps.py` run `trainer.test`
   on the whole test loader): every test image, misclassified ones included, each
   explained for its true label;
 - `correct_only`: only images the model classifies correctly (ART / Ghorbani protocol);
 - `num_examples N`: the first N of either (quick runs).
 
-The attack maths live in `attacks.py`; this module is the loop around them.
+The attack maths live in `manipulation.py`; this module is the loop around them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from labshared.config import resolve, unknown_name
 from labshared.console import log, make_progress
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, write_metrics
-from robattr_cli.attacks import (
+from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
+from robattr_cli.figures import save_attack_figure
+from robattr_cli.manipulation import (
     OPTIMIZERS,
-    PixelBox,
     attack_surrogate,
     frame_attack,
     frame_target,
@@ -43,14 +45,21 @@ from robattr_cli.attacks import (
     rps_similarity,
     topk_attack,
 )
-from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
 from robattr_cli.metrics import default_topk, similarity_report
+from robattr_cli.victim import (
+    ATTACKED_FILE,
+    attribution_options,
+    iter_examples,
+    load_victim,
+    mean_metrics,
+    sample_size,
+)
 
 ATTACKS = ("frame", "topk", "random")
 # frame: official --adv_eps 4; random: official --rand_eps 4; topk: Ghorbani et al. 8.
 DEFAULT_EPS = {"frame": 4.0, "topk": 8.0, "random": 4.0}
-ATTACKED_FILE = "attacked.safetensors"
-FIGURE_ROWS = 6
+#: `robattr attack` has no presets: the dataclass defaults are the official evaluation's.
+DEFAULTS = "official"
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ class AttackConfig:
         n_iter: attack iterations (official 100). gamma: frame map-loss weight (0.5).
         optimizer: frame attack optimiser, adam (official code) or pgd (sign steps).
         step_size: sign-step size in pixels/255 (None: 2.5 eps / n_iter).
-        k: top-k size for the attack and the intersection metric (None: 100 per 32x32 pixels, at most 1000).
+        k: top-k size for the attack and the intersection metric (None: 100 per 32x32
+            pixels, at most 1000).
         n_draws: random draws for `random` (official 10).
         surrogate_beta: Softplus beta of the surrogate used for ReLU models (official 20).
         num_examples: attack only the first N test images (None: the whole test split).
@@ -103,17 +113,29 @@ class AttackConfig:
         return self.eps if self.eps is not None else DEFAULT_EPS[self.attack]
 
 
+def resolve_config(checkpoint: str, flags: Mapping[str, Any]) -> AttackConfig:
+    """The official defaults < the flags passed (None: not passed), validated.
+
+    Args:
+        checkpoint: --checkpoint, the one flag without a default.
+        flags: the other flags, by field name.
+    """
+    base = {DEFAULTS: AttackConfig(checkpoint)}
+    return resolve(base, DEFAULTS, flags, validate=validate)
+
+
 def validate(cfg: AttackConfig) -> None:
-    """Check every field before loading anything; raises ConfigError naming the flag."""
-    if cfg.attack not in ATTACKS:
-        raise ConfigError(f"--attack {cfg.attack!r}: expected one of {', '.join(ATTACKS)}")
+    """Check every field before loading anything; raises ConfigError naming the flag.
+    (The files it names are checked by `victim.check_victim`.)"""
+    for flag, name, known in (
+        ("--attack", cfg.attack, ATTACKS),
+        ("--optimizer", cfg.optimizer, OPTIMIZERS),
+        ("--ig-rule", cfg.ig_rule, INTEGRATION_RULES),
+        ("--which", cfg.which, ("last", "best")),
+    ):
+        if name not in known:
+            raise unknown_name(flag, name, known)
     check_method(cfg.method)
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer {cfg.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-    if cfg.ig_rule not in INTEGRATION_RULES:
-        raise ConfigError(
-            f"--ig-rule {cfg.ig_rule!r}: expected one of {', '.join(INTEGRATION_RULES)}"
-        )
     for flag, value in {
         "--num-examples": 1 if cfg.num_examples is None else cfg.num_examples,
         "--batch-size": cfg.batch_size,
@@ -129,110 +151,6 @@ def validate(cfg: AttackConfig) -> None:
         raise ConfigError(f"--eps {cfg.eps} / --step-size {cfg.step_size}: must be >= 0 / > 0")
     if not 0 <= cfg.gamma <= 1:
         raise ConfigError(f"--gamma {cfg.gamma}: expected a weight in [0, 1]")
-    if cfg.which not in ("last", "best"):
-        raise ConfigError(f"--which {cfg.which!r}: expected last or best")
-    from robattr_cli.model import resolve_checkpoint
-
-    resolve_checkpoint(cfg.checkpoint, cfg.which)  # fail before a run folder is made
-
-
-# --------------------------------------------------------------------------- shared set-up
-def attribution_options(
-    method: str, ig_steps: int, ig_rule: str, sg_samples: int, sg_noise: float, generator
-) -> dict[str, Any]:
-    """The keyword arguments `attribute` takes for `method` (none for grad/input-x-grad)."""
-    if method == "integrated-gradients":
-        return {"n_steps": ig_steps, "integration": ig_rule}
-    if method == "path-averaged-grad":
-        return {"n_steps": ig_steps}
-    if method == "smoothgrad":
-        return {"n_samples": sg_samples, "noise_level": sg_noise, "generator": generator}
-    return {}
-
-
-def load_victim(checkpoint: str, which: str, data_root: str | None, device: torch.device):
-    """(model, meta, test dataset, PixelBox) from a trained checkpoint.
-
-    The data root defaults to the one in the training run's config.json; the MNIST-5k
-    toy's split comes from the checkpoint's `toy_seed`, so the test digits are the ones the
-    model was validated on.
-    """
-    from labshared.data.image_classification import build_dataset
-    from robattr_cli.model import load_trained
-
-    model, meta = load_trained(checkpoint, device, which)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if data_root is None:
-        train_cfg = Path(meta["checkpoint"]).parent.parent / "config.json"
-        if train_cfg.is_file():
-            data_root = json.loads(train_cfg.read_text()).get("config", {}).get("data_root")
-    dataset = build_dataset(
-        meta["dataset"], data_root, "test", train_transform=False,
-        data_seed=int(meta.get("toy_seed", 0)),
-    )  # fmt: skip
-    box = PixelBox.from_stats(meta["mean"], meta["std"], device)
-    return model, meta, dataset, box
-
-
-def iter_examples(
-    model: nn.Module,
-    dataset,
-    limit: int | None,
-    batch_size: int,
-    device: torch.device,
-    correct_only: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Batches (x, y, index) of test examples in dataset order: the first `limit` of them
-    (None: all), or with `correct_only` the first `limit` that `model` classifies
-    correctly. Each batch holds `batch_size` examples (the last one fewer)."""
-    if not correct_only:
-        yield from _iter_all(dataset, limit, batch_size, device)
-        return
-    from torch.utils.data import DataLoader
-
-    limit = len(dataset) if limit is None else limit
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    emitted = offset = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        index = torch.arange(offset, offset + len(y))
-        offset += len(y)
-        with torch.no_grad():
-            keep = (model(x).argmax(1) == y).cpu()
-        pending.append((x[keep.to(device)], y[keep.to(device)], index[keep]))
-        xs, ys, ids = (torch.cat(t) for t in zip(*pending, strict=True))
-        while len(ys) >= batch_size or (len(ys) and emitted + len(ys) >= limit):
-            take = min(batch_size, limit - emitted)
-            yield xs[:take], ys[:take], ids[:take]
-            emitted += take
-            if emitted >= limit:
-                return
-            xs, ys, ids = xs[take:], ys[take:], ids[take:]
-        pending = [(xs, ys, ids)]
-    if pending and len(pending[0][1]):  # the split ran out: the remainder is the last batch
-        yield pending[0]
-
-
-def _iter_all(dataset, limit: int | None, batch_size: int, device: torch.device):
-    from torch.utils.data import DataLoader, Subset
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    subset = dataset if n == len(dataset) else Subset(dataset, range(n))
-    offset = 0
-    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0):
-        yield x.to(device), y.to(device), torch.arange(offset, offset + len(y))
-        offset += len(y)
-
-
-def sample_size(dataset, limit: int | None) -> int:
-    """How many examples `iter_examples` yields at most (for progress bars)."""
-    return len(dataset) if limit is None else min(limit, len(dataset))
-
-
-def mean_metrics(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    return {k: float(torch.cat(v).double().mean()) for k, v in per_image.items()}
 
 
 # --------------------------------------------------------------------------- the run
@@ -247,15 +165,13 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     )
     surrogate = attack_surrogate(model, cfg.surrogate_beta)
     if surrogate is not model:
-        log(
-            f"{meta['activation']} model: attacking through a Softplus(beta={cfg.surrogate_beta}) copy"
-        )
+        log(f"{meta['activation']} model: attacking through a Softplus(beta={cfg.surrogate_beta})"
+            " copy")  # fmt: skip
     hw = tuple(dataset[0][0].shape[-2:])
     k = cfg.k or default_topk(torch.zeros(1, *hw))
     target_map = frame_target(*hw).to(device)
-    log(
-        f"attack {cfg.attack}, method {cfg.method}, eps {cfg.budget}/255, k {k}, on {meta['checkpoint']}"
-    )
+    log(f"attack {cfg.attack}, method {cfg.method}, eps {cfg.budget}/255, k {k}, "
+        f"on {meta['checkpoint']}")  # fmt: skip
 
     saved: dict[str, list[torch.Tensor]] = {}
     per_image: dict[str, list[torch.Tensor]] = {}
@@ -268,21 +184,10 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
             with torch.no_grad():
                 pred = model(x).argmax(1)
             h_clean = heatmap(model, x, y, cfg.method, **opts).detach()
-            extras: dict[str, torch.Tensor] = {}
-            if cfg.attack == "frame":
-                x_adv = frame_attack(
-                    surrogate, x, y, box, eps=cfg.budget, n_iter=cfg.n_iter, gamma=cfg.gamma,
-                    optimizer=cfg.optimizer, step_size=cfg.step_size, method=cfg.method,
-                    target_map=target_map, **opts,
-                )  # fmt: skip
-            elif cfg.attack == "topk":
-                res = topk_attack(
-                    model, x, y, box, surrogate=surrogate, eps=cfg.budget, n_iter=cfg.n_iter,
-                    step_size=cfg.step_size, k=k, method=cfg.method, **opts,
-                )  # fmt: skip
-                x_adv, extras["rejected_iterates"] = res.x_adv, res.rejected.float()
-            else:
-                x_adv = random_perturbation(x, box, cfg.budget, generator)
+            x_adv, extras = perturb(
+                cfg, model, surrogate, x, y, box, k=k, target_map=target_map, opts=opts,
+                generator=generator,
+            )  # fmt: skip
             h_adv = heatmap(model, x_adv, y, cfg.method, **opts).detach()
             with torch.no_grad():
                 pred_adv = model(x_adv).argmax(1)
@@ -299,20 +204,14 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 }
             if cfg.attack == "random":  # RPS: the mean over n_draws draws (one is saved)
                 report = rps_similarity(
-                    model, x, y, box, eps=cfg.budget, n_draws=cfg.n_draws, noise_generator=generator,
-                    method=cfg.method, k=k, **opts,
+                    model, x, y, box, eps=cfg.budget, n_draws=cfg.n_draws,
+                    noise_generator=generator, method=cfg.method, k=k, **opts,
                 )  # fmt: skip
             for key, value in {**report, **extras}.items():
                 per_image.setdefault(key, []).append(value.detach().cpu())
-            for key, value in {
-                "x": x,
-                "x_adv": x_adv,
-                "y": y,
-                "pred": pred,
-                "index": index,
-                "h_clean": h_clean,
-                "h_adv": h_adv,
-            }.items():
+            batch = {"x": x, "x_adv": x_adv, "y": y, "pred": pred, "index": index,
+                     "h_clean": h_clean, "h_adv": h_adv}  # fmt: skip
+            for key, value in batch.items():
                 saved.setdefault(key, []).append(value.detach().cpu())
             progress.update(task, advance=len(y), status=f"pcc {float(report['pcc'].mean()):.3f}")
     if not saved:
@@ -321,11 +220,10 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
             + (" (the model classifies none correctly)" if cfg.correct_only else "")
         )
     tensors = {key: torch.cat(v) for key, v in saved.items()}
-    atomic_save_safetensors(
-        run_dir / ATTACKED_FILE,
-        tensors,
-        {"attack": cfg.attack, "method": cfg.method, "eps": cfg.budget, "checkpoint": meta["checkpoint"], "dataset": meta["dataset"], "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"])},
-    )  # fmt: skip
+    file_meta = {"attack": cfg.attack, "method": cfg.method, "eps": cfg.budget}
+    file_meta |= {"checkpoint": meta["checkpoint"], "dataset": meta["dataset"]}
+    file_meta |= {"mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"])}
+    atomic_save_safetensors(run_dir / ATTACKED_FILE, tensors, file_meta)
     metrics = {
         "attack": cfg.attack,
         "method": cfg.method,
@@ -340,8 +238,6 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
         **{k_: float(torch.cat(v).mean()) for k_, v in per_image.items() if k_ not in _SIM_KEYS},
     }
     write_metrics(run_dir, metrics)
-    from robattr_cli.figures import save_attack_figure
-
     save_attack_figure(
         run_dir / "figures" / "attack.png",
         tensors,
@@ -351,17 +247,25 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def perturb(
+    cfg: AttackConfig, model, surrogate, x, y, box, *, k, target_map, opts, generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The attacked inputs of one batch by `cfg.attack`, and the attack's own per-image
+    extras (the top-k attack's count of rejected label-flipping iterates)."""
+    if cfg.attack == "frame":
+        x_adv = frame_attack(
+            surrogate, x, y, box, eps=cfg.budget, n_iter=cfg.n_iter, gamma=cfg.gamma,
+            optimizer=cfg.optimizer, step_size=cfg.step_size, method=cfg.method,
+            target_map=target_map, **opts,
+        )  # fmt: skip
+        return x_adv, {}
+    if cfg.attack == "topk":
+        res = topk_attack(
+            model, x, y, box, surrogate=surrogate, eps=cfg.budget, n_iter=cfg.n_iter,
+            step_size=cfg.step_size, k=k, method=cfg.method, **opts,
+        )  # fmt: skip
+        return res.x_adv, {"rejected_iterates": res.rejected.float()}
+    return random_perturbation(x, box, cfg.budget, generator), {}
+
+
 _SIM_KEYS = ("mse", "pcc", "ssim", "cosine", "ssim_sumnorm", "topk", "spearman", "kendall")
-
-
-def start_run(command: str, cfg, device, precision, seed, deterministic, output_dir, overwrite):
-    """Runtime, run folder and config.json for `attack` / `eval` (rank 0, one process)."""
-    from labshared.device import setup_runtime
-    from labshared.runs import create_run_dir, write_config
-    from robattr_cli import __version__
-
-    runtime = setup_runtime(device, precision, seed, deterministic)
-    run_dir = create_run_dir("robattr", command, output_dir, overwrite=overwrite)
-    write_config(run_dir, cfg, command=command, runtime=runtime.describe(), version=__version__)
-    log(f"robattr {__version__} {command}: {runtime.describe()} -> {run_dir}")
-    return runtime, run_dir

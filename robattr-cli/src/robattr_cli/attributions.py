@@ -33,13 +33,13 @@ channels, then divide by the per-image max (`max`, the official `standard`), by 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from labshared.config import unknown_name
 from labshared.errors import ConfigError
 
 INTEGRATION_RULES = ("riemann_trapezoid", "riemann_middle", "gausslegendre")
@@ -259,11 +259,7 @@ ATTRIBUTIONS: dict[str, AttributionFn] = {
 def check_method(method: str) -> str:
     """Return `method` if registered, else raise naming the known ones and the closest."""
     if method not in ATTRIBUTIONS:
-        close = difflib.get_close_matches(method, list(ATTRIBUTIONS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown attribution method {method!r}; known: {', '.join(ATTRIBUTIONS)}{hint}"
-        )
+        raise unknown_name("--method", method, ATTRIBUTIONS)
     return method
 
 

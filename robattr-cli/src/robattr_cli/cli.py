@@ -1,4 +1,11 @@
-"""The `robattr` command line: wiring only; each command's work lives in its own module."""
+"""The `robattr` command line: wiring only; each command's work lives in its own module.
+
+Every command resolves its config (`labshared.config.resolve`: defaults < preset < the
+flags passed; each flag is the config field of the same name), then starts its run through
+`labshared.launch.start_run` (checks first, then the run folder and its one config header)
+and hands the run to its workflow. The command bodies import the workflows when they run:
+torch and the models are heavy imports that `--help` and `--version` do not need.
+"""
 
 from typing import Annotated
 
@@ -10,6 +17,7 @@ from labshared.cli import (
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
+    PresetOpt,
     ResumeOpt,
     SeedOpt,
     make_app,
@@ -19,7 +27,8 @@ from robattr_cli import __version__
 
 app = make_app(
     "robattr",
-    "Robust feature attribution by local gradient alignment: train, attack attribution maps, and measure their robustness.",
+    "Robust feature attribution by local gradient alignment: train, attack attribution maps, "
+    "and measure their robustness.",
     __version__,
 )
 
@@ -33,14 +42,7 @@ _OPT = "Optimisation"
 
 @app.command("train")
 def train(
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help="Paper setting: cifar10-lenet, cifar10-resnet18, imagenet100-resnet18, or "
-            "the CPU toy mnist-toy. Default: the preset of --dataset/--model (mnist-toy).",
-            rich_help_panel=_MODEL,
-        ),
-    ] = None,
+    preset: PresetOpt = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -168,7 +170,8 @@ def train(
     max_steps: Annotated[
         int | None,
         typer.Option(
-            help="Stop after N optimiser steps in total, with a checkpoint; continue with --resume.",
+            help="Stop after N optimiser steps in total, with a checkpoint (part of the run: "
+            "a resumed run keeps it).",
             rich_help_panel=_OPT,
         ),
     ] = None,
@@ -191,11 +194,26 @@ def train(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train a classifier with an attribution-robustness regulariser (paper: l2cos)."""
+    """Train a classifier with an attribution-robustness regulariser (paper: l2cos).
+
+    Presets: cifar10-lenet, cifar10-resnet18, imagenet100-resnet18 (paper), mnist-toy (CPU).
+    Without --preset: the preset of --dataset/--model (mnist-toy when neither is given).
+    --resume continues -o from its own config.json; flags may change only run-time knobs.
+    """
     import dataclasses
     import json
 
-    from robattr_cli.config import parse_milestones, resolve_config
+    from labshared import distributed
+    from labshared.launch import start_run
+    from robattr_cli import __version__
+    from robattr_cli.config import (
+        check_data_root,
+        parse_milestones,
+        resolve_config,
+        saved_config,
+    )
+    from robattr_cli.datacheck import check_data as run_check
+    from robattr_cli.train import run
 
     overrides = {
         "data_root": data_root, "toy_seed": toy_seed, "activation": activation, "beta": beta,
@@ -208,22 +226,25 @@ def train(
         "limit_train": limit_train, "limit_eval": limit_eval, "save_every": save_every,
         "max_steps": max_steps,
     }  # fmt: skip
-    cfg = resolve_config(preset, dataset, model, overrides)
+    saved = saved_config(output_dir) if resume and output_dir is not None else None
+    cfg = resolve_config(preset, dataset, model, overrides, saved)
     if check_data:
-        from robattr_cli.datacheck import check_data as run_check
-
         typer.echo(json.dumps(run_check(cfg), indent=2))
         return
     if dry_run:
         typer.echo(json.dumps(dataclasses.asdict(cfg), indent=2))
         return
-    from robattr_cli.train import train_command
-
-    summary = train_command(
-        cfg, {"preset": preset, "dataset": dataset, "model": model, **overrides},
-        device, precision, seed, deterministic, output_dir, resume, overwrite,
+    started = start_run(
+        "robattr", "train", cfg, version=__version__, preset=cfg.preset, output_dir=output_dir,
+        resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
+        deterministic=deterministic, validate=lambda: check_data_root(cfg),
     )  # fmt: skip
-    typer.echo(json.dumps(summary, indent=2))
+    try:
+        summary = run(cfg, started.runtime, started.dir, resume=started.resumed)
+    finally:
+        distributed.cleanup()
+    summary = {k: v for k, v in summary.items() if k != "history"}
+    typer.echo(json.dumps({"run_dir": str(started.dir), **summary}, indent=2))
 
 
 # --------------------------------------------------------------------------- attack / eval
@@ -279,7 +300,8 @@ KOpt = Annotated[
     int | None,
     typer.Option(
         "--k",
-        help="Top-k size (default 100 per 32x32 pixels, at most 1000: 77 on 28x28, 1000 on 224x224).",
+        help="Top-k size (default 100 per 32x32 pixels, at most 1000: 77 on 28x28, 1000 on "
+        "224x224).",
         rich_help_panel=_ATTR,
     ),
 ]
@@ -303,10 +325,6 @@ SgNoiseOpt = Annotated[
     ),
 ]
 _ATK = "Attack"
-
-
-def _given(**values):
-    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command("attack")
@@ -382,21 +400,26 @@ def attack(
     """Attack the attribution maps of a trained model; save attacked inputs, maps, metrics."""
     import json
 
-    from robattr_cli.attack import AttackConfig, run_attack, start_run, validate
+    from labshared.launch import start_run
+    from robattr_cli import __version__
+    from robattr_cli.attack import resolve_config, run_attack
+    from robattr_cli.victim import check_victim
 
-    cfg = AttackConfig(checkpoint=checkpoint, which=which, data_root=data_root,
-                       num_examples=num_examples, correct_only=correct_only, **_given(
-        attack=attack, method=method, eps=eps, n_iter=n_iter, gamma=gamma, optimizer=optimizer,
-        step_size=step_size, k=k, n_draws=n_draws, surrogate_beta=surrogate_beta,
-        batch_size=batch_size, ig_steps=ig_steps, ig_rule=ig_rule,
-        sg_samples=sg_samples, sg_noise=sg_noise,
-    ))  # fmt: skip
-    validate(cfg)
-    runtime, run_dir = start_run(
-        "attack", cfg, device, precision, seed, deterministic, output_dir, overwrite
-    )
-    metrics = run_attack(cfg, runtime, run_dir)
-    typer.echo(json.dumps({"run_dir": str(run_dir), **metrics}, indent=2))
+    cfg = resolve_config(checkpoint, {
+        "which": which, "data_root": data_root, "num_examples": num_examples,
+        "correct_only": correct_only, "attack": attack, "method": method, "eps": eps,
+        "n_iter": n_iter, "gamma": gamma, "optimizer": optimizer, "step_size": step_size,
+        "k": k, "n_draws": n_draws, "surrogate_beta": surrogate_beta, "batch_size": batch_size,
+        "ig_steps": ig_steps, "ig_rule": ig_rule, "sg_samples": sg_samples, "sg_noise": sg_noise,
+    })  # fmt: skip
+    started = start_run(
+        "robattr", "attack", cfg, version=__version__, output_dir=output_dir,
+        overwrite=overwrite, device=device, precision=precision, seed=seed,
+        deterministic=deterministic,
+        validate=lambda: check_victim(cfg.checkpoint, cfg.which, cfg.data_root),
+    )  # fmt: skip
+    metrics = run_attack(cfg, started.runtime, started.dir)
+    typer.echo(json.dumps({"run_dir": str(started.dir), **metrics}, indent=2))
 
 
 @app.command("eval")
@@ -446,21 +469,30 @@ def evaluate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Clean accuracy, RPS, attack similarity and insertion/AOPC; JSON, table and figure."""
-    from robattr_cli.attack import start_run
-    from robattr_cli.evaluate import EvalConfig, format_table, parse_eps_list, run_eval, validate
-
-    cfg = EvalConfig(checkpoint=checkpoint, which=which, data_root=data_root, attacked=attacked,
-                     num_examples=num_examples, correct_only=correct_only, **_given(
-        method=method, batch_size=batch_size, rps_eps=parse_eps_list(rps_eps),
-        n_draws=n_draws, n_ratios=n_ratios, k=k, ig_steps=ig_steps, ig_rule=ig_rule,
-        sg_samples=sg_samples, sg_noise=sg_noise,
-    ))  # fmt: skip
-    validate(cfg)
-    runtime, run_dir = start_run(
-        "eval", cfg, device, precision, seed, deterministic, output_dir, overwrite
+    from labshared.launch import start_run
+    from robattr_cli import __version__
+    from robattr_cli.evaluate import (
+        check_inputs,
+        format_table,
+        parse_eps_list,
+        resolve_config,
+        run_eval,
     )
-    metrics = run_eval(cfg, runtime, run_dir)
-    typer.echo(format_table({"run_dir": str(run_dir), **metrics}))
+
+    cfg = resolve_config(checkpoint, {
+        "which": which, "data_root": data_root, "attacked": attacked,
+        "num_examples": num_examples, "correct_only": correct_only, "method": method,
+        "batch_size": batch_size, "rps_eps": parse_eps_list(rps_eps), "n_draws": n_draws,
+        "n_ratios": n_ratios, "k": k, "ig_steps": ig_steps, "ig_rule": ig_rule,
+        "sg_samples": sg_samples, "sg_noise": sg_noise,
+    })  # fmt: skip
+    started = start_run(
+        "robattr", "eval", cfg, version=__version__, output_dir=output_dir,
+        overwrite=overwrite, device=device, precision=precision, seed=seed,
+        deterministic=deterministic, validate=lambda: check_inputs(cfg),
+    )  # fmt: skip
+    metrics = run_eval(cfg, started.runtime, started.dir)
+    typer.echo(format_table({"run_dir": str(started.dir), **metrics}))
 
 
 def main() -> None:

