@@ -3,13 +3,16 @@
 The paper argues that local gradient alignment (l2cos: two first-order input gradients and
 one double-backprop pass) is cheaper than the Hessian baseline (a third-order backward).
 This measures the real training step (`robattr_cli.train.train_step`, with clipping and the
-optimiser update) on random CIFAR-shaped batches.
+optimiser update) on random CIFAR-shaped batches, with the model, optimiser, grad scaler and
+regulariser spec built by `robattr_cli.train.build_parts` from the paper preset, as
+`robattr train` builds them.
 
     python bench/robattr_train_step.py                      # CPU (or GPU when present)
     python bench/robattr_train_step.py --device cuda --steps 20
 
 Memory: on CUDA, the peak of `torch.cuda.max_memory_allocated` during a step minus what
-was allocated before it (weights, gradients and optimiser state excluded). On CPU there is no allocator counter, so the figure is the autograd graph's size instead: the
+was allocated before it (weights, gradients and optimiser state excluded). On CPU there is
+no allocator counter, so the figure is the autograd graph's size instead: the
 bytes of every distinct tensor storage saved for backward during one step (the clean
 graph, the noisy graph and the double-backprop graph all live until `loss.backward()`), a
 deterministic proxy for the activation part of the peak.
@@ -22,8 +25,18 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 
-MODELS = ("lenet", "resnet18-cifar")
+import torch
+
+from labshared.config import unknown_name
+from labshared.console import render_table
+from labshared.device import setup_runtime
+from robattr_cli.config import PRESETS
+from robattr_cli.train import build_parts, train_step
+
+#: model -> the paper preset it is trained with (CIFAR-10)
+MODELS = {"lenet": "cifar10-lenet", "resnet18-cifar": "cifar10-resnet18"}
 REGULARIZERS = ("none", "l2cos", "hessian")
 
 
@@ -33,45 +46,21 @@ def measure(model_name: str, args: argparse.Namespace) -> list[dict]:
     The regularisers take turns step by step (none, l2cos, hessian, none, ...), so a
     change in the machine's load during the run affects every configuration alike.
     """
-    from dataclasses import replace
-
-    import torch
-
-    from labshared.data.image_classification import get_dataset_info
-    from labshared.device import setup_runtime
-    from robattr_cli.config import PRESETS
-    from robattr_cli.model import build_model, use_elementary_batchnorm
-    from robattr_cli.regularizers import RegSpec
-    from robattr_cli.train import build_optimizer, train_step
-
     runtime = setup_runtime(args.device, args.precision, seed=0)
     cuda = runtime.device.type == "cuda"
-    info = get_dataset_info("cifar10")
-    preset = "cifar10-lenet" if model_name == "lenet" else "cifar10-resnet18"
     x = torch.randn(args.batch_size, 3, 32, 32, device=runtime.device)
     y = torch.randint(0, 10, (args.batch_size,), device=runtime.device)
 
     def make_step(regularizer: str):
-        cfg = replace(PRESETS[preset], regularizer=regularizer, batch_size=args.batch_size)
-        model = build_model(model_name, 10, "softplus", 3.0)
-        if regularizer == "hessian":  # as `robattr train` does (third-order backward through BN)
-            use_elementary_batchnorm(model)
-        model = model.to(runtime.device).train()
-        optimizer = build_optimizer(cfg, model)
-        scaler = torch.amp.GradScaler(
-            runtime.device.type, enabled=runtime.precision.use_grad_scaler
+        cfg = replace(
+            PRESETS[MODELS[model_name]], regularizer=regularizer, batch_size=args.batch_size
         )
-        spec = RegSpec(
-            eps=cfg.eps,
-            std=info.std,
-            lambda_l2=cfg.lambda_l2,
-            lambda_cos=cfg.lambda_cos,
-            lambda_hessian=cfg.lambda_hessian,
-        )
+        parts = build_parts(cfg, runtime)
+        parts.model.train()
         gen = torch.Generator(device=runtime.device).manual_seed(0)
 
         def step() -> None:
-            train_step(model, model, x.clone(), y, cfg, spec, runtime, optimizer, scaler, gen)
+            train_step(parts, x.clone(), y, cfg, runtime, gen)
             if cuda:
                 torch.cuda.synchronize()
 
@@ -112,8 +101,6 @@ def measure(model_name: str, args: argparse.Namespace) -> list[dict]:
 
 def saved_for_backward_mib(fn) -> float:
     """MiB of distinct storages autograd saves for backward while `fn` runs."""
-    import torch
-
     storages: dict[int, int] = {}
 
     def pack(t):
@@ -126,27 +113,28 @@ def saved_for_backward_mib(fn) -> float:
     return sum(storages.values()) / 2**20
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], args: argparse.Namespace) -> str:
     """Markdown table with ratios to the `none` row of the same model."""
     mem_label = (
         "step peak" if rows[0]["memory"] == "step_peak_above_resident" else "saved-for-backward"
     )
-    lines = [
-        f"device: {rows[0]['device']} ({rows[0]['precision']}), batch {ARGS.batch_size}, "
-        f"median of {ARGS.steps} interleaved steps after {ARGS.warmup} warm-up",
-        "",
-        f"| model | regularizer | ms / step | time vs none | {mem_label} MiB | memory vs none |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
     base = {r["model"]: r for r in rows if r["regularizer"] == "none"}
+    cells = []
     for r in rows:
         b = base[r["model"]]
         mem_ratio = r["peak_mib"] / b["peak_mib"] if b["peak_mib"] > 0 else float("nan")
-        lines.append(
-            f"| {r['model']} | {r['regularizer']} | {r['ms_per_step']:.1f} | "
-            f"{r['ms_per_step'] / b['ms_per_step']:.2f}x | {r['peak_mib']:.0f} | {mem_ratio:.2f}x |"
-        )
-    return "\n".join(lines)
+        cells.append([
+            r["model"], r["regularizer"], f"{r['ms_per_step']:.1f}",
+            f"{r['ms_per_step'] / b['ms_per_step']:.2f}x", f"{r['peak_mib']:.0f}",
+            f"{mem_ratio:.2f}x",
+        ])  # fmt: skip
+    columns = ["model", "regularizer", "ms / step", "time vs none", f"{mem_label} MiB"]
+    columns.append("memory vs none")
+    heading = (
+        f"device: {rows[0]['device']} ({rows[0]['precision']}), batch {args.batch_size}, "
+        f"median of {args.steps} interleaved steps after {args.warmup} warm-up"
+    )
+    return heading + "\n\n" + render_table(columns, cells, markdown=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -161,13 +149,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    ARGS = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     rows = []
-    for name in ARGS.models.split(","):
-        rows.extend(measure(name, ARGS))
+    for name in args.models.split(","):
+        if name not in MODELS:
+            sys.exit(f"error: {unknown_name('--models', name, MODELS)}")
+        rows.extend(measure(name, args))
         print(f"  measured {name}", file=sys.stderr)
-    print(table(rows))
-    if ARGS.json:
-        with open(ARGS.json, "w") as f:
+    print(table(rows, args))
+    if args.json:
+        with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
