@@ -10,7 +10,8 @@
 # Each reproduction trains the three models of the official script (none, hessian, l2cos),
 # then attacks (official frame-target manipulation) and evaluates each on the official
 # sample: the whole test split, misclassified images included, RPS at eps 4, 8 and 16.
-# Training resumes from the latest checkpoint when a target is re-run.
+# Training resumes from the latest checkpoint when a target is re-run (--resume once the
+# run folder holds its config.json; a fresh folder starts a new run).
 
 BENCHES += bench-robattr
 DEMOS += demo-robattr
@@ -39,8 +40,9 @@ define robattr_reproduce
 	set -e; for reg in $(ROBATTR_REGS); do \
 		out=$(ROBATTR_RUNS)/$(1)/$$reg; \
 		extra=""; if [ "$$reg" = hessian ]; then extra="$(3)"; fi; \
+		resume=""; if [ -f $$out/train/config.json ]; then resume="--resume"; fi; \
 		$(BIN)/robattr train --preset $(1) --data-root "$(2)" --regularizer $$reg $$extra \
-			--device $(ROBATTR_DEVICE) -o $$out/train --resume; \
+			--device $(ROBATTR_DEVICE) -o $$out/train $$resume; \
 		$(BIN)/robattr attack --checkpoint $$out/train --attack frame --eps $(4) \
 			--device $(ROBATTR_DEVICE) -o $$out/attack --overwrite; \
 		$(BIN)/robattr eval --checkpoint $$out/train --attacked $$out/attack --rps-eps 4,8,16 \
