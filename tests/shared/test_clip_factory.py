@@ -399,8 +399,8 @@ def test_tldr_cli_quick_gelu_flag_reaches_the_config(tmp_path, monkeypatch):
     def fake_run_filter(cfg, runtime, run_dir, **kwargs):
         seen["cfg"] = cfg
         empty = {"classes": {}, "spurious": {}}
-        return run_dir / "wordlists.json", {"before": empty, "after": empty,
-                                            "removed_stage1": 0, "removed_stage2": 0}, None  # fmt: skip
+        stats = {"before": empty, "after": empty, "removed_stage1": 0, "removed_stage2": 0}
+        return run_dir / "wordlists.json", stats, None
 
     monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_run_filter)
     args = ["filter", "--words", str(tmp_path / "w.json"), "--device", "cpu"]

@@ -94,11 +94,16 @@ def open_clip_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             s, d = f"{src}.{i}", f"{dst}.{i}"
             q, k, v = take(f"{s}.attn.in_proj_weight").chunk(3)
             qb, kb, vb = take(f"{s}.attn.in_proj_bias").chunk(3)
-            out.update({f"{d}.self_attn.q_proj.weight": q, f"{d}.self_attn.k_proj.weight": k,
-                        f"{d}.self_attn.v_proj.weight": v, f"{d}.self_attn.q_proj.bias": qb,
-                        f"{d}.self_attn.k_proj.bias": kb, f"{d}.self_attn.v_proj.bias": vb})  # fmt: skip
-            pairs = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1",
-                     "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}  # fmt: skip
+            for name, w, bias in (("q", q, qb), ("k", k, kb), ("v", v, vb)):
+                out[f"{d}.self_attn.{name}_proj.weight"] = w
+                out[f"{d}.self_attn.{name}_proj.bias"] = bias
+            pairs = {
+                "attn.out_proj": "self_attn.out_proj",
+                "ln_1": "layer_norm1",
+                "ln_2": "layer_norm2",
+                "mlp.c_fc": "mlp.fc1",
+                "mlp.c_proj": "mlp.fc2",
+            }
             for a, b in pairs.items():
                 for p in ("weight", "bias"):
                     out[f"{d}.{b}.{p}"] = take(f"{s}.{a}.{p}")

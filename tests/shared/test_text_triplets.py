@@ -16,7 +16,8 @@ from labshared.errors import ConfigError, DataLayoutError
 ROWS = [
     {"reference_caption": "a dog on grass", "conditioning_caption": "make it a cat",
      "target_caption": "a cat on grass"},
-    {"reference_caption": "a red car", "conditioning_caption": None, "target_caption": "a blue car"},
+    {"reference_caption": "a red car", "conditioning_caption": None,
+     "target_caption": "a blue car"},
     {"reference_caption": "  ", "conditioning_caption": "x", "target_caption": "y"},
     {"reference_caption": "a tree", "conditioning_caption": "add snow"},
     {"reference_caption": "a boat", "conditioning_caption": "at night", "target_caption": 3},
@@ -116,8 +117,8 @@ def test_parse_columns():
 
 
 def test_rows_that_are_not_objects_are_counted():
-    got = triplets_from_rows([["a", "b", "c"], {"reference_caption": "a",
-                              "conditioning_caption": "b", "target_caption": "c"}], "mem")  # fmt: skip
+    good = {"reference_caption": "a", "conditioning_caption": "b", "target_caption": "c"}
+    got = triplets_from_rows([["a", "b", "c"], good], "mem")
     assert len(got) == 1 and "not an object" in got.skipped[0].problems[0]
 
 

@@ -70,9 +70,8 @@ def test_digit_attribute_is_the_mnist_label(train_set):
 
 
 def test_captions_follow_the_grammar(train_set):
-    pattern = re.compile(
-        rf"^a ({'|'.join(toy.COLOUR_NAMES)}) ({'|'.join(toy.DIGIT_NAMES)}) on ({'|'.join(toy.BACKGROUNDS)})$"
-    )
+    colours, digits = "|".join(toy.COLOUR_NAMES), "|".join(toy.DIGIT_NAMES)
+    pattern = re.compile(rf"^a ({colours}) ({digits}) on ({'|'.join(toy.BACKGROUNDS)})$")
     for cap, d, c, b in zip(
         train_set.captions,
         train_set.digit.tolist(),
