@@ -98,6 +98,8 @@ NoCacheOpt = Annotated[
 
 
 class OnOff(str, Enum):
+    """The values of an on/off flag (`--quick-gelu on|off`)."""
+
     on = "on"
     off = "off"
 
@@ -124,6 +126,7 @@ class LabTyper(typer.Typer):
     """A Typer whose commands print our own errors (LabError) as one red line, exit 1."""
 
     def command(self, *args, **kwargs):
+        """Typer's `command` decorator, with the function wrapped by `guard`."""
         register = super().command(*args, **kwargs)
         return lambda fn: register(guard(fn))
 

@@ -37,6 +37,7 @@ def log(*objects, **kwargs) -> None:
 
 
 def progress_enabled() -> bool:
+    """Whether bars are drawn: rank 0, stderr a terminal, LABSHARED_NO_PROGRESS unset."""
     return is_main() and console.is_terminal and not os.environ.get("LABSHARED_NO_PROGRESS")
 
 

@@ -15,12 +15,15 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistInfo:
+    """Where this process sits in torchrun's group (0, 1, 0 outside torchrun)."""
+
     rank: int
     world_size: int
     local_rank: int
 
 
 def under_torchrun() -> bool:
+    """Whether torchrun started more than one process (WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -40,6 +43,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def is_initialized() -> bool:
+    """Whether a torch.distributed process group has been joined."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -53,14 +57,17 @@ def get_rank() -> int:
 
 
 def get_world_size() -> int:
+    """Number of processes in the joined group, 1 before joining or outside torchrun."""
     return dist.get_world_size() if is_initialized() else 1
 
 
 def is_main() -> bool:
+    """Whether this process is rank 0 (`get_rank() == 0`)."""
     return get_rank() == 0
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op outside a process group)."""
     if is_initialized():
         dist.barrier()
 
@@ -98,6 +105,7 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper, or `model` itself."""
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
