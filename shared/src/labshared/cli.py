@@ -11,6 +11,7 @@ and build each app with `make_app(...)`: its commands print our own errors (`Lab
 as one red line on stderr and exit 1; other errors keep their traceback.
 """
 
+import functools
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -177,7 +178,6 @@ def _report(exc: LabError) -> int:
 
 def guard(fn):
     """Decorator for command bodies: our own errors become one red line and exit 1."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
