@@ -31,6 +31,8 @@ import time
 
 import torch
 
+from labshared.console import render_table
+
 QUERIES, GALLERY, DIM, TOP_K = 1000, 123_403, 768, 50
 WAYS = ("chunked", "full-topk", "full-argsort")
 
@@ -131,16 +133,17 @@ def main() -> None:
         print(f"{way}: {rows[-1]}", file=sys.stderr)
     load = os.getloadavg()[0]
     print(
-        f"ranking {QUERIES} x {GALLERY} x {DIM}-d, top-{TOP_K}; {args.repeats} repeats; load average {load:.1f}"
+        f"ranking {QUERIES} x {GALLERY} x {DIM}-d, top-{TOP_K}; {args.repeats} repeats; "
+        f"load average {load:.1f}\n"
     )
-    print()
-    print("| way | device | wall s (best) | wall s (median) | CPU s (median) | peak extra MiB |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['way']} | {r['device']} | {r['seconds_best']:.2f} | {r['seconds_median']:.2f} "
-            f"| {r['cpu_seconds_median']:.2f} | {r['peak_extra_mib']:.0f} |"
-        )
+    columns = ["way", "device", "wall s (best)", "wall s (median)", "CPU s (median)",
+               "peak extra MiB"]  # fmt: skip
+    cells = [
+        [r["way"], r["device"], f"{r['seconds_best']:.2f}", f"{r['seconds_median']:.2f}",
+         f"{r['cpu_seconds_median']:.2f}", f"{r['peak_extra_mib']:.0f}"]
+        for r in rows
+    ]  # fmt: skip
+    print(render_table(columns, cells, markdown=True, align="llr"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -24,7 +24,7 @@ def test_table_and_difference_row(tmp_path, capsys):
     table = compare_table([a, b], ["base", "+RTD"])
     assert table.splitlines() == [
         "| model | R@1 | R@5 |",
-        "|---|---|---|",
+        "| :--- | ---: | ---: |",
         "| base | 10.00 | 30.50 |",
         "| +RTD | 12.25 | 29.50 |",
         "| difference | +2.25 | -1.00 |",
@@ -57,7 +57,7 @@ def toy_runs(tmp_path):
 def test_attribute_table_has_all_queries_then_each_attribute(toy_runs, capsys):
     assert attribute_table(toy_runs, ["base", "+RTD"]).splitlines() == [
         "| queries changing | model | R@1 | R@5 |",
-        "|---|---|---|---|",
+        "| :--- | :--- | ---: | ---: |",
         "| all (10) | base | 40.00 | 80.00 |",
         "| all (10) | +RTD | 70.00 | 100.00 |",
         "| all (10) | difference | +30.00 | +20.00 |",

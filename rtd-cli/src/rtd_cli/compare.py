@@ -23,6 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from labshared.console import render_table
 from labshared.errors import ConfigError
 
 ALL_QUERIES = "all"
@@ -59,20 +62,20 @@ def _names(runs: Sequence[str | Path], names: Sequence[str] | None) -> list[str]
     return out
 
 
-def _rows(label: str, names: Sequence[str], rows: Sequence[dict], cols: Sequence[str]) -> list[str]:
-    """Markdown rows `| label | name | values |` per run plus a difference row."""
-    lead = f"{label} | " if label else ""
-    lines = []
-    for name, row in zip(names, rows, strict=True):
-        cells = [f"{row[c]:.2f}" if c in row else "-" for c in cols]
-        lines.append(f"| {lead}{name} | " + " | ".join(cells) + " |")
+def _rows(label: str, names: Sequence[str], rows: Sequence[dict], cols: Sequence[str]) -> list:
+    """Table rows `[label,] name, values` per run, plus a difference row (last - first)."""
+    lead = [label] if label else []
+    out = [
+        [*lead, name, *(f"{row[c]:.2f}" if c in row else "-" for c in cols)]
+        for name, row in zip(names, rows, strict=True)
+    ]
     if len(rows) > 1:
         diff = [
             f"{rows[-1][c] - rows[0][c]:+.2f}" if c in rows[0] and c in rows[-1] else "-"
             for c in cols
         ]
-        lines.append(f"| {lead}difference | " + " | ".join(diff) + " |")
-    return lines
+        out.append([*lead, "difference", *diff])
+    return out
 
 
 def compare_table(runs: Sequence[str | Path], names: Sequence[str] | None = None) -> str:
@@ -80,8 +83,7 @@ def compare_table(runs: Sequence[str | Path], names: Sequence[str] | None = None
     names = _names(runs, names)
     rows = [read_summary(r) for r in runs]
     cols = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    return "\n".join(lines + _rows("", names, rows, cols))
+    return render_table(["model", *cols], _rows("", names, rows, cols), markdown=True)
 
 
 def attribute_groups(data: Sequence[dict[str, Any]]) -> list[str]:
@@ -101,16 +103,12 @@ def attribute_table(runs: Sequence[str | Path], names: Sequence[str] | None = No
     if not groups:
         return ""
     cols = list(dict.fromkeys(k for d in data for k in d["summary"]))
-    lines = [
-        "| queries changing | model | " + " | ".join(cols) + " |",
-        "|---|---" + "|---" * len(cols) + "|",
-    ]
     total = sum(data[0]["n_queries"].values()) if data[0].get("n_queries") else "?"
-    lines += _rows(f"{ALL_QUERIES} ({total})", names, [d["summary"] for d in data], cols)
+    rows = _rows(f"{ALL_QUERIES} ({total})", names, [d["summary"] for d in data], cols)
     for group in groups:
         n = data[0].get("attribute_queries", {}).get(group, "?")
-        lines += _rows(f"{group} ({n})", names, [d["by_attribute"][group] for d in data], cols)
-    return "\n".join(lines)
+        rows += _rows(f"{group} ({n})", names, [d["by_attribute"][group] for d in data], cols)
+    return render_table(["queries changing", "model", *cols], rows, markdown=True, align="llr")
 
 
 def write_chart(
@@ -123,6 +121,7 @@ def write_chart(
     """PNG of grouped bars: `metric` for all queries and per changed attribute (x axis),
     one bar per run, each bar labelled with its value. Runs without per-attribute metrics
     give the `all` group only."""
+    # matplotlib only when a chart is drawn (a heavy import the tables do not need)
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on CI or servers
@@ -180,13 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--title", help="title of the chart")
     args = parser.parse_args(argv)
     try:
-        print(compare_table(args.runs, args.names))
+        typer.echo(compare_table(args.runs, args.names))
         by_attribute = attribute_table(args.runs, args.names)
         if by_attribute:
-            print(f"\nby changed attribute (number of queries):\n{by_attribute}")
+            typer.echo(f"\nby changed attribute (number of queries):\n{by_attribute}")
         if args.chart:
             path = write_chart(args.runs, args.chart, args.names, args.metric, args.title)
-            print(f"\nchart: {path}")
+            typer.echo(f"\nchart: {path}")
     except ConfigError as exc:
         parser.exit(1, f"error: {exc}\n")
     return 0

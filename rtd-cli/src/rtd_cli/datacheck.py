@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import labshared.data.composed_retrieval as CR
+from labshared.console import render_table
 from labshared.errors import DataLayoutError
+from rtd_cli.aspects import circo_semantic_aspects
 
 MISSING_SHOWN = 5  # missing files listed per part (all are counted)
 
@@ -54,15 +57,13 @@ def image_files(bench) -> dict[str, str] | None:
     A name the annotations use but the image index (CIRR split file, COCO info file) does
     not list maps to a path that cannot exist, so it is reported missing.
     """
-    from labshared.data.composed_retrieval import CroppedImages, FileImages
-
     names = bench.image_names()
     src = bench.images
-    if isinstance(src, FileImages):
+    if isinstance(src, CR.FileImages):
         unlisted = os.path.join(str(src.root), "<not listed in the image index>")
         paths = src.paths
         return {n: str(paths[n]) if n in paths else os.path.join(unlisted, n) for n in names}
-    if isinstance(src, CroppedImages):
+    if isinstance(src, CR.CroppedImages):
         unlisted = os.path.join(str(src.root), "<not listed in the annotations>")
         boxes = src.boxes
         return {n: str(boxes[n][0]) if n in boxes else os.path.join(unlisted, n) for n in names}
@@ -93,8 +94,6 @@ def check_part(bench) -> PartReport:
         annotation_files=list(bench.annotation_files),
     )
     if bench.dataset == "circo" and bench.split == "val":
-        from rtd_cli.aspects import circo_semantic_aspects
-
         aspects = circo_semantic_aspects(bench)
         report.semantic_aspects = 0 if aspects is None else sum(1 for a in aspects if a)
     if files is None:
@@ -118,9 +117,7 @@ def check_layout(
         DataLayoutError / ConfigError: a missing or malformed annotation file, or a bad
             dataset, split or part (the loaders' own errors).
     """
-    from labshared.data.composed_retrieval import build_benchmarks
-
-    return [check_part(b) for b in build_benchmarks(dataset, root, split, parts)]
+    return [check_part(b) for b in CR.build_benchmarks(dataset, root, split, parts)]
 
 
 LAYOUTS = {"fashioniq": "FASHIONIQ_LAYOUT", "cirr": "CIRR_LAYOUT", "circo": "CIRCO_LAYOUT",
@@ -129,8 +126,6 @@ LAYOUTS = {"fashioniq": "FASHIONIQ_LAYOUT", "cirr": "CIRR_LAYOUT", "circo": "CIR
 
 def first_missing_error(dataset: str, reports: list[PartReport]) -> DataLayoutError | None:
     """The error naming the first missing image file, with how many are missing."""
-    import labshared.data.composed_retrieval as CR
-
     bad = [r for r in reports if r.n_missing]
     if not bad:
         return None
@@ -146,18 +141,14 @@ def first_missing_error(dataset: str, reports: list[PartReport]) -> DataLayoutEr
 
 
 def format_reports(dataset: str, root: Any, reports: list[PartReport]) -> str:
-    """A plain-text table: one row per part, then the first missing files."""
-    head = ("part", "split", "queries", "gallery", "images", "on disk", "missing")
+    """A table for the terminal: one row per part, then the first missing files."""
     rows = [
-        (r.name, r.split, str(r.queries), str(r.gallery), str(r.images),
-         "-" if r.on_disk is None else str(r.on_disk), str(r.n_missing))
+        (r.name, r.split, r.queries, r.gallery, r.images,
+         "-" if r.on_disk is None else r.on_disk, r.n_missing)
         for r in reports
     ]  # fmt: skip
-    widths = [max(len(x) for x in col) + 2 for col in zip(head, *rows, strict=True)]
-    lines = [f"{dataset} at {root}"]
-    lines += [
-        "".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]
-    ]
+    head = ("part", "split", "queries", "gallery", "images", "on disk", "missing")
+    lines = [render_table(head, rows, title=f"{dataset} at {root}", align="ll")]
     for r in reports:
         if r.semantic_aspects is not None:
             lines.append(

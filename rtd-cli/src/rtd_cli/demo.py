@@ -30,7 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import typer
+
+from labshared import toy
+from labshared.console import log, render_table
+from labshared.data.text_triplets import load_text_triplets
 from labshared.errors import ConfigError
+from labshared.launch import read_header
+from labshared.runs import atomic_write_json, atomic_write_text
+from rtd_cli import compare
+from rtd_cli.cli import app
+from rtd_cli.evaluate import PER_QUERY_FILE
+from rtd_cli.model import TINY_BACKBONE, weights_identity
 
 NAMES = ("LinCIR-style phi (toy)", "+ RTD text tower")
 CHART = "rtd_toy_by_attribute.png"
@@ -88,10 +100,6 @@ def run_rtd(argv: list[str]) -> None:
     Raises:
         ConfigError: the command exited with a non-zero code (its error is printed).
     """
-    import typer
-
-    from rtd_cli.cli import app
-
     code = typer.main.get_command(app).main(args=argv, prog_name="rtd", standalone_mode=False)
     if code not in (None, 0):
         raise ConfigError(f"`rtd {shlex.join(argv)}` failed with exit code {code}")
@@ -107,13 +115,8 @@ def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
     the gain rests on those. The benchmark is rebuilt from the eval's config.json (the toy
     world is deterministic in its seed) and the triplets from the train run's.
     """
-    from labshared import toy
-    from labshared.data.text_triplets import load_text_triplets
-    from labshared.runs import read_config
-    from rtd_cli.evaluate import PER_QUERY_FILE
-
-    bench = read_config(out / "eval-base")["config"]
-    trained = read_config(out / "train")["config"]
+    bench = read_header(out / "eval-base")["config"]
+    trained = read_header(out / "train")["config"]
     world = toy.modification_triplets(
         bench["split"] or "val", bench["toy_queries"], n_distractors=bench["toy_distractors"],
         seed=bench["toy_seed"],
@@ -144,12 +147,6 @@ def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     """Run the demo into `out`; returns (and writes to `demo.json`) the figures: both
     runs' summaries and per-attribute metrics, the gains, sizes and each step's cost."""
-    import torch
-
-    from labshared.console import log
-    from labshared.runs import atomic_write_json, atomic_write_text
-    from rtd_cli import compare
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = {}
@@ -178,8 +175,6 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         group: rtd["by_attribute"][group]["R@1"] - base["by_attribute"][group]["R@1"]
         for group in compare.attribute_groups([base, rtd])
     }
-    from rtd_cli.model import TINY_BACKBONE, weights_identity
-
     result = {
         "config": asdict(cfg),
         # which fit of the tiny CLIP (its cache key): the figures depend on it
@@ -205,26 +200,33 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
 
 def format_markdown(result: dict[str, Any], table: str, by_attribute: str) -> str:
-    """The demo's report: sizes, both tables, the R@1 gain and the cost."""
-    steps = ", ".join(
-        f"{k} {v['wall_s']:.0f} s ({v['cpu_s']:.0f} CPU-s)" for k, v in result["steps"].items()
-    )
-    return (
+    """The demo's report: sizes, both tables, the R@1 gains, the seen / unseen split and the
+    cost, as Markdown."""
+    gains = [["all", f"{result['gain_r1']:+.2f}"]]
+    gains += [[k, f"{v:+.2f}"] for k, v in result["gain_r1_by_attribute"].items()]
+    seen = [
+        [k, v["queries"], f"{v['base_r1']:.2f}", f"{v['rtd_r1']:.2f}"]
+        for k, v in result["seen_triplets"].items()
+    ]
+    cost = [[k, f"{v['wall_s']:.0f}", f"{v['cpu_s']:.0f}"] for k, v in result["steps"].items()]
+    cost.append(["total", f"{result['wall_s']:.0f}", f"{result['cpu_s']:.0f}"])
+    head = (
         f"rtd demo, toy CIR world: {result['split']} split, toy seed "
         f"{result['config']['toy_seed']}, {result['queries']} queries, "
-        f"{result['gallery']}-image gallery, tiny CLIP {result['tiny_clip']}\n\n{table}\n\n"
-        f"by changed attribute (number of queries):\n{by_attribute}\n\n"
-        f"R@1 gain of + RTD: {result['gain_r1']:+.2f} points ("
-        + ", ".join(f"{k} {v:+.2f}" for k, v in result["gain_r1_by_attribute"].items())
-        + ")\nR@1 on queries whose text triplet is among RTD's training triplets (as text) and "
-        "on the others: "
-        + "; ".join(
-            f"{k} ({v['queries']}) {v['base_r1']:.2f} -> {v['rtd_r1']:.2f}"
-            for k, v in result["seen_triplets"].items()
-        )
-        + f"\ncost: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} CPU-s ({steps})\n"
-        f"chart: {result['chart']}\n"
+        f"{result['gallery']}-image gallery, tiny CLIP {result['tiny_clip']}"
     )
+    blocks = [
+        head,
+        table,
+        f"by changed attribute (number of queries):\n\n{by_attribute}",
+        render_table(["queries changing", "R@1 gain of + RTD"], gains, markdown=True),
+        "R@1 on the queries whose text triplet is among RTD's training triplets (as text), "
+        "and on the others:\n\n"
+        + render_table(["triplet", "queries", "R@1 base", "R@1 + RTD"], seen, markdown=True),
+        render_table(["step", "wall s", "CPU s"], cost, markdown=True),
+        f"chart: {result['chart']}",
+    ]
+    return "\n\n".join(blocks) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_demo(cfg, args.out)
     except ConfigError as exc:
         parser.exit(1, f"error: {exc}\n")
-    print((args.out / TABLE).read_text())
-    print(f"figures: {args.out / 'demo.json'} (R@1 gain {result['gain_r1']:+.2f})")
+    typer.echo((args.out / TABLE).read_text())
+    typer.echo(f"figures: {args.out / 'demo.json'} (R@1 gain {result['gain_r1']:+.2f})")
     return 0
 
 
