@@ -1,7 +1,7 @@
 """Throughput and peak memory of one `rtd train` step on a ViT-B-32-sized text tower.
 
 Random weights (open_clip's ViT-B-32 config, no download) and a random LinCIR Phi; the
-step is the real one (`rtd_cli.train.build_parts` + `step_loss` + AdamW), on toy-grammar
+step is the real one (`rtd_cli.rtd_step.build_parts` + `step_loss` + AdamW), on toy-grammar
 triplets. CPU: batch 16 (2B = 32 queries); GPU: batch 128 (the paper's per-GPU batch).
 
     python bench/rtd_train_bench.py [--device cpu|cuda] [--batch-size N] [--steps N]
@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from labshared.config import resolve
 from labshared.data.text_triplets import load_text_triplets
 from labshared.device import setup_runtime
 from rtd_cli import config as C
 from rtd_cli import model as M
-from rtd_cli.train import BatchSampler, build_parts, step_loss
+from rtd_cli.loop import BatchSampler
+from rtd_cli.rtd_step import build_parts, step_loss
 
 
 def main() -> None:
@@ -48,8 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         phi_path = Path(tmp) / "phi.pt"
         M.save_projection(phi_path, M.build_projection("lincir", 512, 512), "lincir")
-        cfg = C.resolve(C.TRAIN_PRESETS, "rtd-vit-b32", pretrained="random", phi=str(phi_path),
-                        triplets="toy:4096", batch_size=batch, gather_negatives=args.gather_negatives)  # fmt: skip
+        overrides = {"pretrained": "random", "phi": str(phi_path), "triplets": "toy:4096",
+                     "batch_size": batch, "gather_negatives": args.gather_negatives}  # fmt: skip
+        cfg = resolve(C.TRAIN_PRESETS, "rtd-vit-b32", overrides, validate=C.validate_train)
         parts, clip_model = build_parts(cfg, runtime)
         del clip_model.visual  # the image tower plays no part in training
         data = load_text_triplets(cfg.triplets)

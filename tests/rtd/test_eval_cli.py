@@ -70,6 +70,7 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
     }
     config = json.loads((tmp_path / "base" / "config.json").read_text())
     assert config["config"]["dataset"] == "toy" and config["runtime"]["device"] == "cpu"
+    assert (config["tool"], config["command"], config["preset"]) == ("rtd", "eval", None)
     # per changed attribute: the toy's three groups partition the queries, so each overall
     # figure is the query-weighted mean of the groups' (an independent check of the split)
     assert list(base["by_attribute"]) == ["digit", "colour", "background"]
@@ -267,7 +268,8 @@ def test_circo_val_reports_semantic_aspect_map(tiny_random, tmp_path):
     _circo_val(tmp_path / "CIRCO", aspects)
     res = _invoke(["--dataset", "circo", "--split", "val", "--data-root", str(tmp_path / "CIRCO"),
                    "--backbone", "tiny-clip-toy", "--pretrained", "random",
-                   "--phi", str(tiny_random / "lincir.pt"), "-o", str(tmp_path / "run")])  # fmt: skip
+                   "--phi", str(tiny_random / "lincir.pt"),
+                   "-o", str(tmp_path / "run")])  # fmt: skip
     assert "semantic aspect" in res.stdout and "viewpoint" in res.stdout
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     sem, n = m["semantic_aspects"], m["semantic_aspect_queries"]
@@ -314,6 +316,22 @@ def test_errors_are_one_red_line(tiny_random, tmp_path):
     # the toy's train split (the tiny CLIP's fitting images) is never a benchmark
     result = runner.invoke(app, [*toy, "--split", "train", "-o", str(tmp_path / "t")])
     assert result.exit_code == 1 and "'train'" in result.output and "val, test" in result.output
+    assert not (tmp_path / "t").exists()  # checked before the run folder was made
+
+
+def test_a_failed_check_leaves_no_folder_and_the_corrected_rerun_works(tiny_random, tmp_path):
+    out = tmp_path / "out"
+    args = ["eval", "--backbone", "tiny-clip-toy", "--pretrained", "random", "--phi",
+            str(tiny_random / "lincir.pt"), "--toy-queries", "10", "--toy-distractors", "5",
+            "--no-cache", "-o", str(out)]  # fmt: skip
+    result = runner.invoke(app, [*args, "--dataset", "cirrr"])
+    assert result.exit_code == 1 and "did you mean 'cirr'" in result.output
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--dataset", "cirr", "--data-root", str(tmp_path / "no")])
+    assert result.exit_code == 1 and "--data-root" in result.output and not out.exists()
+    result = runner.invoke(app, [*args, "--dataset", "toy"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["n_queries"] == {"toy": 10}
 
 
 def test_dry_run_prints_the_resolved_config(tiny_random):
@@ -338,15 +356,16 @@ def test_dry_run_prints_the_resolved_config(tiny_random):
 
 def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
     from labshared.device import setup_runtime
+    from rtd_cli.eval_config import EvalConfig
     from rtd_cli.evaluate import make_validator
 
     model, _, _ = build_clip("tiny-clip-toy", "random")
     runtime = setup_runtime("cpu", "fp32", 0)
-    validate = make_validator(
-        dataset="toy", root=None, backbone="tiny-clip-toy", pretrained="random", base="lincir",
-        phi=tiny_random / "lincir.pt", prompt="rtd", runtime=runtime, use_cache=False, toy_queries=60,
-        toy_distractors=60,
+    cfg = EvalConfig(
+        dataset="toy", backbone="tiny-clip-toy", pretrained="random", base="lincir",
+        phi=tiny_random / "lincir.pt", prompt="rtd", toy_queries=60, toy_distractors=60,
     )  # fmt: skip
+    validate = make_validator(cfg, runtime, use_cache=False)
     tower = text_tower_from_clip(model)
     first = validate(tower, 0)
     assert set(first) == {"R@1", "R@5", "R@10", "mAP@5", "mAP@10"}
@@ -360,7 +379,7 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
     """A Pic2Word tower trained on its own '*' prompt is scored with that prompt unless
     --prompt says otherwise; without a recorded style (or a tower) the base's default is
     used: Pic2Word's own prompt, RTD's for SEARLE/LinCIR."""
-    from rtd_cli.evaluate import default_prompt_style, read_text_encoder_config
+    from rtd_cli.eval_config import default_prompt_style, read_text_encoder_config
 
     model, _, _ = build_clip("tiny-clip-toy", "random")
     tower = text_tower_from_clip(model)
@@ -410,7 +429,8 @@ def test_eval_warns_when_phi_was_trained_on_other_clip_weights(tiny_random, tmp_
     assert "random" in other and "other.safetensors" in other
 
     args = ["eval", "--dataset", "toy", "--backbone", "tiny-clip-toy", "--base", "lincir",
-            "--phi", str(phi), "--toy-queries", "20", "--toy-distractors", "20", "--no-cache"]  # fmt: skip
+            "--phi", str(phi), "--toy-queries", "20", "--toy-distractors", "20",
+            "--no-cache"]  # fmt: skip
     quiet = runner.invoke(app, [*args, "--pretrained", "random", "-o", str(tmp_path / "a")])
     assert quiet.exit_code == 0, quiet.output
     assert "warning" not in quiet.output

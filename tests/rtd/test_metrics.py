@@ -1,4 +1,4 @@
-"""rtd_cli.metrics and the per-benchmark protocols of rtd_cli.evaluate on hand-made rankings."""
+"""rtd_cli.metrics and the per-benchmark protocols of rtd_cli.scoring on hand-made rankings."""
 
 import pytest
 import torch
@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from labshared.data.composed_retrieval import CIRBenchmark, CIRQuery, TensorImages
 from labshared.device import setup_runtime
 from rtd_cli import metrics as M
-from rtd_cli.evaluate import evaluate_part, modification_texts
+from rtd_cli.evaluate import modification_texts
+from rtd_cli.scoring import evaluate_part
 
 
 def test_recall_on_a_hand_ranking():

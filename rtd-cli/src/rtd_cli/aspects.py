@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from labshared.data.composed_retrieval import CIRCO_LAYOUT
+from labshared.data.composed_retrieval.records import list_of, read_json
+from labshared.errors import DataLayoutError
+
 
 def circo_semantic_aspects(bench) -> list[tuple[str, ...]] | None:
     """Per query of a CIRCO val benchmark, its `semantic_aspects` from the annotation file
@@ -16,10 +20,6 @@ def circo_semantic_aspects(bench) -> list[tuple[str, ...]] | None:
     Raises:
         DataLayoutError: a `semantic_aspects` that is not a list of strings.
     """
-    from labshared.data.composed_retrieval import CIRCO_LAYOUT
-    from labshared.data.composed_retrieval.records import list_of, read_json
-    from labshared.errors import DataLayoutError
-
     path = Path(bench.annotation_files[0])
     by_id: dict[str, tuple[str, ...]] = {}
     for i, item in enumerate(list_of(read_json(path, CIRCO_LAYOUT), path, CIRCO_LAYOUT)):

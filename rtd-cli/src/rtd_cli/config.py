@@ -1,7 +1,8 @@
 """Presets for `rtd train` and `rtd train-phi`: frozen dataclasses, complete and runnable.
 
 Precedence: dataclass defaults < preset < flags actually passed (`None` = keep the preset),
-applied with `dataclasses.replace` through `resolve`.
+applied by `labshared.config.resolve` with `validate_train` / `validate_phi` and
+`RENAMED_PRESETS`.
 
 Presets are named for what they are, `<method>-<backbone>`:
 
@@ -26,11 +27,9 @@ loads as `Geonmo/CLIP-Giga-config-fixed` (method brief section 1.2).
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass
-from typing import Any
 
+from labshared.config import unknown_name
 from labshared.errors import ConfigError
 
 BASE_NAMES = ("lincir", "searle", "pic2word")
@@ -200,12 +199,6 @@ PHI_PRESETS: dict[str, PhiConfig] = {
 }
 
 
-def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ConfigError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}{hint}")
-
-
 # Earlier preset names, so that an old command says what replaced it.
 RENAMED_PRESETS = {
     "paper": "rtd-vit-b32 (its old values) or rtd-vit-l14 (the official RTD run)",
@@ -214,58 +207,51 @@ RENAMED_PRESETS = {
 }
 
 
-def resolve(presets: dict[str, Any], preset: str, **overrides: Any) -> Any:
-    """The preset with every non-None override applied, then validated."""
-    if preset not in presets:
-        if preset in RENAMED_PRESETS:
-            raise ConfigError(f"preset {preset!r} was renamed: use {RENAMED_PRESETS[preset]}")
-        raise unknown_name("preset", preset, list(presets))
-    cfg = dataclasses.replace(
-        presets[preset], **{k: v for k, v in overrides.items() if v is not None}
-    )
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: TrainConfig | PhiConfig) -> None:
-    """Reject bad values before anything heavy loads, naming the flag and the fix."""
+def _check_common(cfg: TrainConfig | PhiConfig) -> None:
+    """The checks `rtd train` and `rtd train-phi` share, naming the flag."""
     if cfg.base not in BASE_NAMES:
         raise unknown_name("--base", cfg.base, BASE_NAMES)
     positive = {"steps": cfg.steps, "batch-size": cfg.batch_size, "lr": cfg.lr,
-                "checkpoint-every": cfg.checkpoint_every}  # fmt: skip
+                "checkpoint-every": cfg.checkpoint_every, "log-every": cfg.log_every}  # fmt: skip
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
-    if cfg.noise_scale < 0:
-        raise ConfigError(f"--noise-scale must be >= 0, got {cfg.noise_scale}")
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.toy_seed < 0:
-        raise ConfigError(f"--toy-seed must be >= 0, got {cfg.toy_seed}")
-    if isinstance(cfg, TrainConfig):
-        if cfg.prompt not in (None, "rtd", "base"):
-            raise ConfigError(f"--prompt {cfg.prompt!r}: expected rtd or base")
-        if cfg.tau <= 0:
-            raise ConfigError(f"--tau must be positive, got {cfg.tau}")
-        if cfg.phi is None:
-            raise ConfigError(
-                "--phi is required: the projection checkpoint of the base method (LinCIR/SEARLE "
-                "Phi or Pic2Word IM2TEXT); make one with `rtd train-phi`"
-            )
-        if cfg.triplets is None:
-            raise ConfigError(
-                "--triplets is required (a .json/.jsonl file, a folder, a hub id or 'toy')"
-            )
-        if cfg.keep_best and not cfg.val_dataset:
-            raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
-        if cfg.val_dataset and cfg.val_every <= 0:
-            raise ConfigError(f"--val-every must be positive, got {cfg.val_every}")
-        if cfg.max_grad_norm is not None and cfg.max_grad_norm <= 0:
-            raise ConfigError(f"--max-grad-norm must be positive, got {cfg.max_grad_norm}")
-    else:
-        if cfg.captions is None:
-            raise ConfigError(
-                "--captions is required (a .txt/.json/.jsonl file, a folder, a hub id or 'toy')"
-            )
-        if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    for flag, value in {"noise-scale": cfg.noise_scale, "weight-decay": cfg.weight_decay,
+                        "toy-seed": cfg.toy_seed}.items():  # fmt: skip
+        if value < 0:
+            raise ConfigError(f"--{flag} must be >= 0, got {value}")
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    """Reject a bad `rtd train` config before anything loads, naming the flag and the fix."""
+    _check_common(cfg)
+    if cfg.prompt not in (None, "rtd", "base"):
+        raise ConfigError(f"--prompt {cfg.prompt!r}: expected rtd or base")
+    if cfg.tau <= 0:
+        raise ConfigError(f"--tau must be positive, got {cfg.tau}")
+    if cfg.phi is None:
+        raise ConfigError(
+            "--phi is required: the projection checkpoint of the base method (LinCIR/SEARLE "
+            "Phi or Pic2Word IM2TEXT); make one with `rtd train-phi`"
+        )
+    if cfg.triplets is None:
+        raise ConfigError(
+            "--triplets is required (a .json/.jsonl file, a folder, a hub id or 'toy')"
+        )
+    if cfg.keep_best and not cfg.val_dataset:
+        raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
+    if cfg.val_dataset and cfg.val_every <= 0:
+        raise ConfigError(f"--val-every must be positive, got {cfg.val_every}")
+    if cfg.max_grad_norm is not None and cfg.max_grad_norm <= 0:
+        raise ConfigError(f"--max-grad-norm must be positive, got {cfg.max_grad_norm}")
+
+
+def validate_phi(cfg: PhiConfig) -> None:
+    """Reject a bad `rtd train-phi` config before anything loads, naming the flag."""
+    _check_common(cfg)
+    if cfg.captions is None:
+        raise ConfigError(
+            "--captions is required (a .txt/.json/.jsonl file, a folder, a hub id or 'toy')"
+        )
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")

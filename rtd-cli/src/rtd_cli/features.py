@@ -75,13 +75,14 @@ def weights_id(clip_info: ClipInfo) -> dict[str, Any] | None:
 
 
 def benchmark_features(
-    bench, clip_model, preprocess, cfg, runtime, clip_info: ClipInfo
+    bench, clip_model, preprocess, cfg, runtime, clip_info: ClipInfo, use_cache: bool = True
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Features of every image the benchmark uses, from the cache when possible.
 
     Args:
-        cfg: an `evaluate.EvalConfig` (batch_size, workers, cache).
+        cfg: an `eval_config.EvalConfig` (batch_size, workers).
         clip_info: what `model.build_clip_bundle` built (backbone, weights, activation).
+        use_cache: read and write the feature cache (`--no-cache`: recompute).
 
     Returns:
         ((N, D) float32 unnormalised features, name -> row index).
@@ -107,6 +108,6 @@ def benchmark_features(
         return {"features": feats}
 
     tensors = cached_tensors(
-        f"rtd-{bench.name}-{bench.split}", spec, compute, enabled=cfg.cache and weights is not None
+        f"rtd-{bench.name}-{bench.split}", spec, compute, enabled=use_cache and weights is not None
     )
     return tensors["features"], {n: i for i, n in enumerate(names)}

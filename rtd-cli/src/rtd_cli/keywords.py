@@ -167,7 +167,7 @@ def load_masker(
         raise ConfigError(f"--keywords {backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend in ("auto", "spacy"):
         try:
-            import spacy
+            import spacy  # optional: only this backend needs it, and it may be absent
 
             nlp = spacy.load(model, disable=["ner", "lemmatizer", "parser"])
             return KeywordMasker("spacy", symbol, nlp)

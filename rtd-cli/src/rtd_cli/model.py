@@ -20,6 +20,8 @@ from typing import Any
 
 import open_clip
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from labshared import tinyclip
@@ -336,8 +338,6 @@ def _tower_file(path: Path) -> Path:
 
 def read_text_tower_config(path: str | Path) -> dict[str, Any]:
     """The config saved with a text tower (`backbone`, `pretrained`, ...)."""
-    from safetensors import safe_open
-
     file = _tower_file(Path(path))
     with safe_open(str(file), framework="pt") as handle:
         meta = (handle.metadata() or {}).get("rtd")
@@ -359,8 +359,6 @@ def load_text_tower(
     Raises:
         ConfigError: wrong backbone, unknown tensor names or mismatched shapes.
     """
-    from safetensors.torch import load_file
-
     file = _tower_file(Path(path))
     tower = text_tower_from_clip(clip_model)
     saved = load_file(str(file))

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from labshared.config import unknown_name
 from labshared.errors import ConfigError
-from labshared.runs import read_torch_file
+from labshared.runs import atomic_torch_save, read_torch_file
 
 
 class Phi(nn.Module):
@@ -119,9 +119,7 @@ PROMPT_STYLES = ("rtd", "base")
 
 def get_base(base: str) -> BaseSpec:
     if base not in BASES:
-        close = difflib.get_close_matches(base, BASES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"--base {base!r}: expected one of {', '.join(BASES)}{hint}")
+        raise unknown_name("--base", base, BASES)
     return BASES[base]
 
 
@@ -145,7 +143,7 @@ def prompt_for(base: str, benchmark: str, style: str = "rtd") -> tuple[str, str]
         return spec.prompts.get(
             benchmark, RTD_PROMPT if spec.symbol == "$" else _PIC2WORD_PROMPT
         ), spec.symbol
-    raise ConfigError(f"--prompt {style!r}: expected one of {', '.join(PROMPT_STYLES)}")
+    raise unknown_name("--prompt", style, PROMPT_STYLES)
 
 
 def build_projection(base: str, in_dim: int, token_dim: int) -> nn.Module:
@@ -241,12 +239,11 @@ def _projection_dims(module: nn.Module) -> tuple[int, int]:
 def save_projection(path: str | Path, module: nn.Module, base: str) -> Path:
     """Write `module` in its base's official checkpoint format (Pic2Word with `module.`
     prefixes), atomically, loadable by the official repos and by `load_projection`."""
-    from labshared.runs import atomic_torch_save
-
     spec = get_base(base)
     if not isinstance(module, spec.projection):
         raise ConfigError(
-            f"save_projection: base {base} needs {spec.projection.__name__}, got {type(module).__name__}"
+            f"save_projection: base {base} needs {spec.projection.__name__}, "
+            f"got {type(module).__name__}"
         )
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     if spec.projection is Im2Text:

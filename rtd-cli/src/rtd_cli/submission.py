@@ -39,7 +39,8 @@ def cirr_submissions(
     for pairid, names in subset_ranked.items():
         if len(names) < CIRR_SUBSET_TOP:
             raise ConfigError(
-                f"CIRR pair {pairid}: {len(names)} subset images, the server needs {CIRR_SUBSET_TOP}"
+                f"CIRR pair {pairid}: {len(names)} subset images, the server needs "
+                f"{CIRR_SUBSET_TOP}"
             )
         subset[str(pairid)] = list(names[:CIRR_SUBSET_TOP])
     return recall, subset

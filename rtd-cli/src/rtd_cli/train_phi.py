@@ -16,42 +16,57 @@ LinCIR+RTD reproduction has to be trained; this command writes `phi.pt` in the o
 `{'Phi': state_dict}` format (Pic2Word's `{'state_dict_img2text': ...}` with `--base
 pic2word`), which `rtd eval --phi` and `rtd train --phi` load.
 
+The recipe has the shape of `rtd train` (`rtd_cli.loop`): set up, restore on `--resume`,
+loop over `train_step` with the shared tail (save when due, stop on `--stop-after`),
+`finish` with phi.pt and metrics.json.
+
 Deviations: LinCIR loops forever and `exit()`s at `max_train_steps` (only checkpointing steps
-are saved); here the last step always saves and runs resume. The data order and the masking
-randomness, the input noise and phi's dropout are functions of (seed, step, rank), so a resumed
-run continues exactly. LinCIR's masks use a special token `[$]` that BPE never merges; here
-`$` is kept apart from glued punctuation by spaces and the slot is checked after tokenization
-(`keywords.ensure_slot`; see `rtd_cli.keywords` for why and how).
+are saved); here the last step always saves and runs resume. The data order and the keyword
+choice of a caption without keywords are functions of (seed, step, rank); the input noise
+and phi's dropout masks come from the run's generator (`loop.fork_generator`, saved with
+each checkpoint), so a resumed run continues exactly. LinCIR's masks use a special token
+`[$]` that BPE never merges; here `$` is kept apart from glued punctuation by spaces and the
+slot is checked after tokenization (`keywords.ensure_slot`; see `rtd_cli.keywords` for why
+and how).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from labshared import distributed
 from labshared.console import log
+from labshared.data.text_triplets import CaptionSet, load_captions
 from labshared.device import Runtime
-from labshared.errors import ConfigError
-from labshared.runs import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_config,
-    save_checkpoint,
-    write_config,
-    write_metrics,
-)
+from labshared.launch import Run
+from labshared.runs import write_metrics
+from rtd_cli import model as M
 from rtd_cli.config import PhiConfig
-from rtd_cli.train import RESUMABLE_CHANGES, BatchSampler
+from rtd_cli.keywords import KeywordMasker, ensure_slot, fallback_caption, load_masker
+from rtd_cli.loop import (
+    BatchSampler,
+    Resumable,
+    Schedule,
+    end_step,
+    fork_generator,
+    mean_loss,
+    restore,
+)
+
+#: What the run read (source, captions used and skipped), written beside config.json.
+DATA_FILE = "data.json"
 
 
+# --------------------------------------------------------------------------- pieces
 def masked_batch(
     captions: list[str], masker, seed: int, step: int, rank: int
 ) -> tuple[list[str], list[str], float]:
@@ -67,41 +82,51 @@ def masked_batch(
     return clean, masked, found / max(len(captions), 1)
 
 
-def set_dropout(module: torch.nn.Module, p: float) -> None:
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.Dropout):
-            sub.p = p
+class ForkedDropout(nn.Module):
+    """`nn.Dropout` whose masks come from the run's generator, not from the global RNG: a
+    resumed run restores the generator and so draws the same masks. The masks are drawn on
+    the CPU (the generator's device) and moved to the input's."""
+
+    def __init__(self, p: float, generator: torch.Generator):
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1 - self.p)
 
 
-def train_phi(
-    cfg: PhiConfig,
-    run_dir: Path,
-    runtime: Runtime,
-    *,
-    resume: bool = False,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Train phi into `run_dir`; returns the metrics (also in metrics.json).
+def fork_dropout(module: nn.Module, generator: torch.Generator, p: float | None = None) -> None:
+    """Swap every `nn.Dropout` of `module` for a `ForkedDropout` on `generator`, with rate
+    `p` (None: each keeps its own). Dropout holds no weights, so the state dict and the
+    checkpoint format do not change."""
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Dropout):
+                setattr(parent, name, ForkedDropout(child.p if p is None else p, generator))
 
-    Writes `phi.pt` (official format), `checkpoints/step-*` (resumable), `config.json`,
-    `metrics.json`.
-    """
-    from labshared.data.text_triplets import load_captions
-    from rtd_cli import model as M
-    from rtd_cli.keywords import ensure_slot, fallback_caption, load_masker
 
-    if resume and (run_dir / "config.json").is_file():
-        saved = read_config(run_dir)["config"]
-        diff = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in RESUMABLE_CHANGES and saved.get(k) != v}  # fmt: skip
-        if diff:
-            raise ConfigError(
-                f"--resume {run_dir}: flags differ from the saved run: {sorted(diff)}"
-            )
-    data = load_captions(
-        cfg.captions, column=cfg.caption_column, limit=cfg.caption_limit, toy_seed=cfg.toy_seed
-    )
-    log(data.skipped_summary())
+# --------------------------------------------------------------------------- setup
+@dataclass
+class Parts:
+    """What one step needs: the frozen text tower, phi (DDP-wrapped under torchrun) and
+    the pseudo-token bookkeeping."""
+
+    frozen: nn.Module
+    phi: nn.Module
+    tokenizer: Callable
+    token_id: int
+    symbol: str
+    masker: KeywordMasker
+
+
+def build_parts(
+    cfg: PhiConfig, runtime: Runtime, masker: KeywordMasker, generator: torch.Generator
+) -> tuple[Parts, nn.Module]:
+    """Load CLIP and its frozen text tower, make a fresh phi whose dropout draws from
+    `generator`. Returns (parts, the unwrapped phi)."""
     clip_model, _, tokenizer = M.build_clip(
         cfg.backbone, cfg.pretrained, runtime.device, quick_gelu=cfg.quick_gelu
     )
@@ -109,102 +134,194 @@ def train_phi(
     embed_dim, token_dim = M.clip_dims(clip_model)
     frozen = M.text_tower_from_clip(clip_model).to(runtime.device).eval().requires_grad_(False)
     symbol = M.get_base(cfg.base).symbol
-    token_id = M.pseudo_token_id(tokenizer, symbol)
-    masker = load_masker(cfg.keywords, symbol)
     phi = M.build_projection(cfg.base, embed_dim, token_dim).to(runtime.device)
-    if cfg.dropout is not None:
-        set_dropout(phi, cfg.dropout)
-    optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, []
-    # Captions whose slot was lost (BPE merge or truncation) and that trained on "a photo of $":
-    # this rank's count since start, plus the global count saved with the checkpoint.
-    fallbacks, fallbacks_before = 0, 0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        model_state, train_state, meta = load_checkpoint(ckpt, runtime.device)
-        phi.load_state_dict(model_state)
-        optimizer.load_state_dict(train_state["optimizer"])
-        start, history = meta["step"], meta.get("history", [])
-        fallbacks_before = meta.get("slot_fallbacks", 0)
-        log(f"resumed from {ckpt} at step {start}")
-    ddp_phi = distributed.wrap_ddp(phi, runtime.device)
-    ddp_phi.train()
-    sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
+    fork_dropout(phi, generator, cfg.dropout)
+    wrapped = distributed.wrap_ddp(phi, runtime.device)
+    wrapped.train()
+    token_id = M.pseudo_token_id(tokenizer, symbol)
+    return Parts(frozen, wrapped, tokenizer, token_id, symbol, masker), phi
+
+
+# --------------------------------------------------------------------------- one step
+def train_step(
+    parts: Parts,
+    state: Resumable,
+    batch: list[str],
+    cfg: PhiConfig,
+    runtime: Runtime,
+    step: int,
+) -> tuple[torch.Tensor, float, int]:
+    """One optimizer step on one per-process batch of captions.
+
+    Returns:
+        (this rank's loss, share of captions with real keywords, captions that lost their
+        slot and trained on the fallback prompt).
+    """
+    clean, masked, kw_share = masked_batch(batch, parts.masker, cfg.seed, step, runtime.rank)
+    ids = parts.tokenizer(clean).to(runtime.device)
+    masked_ids, _, fell_back = ensure_slot(parts.tokenizer, masked, parts.token_id, parts.symbol)
+    masked_ids = masked_ids.to(runtime.device)
+    with torch.no_grad(), runtime.autocast():
+        target = parts.frozen(ids).float()  # (B, D) unnormalised text_embeds
+    gen = state.generator
+    noise = (
+        torch.rand(len(batch), 1, generator=gen)
+        * cfg.noise_scale
+        * torch.randn(target.shape, generator=gen)
+    )
+    with runtime.autocast():
+        pseudo = parts.phi(target + noise.to(runtime.device))  # (B, W); dropout draws from gen
+        pred = parts.frozen(masked_ids, pseudo_tokens=pseudo, pseudo_token_id=parts.token_id)
+    loss = F.mse_loss(pred.float(), target)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    return loss, kw_share, int(fell_back.sum())
+
+
+# --------------------------------------------------------------------------- the recipe
+@dataclass
+class Progress:
+    """Where the run stands: what checkpoints record and metrics.json reports."""
+
+    step: int = 0
+    loss: float = float("nan")
+    keyword_share: float = 0.0
+    fallbacks_before: int = 0  # all ranks, before this invocation (from the checkpoint)
+    fallbacks: int = 0  # this rank, this invocation
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def total_fallbacks(self, runtime: Runtime) -> int:
+        """Captions of the whole run that lost their slot (collective: every rank calls)."""
+        here = torch.tensor(float(self.fallbacks), device=runtime.device)
+        mean = float(distributed.all_reduce_mean(here))
+        return self.fallbacks_before + round(mean * runtime.world_size)
+
+
+def read_captions(cfg: PhiConfig) -> CaptionSet:
+    """The training captions; what was read and skipped goes to the log."""
+    data = load_captions(
+        cfg.captions, column=cfg.caption_column, limit=cfg.caption_limit, toy_seed=cfg.toy_seed
+    )
+    log(data.skipped_summary())
+    return data
+
+
+def caption_report(data: CaptionSet) -> dict[str, Any]:
+    return {"source": data.source, "used": len(data), "skipped": len(data.skipped)}
+
+
+def train_phi(
+    cfg: PhiConfig,
+    run_dir: Path,
+    runtime: Runtime,
+    *,
+    inputs: Inputs | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train phi into `run_dir`; returns the metrics (also in metrics.json).
+
+    Writes `phi.pt` (official format) with `phi.json` (which CLIP it was trained on),
+    `checkpoints/step-*` (resumable), `data.json` and `metrics.json`; `inputs` are the
+    captions and keyword masker `check_inputs` made before the run folder existed (None:
+    make them here).
+    """
+    inputs = inputs if inputs is not None else check_inputs(cfg)
+    data = inputs.captions
     if runtime.is_main:
-        write_config(run_dir, cfg, runtime=runtime.describe(), keywords=masker.backend,
-                     captions={"source": data.source, "used": len(data), "skipped": len(data.skipped)})  # fmt: skip
-    log(f"rtd train-phi: {len(data)} captions, keywords {masker.backend}, symbol {symbol!r}, "
-        f"steps {start}->{cfg.steps}")  # fmt: skip
+        write_metrics(run_dir, caption_report(data), name=DATA_FILE)
+    generator = fork_generator(cfg.seed, runtime.rank)
+    parts, phi = build_parts(cfg, runtime, inputs.masker, generator)
+    optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = Resumable(phi, optimizer, generator)
+    start, meta = restore(run_dir, state, runtime) if resume else (0, {})
+    progress = Progress(start, history=meta.get("history", []),
+                        fallbacks_before=meta.get("slot_fallbacks", 0))  # fmt: skip
+    schedule = Schedule(cfg.steps, cfg.checkpoint_every, cfg.log_every, cfg.keep_last, start,
+                        stop_after)  # fmt: skip
+    sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
+    log(f"rtd train-phi: {len(data)} captions, keywords {parts.masker.backend}, symbol "
+        f"{parts.symbol!r}, steps {start}->{cfg.steps}")  # fmt: skip
 
-    def total_fallbacks() -> int:  # collective: every rank calls it
-        here = torch.tensor(float(fallbacks), device=runtime.device)
-        return fallbacks_before + round(
-            float(distributed.all_reduce_mean(here)) * runtime.world_size
+    def checkpoint_meta() -> dict[str, Any]:  # collective (the fallback count)
+        return {"history": progress.history, "base": cfg.base,
+                "slot_fallbacks": progress.total_fallbacks(runtime)}  # fmt: skip
+
+    t0 = time.perf_counter()
+    while progress.step < cfg.steps:
+        batch = [data.captions[i] for i in sampler.indices(progress.step).tolist()]
+        loss, progress.keyword_share, fell_back = train_step(
+            parts, state, batch, cfg, runtime, progress.step
         )
+        progress.step += 1
+        progress.fallbacks += fell_back
+        progress.loss = mean_loss(loss, progress.step)
+        if schedule.logs(progress.step):
+            rate = (progress.step - start) * len(batch) * runtime.world_size
+            log_step(cfg, runtime, progress, rate / (time.perf_counter() - t0))
+        if end_step(progress.step, schedule, run_dir, state, runtime, checkpoint_meta):
+            return {"step": progress.step, "stopped": True, "loss": progress.loss}
+    return finish(cfg, run_dir, runtime, parts, phi, data, progress)
 
-    def save(step: int) -> None:
-        n_fallbacks = total_fallbacks()
-        if runtime.is_main:
-            save_checkpoint(run_dir, step, phi.state_dict(), {"optimizer": optimizer.state_dict()},
-                            {"history": history, "base": cfg.base, "slot_fallbacks": n_fallbacks},
-                            keep_last=cfg.keep_last)  # fmt: skip
-        distributed.barrier()
 
-    step, t0, last, kw_share = start, time.perf_counter(), math.nan, 0.0
-    while step < cfg.steps:
-        batch = [data.captions[i] for i in sampler.indices(step).tolist()]
-        clean, masked, kw_share = masked_batch(batch, masker, cfg.seed, step, runtime.rank)
-        step_seed = cfg.seed * 1_000_003 + step * 64 + runtime.rank
-        gen = torch.Generator().manual_seed(step_seed)
-        torch.manual_seed(step_seed)  # phi's dropout: a resumed run draws the same masks
-        ids = tokenizer(clean).to(runtime.device)
-        masked_ids, _, fell_back = ensure_slot(tokenizer, masked, token_id, symbol)
-        masked_ids = masked_ids.to(runtime.device)
-        fallbacks += int(fell_back.sum())
-        with torch.no_grad(), runtime.autocast():
-            target = frozen(ids).float()  # (B, D) unnormalised text_embeds
-        noise = (
-            torch.rand(len(batch), 1, generator=gen)
-            * cfg.noise_scale
-            * torch.randn(target.shape, generator=gen)
-        )
-        with runtime.autocast():
-            pseudo = ddp_phi(target + noise.to(runtime.device))  # (B, W)
-            pred = frozen(masked_ids, pseudo_tokens=pseudo, pseudo_token_id=token_id)
-        loss = F.mse_loss(pred.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        last = float(distributed.all_reduce_mean(loss.detach()))
-        if not math.isfinite(last):
-            raise ConfigError(f"loss became {last} at step {step}; lower --lr")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            n_fallbacks = total_fallbacks()
-            history.append({"step": step, "loss": last, "keyword_share": kw_share,
-                            "slot_fallbacks": n_fallbacks})  # fmt: skip
-            rate = (step - start) * len(batch) * runtime.world_size / (time.perf_counter() - t0)
-            log(
-                f"step {step}/{cfg.steps}  mse {last:.5f}  keywords {kw_share:.0%}  "
-                f"fallbacks {n_fallbacks}  {rate:.0f} captions/s"
-            )
-        stopping = stop_after is not None and step - start >= stop_after
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-            save(step)
-        if stopping and step < cfg.steps:
-            log(f"stopped after {stop_after} steps at step {step}; continue with --resume")
-            return {"step": step, "stopped": True, "loss": last}
+def log_step(cfg: PhiConfig, runtime: Runtime, progress: Progress, rate: float) -> None:
+    """Record the step in the history and the log (collective: the fallback count)."""
+    n_fallbacks = progress.total_fallbacks(runtime)
+    progress.history.append({"step": progress.step, "loss": progress.loss,
+                             "keyword_share": progress.keyword_share,
+                             "slot_fallbacks": n_fallbacks})  # fmt: skip
+    log(
+        f"step {progress.step}/{cfg.steps}  mse {progress.loss:.5f}  "
+        f"keywords {progress.keyword_share:.0%}  fallbacks {n_fallbacks}  {rate:.0f} captions/s"
+    )
 
-    n_fallbacks = total_fallbacks()
+
+def finish(
+    cfg: PhiConfig,
+    run_dir: Path,
+    runtime: Runtime,
+    parts: Parts,
+    phi: nn.Module,
+    data: CaptionSet,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Save phi.pt in the official format (rank 0) and metrics.json; every rank returns the
+    metrics."""
+    n_fallbacks = progress.total_fallbacks(runtime)
     if n_fallbacks:
-        log(f"{n_fallbacks} masked captions lost the {symbol!r} slot (punctuation merged by BPE "
-            f"or truncation) and trained on {fallback_caption(symbol)!r}")  # fmt: skip
-    metrics = {"step": step, "loss": last, "history": history, "keywords": masker.backend,
-               "slot_fallbacks": n_fallbacks,
-               "captions": {"source": data.source, "used": len(data), "skipped": len(data.skipped)}}  # fmt: skip
+        log(f"{n_fallbacks} masked captions lost the {parts.symbol!r} slot (punctuation merged "
+            f"by BPE or truncation) and trained on {fallback_caption(parts.symbol)!r}")  # fmt: skip
+    metrics = {"step": progress.step, "loss": progress.loss, "history": progress.history,
+               "keywords": parts.masker.backend, "slot_fallbacks": n_fallbacks,
+               "captions": caption_report(data)}  # fmt: skip
     if runtime.is_main:
         metrics["phi"] = str(M.save_projection(run_dir / "phi.pt", phi.eval(), cfg.base))
         M.write_phi_provenance(run_dir / "phi.pt", cfg.backbone, cfg.pretrained, cfg.base)
         write_metrics(run_dir, metrics)
     distributed.barrier()
     return metrics
+
+
+# --------------------------------------------------------------------------- entry
+@dataclass
+class Inputs:
+    """What `rtd train-phi` reads before its run folder exists, so that a wrong one (a
+    missing caption file, `--keywords spacy` without spaCy) leaves none."""
+
+    captions: CaptionSet
+    masker: KeywordMasker
+
+
+def check_inputs(cfg: PhiConfig) -> Inputs:
+    """`start_run`'s validation of `rtd train-phi`: the captions read, the keyword backend
+    loads. What was made is kept for the run."""
+    return Inputs(read_captions(cfg), load_masker(cfg.keywords, M.get_base(cfg.base).symbol))
+
+
+def run(
+    cfg: PhiConfig, started: Run, inputs: Inputs, *, stop_after: int | None = None
+) -> dict[str, Any]:
+    """What `rtd train-phi` does in its started run."""
+    return train_phi(cfg, started.dir, started.runtime, inputs=inputs, resume=started.resumed,
+                     stop_after=stop_after)  # fmt: skip

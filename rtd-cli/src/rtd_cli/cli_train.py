@@ -1,0 +1,346 @@
+"""`rtd train` and `rtd train-phi`: options, config, run start; the work is in `train.py` /
+`train_phi.py`.
+
+Each option maps onto the `rtd_cli.config` field of the same name (None keeps the preset's
+value); the others are run-level (runtime, run folder, `--stop-after`, `--dry-run`).
+"""
+
+from typing import Annotated
+
+import typer
+
+from labshared import distributed
+from labshared.cli import (
+    DeterministicOpt,
+    DeviceOpt,
+    NoCacheOpt,
+    OutputDirOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    PresetOpt,
+    QuickGeluOpt,
+    ResumeOpt,
+    SeedOpt,
+    on_off,
+)
+from labshared.config import resolve
+from labshared.launch import start_run
+from rtd_cli import __version__
+from rtd_cli.cli_common import (
+    DATA_PANEL,
+    TRAIN_PANEL,
+    VAL_PANEL,
+    DryRunOpt,
+    LogEveryOpt,
+    ToySeedOpt,
+    field_overrides,
+    print_json,
+)
+from rtd_cli.config import (
+    PHI_PRESETS,
+    RENAMED_PRESETS,
+    TRAIN_PRESETS,
+    PhiConfig,
+    TrainConfig,
+    validate_phi,
+    validate_train,
+)
+
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option(help="open_clip architecture (ViT-B-32, ViT-L-14, tiny-clip-toy, ...)."),
+]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(help="open_clip weight tag or local checkpoint; 'random' for none."),
+]
+StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps.", rich_help_panel=TRAIN_PANEL)]
+CheckpointEveryOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Steps between resumable checkpoints (the last step always saves).",
+        rich_help_panel=TRAIN_PANEL,
+    ),
+]
+StopAfterOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Leave after N steps of this invocation with a checkpoint; continue with --resume.",
+        rich_help_panel=TRAIN_PANEL,
+    ),
+]
+
+
+def train_cmd(
+    preset: PresetOpt = "rtd-vit-l14",
+    backbone: BackboneOpt = None,
+    pretrained: PretrainedOpt = None,
+    quick_gelu: QuickGeluOpt = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base method of --phi: lincir, searle (Phi, '$') or pic2word (IM2TEXT, '*')."
+        ),
+    ] = None,
+    phi: Annotated[
+        str | None,
+        typer.Option(
+            help="Projection checkpoint of the base ({'Phi': ...} or Pic2Word's "
+            "state_dict_img2text)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Query prompt style, as `rtd eval --prompt`: rtd ('a photo of $ that {mod}') or "
+            "base (the base's own; Pic2Word 'a photo of * , {mod}'). Default: base for pic2word, "
+            "rtd otherwise.",
+        ),
+    ] = None,
+    triplets: Annotated[
+        str | None,
+        typer.Option(
+            help="Text triplets: LLM_triplets.json, a .jsonl file, a save_to_disk folder, a hub "
+            "id, or toy[:N].",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = None,
+    triplet_columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Column map, e.g. 'ref=source_caption,cond=instruction,target=target_caption'.",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = None,
+    triplet_split: Annotated[
+        str | None,
+        typer.Option(help="Split of a hub dataset or DatasetDict.", rich_help_panel=DATA_PANEL),
+    ] = None,
+    triplet_limit: Annotated[
+        int | None, typer.Option(help="Use only the first N rows.", rich_help_panel=DATA_PANEL)
+    ] = None,
+    toy_seed: ToySeedOpt = None,
+    noise_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="sigma of the phi-input noise e + sigma*U(0,1)*N(0,I) (paper 0.5).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    tau: Annotated[
+        float | None,
+        typer.Option(
+            help="Temperature of the contrastive loss (paper 0.07).", rich_help_panel=TRAIN_PANEL
+        ),
+    ] = None,
+    steps: StepsOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Triplets per process per step (paper 128 on each of 4 GPUs).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="AdamW learning rate, constant (paper 1e-5).", rich_help_panel=TRAIN_PANEL
+        ),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help="AdamW weight decay (paper 0.01).", rich_help_panel=TRAIN_PANEL),
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option(
+            help="Clip the gradient norm (paper: no clipping).", rich_help_panel=TRAIN_PANEL
+        ),
+    ] = None,
+    train_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only these comma-separated parameter prefixes, e.g. "
+            "'transformer.resblocks.11,ln_final,text_projection' (default: the whole tower).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    gather_negatives: Annotated[
+        bool | None,
+        typer.Option(
+            "--gather-negatives/--local-negatives",
+            help="All-gather negatives across torchrun ranks (paper: local, per GPU).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    stop_after: StopAfterOpt = None,
+    val_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Validate every --val-every steps on this `rtd eval` dataset (toy, cirr, ...).",
+            rich_help_panel=VAL_PANEL,
+        ),
+    ] = None,
+    val_root: Annotated[
+        str | None, typer.Option(help="Root folder of --val-dataset.", rich_help_panel=VAL_PANEL)
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option(help="Steps between validations.", rich_help_panel=VAL_PANEL)
+    ] = None,
+    keep_best: Annotated[
+        str | None,
+        typer.Option(
+            help="Also keep the tower best on this validation metric in best/ (default: report "
+            "the fixed-step model only).",
+            rich_help_panel=VAL_PANEL,
+        ),
+    ] = None,
+    log_every: LogEveryOpt = None,
+    dry_run: DryRunOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = None,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Fine-tune the CLIP text tower with RTD on text triplets (runs under torchrun too).
+
+    Presets: rtd-vit-l14 (the official RTD run), rtd-vit-b32, rtd-vit-bigg14 (its values on
+    those backbones), toy. Without --seed, the preset's (the paper's 12345).
+    """
+    args = {**locals(), "quick_gelu": on_off(quick_gelu)}
+    cfg = resolve(
+        TRAIN_PRESETS, preset, field_overrides(TrainConfig, args), validate=validate_train,
+        renamed=RENAMED_PRESETS,
+    )  # fmt: skip
+    if dry_run:
+        print_json({"preset": preset, "config": cfg})
+        return
+    # open_clip and the models load only when a command runs, so `rtd --help` stays fast
+    from rtd_cli import train
+
+    inputs = []  # what the validation read (triplets, validation benchmark), kept for the run
+    try:
+        started = start_run(
+            "rtd", "train", cfg, version=__version__, preset=preset, output_dir=output_dir,
+            resume=resume, overwrite=overwrite, device=device, precision=precision,
+            seed=cfg.seed, deterministic=deterministic,
+            validate=lambda: inputs.append(train.check_inputs(cfg)),
+        )  # fmt: skip
+        metrics = train.run(cfg, started, inputs[0], stop_after=stop_after, no_cache=no_cache)
+    finally:
+        distributed.cleanup()
+    if started.runtime.is_main:
+        keys = ("step", "loss", "stopped", "text_tower", "best", "triplets_per_second")
+        print_json({"run_dir": str(started.dir), **{k: metrics[k] for k in keys if k in metrics}})
+
+
+def train_phi_cmd(
+    preset: PresetOpt = "lincir-vit-l14",
+    backbone: BackboneOpt = None,
+    pretrained: PretrainedOpt = None,
+    quick_gelu: QuickGeluOpt = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Projection to train: lincir/searle (Phi, '$') or pic2word (IM2TEXT, '*')."
+        ),
+    ] = None,
+    captions: Annotated[
+        str | None,
+        typer.Option(
+            help="Captions: .txt (one a line), .json, .jsonl, a save_to_disk folder, a hub id, "
+            "or toy[:N].",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = None,
+    caption_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Field holding the caption (LinCIR's hub sets: text).", rich_help_panel=DATA_PANEL
+        ),
+    ] = None,
+    caption_limit: Annotated[
+        int | None, typer.Option(help="Use only the first N captions.", rich_help_panel=DATA_PANEL)
+    ] = None,
+    toy_seed: ToySeedOpt = None,
+    keywords: Annotated[
+        str | None,
+        typer.Option(
+            help="Keyword masking: auto (spaCy en_core_web_sm if installed, else built-in), "
+            "spacy, builtin.",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    noise_scale: Annotated[
+        float | None,
+        typer.Option(help="sigma of the input noise (LinCIR 1.0).", rich_help_panel=TRAIN_PANEL),
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Projection dropout while training (default: the base's, Phi 0.5).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    steps: StepsOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Captions per process per step (LinCIR 256).", rich_help_panel=TRAIN_PANEL
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="AdamW learning rate (LinCIR 1e-4).", rich_help_panel=TRAIN_PANEL),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help="AdamW weight decay (LinCIR 0.01).", rich_help_panel=TRAIN_PANEL),
+    ] = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    stop_after: StopAfterOpt = None,
+    log_every: LogEveryOpt = None,
+    dry_run: DryRunOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    seed: SeedOpt = None,
+    deterministic: DeterministicOpt = False,
+    output_dir: OutputDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train the projection phi LinCIR-style on captions only (keyword masking + MSE).
+
+    Presets: lincir-vit-l14 (LinCIR's README run), lincir-vit-bigg14, lincir-vit-b32 (its
+    values on those backbones), toy.
+    """
+    args = {**locals(), "quick_gelu": on_off(quick_gelu)}
+    cfg = resolve(
+        PHI_PRESETS, preset, field_overrides(PhiConfig, args), validate=validate_phi,
+        renamed=RENAMED_PRESETS,
+    )  # fmt: skip
+    if dry_run:
+        print_json({"preset": preset, "config": cfg})
+        return
+    # open_clip and the models load only when a command runs, so `rtd --help` stays fast
+    from rtd_cli import train_phi
+
+    inputs = []  # what the validation read (captions, keyword masker), kept for the run
+    try:
+        started = start_run(
+            "rtd", "train-phi", cfg, version=__version__, preset=preset, output_dir=output_dir,
+            resume=resume, overwrite=overwrite, device=device, precision=precision,
+            seed=cfg.seed, deterministic=deterministic,
+            validate=lambda: inputs.append(train_phi.check_inputs(cfg)),
+        )  # fmt: skip
+        metrics = train_phi.run(cfg, started, inputs[0], stop_after=stop_after)
+    finally:
+        distributed.cleanup()
+    if started.runtime.is_main:
+        keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
+        print_json({"run_dir": str(started.dir), **{k: metrics[k] for k in keys if k in metrics}})

@@ -1,0 +1,157 @@
+"""The config of `rtd eval` (`EvalConfig`), resolved and checked before anything loads.
+
+`rtd eval` has no presets: its defaults are `EvalConfig`'s, and every flag given overrides
+one field of the same name (`labshared.config.resolve`, None = flag not passed). Without
+`--prompt`, the prompt style is the one the `--text-encoder` was trained with, else the
+base's (`default_prompt_style`), so the tower file is read here, whole: a truncated or
+foreign file is one error naming it, before any model or image loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labshared.config import resolve, unknown_name
+from labshared.data.composed_retrieval import DATASETS
+from labshared.errors import ConfigError
+from labshared.runs import read_safetensors
+from rtd_cli.config import TOY_EVAL_DISTRACTORS, TOY_EVAL_QUERIES
+from rtd_cli.projection import BASES, PROMPT_STYLES
+from rtd_cli.projection import default_prompt_style as base_default_prompt
+
+FIQ_ORDERS = ("both", "single")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything `rtd eval` needs (the resolved config saved in config.json).
+
+    Attributes:
+        dataset: fashioniq | cirr | circo | genecis | toy (required).
+        split: val | test (None: the dataset's default: test for GeneCIS, val otherwise).
+        base: pic2word | searle | lincir (projection type, checkpoint format, prompts).
+        phi: the projection checkpoint (official format; required).
+        backbone, pretrained: open_clip architecture and weights (see `model.build_clip`).
+        quick_gelu: `--quick-gelu on|off` for a local checkpoint (None: from the weights).
+        text_encoder: a text tower saved by `rtd train`; None keeps the CLIP's own.
+        data_root: the benchmark folder in its official layout, or `hf`.
+        prompt: `rtd` ("a photo of $ that {mod}" for every base) or `base` (each base
+            repo's own prompt); None until resolved (`resolve_eval`).
+        fiq_orders: FashionIQ caption joining: `both` orders averaged (SEARLE/LinCIR/RTD)
+            or `single` (Pic2Word's "{c2} and {c1}"); None follows the prompt style.
+        parts: FashionIQ categories or GeneCIS tasks (None: all).
+        batch_size: images per encoding batch; text_batch_size: prompts per batch.
+        workers: DataLoader workers for image decoding (None: 8 on CUDA, 0 on CPU).
+        toy_queries: number of toy queries (their targets open the gallery).
+        toy_distractors: random toy images added to the gallery (None: as many as queries).
+        toy_seed: the toy world's data seed: it draws the queries, their targets and the
+            distractors (the same seed scores the same benchmark in every run).
+    """
+
+    dataset: str | None = None
+    base: str = "lincir"
+    phi: Path | None = None
+    backbone: str = "ViT-B-32"
+    split: str | None = None
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    text_encoder: Path | None = None
+    data_root: Path | None = None
+    prompt: str | None = None
+    fiq_orders: str | None = None
+    parts: tuple[str, ...] | None = None
+    batch_size: int = 128
+    text_batch_size: int = 256
+    workers: int | None = None
+    toy_queries: int = TOY_EVAL_QUERIES
+    toy_distractors: int | None = TOY_EVAL_DISTRACTORS
+    toy_seed: int = 0
+
+
+def validate_eval(cfg: EvalConfig) -> None:
+    """Reject a bad `rtd eval` config before anything loads, naming the flag."""
+    if cfg.dataset is None or cfg.phi is None:
+        raise ConfigError("--dataset and --phi are required")
+    if cfg.dataset not in DATASETS:
+        raise unknown_name("--dataset", cfg.dataset, DATASETS)
+    if cfg.base not in BASES:
+        raise unknown_name("--base", cfg.base, BASES)
+    if cfg.prompt is not None and cfg.prompt not in PROMPT_STYLES:
+        raise unknown_name("--prompt", cfg.prompt, PROMPT_STYLES)
+    if cfg.fiq_orders is not None and cfg.fiq_orders not in FIQ_ORDERS:
+        raise unknown_name("--fiq-orders", cfg.fiq_orders, FIQ_ORDERS)
+    if cfg.batch_size < 1 or cfg.text_batch_size < 1 or cfg.toy_queries < 1:
+        raise ConfigError("--batch-size and --toy-queries must be positive")
+    if cfg.toy_distractors is not None and cfg.toy_distractors < 0:
+        raise ConfigError(f"--toy-distractors must be >= 0, got {cfg.toy_distractors}")
+    if cfg.toy_seed < 0:
+        raise ConfigError(f"--toy-seed must be >= 0, got {cfg.toy_seed}")
+
+
+def resolve_eval(overrides: Mapping[str, Any]) -> EvalConfig:
+    """`EvalConfig`'s defaults < the flags given, validated; then the prompt style the
+    text tower was trained with (or the base's) when `--prompt` is not given.
+
+    Raises:
+        ConfigError: a bad flag, or a `--text-encoder` file that is not a tower of `rtd train`.
+    """
+    cfg = resolve({"eval": EvalConfig()}, "eval", overrides, validate=validate_eval)
+    tower = read_text_encoder_config(cfg.text_encoder) if cfg.text_encoder else None
+    if cfg.prompt is None:
+        cfg = dataclasses.replace(cfg, prompt=default_prompt_style(cfg.base, tower))
+    return cfg
+
+
+# --------------------------------------------------------------------------- text tower
+TEXT_ENCODER_FORMAT = (
+    "a text tower written by `rtd train` (text_tower.safetensors, or the run folder holding it)"
+)
+
+
+def text_encoder_file(path: str | Path) -> Path:
+    """The safetensors file of `--text-encoder` (a file, or a run folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("text_tower.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(
+            f"--text-encoder {path}: the folder holds no text_tower.safetensors or "
+            f"model.safetensors; expected {TEXT_ENCODER_FORMAT}"
+        )
+    return path
+
+
+def read_text_encoder_config(path: str | Path) -> dict[str, Any]:
+    """The config `rtd train` saved with a text tower (`backbone`, `prompt_style`, ...);
+    `{}` for a plain safetensors state dict without it.
+
+    The whole file is read, so that a truncated, corrupt or non-safetensors file is one
+    `ConfigError` naming it and the expected format before any model loads.
+    """
+    file = text_encoder_file(path)
+    _, metadata = read_safetensors(file, flag="--text-encoder", expected=TEXT_ENCODER_FORMAT)
+    if "rtd" not in metadata:
+        return {}
+    try:
+        return dict(json.loads(metadata["rtd"])["config"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"--text-encoder {file}: its 'rtd' metadata holds no readable config; expected "
+            f"{TEXT_ENCODER_FORMAT}"
+        ) from None
+
+
+def default_prompt_style(base: str, tower_config: Mapping[str, Any] | None = None) -> str:
+    """The prompt style `rtd eval` uses when `--prompt` is not given: the one the
+    `--text-encoder` was trained with (`tower_config`, from `read_text_encoder_config`),
+    else the base's default, the one `rtd train` uses too (`projection.default_prompt_style`:
+    `base` for Pic2Word's "a photo of * , {mod}", `rtd` for SEARLE/LinCIR)."""
+    fallback = base_default_prompt(base)
+    style = (tower_config or {}).get("prompt_style", fallback)
+    return style if style in PROMPT_STYLES else fallback
