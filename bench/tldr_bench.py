@@ -71,8 +71,8 @@ def step_epoch(n: int, device: str) -> dict:
     import torch
 
     from labshared.device import setup_runtime
-    from tldr_cli.projector import Projector
     from tldr_cli.classifier import head_predictions
+    from tldr_cli.projector import Projector
     from tldr_cli.retrain import train_text_head
     from tldr_cli.textdata import TextPairs
 
@@ -170,8 +170,8 @@ def main() -> int:
             ]
             for r in rows
         ],
-        title=f"TLDR bench: n={args.n}, CLIP {D_CLIP}-d -> classifier {D_PHI}-d, device {args.device}",
-        align="lr",
+        title=f"TLDR bench: n={args.n}, CLIP {D_CLIP}-d -> classifier {D_PHI}-d, "
+        f"device {args.device}",
     )
     print(table)
     return 0

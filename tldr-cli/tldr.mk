@@ -10,7 +10,9 @@
 # Reproductions first run `tldr check-data` (every image and caption file present, the word
 # lists name the dataset's classes), then train ERM with BOTH recipes (the paper repo's
 # script.sh: 1 epoch, lr 1e-4; DFR's protocol: 100 / 50 epochs, lr 1e-3, augmentation),
-# then filter the word lists and retrain (TLDR and DFR) on each classifier. WORDS is a word-list JSON from `tldr generate`
+# then filter the word lists and retrain (TLDR and DFR) on each classifier; a rerun
+# continues an interrupted ERM training (--resume once its run folder holds a config.json,
+# with the same settings). WORDS is a word-list JSON from `tldr generate`
 # (an LLM, or --from-file with the published lists); ResNet-50 ImageNet weights and
 # ViT-B-32 OpenAI weights are downloaded once by torchvision / open_clip unless
 # BACKBONE_WEIGHTS / CLIP_PRETRAINED name local files.
@@ -45,8 +47,9 @@ define tldr_reproduce
 		--words $(WORDS)
 	set -e; for recipe in paper-repo $(2); do \
 		out=$(TLDR_RUNS)/$(1)/$$recipe; \
-		$(BIN)/tldr erm --preset $(1) --data-root "$(DATA_ROOT)" --recipe $$recipe \
-			--backbone-weights $(BACKBONE_WEIGHTS) --device $(TLDR_DEVICE) -o $$out/erm --resume; \
+		$(BIN)/tldr erm --preset $(1) --data-root "$(DATA_ROOT)" --erm-recipe $$recipe \
+			--backbone-weights $(BACKBONE_WEIGHTS) --device $(TLDR_DEVICE) -o $$out/erm \
+			$$(test -f $$out/erm/config.json && echo --resume); \
 		$(BIN)/tldr filter --preset $(1) --data-root "$(DATA_ROOT)" --classifier $$out/erm \
 			--words $(WORDS) --gap-pairs "$(GAP_PAIRS)" --clip-pretrained $(CLIP_PRETRAINED) \
 			--device $(TLDR_DEVICE) -o $$out/filter --overwrite; \

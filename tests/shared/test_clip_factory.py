@@ -349,17 +349,17 @@ def test_rtd_backbone_without_default_weights_names_its_tags():
 
 
 def test_tldr_clip_ident_holds_activation_and_version(tmp_path):
-    from tldr_cli.config import get_preset
+    from tldr_cli.config import PRESETS
     from tldr_cli.pipeline import CLIP_CACHE_VERSION, load_clip
 
     weights = tinyclip.save_tiny_clip(
         tinyclip.create_random_tiny_clip(seed=2), tmp_path / "tiny.safetensors"
     )
-    cfg = dataclasses.replace(get_preset("toy"), clip_pretrained=str(weights))
+    cfg = dataclasses.replace(PRESETS["toy"], clip_pretrained=str(weights))
     handle = load_clip(cfg, torch.device("cpu"))
     assert handle.ident == {**handle.info.cache_identity(), "version": CLIP_CACHE_VERSION}
     assert CLIP_CACHE_VERSION >= 2
-    forced = load_clip(dataclasses.replace(cfg, clip_quick_gelu=True), torch.device("cpu"))
+    forced = load_clip(dataclasses.replace(cfg, quick_gelu=True), torch.device("cpu"))
     assert forced.ident["quick_gelu"] is True and handle.ident["quick_gelu"] is False
     assert _acts(forced.model) == {QuickGELU}
 
@@ -393,6 +393,7 @@ def test_tldr_cli_quick_gelu_flag_reaches_the_config(tmp_path, monkeypatch):
 
     import tldr_cli.filter
     from tldr_cli.cli import app
+    from tldr_cli.wordimport import builtin_path
 
     seen = {}
 
@@ -403,10 +404,10 @@ def test_tldr_cli_quick_gelu_flag_reaches_the_config(tmp_path, monkeypatch):
         return run_dir / "wordlists.json", stats, None
 
     monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_run_filter)
-    args = ["filter", "--words", str(tmp_path / "w.json"), "--device", "cpu"]
+    args = ["filter", "--words", str(builtin_path("toy")), "--device", "cpu"]
     for flag, value in (("on", True), ("off", False), (None, None)):
         extra = ["--quick-gelu", flag] if flag else []
         out = tmp_path / f"run-{flag}"
         result = CliRunner().invoke(app, [*args, *extra, "-o", str(out)])
         assert result.exit_code == 0, result.output
-        assert seen["cfg"].clip_quick_gelu is value
+        assert seen["cfg"].quick_gelu is value

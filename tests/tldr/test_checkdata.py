@@ -2,6 +2,7 @@
 metadata.csv, CelebA's list_attr_celeba / list_eval_partition, SpuCo's folders, COCO-2014
 captions), and DFR's CelebA transforms recorded with an ERM classifier."""
 
+import dataclasses
 import json
 
 import torch
@@ -139,7 +140,8 @@ def test_waterbirds_and_coco_layout_is_counted(tmp_path):
         "val         2 images  (official: 1199)",
     )
     assert "test        2 images  (official: 5794)" in out
-    # train groups (y, place): landbird/land 2, landbird/water 0, waterbird/land 1, waterbird/water 1
+    # train groups (y, place): landbird/land 2, landbird/water 0, waterbird/land 1,
+    # waterbird/water 1
     assert "6 captions of 3 images" in out
     assert "--clip-pretrained openai: open_clip tag of ViT-B-32, downloaded on first use" in out
     assert out.rstrip().endswith("OK: every file listed is present")
@@ -269,7 +271,7 @@ def test_dfr_celeba_trains_and_evaluates_on_the_same_full_image_view(tmp_path, m
     evaluation. The recipe's view is recorded with the classifier and used for features."""
     from labshared.device import setup_runtime
     from tldr_cli.classifier import build_classifier, classifier_transform, load_classifier
-    from tldr_cli.config import ERM_RECIPES, apply_overrides, get_preset
+    from tldr_cli.config import ERM_RECIPES, PRESETS
     from tldr_cli.erm import train_erm
     from tldr_cli.features import (
         ClassifierHandle,
@@ -305,7 +307,7 @@ def test_dfr_celeba_trains_and_evaluates_on_the_same_full_image_view(tmp_path, m
     # an ERM run with the dfr-celeba recipe records its view in meta.json (a toy CNN on a
     # few toy images keeps this fast: the recording does not depend on the network) ...
     runtime = setup_runtime("cpu", "fp32", 0)
-    toy = apply_overrides(get_preset("toy"), toy_n_train=8, num_workers=0)
+    toy = dataclasses.replace(PRESETS["toy"], toy_n_train=8, num_workers=0)
     recipe = ERM_RECIPES["dfr-celeba"]
     tiny = type(recipe)(**{**recipe.__dict__, "epochs": 1, "batch_size": 4})
     torch.manual_seed(0)
@@ -316,10 +318,10 @@ def test_dfr_celeba_trains_and_evaluates_on_the_same_full_image_view(tmp_path, m
     assert meta["preprocess"] == "dfr" and meta["recipe"] == "dfr-celeba"
     # ... from which the view is read back; a bare state dict takes --erm-recipe's
     write_celeba(tmp_path / "celeba")
-    cfg = apply_overrides(get_preset("celeba"), data_root=str(tmp_path / "celeba"), num_workers=0)
+    cfg = dataclasses.replace(PRESETS["celeba"], data_root=str(tmp_path / "celeba"), num_workers=0)
     assert classifier_preprocess(meta, cfg) == "dfr"
     assert classifier_preprocess({"recipe": "dfr-celeba"}, cfg) == "dfr"  # older meta.json
-    assert classifier_preprocess({}, apply_overrides(cfg, erm_recipe="dfr-celeba")) == "dfr"
+    assert classifier_preprocess({}, dataclasses.replace(cfg, erm_recipe="dfr-celeba")) == "dfr"
     assert classifier_preprocess({}, cfg) == "dataset"  # paper-repo: TLDR's crop 178
     # ... and features of CelebA images are extracted with that full-image view
     train = load_splits(cfg, ("train",))["train"]

@@ -21,75 +21,106 @@ class NotATensor:  # pickled below: weights_only=True must refuse it
     pass
 
 
+# Each kind of bad --classifier: how to write it at `p` (returning the path the error
+# must name) and what the error must say about it.
+def _missing(p):
+    return p
+
+
+def _text(p):
+    p.write_text("this is not a checkpoint\n")
+    return p
+
+
+def _random(p):
+    p.write_bytes(bytes(range(256)) * 8)
+    return p
+
+
+def _truncated(p):
+    torch.save({"fc.weight": torch.zeros(2, 2048), "fc.bias": torch.zeros(2)}, p)
+    p.write_bytes(p.read_bytes()[:300])
+    return p
+
+
+def _pickle(p):
+    p.write_bytes(pickle.dumps({"model": NotATensor()}))
+    return p
+
+
+def _list(p):
+    torch.save([torch.zeros(3)], p)
+    return p
+
+
+def _optimizer(p):  # a dict, but of numbers: e.g. an optimizer's hyper-parameters
+    torch.save({"lr": 0.1, "momentum": 0.9}, p)
+    return p
+
+
+def _nohead(p):
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(p))
+    return p
+
+
+def _corrupt(p):
+    p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    return p
+
+
+def _empty_folder(p):
+    p.mkdir()
+    return p
+
+
+def _bad_meta(p):
+    save_classifier(p, build_classifier("toy-cnn", 2), {})
+    (p / "meta.json").write_text("{arch: toy-cnn")
+    return p / "meta.json"
+
+
+def _wrong_arch_meta(p):
+    save_classifier(p, build_classifier("toy-cnn", 2), {})
+    (p / "meta.json").write_text(json.dumps({"arch": "vit", "num_classes": 2}))
+    return p / "meta.json"
+
+
+def _weights_mismatch(p):  # meta says toy-cnn/2, weights are a 3-class head
+    save_classifier(p, build_classifier("toy-cnn", 3), {})
+    meta = json.loads((p / "meta.json").read_text())
+    (p / "meta.json").write_text(json.dumps({**meta, "num_classes": 2}))
+    return p / "model.safetensors"
+
+
+def _corrupt_folder_weights(p):
+    save_classifier(p, build_classifier("toy-cnn", 2), {})
+    (p / "model.safetensors").write_bytes(b"garbage")
+    return p / "model.safetensors"
+
+
+GARBAGE = {
+    "missing.pt": (_missing, "does not exist"),
+    "text.pt": (_text, "not a readable torch checkpoint"),
+    "random.pth": (_random, "not a readable torch checkpoint"),
+    "truncated.pt": (_truncated, "not a readable torch checkpoint"),
+    "pickle.pt": (_pickle, "not a readable torch checkpoint"),
+    "list.pt": (_list, "holds a list, not a state dict"),
+    "optimizer.pt": (_optimizer, "entry 'lr' is a float, not a tensor"),
+    "nohead.safetensors": (_nohead, "no ResNet-50 head"),
+    "corrupt.safetensors": (_corrupt, "not a readable safetensors file"),
+    "empty-folder": (_empty_folder, "folder holds no model.safetensors"),
+    "bad-meta": (_bad_meta, "not valid JSON"),
+    "wrong-arch-meta": (_wrong_arch_meta, "fields 'arch' (resnet50 or toy-cnn)"),
+    "weights-mismatch": (_weights_mismatch, "weights do not fit the toy-cnn with 2 classes"),
+    "corrupt-folder-weights": (_corrupt_folder_weights, "not a readable safetensors file"),
+}
+KINDS = list(GARBAGE)
+
+
 def _garbage(tmp_path, kind):
     """A file or folder of the given kind; returns (path to pass, name expected in error)."""
-    p = tmp_path / kind
-    if kind == "missing.pt":
-        return p, "does not exist"
-    if kind == "text.pt":
-        p.write_text("this is not a checkpoint\n")
-        return p, "not a readable torch checkpoint"
-    if kind == "random.pth":
-        p.write_bytes(bytes(range(256)) * 8)
-        return p, "not a readable torch checkpoint"
-    if kind == "truncated.pt":
-        torch.save({"fc.weight": torch.zeros(2, 2048), "fc.bias": torch.zeros(2)}, p)
-        p.write_bytes(p.read_bytes()[:300])
-        return p, "not a readable torch checkpoint"
-    if kind == "pickle.pt":
-        p.write_bytes(pickle.dumps({"model": NotATensor()}))
-        return p, "not a readable torch checkpoint"
-    if kind == "list.pt":
-        torch.save([torch.zeros(3)], p)
-        return p, "holds a list, not a state dict"
-    if kind == "optimizer.pt":  # a dict, but of numbers: e.g. an optimizer's hyper-parameters
-        torch.save({"lr": 0.1, "momentum": 0.9}, p)
-        return p, "entry 'lr' is a float, not a tensor"
-    if kind == "nohead.safetensors":
-        save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(p))
-        return p, "no ResNet-50 head"
-    if kind == "corrupt.safetensors":
-        p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-        return p, "not a readable safetensors file"
-    if kind == "empty-folder":
-        p.mkdir()
-        return p, "folder holds no model.safetensors"
-    if kind == "bad-meta":
-        save_classifier(p, build_classifier("toy-cnn", 2), {})
-        (p / "meta.json").write_text("{arch: toy-cnn")
-        return p / "meta.json", "not valid JSON"
-    if kind == "wrong-arch-meta":
-        save_classifier(p, build_classifier("toy-cnn", 2), {})
-        (p / "meta.json").write_text(json.dumps({"arch": "vit", "num_classes": 2}))
-        return p / "meta.json", "fields 'arch' (resnet50 or toy-cnn)"
-    if kind == "weights-mismatch":  # meta says toy-cnn/2, weights are a 3-class head
-        save_classifier(p, build_classifier("toy-cnn", 3), {})
-        meta = json.loads((p / "meta.json").read_text())
-        (p / "meta.json").write_text(json.dumps({**meta, "num_classes": 2}))
-        return p / "model.safetensors", "weights do not fit the toy-cnn with 2 classes"
-    if kind == "corrupt-folder-weights":
-        save_classifier(p, build_classifier("toy-cnn", 2), {})
-        (p / "model.safetensors").write_bytes(b"garbage")
-        return p / "model.safetensors", "not a readable safetensors file"
-    raise AssertionError(kind)
-
-
-KINDS = [
-    "missing.pt",
-    "text.pt",
-    "random.pth",
-    "truncated.pt",
-    "pickle.pt",
-    "list.pt",
-    "optimizer.pt",
-    "nohead.safetensors",
-    "corrupt.safetensors",
-    "empty-folder",
-    "bad-meta",
-    "wrong-arch-meta",
-    "weights-mismatch",
-    "corrupt-folder-weights",
-]
+    write, problem = GARBAGE[kind]
+    return write(tmp_path / kind), problem
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,7 +1,7 @@
 """`tldr generate` against a real HTTP server on 127.0.0.1 speaking the OpenAI
 chat-completions protocol (http.server in a thread, ephemeral port), scripted to fail the
-ways real endpoints fail. Nothing here reaches the internet; backoff sleeps are recorded,
-not slept, or set to milliseconds.
+ways real endpoints fail. Nothing here reaches the internet; the openai client's backoff
+waits are recorded, not slept (the `sleeps` fixture).
 """
 
 import json
@@ -9,23 +9,19 @@ import re
 import socket
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
+import openai._base_client as openai_base
 import pytest
 from typer.testing import CliRunner
 
 from labshared.errors import ConfigError
 from tldr_cli.cli import app
 from tldr_cli.generate import REPLIES_FILE, GenerateConfig, generate_list, run
-from tldr_cli.llm import (
-    ChatClient,
-    LLMUnavailableError,
-    ReplyCache,
-    RetryPolicy,
-    redact_url,
-    retry_after_seconds,
-)
+from tldr_cli.llm import ChatClient, LLMUnavailableError, ReplyCache, redact_url
 from tldr_cli.prompts import PromptSet, load_prompts, parse_word_reply
 from tldr_cli.wordlists import load_wordlists, word_key
 
@@ -49,9 +45,10 @@ class FakeLLM:
     """A scripted chat-completions server. `script` is consumed one action per request;
     when it is empty every request is answered with `words_for(prompt)`.
 
-    Actions: ("ok", text) | ("429", retry_after) | ("500",) | ("malformed",) | ("html",)
-    | ("drop",) | ("slow", seconds) | ("401",). `log` records every request with its
-    action; `answered` lists the user prompts that got a 200 chat completion.
+    Actions: ("ok", text) | ("429", retry_after) | ("429h", {header: value}) | ("500",)
+    | ("malformed",) | ("html",) | ("drop",) | ("slow", seconds) | ("401",). `log` records
+    every request with its action; `answered` lists the user prompts that got a 200 chat
+    completion.
     """
 
     def __init__(self, script=()):
@@ -131,6 +128,8 @@ class FakeLLM:
             self._send(
                 h, 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": action[1]}
             )
+        elif kind == "429h":
+            self._send(h, 429, b'{"error": {"message": "rate limited"}}', action[1])
         elif kind == "500":
             self._send(h, 500, b'{"error": {"message": "boom"}}')
         elif kind == "401":
@@ -166,15 +165,24 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
 
 
-def client_for(server, sleeps, attempts=4, timeout=5.0):
-    return ChatClient(
-        "fake-model",
-        server.base_url,
-        "k",
-        timeout=timeout,
-        policy=RetryPolicy(max_attempts=attempts, base_delay=0.5, max_delay=4.0, jitter=0.0),
-        sleep=sleeps.append,
-    )
+def _openai_sleep(monkeypatch, sleep):
+    """What the openai client's retry loop calls to wait (`_base_client` sleeps through its
+    module's `time.sleep`)."""
+    monkeypatch.setattr(openai_base, "time", SimpleNamespace(sleep=sleep, time=time.time))
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch):
+    """The waits of the openai client between retries, recorded instead of slept, with its
+    jitter (`1 - 0.25 * random()`) at 1 so they are exact."""
+    waits: list[float] = []
+    _openai_sleep(monkeypatch, waits.append)
+    monkeypatch.setattr(openai_base, "random", lambda: 0.0)
+    return waits
+
+
+def client_for(server, attempts=4, timeout=5.0):
+    return ChatClient("fake-model", server.base_url, "k", timeout=timeout, max_retries=attempts - 1)
 
 
 MSG = [{"role": "user", "content": "List 3 different toy words.\nAnswer."}]
@@ -208,12 +216,16 @@ def test_parse_drops_prose_items():
     assert parse_word_reply(json.dumps(["Robin", long, 7, "Wren"])) == ["Robin", "Wren"]
 
 
-def test_retry_after_header_forms():
-    assert retry_after_seconds({"Retry-After": "3"}) == 3.0
-    assert retry_after_seconds({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= retry_after_seconds({"Retry-After": date}) <= 31
-    assert retry_after_seconds({}) is None
+def test_retry_after_header_forms_are_honoured(llm, sleeps):
+    date = formatdate(time.time() + 30, usegmt=True)
+    llm.script = [
+        ("429h", {"Retry-After": "3"}),
+        ("429h", {"retry-after-ms": "250", "Retry-After": "9"}),
+        ("429h", {"Retry-After": date}),
+        ("ok", '["a"]'),
+    ]
+    assert client_for(llm).complete(MSG, temperature=1.0, max_tokens=None)["content"] == '["a"]'
+    assert sleeps[:2] == [3.0, 0.25] and 25 <= sleeps[2] <= 31
 
 
 def test_redact_url_drops_credentials():
@@ -221,10 +233,9 @@ def test_redact_url_drops_credentials():
 
 
 # --------------------------------------------------------------------------- retry policy
-def test_429_waits_retry_after_then_succeeds(llm):
+def test_429_waits_retry_after_then_succeeds(llm, sleeps):
     llm.script = [("429", "2"), ("ok", '["a", "b"]')]
-    sleeps: list[float] = []
-    client = client_for(llm, sleeps)
+    client = client_for(llm)
     reply = client.complete(MSG, temperature=0.5, max_tokens=64)
     assert reply["content"] == '["a", "b"]'
     assert sleeps == [2.0]  # the server's Retry-After, not our backoff
@@ -233,61 +244,50 @@ def test_429_waits_retry_after_then_succeeds(llm):
     assert llm.log[0]["body"]["temperature"] == 0.5 and llm.log[0]["body"]["max_tokens"] == 64
 
 
-def test_5xx_malformed_html_and_dropped_connections_back_off_exponentially(llm):
+def test_5xx_malformed_html_and_dropped_connections_back_off_exponentially(llm, sleeps):
     llm.script = [("500",), ("malformed",), ("html",), ("drop",), ("ok", '["a"]')]
-    sleeps: list[float] = []
-    reply = client_for(llm, sleeps, attempts=5).complete(MSG, temperature=1.0, max_tokens=None)
+    reply = client_for(llm, attempts=5).complete(MSG, temperature=1.0, max_tokens=None)
     assert reply["content"] == '["a"]'
-    assert sleeps == [0.5, 1.0, 2.0, 4.0]  # base 0.5 doubling, capped at 4
+    assert sleeps == [0.5, 1.0, 2.0, 4.0]  # the client's backoff: 0.5 s doubling (cap 8 s)
     assert [e["action"] for e in llm.log] == ["500", "malformed", "html", "drop", "ok"]
     assert "max_tokens" not in llm.log[-1]["body"]
 
 
-def test_timeout_is_retried(llm):
+def test_timeout_is_retried(llm, sleeps):
     llm.script = [("slow", 1.0), ("ok", '["a"]')]
-    sleeps: list[float] = []
-    reply = client_for(llm, sleeps, timeout=0.2).complete(MSG, temperature=1.0, max_tokens=None)
+    reply = client_for(llm, timeout=0.2).complete(MSG, temperature=1.0, max_tokens=None)
     assert reply["content"] == '["a"]' and len(sleeps) == 1
 
 
-def test_gives_up_after_max_attempts_with_resume_hint(llm):
+def test_gives_up_after_max_attempts_with_resume_hint(llm, sleeps):
     llm.default = "500"
-    sleeps: list[float] = []
     with pytest.raises(LLMUnavailableError, match="3 attempts failed.*--resume"):
-        client_for(llm, sleeps, attempts=3).complete(MSG, temperature=1.0, max_tokens=None)
+        client_for(llm, attempts=3).complete(MSG, temperature=1.0, max_tokens=None)
     assert len(llm.log) == 3 and len(sleeps) == 2
 
 
 def test_auth_error_is_not_retried_and_names_the_fix(llm):
     llm.script = [("401",)]
     with pytest.raises(ConfigError, match="HTTP 401.*OPENAI_API_KEY"):
-        client_for(llm, []).complete(MSG, temperature=1.0, max_tokens=None)
+        client_for(llm).complete(MSG, temperature=1.0, max_tokens=None)
     assert len(llm.log) == 1
 
 
 def test_excessive_retry_after_fails_instead_of_hanging(llm):
     llm.script = [("429", "100000")]
     with pytest.raises(LLMUnavailableError, match="Retry-After"):
-        client_for(llm, []).complete(MSG, temperature=1.0, max_tokens=None)
+        client_for(llm).complete(MSG, temperature=1.0, max_tokens=None)
 
 
 # --------------------------------------------------------------------------- list growth
 def _cfg(**kw) -> GenerateConfig:
-    base = dict(
-        preset="toy",
-        model="fake-model",
-        target=6,
-        per_call=3,
-        retry_base_delay=0.0,
-        max_attempts=3,
-        shared_cache=False,
-    )
+    base = dict(preset="toy", model="fake-model", target=6, per_call=3, max_retries=2)
     base.update(kw)
     return GenerateConfig(**base)
 
 
 def _grow(server, tmp_path, cfg, name="small digit"):
-    client = client_for(server, [])
+    client = client_for(server)
     cache = ReplyCache(tmp_path / REPLIES_FILE, shared=False)
     return generate_list(
         client,
@@ -335,7 +335,7 @@ def test_list_respects_the_call_limit(llm, tmp_path):
 def test_run_writes_lists_with_provenance_and_cache(llm, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     cfg = _cfg(base_url=llm.base_url, temperature=0.7)
-    wl, metrics = run(cfg, tmp_path / "run", sleep=lambda s: None)
+    wl, metrics = run(cfg, tmp_path / "run", use_cache=False)
     assert wl.class_names == ["small digit", "large digit"]
     assert all(len(v) == 6 for v in [*wl.classes.values(), *wl.spurious.values()])
     assert len(llm.answered) == 8  # 4 lists x 2 calls of 3 words
@@ -355,13 +355,13 @@ def test_interrupted_run_resumes_without_repeating_a_request(llm, tmp_path, monk
     llm.script = [("ok",)] * 3  # three answers, then the server only drops connections
     llm.default = "drop"
     with pytest.raises(LLMUnavailableError, match=f"--resume.*Run folder: {run_dir}"):
-        run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+        run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     first = list(llm.answered)
     assert len(first) == 3
     assert len((run_dir / REPLIES_FILE).read_text().splitlines()) == 3
 
     llm.default = "ok"  # the endpoint comes back
-    wl, _ = run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+    wl, _ = run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     second = llm.answered[3:]
     assert len(second) == 5  # only the 5 requests never answered before
     assert len(set(llm.answered)) == len(llm.answered) == 8  # no answered prompt twice
@@ -375,27 +375,27 @@ def test_interrupted_run_resumes_without_repeating_a_request(llm, tmp_path, monk
 def test_torn_last_cache_line_is_ignored(llm, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     run_dir = tmp_path / "run"
-    run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+    run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     path = run_dir / REPLIES_FILE
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
     llm.answered.clear()
-    wl, _ = run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+    wl, _ = run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     assert len(llm.answered) == 1  # only the torn reply is asked again
     assert all(json.loads(ln) for ln in path.read_text().splitlines()[-1:])
 
 
 def test_shared_cache_serves_a_fresh_run_folder(llm, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    cfg = _cfg(base_url=llm.base_url, shared_cache=True)
-    wl1, _ = run(cfg, tmp_path / "a", sleep=lambda s: None)
+    cfg = _cfg(base_url=llm.base_url)
+    wl1, _ = run(cfg, tmp_path / "a", use_cache=True)
     n = len(llm.log)
-    wl2, _ = run(cfg, tmp_path / "b", sleep=lambda s: None)
+    wl2, _ = run(cfg, tmp_path / "b", use_cache=True)
     assert len(llm.log) == n and wl1.classes == wl2.classes
     wl3, _ = run(
-        _cfg(base_url=llm.base_url, shared_cache=True, temperature=0.2),
+        _cfg(base_url=llm.base_url, temperature=0.2),
         tmp_path / "c",
-        sleep=lambda s: None,
+        use_cache=True,
     )
     assert len(llm.log) == 2 * n  # another temperature is another request
 
@@ -406,9 +406,9 @@ def test_import_mixes_files_and_generates_only_the_rest(llm, tmp_path, monkeypat
     (tmp_path / "bg.json").write_text(json.dumps({"spurious": {"0": ["lawn"], "brick": ["wall"]}}))
     cfg = _cfg(
         base_url=llm.base_url,
-        from_files=(str(tmp_path / "small_digit.txt"), str(tmp_path / "bg.json")),
+        from_file=(str(tmp_path / "small_digit.txt"), str(tmp_path / "bg.json")),
     )
-    wl, metrics = run(cfg, tmp_path / "run", sleep=lambda s: None)
+    wl, metrics = run(cfg, tmp_path / "run", use_cache=False)
     assert wl.classes["small digit"] == ["one", "Two"]
     assert wl.spurious == {"grass": ["lawn"], "brick": ["wall"]}
     assert len(wl.classes["large digit"]) == 6  # generated
@@ -422,14 +422,14 @@ def test_import_mixes_files_and_generates_only_the_rest(llm, tmp_path, monkeypat
 
 def test_import_without_model_needs_every_list(tmp_path):
     (tmp_path / "x.txt").write_text("one\n")
-    cfg = GenerateConfig(preset="toy", from_files=(f"small digit={tmp_path / 'x.txt'}",))
+    cfg = GenerateConfig(preset="toy", from_file=(f"small digit={tmp_path / 'x.txt'}",))
     with pytest.raises(ConfigError, match=r"no words for classes\.large digit"):
         run(cfg, tmp_path / "run")
 
 
 def test_import_rejects_unknown_list_names(tmp_path):
     (tmp_path / "x.txt").write_text("one\n")
-    cfg = GenerateConfig(preset="toy", from_files=(f"tiny digit={tmp_path / 'x.txt'}",))
+    cfg = GenerateConfig(preset="toy", from_file=(f"tiny digit={tmp_path / 'x.txt'}",))
     with pytest.raises(ConfigError, match="no list 'tiny digit'.*classes.small digit"):
         run(cfg, tmp_path / "run")
 
@@ -471,8 +471,6 @@ def test_cli_end_to_end_against_local_server_never_writes_the_key(llm, tmp_path,
         "4",
         "--per-call",
         "2",
-        "--retry-base-delay",
-        "0.001",
         "--prompts",
         str(prompts),
         "--max-tokens",
@@ -566,7 +564,7 @@ def test_cli_show_prompts_and_other_key_variable(llm, tmp_path, monkeypatch):
             "fake-model",
             "--base-url",
             llm.base_url,
-            "--api-key-env",
+            "--key-env-var",
             "MY_LLM_KEY",
             "--target",
             "2",
@@ -595,8 +593,27 @@ def test_ctrl_c_mid_run_keeps_replies_and_resume_asks_only_the_rest(llm, tmp_pat
     def interrupt(seconds):
         raise KeyboardInterrupt
 
+    _openai_sleep(monkeypatch, interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(_cfg(base_url=llm.base_url), run_dir, sleep=interrupt)
+        run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     assert len(llm.answered) == 2
-    run(_cfg(base_url=llm.base_url), run_dir, sleep=lambda s: None)
+    _openai_sleep(monkeypatch, lambda s: None)
+    run(_cfg(base_url=llm.base_url), run_dir, use_cache=False)
     assert len(llm.answered) == 8 and len(set(llm.answered)) == 8
+
+
+def test_cli_max_retries_and_timeout_reach_the_openai_client(llm, tmp_path, sleeps):
+    """`--max-retries N`: N + 1 requests, then one red line with the resume hint, and the
+    run folder kept for --resume; `--timeout` bounds each request."""
+    llm.default = "500"
+    base = ["generate", "--preset", "toy", "--model", "fake-model", "--base-url", llm.base_url]
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [*base, "--max-retries", "1", "-o", str(out)])
+    assert r.exit_code == 1 and "2 attempts failed" in r.output and "--resume" in r.output
+    assert len(llm.log) == 2 and len(sleeps) == 1
+    assert (out / "config.json").is_file()
+    llm.default = "ok"
+    llm.script = [("slow", 1.0)]  # longer than --timeout: the client retries it
+    r = CliRunner().invoke(app, [*base, "--timeout", "0.2", "-o", str(out), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert [e["action"] for e in llm.log[2:4]] == ["slow", "ok"] and len(sleeps) == 2

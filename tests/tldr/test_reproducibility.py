@@ -2,6 +2,7 @@
 whether TLDR ran first; word lists are matched to labels by name; frozen features are
 extracted in fp32 unless asked otherwise, and the precision is part of the cache key."""
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from tldr_cli.cli import app
 
 SMALL = ["--preset", "toy", "--toy-n-train", "200", "--toy-n-val", "40", "--toy-n-test", "40",
-         "--backbone-weights", "none", "--n-gap-pairs", "64", "--epochs", "1",
+         "--backbone-weights", "none", "--n-gap-pairs", "64", "--head-epochs", "1",
          "--dfr-retrains", "2", "--device", "cpu"]  # fmt: skip
 
 
@@ -113,11 +114,11 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
     from labshared.device import Precision, Runtime
     from labshared.errors import ConfigError
     from tldr_cli.classifier import build_classifier
-    from tldr_cli.config import apply_overrides, get_preset
+    from tldr_cli.config import PRESETS
     from tldr_cli.features import ClassifierHandle, classifier_features, load_splits
 
     monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
-    cfg = apply_overrides(get_preset("toy"), toy_n_test=16)
+    cfg = dataclasses.replace(PRESETS["toy"], toy_n_test=16)
     bf16 = Runtime(torch.device("cpu"), Precision("bf16", torch.bfloat16, False), seed=0)
     data = load_splits(cfg, ("test",))["test"]
     torch.manual_seed(0)
@@ -132,7 +133,7 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
         reference = handle.model.forward_features(x)
     fp32 = classifier_features(handle, data, cfg, bf16, use_cache=True)
     torch.testing.assert_close(fp32, reference)  # no autocast: full fp32 agreement
-    follow = apply_overrides(cfg, feature_precision="runtime")
+    follow = dataclasses.replace(cfg, feature_precision="runtime")
     low = classifier_features(handle, data, follow, bf16, use_cache=True)
     assert not torch.allclose(low, reference, rtol=0, atol=1e-6)  # bf16 really ran
     torch.testing.assert_close(low, reference, rtol=0.05, atol=0.05)
@@ -143,7 +144,7 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
     ]
     with pytest.raises(ConfigError, match="--feature-precision bf16 needs a CUDA device"):
         classifier_features(
-            handle, data, apply_overrides(cfg, feature_precision="bf16"), bf16, True
+            handle, data, dataclasses.replace(cfg, feature_precision="bf16"), bf16, True
         )
     with pytest.raises(ConfigError, match="--feature-precision 'fp64'"):
-        apply_overrides(cfg, feature_precision="fp64")
+        dataclasses.replace(cfg, feature_precision="fp64")

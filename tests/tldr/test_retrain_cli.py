@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tldr_cli.cli import app
 from tldr_cli.wordlists import load_wordlists
 
-SMALL = ["--preset", "toy", "--toy-n-train", "200", "--backbone-weights", "none", "--n-gap-pairs", "64",
-         "--device", "cpu"]  # fmt: skip
+SMALL = ["--preset", "toy", "--toy-n-train", "200", "--backbone-weights", "none",
+         "--n-gap-pairs", "64", "--device", "cpu"]  # fmt: skip
 
 
 EMPTY_LARGE = {
@@ -84,7 +84,7 @@ def test_generate_filter_retrain(tmp_path, runner):
             "80",
             "--toy-n-test",
             "80",
-            "--epochs",
+            "--head-epochs",
             "2",
             "--dfr-retrains",
             "3",
@@ -166,11 +166,11 @@ def test_bad_options_fail_with_one_line(tmp_path, runner):
 def test_feature_cache_is_keyed_by_classifier_content(tmp_path, monkeypatch):
     from labshared.device import setup_runtime
     from tldr_cli.classifier import build_classifier
-    from tldr_cli.config import get_preset
+    from tldr_cli.config import PRESETS
     from tldr_cli.features import ClassifierHandle, classifier_features, load_splits
 
     monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
-    cfg = get_preset("toy")
+    cfg = PRESETS["toy"]
     runtime = setup_runtime("cpu", "fp32", 0)
     data = load_splits(cfg.__class__(**{**cfg.__dict__, "toy_n_test": 8}), ("test",))["test"]
     torch.manual_seed(0)

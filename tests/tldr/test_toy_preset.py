@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from labshared.errors import ConfigError
-from tldr_cli.config import TLDRConfig, get_preset
+from tldr_cli.config import PRESETS, TLDRConfig
 from tldr_cli.features import load_splits
 from tldr_cli.pipeline import embed_space
 from tldr_cli.retrain import diagnostics
@@ -16,7 +16,7 @@ from tldr_cli.textdata import TOY_TEMPLATES, caption_templates, pair_embeddings
 
 def test_pair_embedding_is_renormalised_mean_of_unit_words_under_clip_normalize():
     words = torch.tensor([[[3.0, 4.0]], [[0.0, 2.0]]])  # (W=2, T=1, D=2) raw
-    cfg = dataclasses.replace(get_preset("toy"), preprocess_embed="clip_normalize")
+    cfg = dataclasses.replace(PRESETS["toy"], preprocess_embed="clip_normalize")
     unit = embed_space(words, cfg)
     assert torch.allclose(unit[:, 0], torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
     t, s, k = torch.tensor([0]), torch.tensor([1]), torch.tensor([0])
@@ -32,8 +32,8 @@ def test_pair_embedding_is_renormalised_mean_of_unit_words_under_clip_normalize(
 def test_template_sets_and_config_validation():
     assert caption_templates("toy") == list(TOY_TEMPLATES) == ["a photo of a {}.", "a {}", "{}"]
     assert len(caption_templates("imagenet")) == 80
-    assert get_preset("toy").templates == "toy" and get_preset("waterbirds").templates == "imagenet"
-    assert get_preset("waterbirds").preprocess_embed == "none"  # script.sh
+    assert PRESETS["toy"].templates == "toy" and PRESETS["waterbirds"].templates == "imagenet"
+    assert PRESETS["waterbirds"].preprocess_embed == "none"  # script.sh
     with pytest.raises(ConfigError, match="--preprocess-embed 'l2'"):
         TLDRConfig(name="x", dataset="toy", preprocess_embed="l2")
     with pytest.raises(ConfigError, match="--templates 'coco'"):
@@ -41,7 +41,7 @@ def test_template_sets_and_config_validation():
 
 
 def test_toy_seed_redraws_the_spurious_split_and_keeps_its_statistics():
-    cfg = dataclasses.replace(get_preset("toy"), toy_n_train=200)
+    cfg = dataclasses.replace(PRESETS["toy"], toy_n_train=200)
     a = load_splits(cfg, ("train",))["train"]
     b = load_splits(dataclasses.replace(cfg, toy_seed=1), ("train",))["train"]
     assert a.fingerprint["seed"] == 0 and b.fingerprint["seed"] == 1

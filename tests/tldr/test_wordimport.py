@@ -55,10 +55,10 @@ def test_flat_mapping_text_files_and_merging(tmp_path):
 
 
 def test_full_file_needs_no_preset_and_round_trips(tmp_path):
-    first = GenerateConfig(preset="toy", from_files=("builtin:toy",))
+    first = GenerateConfig(preset="toy", from_file=("builtin:toy",))
     wl, _ = run(first, tmp_path / "a")
     again, _ = run(
-        GenerateConfig(from_files=(str(tmp_path / "a" / "wordlists.json"),)), tmp_path / "b"
+        GenerateConfig(from_file=(str(tmp_path / "a" / "wordlists.json"),)), tmp_path / "b"
     )
     assert again.classes == wl.classes and again.spurious == wl.spurious
     assert again.class_anchors == wl.class_anchors and again.dataset == "toy"

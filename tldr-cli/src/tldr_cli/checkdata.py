@@ -26,6 +26,7 @@ from PIL import Image
 from labshared.data.group_shift import SPLITS, GroupShiftSplit
 from labshared.errors import ConfigError, DataLayoutError
 from tldr_cli.classifier import load_classifier
+from tldr_cli.config import TLDRConfig
 from tldr_cli.features import load_splits
 from tldr_cli.gap import COCO_LAYOUT, list_gap_pairs
 from tldr_cli.labels import align_wordlists
@@ -63,12 +64,10 @@ def check_split(data: GroupShiftSplit) -> dict[str, Any]:
     if len(data):
         data.image(0)  # decodes one image: DataLayoutError if it is not an image
     groups = np.bincount(data.group, minlength=data.n_groups).tolist()
+    names = [f"{c} / {s}" for c in data.class_names for s in data.spurious_names]  # g = c * S + s
     return {
         "images": len(data),
-        "groups": {
-            f"{data.class_names[g // data.n_spurious]} / {data.spurious_names[g % data.n_spurious]}": n
-            for g, n in enumerate(groups)
-        },
+        "groups": dict(zip(names, groups, strict=True)),
         "official": OFFICIAL_SIZES.get(data.dataset, {}).get(data.split),
     }
 
@@ -106,14 +105,9 @@ def _weights_note(flag: str, value: str | None, downloads: str) -> str | None:
     return f"{flag} {value}: {downloads}"
 
 
-def check_data(
-    cfg,
-    *,
-    gap_pairs: str | None = None,
-    words: Path | None = None,
-    classifier: str | None = None,
-) -> dict[str, Any]:
-    """Check every piece a `filter` / `retrain` run with `cfg` would read (module docstring).
+def check_data(cfg: TLDRConfig) -> dict[str, Any]:
+    """Check every piece a `filter` / `retrain` run with `cfg` would read (module
+    docstring): the dataset, and `cfg.gap_pairs`, `cfg.words`, `cfg.classifier` if set.
 
     Returns:
         {"dataset", "root", "splits": {split: counts}, "gap_pairs", "words", "classifier",
@@ -122,6 +116,7 @@ def check_data(
     Raises:
         DataLayoutError / ConfigError: the first problem found, naming the file.
     """
+    gap_pairs, words, classifier = cfg.gap_pairs, cfg.words, cfg.classifier
     report: dict[str, Any] = {"dataset": cfg.dataset, "root": cfg.data_root, "splits": {}}
     splits = {}
     for split in SPLITS:

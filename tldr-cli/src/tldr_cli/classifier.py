@@ -4,10 +4,11 @@
   before `fc` (2048-d, post-ReLU average-pooled), as in `TLDR:models/model_factory.py` and
   DFR's `get_embed`. ImageNet initialisation by weights-enum name (IMAGENET1K_V1, which
   torchvision downloads once) or from a local file (offline).
-- `toy-cnn`: a five-conv-layer CNN (about 10 MFLOPs per image) for 32 px toy images, 128-d post-ReLU pooled features. It
-  starts from a backbone pretrained on unbiased 10-way digit classification of the toy
-  world (cached), because a CNN trained from scratch on the biased toy data keeps almost no
-  digit features (design.md), just as the real setting starts from ImageNet weights.
+- `toy-cnn`: a five-conv-layer CNN (about 10 MFLOPs per image) for 32 px toy images,
+  128-d post-ReLU pooled features. It starts from a backbone pretrained on unbiased
+  10-way digit classification of the toy world (cached), because a CNN trained from
+  scratch on the biased toy data keeps almost no digit features (design.md), just as the
+  real setting starts from ImageNet weights.
 
 Checkpoints are run-folder checkpoints (`model.safetensors` + `meta.json` holding `arch`,
 `num_classes` and `preprocess`), so a classifier rebuilds from its own folder and its
@@ -396,7 +397,8 @@ def _pretrain_toy_backbone() -> tuple[dict[str, torch.Tensor], float]:
     """(backbone weights, 10-way digit accuracy on 2,000 toy test renders)."""
     p = TOY_PRETRAIN
     log(
-        f"pretraining the toy CNN on 10-way digit classification ({p['n']} images, {p['epochs']} epochs)"
+        "pretraining the toy CNN on 10-way digit classification "
+        f"({p['n']} images, {p['epochs']} epochs)"
     )
     data = toy.make_split("train", p["n"], size=p["size"], seed=p["seed"] + 101)
     x = (data.images.float() / 255.0 - 0.5) / 0.25

@@ -1,7 +1,21 @@
-"""The `tldr` command line: wiring only; each command's work lives in its own module."""
+"""The `tldr` command line: wiring only; each command's work lives in its own module.
 
+Every flag of `filter`, `retrain`, `erm` and `check-data` sets the `config.TLDRConfig`
+field of the same name (`--erm-recipe` <-> `erm_recipe`, `--head-lr` <-> `head_lr`), and
+every flag of `generate` the `generate.GenerateConfig` field of the same name; the
+options every tool shares (`--preset`, `--device`, `--precision`, `--seed`, `-o`,
+`--resume`, `--overwrite`, `--no-cache`) come from `labshared.cli` and are not fields. A
+command resolves its config with `labshared.config.resolve` (defaults < preset < the flags
+passed), then starts its run with `labshared.launch.start_run`, which runs the command's
+input checks before it makes the run folder: a failed check leaves no folder behind.
+
+The command modules import torchvision, open_clip, scikit-learn and openai (several
+seconds); each command imports its own in its body, so `tldr --help` answers at once.
+"""
+
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +26,7 @@ from labshared.cli import (
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
+    PresetOpt,
     QuickGeluOpt,
     ResumeOpt,
     SeedOpt,
@@ -19,26 +34,47 @@ from labshared.cli import (
     on_off,
     run_app,
 )
+from labshared.config import RUNTIME_KNOBS, resolve
+from labshared.launch import start_run
+from labshared.runs import write_metrics
 from tldr_cli import __version__
 
 app = make_app(
     "tldr",
-    "TLDR: debias an image classifier by retraining its last layer on LLM-generated words projected from CLIP's text space.",
+    "TLDR: debias an image classifier by retraining its last layer on LLM-generated words "
+    "projected from CLIP's text space.",
     __version__,
 )
 
+#: Parameters of the commands that are not config fields: the shared run options and
+#: generate's two actions.
+RUN_OPTIONS = frozenset(
+    {"preset", "device", "precision", "seed", "deterministic", "output_dir", "resume",
+     "overwrite", "no_cache", "dry_run", "offline_toy"}
+)  # fmt: skip
 
+#: Fields of `generate` a resumed run may change besides RUNTIME_KNOBS: they change how
+#: the requests are sent or shown (HTTP timeout, the client's retries, printing the
+#: prompts), never a request or its cache key.
+GENERATE_KNOBS = RUNTIME_KNOBS | {"timeout", "max_retries", "show_prompts"}
+
+
+def _overrides(ctx: typer.Context) -> dict[str, Any]:
+    """The flags of the command being run that set config fields, by field name (None:
+    the flag was not given); `labshared.config.resolve` refuses a name with no field."""
+    given = {k: v for k, v in ctx.params.items() if k not in RUN_OPTIONS}
+    if "quick_gelu" in given:
+        given["quick_gelu"] = on_off(given["quick_gelu"])
+    if given.get("from_file") is not None:
+        given["from_file"] = tuple(given["from_file"])
+    return given
+
+
+# --------------------------------------------------------------------------- generate
 @app.command()
 def generate(
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            "--preset",
-            "-p",
-            help="Dataset whose lists to build: waterbirds, celeba, spuco-animals or toy "
-            "(classes, spurious values, anchors, LLM descriptions).",
-        ),
-    ] = None,
+    ctx: typer.Context,
+    preset: PresetOpt = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -54,7 +90,7 @@ def generate(
             rich_help_panel="LLM",
         ),
     ] = None,
-    api_key_env: Annotated[
+    key_env_var: Annotated[
         str | None,
         typer.Option(
             help="Environment variable holding the API key (default OPENAI_API_KEY). "
@@ -100,30 +136,24 @@ def generate(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds per HTTP request (default 120).", rich_help_panel="Retries"),
-    ] = None,
-    max_attempts: Annotated[
-        int | None,
         typer.Option(
-            help="HTTP attempts per request on 429/5xx/timeouts/dropped connections/"
-            "malformed bodies (default 6).",
+            help="Seconds per HTTP request (default 120; the openai client's timeout).",
             rich_help_panel="Retries",
         ),
     ] = None,
-    retry_base_delay: Annotated[
-        float | None,
+    max_retries: Annotated[
+        int | None,
         typer.Option(
-            help="Seconds before the first retry, doubled each retry (default 1); a "
-            "server's Retry-After wins.",
+            help="Retries of a request by the openai client on 408/409/429/5xx, timeouts, "
+            "dropped connections and unreadable bodies, with its backoff (0.5 s doubling "
+            "to 8 s) or the server's Retry-After up to 120 s (default 5).",
             rich_help_panel="Retries",
         ),
     ] = None,
     prompts: Annotated[
         Path | None,
         typer.Option(
-            "--prompts",
-            help="JSON/TOML file replacing the prompts (see --dry-run).",
-            rich_help_panel="LLM",
+            help="JSON/TOML file replacing the prompts (see --dry-run).", rich_help_panel="LLM"
         ),
     ] = None,
     from_file: Annotated[
@@ -134,15 +164,15 @@ def generate(
             "builtin:toy. Repeatable; lists not imported are generated with --model."
         ),
     ] = None,
+    show_prompts: Annotated[
+        bool, typer.Option("--show-prompts", help="Print each prompt as it is sent (stderr).")
+    ] = False,
     offline_toy: Annotated[
         bool,
         typer.Option(
             "--offline-toy",
             help="Use the shipped toy word lists (= --preset toy --from-file builtin:toy).",
         ),
-    ] = False,
-    show_prompts: Annotated[
-        bool, typer.Option("--show-prompts", help="Print each prompt as it is sent (stderr).")
     ] = False,
     dry_run: Annotated[
         bool,
@@ -154,70 +184,59 @@ def generate(
     output_dir: OutputDirOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
-    no_cache: Annotated[
-        bool,
-        typer.Option(
-            "--no-cache",
-            help="Do not read or write the shared LLM reply cache "
-            "(the run folder's replies.jsonl is always kept for --resume).",
-        ),
-    ] = False,
+    no_cache: NoCacheOpt = False,
 ) -> None:
-    """Build the class and spurious word lists with an LLM (or import them) -> wordlists.json."""
-    import json
+    """Build the class and spurious word lists with an LLM (or import them) -> wordlists.json.
 
-    from labshared.runs import create_run_dir, write_config, write_metrics
-    from tldr_cli.generate import WORDLISTS_FILE, GenerateConfig, preview_prompts, run
+    --preset names the dataset whose lists are built: waterbirds, celeba, spuco-animals or
+    toy (classes, spurious values, anchors, LLM descriptions). --no-cache: neither read nor
+    write the shared LLM reply cache (the run folder's replies.jsonl is always kept for
+    --resume).
+    """
+    from tldr_cli import generate as gen
 
-    files = list(from_file or [])
+    given = _overrides(ctx) | {"preset": preset}
     if offline_toy:
-        preset = preset or "toy"
-        files.append("builtin:toy")
-    given = {
-        "preset": preset,
-        "model": model,
-        "base_url": base_url,
-        "key_env_var": api_key_env,
-        "temperature": temperature,
-        "target": target,
-        "per_call": per_call,
-        "max_calls": max_calls,
-        "patience": patience,
-        "max_tokens": max_tokens,
-        "timeout": timeout,
-        "max_attempts": max_attempts,
-        "retry_base_delay": retry_base_delay,
-        "prompts_file": prompts,
-    }
-    cfg = GenerateConfig(
-        **{k: v for k, v in given.items() if v is not None},
-        from_files=tuple(files),
-        shared_cache=not no_cache,
-        show_prompts=show_prompts,
-    )
+        given["preset"] = preset or "toy"
+        given["from_file"] = (*(given["from_file"] or ()), "builtin:toy")
+    cfg = resolve(gen.DEFAULTS, gen.DEFAULT, given, validate=gen.check_sources)
     if dry_run:
-        typer.echo(json.dumps({"config": cfg.public(), "requests": preview_prompts(cfg)}, indent=2))
+        typer.echo(
+            json.dumps({"config": cfg.public(), "requests": gen.preview_prompts(cfg)}, indent=2)
+        )
         return
-    run_dir = create_run_dir("tldr", "generate", output_dir, resume=resume, overwrite=overwrite)
-    write_config(run_dir, cfg.public())
-    wordlists, metrics = run(cfg, run_dir)
-    write_metrics(run_dir, metrics)
-    for kind, lists in (("class", wordlists.classes), ("spurious", wordlists.spurious)):
-        for name, words in lists.items():
-            source = metrics["lists"][f"{'classes' if kind == 'class' else 'spurious'}.{name}"][
-                "source"
-            ]
-            typer.echo(f"{kind:9s} {name:20s} {len(words):5d} words  ({source})")
-    typer.echo(str(run_dir / WORDLISTS_FILE))
+    run = start_run(
+        "tldr",
+        "generate",
+        cfg.public(),
+        version=__version__,
+        preset=cfg.preset,
+        output_dir=output_dir,
+        resume=resume,
+        overwrite=overwrite,
+        device="cpu",  # no tensor is computed: the run only talks HTTP and writes JSON
+        validate=lambda: gen.check_inputs(cfg),
+        allowed_on_resume=GENERATE_KNOBS,
+    )
+    wordlists, metrics = gen.run(cfg, run.dir, use_cache=not no_cache)
+    write_metrics(run.dir, metrics)
+    typer.echo(gen.lists_table(wordlists, metrics))
+    typer.echo(str(run.dir / gen.WORDLISTS_FILE))
 
 
 # --------------------------------------------------------------------------- filter / retrain / erm
-# Options shared by `filter`, `retrain` and `erm`. Each defaults to None: keep the preset.
-PresetOpt = Annotated[
-    str,
+# Options of `filter`, `retrain`, `erm` and `check-data`, each named after the TLDRConfig
+# field it sets. Each defaults to None: keep the preset's value.
+WordsOpt = Annotated[
+    Path | None,
     typer.Option(
-        "--preset", "-p", help="Run preset: toy (offline), waterbirds, celeba or spuco-animals."
+        help="Word-list JSON (from `tldr generate`, or `tldr filter` for retrain); needed by "
+        "filter and by retrain with --method tldr/both."
     ),
+]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(help="tldr (text, no group labels), dfr (group-labelled val images) or both."),
 ]
 DatasetOpt = Annotated[
     str | None,
@@ -242,12 +261,12 @@ ArchOpt = Annotated[
 BackboneOpt = Annotated[
     str | None,
     typer.Option(
-        help="ERM initialisation: torchvision enum (IMAGENET1K_V1, downloads once), a local .pth/.safetensors "
-        "ResNet-50 state dict, toy-digits (toy CNN), or none.",
+        help="ERM initialisation: torchvision enum (IMAGENET1K_V1, downloads once), a local "
+        ".pth/.safetensors ResNet-50 state dict, toy-digits (toy CNN), or none.",
         rich_help_panel="Classifier",
     ),
 ]
-RecipeOpt = Annotated[
+ErmRecipeOpt = Annotated[
     str | None,
     typer.Option(
         help="ERM recipe: paper-repo (TLDR script.sh), dfr-waterbirds, dfr-celeba or toy.",
@@ -257,8 +276,9 @@ RecipeOpt = Annotated[
 ClassifierOpt = Annotated[
     str | None,
     typer.Option(
-        help="Trained classifier: a `tldr erm` run folder, a checkpoint folder, or a torchvision ResNet-50 "
-        "state dict. Without it ERM is trained with the preset's recipe (cached).",
+        help="Trained classifier: a `tldr erm` run folder, a checkpoint folder, or a "
+        "torchvision ResNet-50 state dict. Without it ERM is trained with the preset's "
+        "recipe (cached).",
         rich_help_panel="Classifier",
     ),
 ]
@@ -275,15 +295,16 @@ ClipPretrainedOpt = Annotated[
 ClipInputOpt = Annotated[
     str | None,
     typer.Option(
-        help="What CLIP embeds for the projector: clip (its own preprocessing) or classifier (the official "
-        "code's ImageNet-normalised tensors).",
+        help="What CLIP embeds for the projector: clip (its own preprocessing) or classifier "
+        "(the official code's ImageNet-normalised tensors).",
         rich_help_panel="CLIP",
     ),
 ]
 GapPairsOpt = Annotated[
     str | None,
     typer.Option(
-        help="Image-caption pairs for the modality gap: a COCO captions folder, a JSONL file, or toy.",
+        help="Image-caption pairs for the modality gap: a COCO captions folder, a JSONL file, "
+        "or toy.",
         rich_help_panel="Projector",
     ),
 ]
@@ -291,11 +312,10 @@ NGapOpt = Annotated[
     int | None,
     typer.Option(help="Pairs used for the mean gap (1000).", rich_help_panel="Projector"),
 ]
-LambdaOpt = Annotated[
+RidgeLambdaOpt = Annotated[
     float | None,
     typer.Option(
-        "--lambda",
-        help="Ridge penalty of the projector (paper presets 50; toy: see the preset).",
+        help="Ridge penalty lambda of the projector (paper presets 50; toy: see the preset).",
         rich_help_panel="Projector",
     ),
 ]
@@ -307,6 +327,42 @@ PreprocessEmbedOpt = Annotated[
         rich_help_panel="Projector",
     ),
 ]
+HeadEpochsOpt = Annotated[
+    int | None,
+    typer.Option(help="Epochs of the new head (paper presets 1; toy 200).", rich_help_panel="Head"),
+]
+HeadLrOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="AdamW learning rate of the new head (paper presets 1e-4; toy 3e-2).",
+        rich_help_panel="Head",
+    ),
+]
+HeadWeightDecayOpt = Annotated[
+    float | None,
+    typer.Option(help="AdamW weight decay of the new head (1e-4).", rich_help_panel="Head"),
+]
+HeadBatchSizeOpt = Annotated[
+    int | None, typer.Option(help="Text pairs per batch (128).", rich_help_panel="Head")
+]
+TemplateDrawOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Template draw: all (80 templates) or official (randint(0, 79), never the 80th).",
+        rich_help_panel="Head",
+    ),
+]
+TemplatesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Caption templates the words are embedded in: imagenet (the 80 OpenAI ImageNet "
+        "templates, paper presets) or toy (the tiny CLIP's caption forms, toy preset).",
+        rich_help_panel="Head",
+    ),
+]
+DfrRetrainsOpt = Annotated[
+    int | None, typer.Option(help="DFR fits averaged (20).", rich_help_panel="DFR")
+]
 ToyTrainOpt = Annotated[
     int | None, typer.Option(help="Toy world: training images.", rich_help_panel="Data")
 ]
@@ -316,14 +372,6 @@ ToySeedOpt = Annotated[
         help="Toy world: data seed of the spurious split (which digits, colours and crops); "
         "separate from --seed, which drives training.",
         rich_help_panel="Data",
-    ),
-]
-TemplatesOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Caption templates the words are embedded in: imagenet (the 80 OpenAI ImageNet "
-        "templates, paper presets) or toy (the tiny CLIP's caption forms, toy preset).",
-        rich_help_panel="Head",
     ),
 ]
 ToyValOpt = Annotated[
@@ -353,38 +401,34 @@ FeaturePrecisionOpt = Annotated[
 ]
 
 
-def _resolve(preset: str, **overrides):
-    from tldr_cli.config import apply_overrides, get_preset
+def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
+    """Resolve the TLDRConfig of `command` from its flags and start its run (the inputs
+    are checked before the run folder is made); returns (config, run)."""
+    from tldr_cli.config import PRESETS, validate_inputs
 
-    return apply_overrides(get_preset(preset), **overrides)
-
-
-def _start(
-    command: str,
-    cfg,
-    output_dir,
-    overwrite: bool,
-    resume: bool,
-    device: str,
-    precision: str,
-    seed: int,
-    deterministic: bool,
-):
-    from labshared.console import log
-    from labshared.device import setup_runtime
-    from labshared.runs import create_run_dir, write_config
-
-    run_dir = create_run_dir("tldr", command, output_dir, resume=resume, overwrite=overwrite)
-    runtime = setup_runtime(device, precision, seed, deterministic)
-    write_config(run_dir, cfg, runtime=runtime.describe(), tool="tldr", version=__version__)
-    log(
-        f"tldr {command} {__version__}: preset {cfg.name}, {runtime.describe()}, run folder {run_dir}"
+    p = ctx.params
+    cfg = resolve(PRESETS, p["preset"], _overrides(ctx))
+    run = start_run(
+        "tldr",
+        command,
+        cfg,
+        version=__version__,
+        preset=p["preset"],
+        output_dir=p["output_dir"],
+        resume=resume,
+        overwrite=p["overwrite"],
+        device=p["device"],
+        precision=p["precision"],
+        seed=p["seed"],
+        deterministic=p["deterministic"],
+        validate=lambda: validate_inputs(cfg, command),
     )
-    return run_dir, runtime
+    return cfg, run
 
 
 @app.command("filter")
 def filter_words(
+    ctx: typer.Context,
     words: Annotated[Path, typer.Option(help="Word-list JSON (from `tldr generate`).")],
     preset: PresetOpt = "toy",
     dataset: DatasetOpt = None,
@@ -392,14 +436,14 @@ def filter_words(
     classifier: ClassifierOpt = None,
     arch: ArchOpt = None,
     backbone_weights: BackboneOpt = None,
-    erm_recipe: RecipeOpt = None,
+    erm_recipe: ErmRecipeOpt = None,
     clip_model: ClipModelOpt = None,
     clip_pretrained: ClipPretrainedOpt = None,
     quick_gelu: QuickGeluOpt = None,
     clip_input: ClipInputOpt = None,
     gap_pairs: GapPairsOpt = None,
     n_gap_pairs: NGapOpt = None,
-    lam: LambdaOpt = None,
+    ridge_lambda: RidgeLambdaOpt = None,
     preprocess_embed: PreprocessEmbedOpt = None,
     toy_n_train: ToyTrainOpt = None,
     toy_seed: ToySeedOpt = None,
@@ -414,39 +458,13 @@ def filter_words(
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Stage 1 (CLIP anchor) and stage 2 (ERM head on projected words) word filter -> wordlists.json."""
-    from tldr_cli.filter import run_filter
+    """Stage 1 (CLIP anchor) and stage 2 (ERM head on projected words) word filter ->
+    wordlists.json. Presets: toy (offline), waterbirds, celeba, spuco-animals."""
+    from tldr_cli.filter import run_filter, summary_table
 
-    cfg = _resolve(
-        preset,
-        dataset=dataset,
-        data_root=data_root,
-        arch=arch,
-        backbone_weights=backbone_weights,
-        erm_recipe=erm_recipe,
-        clip_model=clip_model,
-        clip_pretrained=clip_pretrained,
-        clip_quick_gelu=on_off(quick_gelu),
-        clip_input=clip_input,
-        gap_pairs=gap_pairs,
-        n_gap_pairs=n_gap_pairs,
-        lam=lam,
-        preprocess_embed=preprocess_embed,
-        toy_n_train=toy_n_train,
-        toy_seed=toy_seed,
-        feature_batch_size=feature_batch_size,
-        num_workers=num_workers,
-        feature_precision=feature_precision,
-    )
-    run_dir, runtime = _start(
-        "filter", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
-    )
-    out, summary, _ = run_filter(
-        cfg, runtime, run_dir, words=words, classifier=classifier, use_cache=not no_cache
-    )
-    for kind in ("classes", "spurious"):
-        for name, n in summary["before"][kind].items():
-            typer.echo(f"{kind:9s} {name:20s} {n:5d} -> {summary['after'][kind][name]:5d} words")
+    cfg, run = _config_and_run(ctx, "filter")
+    out, summary, _ = run_filter(cfg, run.runtime, run.dir, use_cache=not no_cache)
+    typer.echo(summary_table(summary))
     typer.echo(
         f"removed: {summary['removed_stage1']} by the CLIP anchor filter, "
         f"{summary['removed_stage2']} by the classifier filter (filter_report.json)"
@@ -456,59 +474,31 @@ def filter_words(
 
 @app.command()
 def retrain(
-    words: Annotated[
-        Path | None,
-        typer.Option(help="Word-list JSON (the output of `tldr filter`); needed for tldr."),
-    ] = None,
-    method: Annotated[
-        str,
-        typer.Option(help="tldr (text, no group labels), dfr (group-labelled val images) or both."),
-    ] = "both",
+    ctx: typer.Context,
+    words: WordsOpt = None,
+    method: MethodOpt = None,
     preset: PresetOpt = "toy",
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     classifier: ClassifierOpt = None,
     arch: ArchOpt = None,
     backbone_weights: BackboneOpt = None,
-    erm_recipe: RecipeOpt = None,
+    erm_recipe: ErmRecipeOpt = None,
     clip_model: ClipModelOpt = None,
     clip_pretrained: ClipPretrainedOpt = None,
     quick_gelu: QuickGeluOpt = None,
     clip_input: ClipInputOpt = None,
     gap_pairs: GapPairsOpt = None,
     n_gap_pairs: NGapOpt = None,
-    lam: LambdaOpt = None,
+    ridge_lambda: RidgeLambdaOpt = None,
     preprocess_embed: PreprocessEmbedOpt = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs of the new head (paper presets 1; toy 200).", rich_help_panel="Head"
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="AdamW learning rate of the new head (paper presets 1e-4; toy 3e-2).",
-            rich_help_panel="Head",
-        ),
-    ] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="AdamW weight decay (1e-4).", rich_help_panel="Head")
-    ] = None,
-    head_batch_size: Annotated[
-        int | None, typer.Option(help="Text pairs per batch (128).", rich_help_panel="Head")
-    ] = None,
-    template_draw: Annotated[
-        str | None,
-        typer.Option(
-            help="Template draw: all (80 templates) or official (randint(0, 79), never the 80th).",
-            rich_help_panel="Head",
-        ),
-    ] = None,
+    head_epochs: HeadEpochsOpt = None,
+    head_lr: HeadLrOpt = None,
+    head_weight_decay: HeadWeightDecayOpt = None,
+    head_batch_size: HeadBatchSizeOpt = None,
+    template_draw: TemplateDrawOpt = None,
     templates: TemplatesOpt = None,
-    dfr_retrains: Annotated[
-        int | None, typer.Option(help="DFR fits averaged (20).", rich_help_panel="DFR")
-    ] = None,
+    dfr_retrains: DfrRetrainsOpt = None,
     toy_n_train: ToyTrainOpt = None,
     toy_seed: ToySeedOpt = None,
     toy_n_val: ToyValOpt = None,
@@ -524,66 +514,25 @@ def retrain(
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Retrain the last layer on projected text pairs (TLDR) and/or DFR; table of ERM vs TLDR vs DFR."""
-    from labshared.errors import ConfigError
+    """Retrain the last layer on projected text pairs (TLDR) and/or DFR; table of ERM vs
+    TLDR vs DFR. Presets: toy (offline), waterbirds, celeba, spuco-animals."""
     from tldr_cli.retrain import run_retrain
 
-    if method not in ("tldr", "dfr", "both"):
-        raise ConfigError(f"--method {method!r}: expected tldr, dfr or both")
-    cfg = _resolve(
-        preset,
-        dataset=dataset,
-        data_root=data_root,
-        arch=arch,
-        backbone_weights=backbone_weights,
-        erm_recipe=erm_recipe,
-        clip_model=clip_model,
-        clip_pretrained=clip_pretrained,
-        clip_quick_gelu=on_off(quick_gelu),
-        clip_input=clip_input,
-        gap_pairs=gap_pairs,
-        n_gap_pairs=n_gap_pairs,
-        lam=lam,
-        preprocess_embed=preprocess_embed,
-        head_epochs=epochs,
-        head_lr=lr,
-        head_weight_decay=weight_decay,
-        head_batch_size=head_batch_size,
-        template_draw=template_draw,
-        templates=templates,
-        dfr_retrains=dfr_retrains,
-        toy_n_train=toy_n_train,
-        toy_seed=toy_seed,
-        toy_n_val=toy_n_val,
-        toy_n_test=toy_n_test,
-        feature_batch_size=feature_batch_size,
-        num_workers=num_workers,
-        feature_precision=feature_precision,
-    )
-    run_dir, runtime = _start(
-        "retrain", cfg, output_dir, overwrite, False, device, precision, seed, deterministic
-    )
-    _, table = run_retrain(
-        cfg,
-        runtime,
-        run_dir,
-        words=words,
-        classifier=classifier,
-        method=method,
-        use_cache=not no_cache,
-    )
+    cfg, run = _config_and_run(ctx, "retrain")
+    _, table = run_retrain(cfg, run.runtime, run.dir, use_cache=not no_cache)
     typer.echo(table)
-    typer.echo(str(run_dir / "metrics.json"))
+    typer.echo(str(run.dir / "metrics.json"))
 
 
 @app.command()
 def erm(
+    ctx: typer.Context,
     preset: PresetOpt = "toy",
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     arch: ArchOpt = None,
     backbone_weights: BackboneOpt = None,
-    recipe: RecipeOpt = None,
+    erm_recipe: ErmRecipeOpt = None,
     toy_n_train: ToyTrainOpt = None,
     toy_seed: ToySeedOpt = None,
     toy_n_test: ToyTestOpt = None,
@@ -599,36 +548,23 @@ def erm(
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Train the ERM classifier (paper-repo or DFR recipe) and report its group accuracies."""
+    """Train the ERM classifier (paper-repo or DFR recipe) and report its group accuracies.
+    Presets: toy (offline), waterbirds, celeba, spuco-animals."""
     from tldr_cli.erm import run_erm
 
-    cfg = _resolve(
-        preset,
-        dataset=dataset,
-        data_root=data_root,
-        arch=arch,
-        backbone_weights=backbone_weights,
-        erm_recipe=recipe,
-        toy_n_train=toy_n_train,
-        toy_seed=toy_seed,
-        toy_n_test=toy_n_test,
-        feature_batch_size=feature_batch_size,
-        num_workers=num_workers,
-        feature_precision=feature_precision,
-    )
-    run_dir, runtime = _start(
-        "erm", cfg, output_dir, overwrite, resume, device, precision, seed, deterministic
-    )
-    m = run_erm(cfg, runtime, run_dir, resume=resume, use_cache=not no_cache)
+    cfg, run = _config_and_run(ctx, "erm", resume=resume)
+    m = run_erm(cfg, run.runtime, run.dir, resume=run.resumed, use_cache=not no_cache)
     typer.echo(
-        f"ERM ({cfg.recipe.name}): worst-group {100 * m['worst_group_acc']:.1f}%  "
-        f"average {100 * m['average_acc']:.1f}%  class-balanced {100 * m['class_balanced_acc']:.1f}%"
+        f"ERM ({cfg.erm_recipe}): worst-group {100 * m['worst_group_acc']:.1f}%  "
+        f"average {100 * m['average_acc']:.1f}%  "
+        f"class-balanced {100 * m['class_balanced_acc']:.1f}%"
     )
-    typer.echo(str(run_dir / "checkpoints" / "final"))
+    typer.echo(str(run.dir / "checkpoints" / "final"))
 
 
 @app.command("check-data")
 def check_data(
+    ctx: typer.Context,
     preset: PresetOpt = "toy",
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
@@ -644,22 +580,14 @@ def check_data(
     clip_pretrained: ClipPretrainedOpt = None,
 ) -> None:
     """Check a downloaded layout without training or embedding anything: metadata, every
-    listed image file (names the first missing one), group counts, gap pairs, word lists."""
+    listed image file (names the first missing one), group counts, gap pairs, word lists.
+    Writes no run folder."""
     from tldr_cli.checkdata import check_data as run_check
     from tldr_cli.checkdata import format_report
+    from tldr_cli.config import PRESETS
 
-    cfg = _resolve(
-        preset,
-        dataset=dataset,
-        data_root=data_root,
-        arch=arch,
-        backbone_weights=backbone_weights,
-        clip_model=clip_model,
-        clip_pretrained=clip_pretrained,
-        gap_pairs=gap_pairs,
-    )
-    report = run_check(cfg, gap_pairs=cfg.gap_pairs, words=words, classifier=classifier)
-    typer.echo(format_report(report))
+    cfg = resolve(PRESETS, preset, _overrides(ctx))
+    typer.echo(format_report(run_check(cfg)))
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """Run presets for `tldr erm`, `tldr filter` and `tldr retrain` (frozen dataclasses).
 
-Precedence: dataclass defaults < preset < flags actually passed (options default to None,
-meaning "keep the preset"; `apply_overrides` uses `dataclasses.replace`). The `waterbirds`
+Precedence: dataclass defaults < preset < flags actually passed (`labshared.config.resolve`:
+options default to None, meaning "keep the preset"). Every flag of those commands has the
+name of the field it sets (`--erm-recipe` <-> `erm_recipe`, `--head-lr` <-> `head_lr`).
+`validate_inputs` checks what a config names on disk before a run folder is made. The `waterbirds`
 and `celeba` presets carry the paper repo's settings (`TLDR:script.sh`): lambda 50, AdamW
 lr 1e-4, wd 1e-4, batch 128, 1 epoch, ViT-B/32 OpenAI CLIP, ResNet-50 ImageNet weights,
 1000 COCO-2014-val caption pairs for the gap, DFR's C grid and 20 retrains. `toy` is the
@@ -10,13 +12,15 @@ offline world (tiny CLIP, toy CNN) sized to run in seconds on a CPU.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
+from labshared.config import unknown_name
+from labshared.data.group_shift import GROUP_SHIFT_DATASETS
 from labshared.errors import ConfigError
+from tldr_cli.classifier import CLASSIFIER_FORMAT
 from tldr_cli.dfr import C_GRID
+from tldr_cli.wordlists import load_wordlists
 
 
 @dataclass(frozen=True)
@@ -93,36 +97,40 @@ FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "runtime")
 class TLDRConfig:
     """Every setting of a filter / retrain / erm run.
 
-    Attributes (flags in brackets):
-        dataset: toy, waterbirds, celeba, spuco-animals or hf [--dataset].
-        data_root: dataset folder or HF id / save_to_disk folder [--data-root].
-        arch: classifier architecture, resnet50 or toy-cnn [--arch].
+    Attributes (each set by the flag of the same name: `erm_recipe` by `--erm-recipe`):
+        words: word-list JSON, the input of `filter` and of `retrain` with TLDR.
+        classifier: a trained classifier (`tldr erm` run folder, checkpoint folder or
+            ResNet-50 state dict); None: ERM is trained with `erm_recipe` (cached).
+        method: what `retrain` fits: tldr, dfr or both.
+        dataset: toy, waterbirds, celeba, spuco-animals or hf.
+        data_root: dataset folder or HF id / save_to_disk folder.
+        arch: classifier architecture, resnet50 or toy-cnn.
         backbone_weights: ImageNet initialisation of ERM: a torchvision weights enum name
             (IMAGENET1K_V1, downloads once), a local .pth/.safetensors file, or none.
-        erm_recipe: key of ERM_RECIPES [--erm-recipe].
-        clip_model, clip_pretrained: open_clip name and tag or file [--clip-model, ...].
-        clip_quick_gelu: QuickGELU for a local CLIP file [--quick-gelu on|off]; None: from
+        erm_recipe: key of ERM_RECIPES.
+        clip_model, clip_pretrained: open_clip name and tag or file.
+        quick_gelu: QuickGELU for a local CLIP file (`--quick-gelu on|off`); None: from
             the weights (`labshared.clip`).
         clip_input: "clip" (CLIP sees its own preprocessing; default) or "classifier"
             (the official quirk: CLIP sees the classifier's ImageNet-normalised pixels).
-        gap_pairs: "toy" or a COCO-captions folder or a JSONL file [--gap-pairs].
+        gap_pairs: "toy" or a COCO-captions folder or a JSONL file.
         n_gap_pairs: caption pairs used for the mean gap (1000 in the paper repo).
         preprocess_embed: "none" (raw CLIP embeddings, `script.sh`) or "clip_normalize"
             (the official option: image embeddings, gap and word embeddings L2-normalised
-            before the projector) [--preprocess-embed].
-        lam: ridge penalty lambda of the projector [--lambda].
+            before the projector).
+        ridge_lambda: ridge penalty lambda of the projector.
         head_lr, head_weight_decay, head_batch_size, head_epochs: the new last layer.
         templates: the caption templates each word pair is embedded in: "imagenet" (the 80
             OpenAI ImageNet templates, as the paper) or "toy" (the caption forms the tiny
-            CLIP was fitted on; `textdata.TOY_TEMPLATES`) [--templates].
+            CLIP was fitted on; `textdata.TOY_TEMPLATES`).
         template_draw: "all" (uniform over the templates) or "official" (randint(0, T-1):
-            the last template is never drawn) [--template-draw].
+            the last template is never drawn).
         dfr_c_grid, dfr_retrains: the DFR baseline.
         toy_*: sizes, train correlation and data seed of the toy world (`toy_seed` draws
-            the spurious split: which digits, colours and crops) [--toy-seed].
+            the spurious split: which digits, colours and crops).
         feature_batch_size, num_workers: frozen-feature extraction.
         feature_precision: autocast of the frozen forward passes (classifier features, CLIP
-            image embeddings) [--feature-precision]: fp32 (default; TLDR and DFR extract
+            image embeddings): fp32 (default; TLDR and DFR extract
             classifier features in fp32 and open_clip runs CLIP in fp32), bf16, fp16 (CUDA
             only) or runtime (follow --precision, bf16 on recent GPUs). Part of the
             feature cache keys.
@@ -130,18 +138,21 @@ class TLDRConfig:
 
     name: str
     dataset: str
+    words: Path | None = None
+    classifier: str | None = None
+    method: str = "both"
     data_root: str | None = None
     arch: str = "resnet50"
     backbone_weights: str | None = "IMAGENET1K_V1"
     erm_recipe: str = "paper-repo"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"
-    clip_quick_gelu: bool | None = None
+    quick_gelu: bool | None = None
     clip_input: str = "clip"
     gap_pairs: str | None = None
     n_gap_pairs: int = 1000
     preprocess_embed: str = "none"
-    lam: float = 50.0
+    ridge_lambda: float = 50.0
     head_lr: float = 1e-4
     head_weight_decay: float = 1e-4
     head_batch_size: int = 128
@@ -161,11 +172,12 @@ class TLDRConfig:
     feature_precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.dataset not in GROUP_SHIFT_DATASETS:
+            raise unknown_name("--dataset", self.dataset, GROUP_SHIFT_DATASETS)
+        if self.erm_recipe not in ERM_RECIPES:
+            raise unknown_name("--erm-recipe", self.erm_recipe, ERM_RECIPES)
         checks = [
-            (
-                self.erm_recipe in ERM_RECIPES,
-                f"--erm-recipe {self.erm_recipe!r}: expected one of {', '.join(ERM_RECIPES)}",
-            ),
+            (self.method in METHODS, f"--method {self.method!r}: expected tldr, dfr or both"),
             (
                 self.preprocess_embed in PREPROCESS_EMBEDS,
                 f"--preprocess-embed {self.preprocess_embed!r}: expected one of "
@@ -192,9 +204,9 @@ class TLDRConfig:
                 self.arch in ("resnet50", "toy-cnn"),
                 f"--arch {self.arch!r}: expected resnet50 or toy-cnn",
             ),
-            (self.lam > 0, f"--lambda {self.lam}: the ridge penalty must be > 0"),
-            (self.head_epochs >= 1, f"--epochs {self.head_epochs}: expected >= 1"),
-            (self.head_lr > 0, f"--lr {self.head_lr}: expected > 0"),
+            (self.ridge_lambda > 0, f"--ridge-lambda {self.ridge_lambda}: expected > 0"),
+            (self.head_epochs >= 1, f"--head-epochs {self.head_epochs}: expected >= 1"),
+            (self.head_lr > 0, f"--head-lr {self.head_lr}: expected > 0"),
             (self.head_batch_size >= 1, f"--head-batch-size {self.head_batch_size}: expected >= 1"),
             (self.n_gap_pairs >= 1, f"--n-gap-pairs {self.n_gap_pairs}: expected >= 1"),
             (self.dfr_retrains >= 1, f"--dfr-retrains {self.dfr_retrains}: expected >= 1"),
@@ -231,7 +243,7 @@ PRESETS: dict[str, TLDRConfig] = {
             # lambda 50 is for raw CLIP embeddings; on unit-norm inputs (clip_normalize) it
             # over-shrinks W: held-out R^2 of the projector on toy val images (no labels)
             # 0.722 at 50, 0.804 at 0.5 (measured; README).
-            lam=0.5,
+            ridge_lambda=0.5,
             # Our choice for the toy world: the text set has about a thousand pairs (nine
             # steps an epoch), so the paper's single epoch at lr 1e-4 leaves the fresh head
             # untrained; these settings run it to a flat loss (1.26 -> 0.02, loss chart).
@@ -248,18 +260,66 @@ PRESETS: dict[str, TLDRConfig] = {
 }
 
 
-def get_preset(name: str) -> TLDRConfig:
-    if name in PRESETS:
-        return PRESETS[name]
-    close = difflib.get_close_matches(name, PRESETS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"--preset {name!r} is unknown; known: {', '.join(PRESETS)}{hint}")
+def needs_projector(cfg: TLDRConfig, command: str) -> bool:
+    """Whether `command` fits CLIP's projector (and so reads words and gap pairs): the
+    filter always, retrain unless it fits DFR alone."""
+    return command == "filter" or (command == "retrain" and cfg.method != "dfr")
 
 
-def apply_overrides(cfg: TLDRConfig, **overrides: Any) -> TLDRConfig:
-    """Replace the fields whose override is not None (flags left unset keep the preset)."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(given) - {f.name for f in dataclasses.fields(cfg)}
-    if unknown:
-        raise ConfigError(f"unknown settings {sorted(unknown)}")
-    return dataclasses.replace(cfg, **given)
+def validate_inputs(cfg: TLDRConfig, command: str) -> None:
+    """What a `filter` / `retrain` / `erm` run reads must be there before its run folder is
+    made: the dataset folder, the word lists (parsed; for retrain none empty), the
+    classifier and the gap pairs.
+
+    Raises:
+        ConfigError / DataLayoutError: naming the flag, the file and what was expected.
+    """
+    if cfg.dataset != "toy":
+        if cfg.data_root is None:
+            raise ConfigError(
+                f"--dataset {cfg.dataset} needs --data-root; expected layout:\n"
+                f"{GROUP_SHIFT_DATASETS[cfg.dataset]}"
+            )
+        if cfg.dataset != "hf" and not Path(cfg.data_root).is_dir():
+            raise ConfigError(
+                f"--data-root {cfg.data_root}: folder not found; expected the {cfg.dataset} "
+                f"layout:\n{GROUP_SHIFT_DATASETS[cfg.dataset]}"
+            )
+    if command == "erm":
+        return
+    if cfg.classifier is not None and not Path(cfg.classifier).exists():
+        raise ConfigError(
+            f"--classifier {cfg.classifier}: does not exist; expected {CLASSIFIER_FORMAT}"
+        )
+    if not needs_projector(cfg, command):
+        return
+    if cfg.words is None:
+        raise ConfigError(
+            f"--method {cfg.method} needs --words (the JSON written by `tldr filter` or "
+            "`tldr generate`)"
+        )
+    _check_words(cfg, command)
+    if not cfg.gap_pairs:
+        raise ConfigError("--gap-pairs is required: a COCO captions folder, a JSONL file, or 'toy'")
+    if cfg.gap_pairs != "toy" and not Path(cfg.gap_pairs).exists():
+        raise ConfigError(
+            f"--gap-pairs {cfg.gap_pairs}: not found; expected a COCO captions folder, a "
+            "JSONL file of image-caption pairs, or 'toy'"
+        )
+
+
+def _check_words(cfg: TLDRConfig, command: str) -> None:
+    """The word lists parse; the new head of `retrain` needs words in every list."""
+    wl = load_wordlists(cfg.words)
+    if command != "retrain":
+        return
+    empty = [
+        f"{kind}.{name}"
+        for kind, lists in (("classes", wl.classes), ("spurious", wl.spurious))
+        for name, words in lists.items()
+        if not words
+    ]
+    if empty:
+        raise ConfigError(
+            f"--words {cfg.words}: lists {empty} are empty (the filter removed every word?)"
+        )

@@ -25,9 +25,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from labshared.console import render_table
+from labshared.device import Runtime
 from labshared.runs import atomic_write_json
+from tldr_cli.config import TLDRConfig
+from tldr_cli.features import load_splits
 from tldr_cli.labels import align_wordlists
-from tldr_cli.pipeline import embed_space, load_splits, prepare
+from tldr_cli.pipeline import embed_space, prepare
 from tldr_cli.wordlists import WordLists, load_wordlists, save_wordlists
 
 
@@ -105,8 +109,8 @@ def run_filters(
                             "list": name,
                             "word": words[i],
                             "stage": 1,
-                            "reason": f"nearest anchor is '{names[nearest[i]]}' (cos {cos[i, nearest[i]]:.3f} "
-                            f"vs {cos[i, k]:.3f} for its own anchor)",
+                            "reason": f"nearest anchor is '{names[nearest[i]]}' "
+                            f"(cos {cos[i, nearest[i]]:.3f} vs {cos[i, k]:.3f} for its own anchor)",
                         }
                     )
                 survivors = [w for w, ok in zip(words, keep.tolist(), strict=True) if ok]
@@ -137,15 +141,16 @@ def run_filters(
     return filtered, removed
 
 
-def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cache: bool):
-    """`tldr filter`: fit the projector (needs the classifier and CLIP), run both stages,
-    write `wordlists.json` (the kept words) and `filter_report.json` (every removed word)."""
-    wl = load_wordlists(words)
+def run_filter(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: bool):
+    """`tldr filter`: fit the projector (needs the classifier and CLIP), run both stages on
+    `cfg.words`, write `wordlists.json` (the kept words) and `filter_report.json` (every
+    removed word). `cfg` has passed `config.validate_inputs(cfg, "filter")`."""
+    wl = load_wordlists(cfg.words)
     splits = load_splits(cfg, ("train",))
     train = splits["train"]
     # by name, before any model is built: position i is label i of the ERM head (stage 2)
-    wl = align_wordlists(wl, train.class_names, train.spurious_names, words, train.dataset)
-    ctx = prepare(cfg, runtime, classifier, use_cache, feature_splits=("train",), splits=splits)
+    wl = align_wordlists(wl, train.class_names, train.spurious_names, cfg.words, train.dataset)
+    ctx = prepare(cfg, runtime, use_cache, feature_splits=("train",), splits=splits)
     device = runtime.device
     filtered, removed = run_filters(
         wl,
@@ -163,3 +168,13 @@ def run_filter(cfg, runtime, run_dir, *, words, classifier: str | None, use_cach
     }
     atomic_write_json(run_dir / "filter_report.json", {**summary, "removed": removed})
     return out, summary, removed
+
+
+def summary_table(summary: dict) -> str:
+    """One row per list (`classes.<name>`, `spurious.<name>`): words before and after."""
+    rows = [
+        [f"{kind}.{name}", n, summary["after"][kind][name]]
+        for kind in ("classes", "spurious")
+        for name, n in summary["before"][kind].items()
+    ]
+    return render_table(["list", "words before", "after"], rows)

@@ -10,7 +10,9 @@ the words so far listed as "do not repeat"), de-duplicated case-insensitively, u
 holds `target` words, `max_calls` calls were made, or `patience` calls in a row added
 nothing new. A reply that cannot be read is re-asked with a reminder. Every completed
 reply is cached (see `tldr_cli.llm.ReplyCache`) before its words are used, so a run
-killed at any point resumes with `--resume` without repeating a request.
+killed at any point resumes with `--resume` without repeating a request (the run folder
+itself follows the one resume rule of `labshared.launch.start_run`). HTTP retries and
+timeouts are the openai client's (`tldr_cli.llm`).
 
 Output in the run folder: `wordlists.json` (schema in `tldr_cli.wordlists`), the reply
 log `replies.jsonl`, `config.json` and `metrics.json`.
@@ -26,17 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labshared.console import log
+from rich.markup import escape
+
+from labshared.console import log, render_table
 from labshared.errors import ConfigError
+from labshared.runs import to_jsonable
 from tldr_cli import __version__
-from tldr_cli.llm import (
-    ChatClient,
-    LLMUnavailableError,
-    ReplyCache,
-    RetryPolicy,
-    redact_url,
-    request_key,
-)
+from tldr_cli.llm import ChatClient, LLMUnavailableError, ReplyCache, redact_url, request_key
 from tldr_cli.presets import DatasetPreset, get_preset
 from tldr_cli.prompts import PromptSet, build_messages, load_prompts, parse_word_reply
 from tldr_cli.wordimport import ImportedLists, import_lists
@@ -49,7 +47,8 @@ PLACEHOLDER_KEY = "EMPTY"  # what vLLM/Ollama accept when they check no key
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Resolved options of `tldr generate` (never holds the API key itself).
+    """Resolved options of `tldr generate` (never holds the API key itself). Each field is
+    set by the flag of the same name (`per_call` by `--per-call`).
 
     Attributes:
         preset: dataset preset name (classes, spurious values, anchors, descriptions).
@@ -64,13 +63,11 @@ class GenerateConfig:
         patience: stop a list after this many calls in a row added no new word.
         max_tokens: reply token limit sent to the server (0 or None: not sent, the
             server's default; needed for models that reject `max_tokens`).
-        timeout: seconds per HTTP request.
-        max_attempts: HTTP attempts per request (retries + 1).
-        retry_base_delay: seconds before the first retry; doubles each retry.
-        retry_max_delay: cap on one backoff delay, seconds.
-        prompts_file: JSON/TOML file overriding the prompts.
-        from_files: `[LIST=]PATH` sources imported instead of asking the LLM.
-        shared_cache: also read/write the content-keyed reply cache under cache_root().
+        timeout: seconds per HTTP request (the openai client's `timeout`).
+        max_retries: retries per request by the openai client (`max_retries`; its policy
+            is in `tldr_cli.llm`).
+        prompts: JSON/TOML file overriding the prompts.
+        from_file: `[LIST=]PATH` sources imported instead of asking the LLM.
         show_prompts: print each prompt as it is sent.
     """
 
@@ -85,12 +82,9 @@ class GenerateConfig:
     patience: int = 3
     max_tokens: int | None = 4096
     timeout: float = 120.0
-    max_attempts: int = 6
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    prompts_file: Path | None = None
-    from_files: tuple[str, ...] = ()
-    shared_cache: bool = True
+    max_retries: int = 5
+    prompts: Path | None = None
+    from_file: tuple[str, ...] = ()
     show_prompts: bool = False
 
     def __post_init__(self) -> None:
@@ -101,8 +95,7 @@ class GenerateConfig:
             (self.patience >= 1, f"--patience {self.patience}: expected at least 1"),
             (0.0 <= self.temperature <= 2.0, f"--temperature {self.temperature}: expected 0..2"),
             (self.timeout > 0, f"--timeout {self.timeout}: expected seconds > 0"),
-            (self.max_attempts >= 1, f"--max-attempts {self.max_attempts}: expected >= 1"),
-            (self.retry_base_delay >= 0, "--retry-base-delay must be >= 0 seconds"),
+            (self.max_retries >= 0, f"--max-retries {self.max_retries}: expected 0 or more"),
             (
                 self.max_tokens in (None, 0) or self.max_tokens >= 16,
                 f"--max-tokens {self.max_tokens}: expected 0 (not sent) or at least 16",
@@ -111,11 +104,6 @@ class GenerateConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.model is None and not self.from_files:
-            raise ConfigError(
-                "tell tldr generate where the words come from: --model NAME (with "
-                "--base-url for vLLM/Ollama) or --from-file PATH, or --offline-toy"
-            )
 
     @property
     def calls_limit(self) -> int:
@@ -123,11 +111,41 @@ class GenerateConfig:
 
     def public(self) -> dict[str, Any]:
         """The config as recorded in config.json and provenance (base URL redacted)."""
-        from labshared.runs import to_jsonable
-
         out = to_jsonable(self)
         out["base_url"] = redact_url(self.base_url)
         return out
+
+
+#: `tldr generate` has no presets of its own (its --preset is the `preset` field, the
+#: word-list dataset): its config resolves from the defaults and the flags.
+DEFAULT = "defaults"
+DEFAULTS = {DEFAULT: GenerateConfig()}
+
+
+def check_sources(cfg: GenerateConfig) -> None:
+    """The words must come from somewhere: an LLM (--model) or files (--from-file).
+
+    Raises:
+        ConfigError: neither is given, or --preset names no word-list preset.
+    """
+    if cfg.model is None and not cfg.from_file:
+        raise ConfigError(
+            "tell tldr generate where the words come from: --model NAME (with "
+            "--base-url for vLLM/Ollama) or --from-file PATH, or --offline-toy"
+        )
+    if cfg.preset is not None:
+        get_preset(cfg.preset)
+
+
+def check_inputs(cfg: GenerateConfig) -> None:
+    """Before the run folder is made: the prompts file and imported files read, every
+    list has a source, and the API key is set when the LLM will be asked.
+
+    Raises:
+        ConfigError / DataLayoutError: naming the flag or file and the fix.
+    """
+    if make_plan(cfg).missing:
+        resolve_api_key(cfg)
 
 
 @dataclass
@@ -157,7 +175,8 @@ def resolve_api_key(cfg: GenerateConfig) -> str:
             "key there (it is never written to disk), or pass --base-url for a local server"
         )
     log(
-        f"[dim]{cfg.key_env_var} not set: sending a placeholder key to {redact_url(cfg.base_url)}[/dim]"
+        f"[dim]{cfg.key_env_var} not set: sending a placeholder key to "
+        f"{redact_url(cfg.base_url)}[/dim]"
     )
     return PLACEHOLDER_KEY
 
@@ -229,7 +248,8 @@ def generate_list(
             result.unreadable_replies += 1
             unreadable_in_row += 1
             log(
-                f"[yellow]{kind}.{name}: call {result.calls} reply unreadable; asking again[/yellow]"
+                f"[yellow]{kind}.{name}: call {result.calls} reply unreadable; "
+                "asking again[/yellow]"
             )
             reask = True
             if unreadable_in_row >= cfg.patience:
@@ -253,27 +273,58 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _resolve_preset(cfg: GenerateConfig, imported: ImportedLists) -> DatasetPreset | None:
+@dataclass
+class Plan:
+    """What a run will do, worked out before anything is asked or written."""
+
+    prompts: PromptSet
+    imported: ImportedLists
+    preset: DatasetPreset | None  # None: the lists of a complete word-list file
+    dataset: str
+    lists: list[tuple[str, str, str]]  # (kind, name, description) of every list
+    missing: list[tuple[str, str, str]]  # the lists the LLM is asked for
+
+
+def make_plan(cfg: GenerateConfig) -> Plan:
+    """Read the prompts and the imported files, and decide which lists the LLM makes.
+
+    Raises:
+        ConfigError: no preset and no complete word-list file, an unknown list name, or
+            lists without a source (no --model).
+    """
+    prompts = load_prompts(cfg.prompts)
+    imported = import_lists(list(cfg.from_file), get_preset(cfg.preset) if cfg.preset else None)
     if cfg.preset is not None:
-        return get_preset(cfg.preset)
-    if imported.full is not None:
-        return None
-    raise ConfigError(
-        "--preset is required (waterbirds, celeba, spuco-animals or toy) unless "
-        "--from-file is a complete word-list JSON"
-    )
+        preset = get_preset(cfg.preset)
+        dataset = preset.name
+        lists = [(kind, spec.name, spec.description) for kind, spec in preset.lists]
+    elif imported.full is not None:
+        preset, full = None, imported.full
+        dataset = full.dataset
+        lists = [(k, n, "") for k, names in (("classes", full.classes), ("spurious", full.spurious))
+                 for n in names]  # fmt: skip
+    else:
+        raise ConfigError(
+            "--preset is required (waterbirds, celeba, spuco-animals or toy) unless "
+            "--from-file is a complete word-list JSON"
+        )
+    missing = [(k, n, d) for k, n, d in lists if (k, n) not in imported.words]
+    if missing and cfg.model is None:
+        names = ", ".join(f"{k}.{n}" for k, n, _ in missing)
+        raise ConfigError(
+            f"no words for {names}: add them with --from-file or pass --model to generate them"
+        )
+    return Plan(prompts, imported, preset, dataset, lists, missing)
 
 
 def run(
-    cfg: GenerateConfig,
-    run_dir: str | Path,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
+    cfg: GenerateConfig, run_dir: str | Path, *, use_cache: bool = True
 ) -> tuple[WordLists, dict[str, Any]]:
     """Build the word lists into `run_dir`; returns (word lists, metrics).
 
     Imported lists are used as given; every other list of the preset is generated with
-    the LLM (`cfg.model`). Writes wordlists.json and metrics.json.
+    the LLM (`cfg.model`). Writes wordlists.json. `use_cache`: also read and write the
+    shared reply cache (the run folder's replies.jsonl is always used).
 
     Raises:
         ConfigError: bad options, a list with no source, an endpoint refusing the request.
@@ -281,34 +332,14 @@ def run(
     """
     run_dir = Path(run_dir)
     started = time.time()
-    prompts = load_prompts(cfg.prompts_file)
-    imported = import_lists(list(cfg.from_files), get_preset(cfg.preset) if cfg.preset else None)
-    preset = _resolve_preset(cfg, imported)
-    if preset is not None:
-        dataset = preset.name
-        plan = [(kind, spec.name, spec.description) for kind, spec in preset.lists]
-    else:
-        full = imported.full
-        dataset = full.dataset
-        plan = [
-            (k, n, "")
-            for k, lists in (("classes", full.classes), ("spurious", full.spurious))
-            for n in lists
-        ]
-    missing = [(k, n, d) for k, n, d in plan if (k, n) not in imported.words]
-    if missing and cfg.model is None:
-        names = ", ".join(f"{k}.{n}" for k, n, _ in missing)
-        raise ConfigError(
-            f"no words for {names}: add them with --from-file or pass --model to generate them"
-        )
-
-    lists: dict[tuple[str, str], list[str]] = {}
-    per_list: dict[str, dict[str, Any]] = {}
-    for kind, name in imported.words:
-        words = imported.words[(kind, name)]
-        lists[(kind, name)] = words
-        per_list[f"{kind}.{name}"] = {"source": "file", "count": len(words)}
-
+    plan = make_plan(cfg)
+    prompts, imported, preset, dataset = plan.prompts, plan.imported, plan.preset, plan.dataset
+    lists: dict[tuple[str, str], list[str]] = dict(imported.words)
+    per_list: dict[str, dict[str, Any]] = {
+        f"{kind}.{name}": {"source": "file", "count": len(words)}
+        for (kind, name), words in imported.words.items()
+    }
+    missing = plan.missing
     client = None
     if missing:
         client = ChatClient(
@@ -316,40 +347,13 @@ def run(
             cfg.base_url,
             resolve_api_key(cfg),
             timeout=cfg.timeout,
-            policy=RetryPolicy(
-                max_attempts=cfg.max_attempts,
-                base_delay=cfg.retry_base_delay,
-                max_delay=cfg.retry_max_delay,
-            ),
-            sleep=sleep,
+            max_retries=cfg.max_retries,
         )
-        cache = ReplyCache(run_dir / REPLIES_FILE, shared=cfg.shared_cache)
+        cache = ReplyCache(run_dir / REPLIES_FILE, shared=use_cache)
         if len(cache):
             log(f"resuming: {len(cache)} cached replies in {run_dir / REPLIES_FILE}")
-        on_prompt = _print_prompt if cfg.show_prompts else None
         for kind, name, description in missing:
-            log(f"generating {kind}.{name} with {cfg.model} ...")
-            try:
-                res = generate_list(
-                    client,
-                    cache,
-                    cfg,
-                    prompts,
-                    dataset=dataset,
-                    kind=kind,
-                    name=name,
-                    description=description,
-                    on_prompt=on_prompt,
-                )
-            except LLMUnavailableError as exc:
-                raise LLMUnavailableError(f"{exc}. Run folder: {run_dir}") from None
-            except KeyboardInterrupt:
-                log(
-                    f"[yellow]interrupted; {len(cache)} replies are kept in {cache.path}: "
-                    f"continue with the same options plus --output-dir {run_dir} --resume"
-                    "[/yellow]"
-                )
-                raise
+            res = _generate_one(client, cache, cfg, plan, kind, name, description, run_dir)
             lists[(kind, name)] = res.words
             per_list[f"{kind}.{name}"] = {
                 "source": "llm",
@@ -359,14 +363,8 @@ def run(
                 "unreadable_replies": res.unreadable_replies,
                 "stop_reason": res.stop_reason,
             }
-            short = (
-                ""
-                if len(res.words) >= cfg.target
-                else f" [yellow](short: {res.stop_reason})[/yellow]"
-            )
-            log(f"  {kind}.{name}: {len(res.words)} words in {res.calls} calls{short}")
 
-    wordlists = _assemble(preset, imported, dataset, plan, lists)
+    wordlists = _assemble(preset, imported, dataset, plan.lists, lists)
     stats = client.stats if client is not None else None
     provenance: dict[str, Any] = {
         "source": _source_kind(per_list),
@@ -401,6 +399,55 @@ def run(
         "seconds": round(time.time() - started, 3),
     }
     return wordlists, metrics
+
+
+def _generate_one(
+    client: ChatClient,
+    cache: ReplyCache,
+    cfg: GenerateConfig,
+    plan: Plan,
+    kind: str,
+    name: str,
+    description: str,
+    run_dir: Path,
+) -> ListResult:
+    """One list from the LLM, with the run folder named in the errors that end a run."""
+    log(f"generating {kind}.{name} with {cfg.model} ...")
+    try:
+        res = generate_list(
+            client,
+            cache,
+            cfg,
+            plan.prompts,
+            dataset=plan.dataset,
+            kind=kind,
+            name=name,
+            description=description,
+            on_prompt=_print_prompt if cfg.show_prompts else None,
+        )
+    except LLMUnavailableError as exc:
+        raise LLMUnavailableError(f"{exc}. Run folder: {run_dir}") from None
+    except KeyboardInterrupt:
+        log(
+            f"[yellow]interrupted; {len(cache)} replies are kept in {cache.path}: continue "
+            f"with the same options plus --output-dir {run_dir} --resume[/yellow]"
+        )
+        raise
+    short = "" if len(res.words) >= cfg.target else f" [yellow](short: {res.stop_reason})[/yellow]"
+    log(f"  {kind}.{name}: {len(res.words)} words in {res.calls} calls{short}")
+    return res
+
+
+def lists_table(wordlists: WordLists, metrics: dict[str, Any]) -> str:
+    """One row per list (`classes.<name>`, `spurious.<name>`): its words and where they
+    came from (file or llm)."""
+    rows = [
+        [key, len(words), metrics["lists"][key]["source"]]
+        for kind, lists in (("classes", wordlists.classes), ("spurious", wordlists.spurious))
+        for name, words in lists.items()
+        for key in [f"{kind}.{name}"]
+    ]
+    return render_table(["list", "words", "source"], rows)
 
 
 def _source_kind(per_list: dict[str, dict[str, Any]]) -> str:
@@ -441,15 +488,13 @@ def _assemble(
 
 
 def _print_prompt(messages: list[dict[str, str]]) -> None:
-    from rich.markup import escape
-
     for m in messages:
         log(f"[bold]{m['role']}:[/bold] {escape(m['content'])}", highlight=False)
 
 
 def preview_prompts(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """The first request of every list the LLM would be asked for (for --dry-run)."""
-    prompts = load_prompts(cfg.prompts_file)
+    prompts = load_prompts(cfg.prompts)
     preset = get_preset(cfg.preset) if cfg.preset else None
     if preset is None:
         raise ConfigError("--dry-run needs --preset to know which lists to ask for")

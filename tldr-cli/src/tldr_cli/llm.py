@@ -1,13 +1,33 @@
-"""Chat-completion calls with our own retry policy, and the on-disk reply cache.
+"""Chat-completion calls through the openai client's own retries, and the reply cache.
 
 Deviation: the official TLDR code has no generation step (its word lists are pasted into
 `TLDR:datasets/text_template.py`); this module is ours.
 
-- `ChatClient` wraps `openai.OpenAI` with the client's own retries switched off
-  (`max_retries=0`), so `RetryPolicy` alone decides: 408/409/429/5xx, timeouts, dropped
-  connections and malformed bodies are retried with exponential backoff (a server's
-  `Retry-After` / `retry-after-ms` wins when present); other HTTP errors (bad key,
-  unknown model) fail at once with a message naming the fix.
+Retries and timeouts are the openai client's: `OpenAI(max_retries=..., timeout=...)`, set
+by `--max-retries` and `--timeout`. What it does, as read in `openai/_base_client.py`
+(openai 3.57: `SyncAPIClient.request`, `_should_retry`, `_calculate_retry_timeout`,
+`_parse_retry_after_header`; constants in `openai/_constants.py`):
+
+- it retries, up to `max_retries` times per request, on HTTP 408, 409, 429 and every 5xx
+  (a server's `x-should-retry: true|false` header overrides the status), on timeouts and
+  on connection errors (a dropped connection); any other status (400, 401, 403, 404, 422)
+  is raised at once;
+- it waits the server's `retry-after-ms`, else `Retry-After` (seconds or an HTTP date),
+  when that lies in (0, 120] s (`MAX_RETRY_AFTER_DELAY`); a response asking for more than
+  120 s is not retried at all; otherwise it backs off 0.5 s x 2^k for the k-th retry,
+  at most 8 s (`INITIAL_RETRY_DELAY`, `MAX_RETRY_DELAY`), minus a random 0-25 % jitter;
+- every attempt of one request carries the same idempotency key.
+
+What this module adds around it:
+
+- `ChatClient` gives the client an httpx response hook that turns an HTTP 200 whose body
+  is not a chat completion (a truncated JSON body, a proxy's HTML page, no message text)
+  into a transport error, which the client then retries like a dropped connection, on
+  the same budget and backoff (the client itself would return such a body unretried);
+- errors become ours: a status the client does not retry is a `ConfigError` naming the
+  fix (401: the key; 404: the model or base URL); failing after every retry, or a server
+  asking to wait longer than the client waits, is `LLMUnavailableError` ("--resume");
+- counters for provenance: HTTP requests sent, retries, answers.
 - `ReplyCache` appends one JSON line per completed request to `replies.jsonl` in the run
   folder, flushed and fsynced as it arrives, and mirrors it into a content-keyed store
   under `labshared.cache.cache_root()`; an interrupted run replays it instead of asking
@@ -19,52 +39,29 @@ only; nothing here stores, logs or hashes it.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
 
 from labshared.cache import cache_key, cache_root
 from labshared.console import log
 from labshared.errors import ConfigError, LabError
 from labshared.runs import atomic_write_json
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504}) | frozenset(range(520, 530))
+#: Statuses the openai client retries (`_should_retry`): a failure of these after every
+#: retry is the endpoint's trouble (try again later with --resume), not a bad request.
+TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
 class LLMUnavailableError(LabError):
     """The endpoint kept failing after every retry; the run can be resumed later."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: attempt k (0-based) waits `min(max_delay, base_delay * 2**k)`,
-    times a jitter factor in [1 - jitter, 1]. A server's Retry-After replaces the computed
-    delay, up to `max_retry_after` seconds (longer waits fail rather than hang).
-
-    Attributes:
-        max_attempts: requests per call before giving up (1 = no retry).
-        base_delay: seconds before the first retry.
-        max_delay: cap on one computed backoff delay, seconds.
-        max_retry_after: longest server-requested wait we honour, seconds.
-        jitter: fraction of the delay drawn at random (0 = deterministic).
-    """
-
-    max_attempts: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    max_retry_after: float = 300.0
-    jitter: float = 0.25
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        delay = min(self.max_delay, self.base_delay * (2.0**attempt))
-        return delay * (1.0 - self.jitter * rng.random())
 
 
 def redact_url(url: str | None) -> str | None:
@@ -78,28 +75,6 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds asked for by `retry-after-ms`, or `Retry-After` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    lower = {k.lower(): v for k, v in headers.items()}
-    if (ms := lower.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = lower.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        if when is None:
-            return None
-        return max(0.0, when.timestamp() - time.time())
-
-
 @dataclass
 class CallStats:
     """Counters for provenance and metrics."""
@@ -111,17 +86,15 @@ class CallStats:
 
 
 class ChatClient:
-    """One OpenAI-compatible chat-completions endpoint with our retry policy.
+    """One OpenAI-compatible chat-completions endpoint, retried by the openai client.
 
     Args:
         model: model name as the server knows it.
         base_url: None for OpenAI, else e.g. http://localhost:8000/v1 (vLLM),
             http://localhost:11434/v1 (Ollama).
         api_key: from the environment; a placeholder for servers that need none.
-        timeout: seconds per HTTP request.
-        policy: retry policy.
-        sleep: called with the seconds to wait (tests pass a recorder).
-        seed: seeds the jitter only.
+        timeout: seconds per HTTP request (the client's `timeout`).
+        max_retries: retries per request (the client's `max_retries`; 0: one attempt).
     """
 
     def __init__(
@@ -131,122 +104,141 @@ class ChatClient:
         api_key: str,
         *,
         timeout: float = 120.0,
-        policy: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        seed: int = 0,
+        max_retries: int = 5,
     ) -> None:
-        import openai
-
         self.model = model
         self.base_url = base_url
-        self.policy = policy or RetryPolicy()
-        self.sleep = sleep
+        self.max_retries = max_retries
         self.stats = CallStats()
-        self._rng = random.Random(seed)
-        self._openai = openai
+        self._sent = 0  # requests sent for the call in progress
+        self._problem = ""  # what went wrong with the last request, for the retry log
+        http = openai.DefaultHttpxClient(
+            event_hooks={"request": [self._on_request], "response": [self._on_response]}
+        )
         self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=http,
         )
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int | None
     ) -> dict[str, Any]:
-        """Send one chat request, retrying transient failures.
+        """Send one chat request (the client retries transient failures).
 
         Returns:
             {"content": str, "finish_reason": str | None, "usage": dict | None}.
 
         Raises:
-            ConfigError: a non-retryable HTTP error (401, 403, 404, 400, ...).
-            LLMUnavailableError: still failing after `policy.max_attempts` requests.
+            ConfigError: a request the server refuses (401, 403, 404, 400, ...).
+            LLMUnavailableError: still failing after `max_retries` retries.
         """
-        openai = self._openai
-        last = ""
-        for attempt in range(self.policy.max_attempts):
-            wait: float | None = None
-            self.stats.requests += 1
-            try:
-                kwargs: dict[str, Any] = {
-                    "model": self.model,
-                    "messages": messages,
-                    "temperature": temperature,
-                }
-                if max_tokens:
-                    kwargs["max_tokens"] = max_tokens
-                resp = self._client.chat.completions.create(**kwargs)
-                reply = _reply_of(resp)
-                if reply is not None:
-                    self.stats.completed += 1
-                    return reply
-                last = f"malformed reply body ({type(resp).__name__}: {str(resp)[:80]!r})"
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                if status not in RETRY_STATUS:
-                    raise ConfigError(_explain_status(status, exc, self)) from None
-                last = f"HTTP {status}: {_short(exc)}"
-                wait = retry_after_seconds(getattr(exc.response, "headers", None))
-                if wait is not None and wait > self.policy.max_retry_after:
-                    raise LLMUnavailableError(
-                        f"{redact_url(self.base_url) or 'OpenAI'} asks to wait {wait:.0f}s "
-                        f"(Retry-After) after HTTP {status}, more than the "
-                        f"{self.policy.max_retry_after:.0f}s allowed; try again later with "
-                        "--resume"
-                    ) from None
-            except openai.APITimeoutError:
-                last = "request timed out"
-            except openai.APIConnectionError as exc:
-                last = f"connection failed ({_short(exc)})"
-            except (ValueError, openai.APIResponseValidationError) as exc:
-                # An HTTP 200 whose body is not a chat completion (truncated JSON, HTML).
-                last = f"malformed response body ({_short(exc)})"
-            if attempt + 1 == self.policy.max_attempts:
-                break
-            if wait is None:
-                wait = self.policy.backoff(attempt, self._rng)
-            self.stats.retries += 1
-            log(f"[yellow]LLM request failed: {last}; retry {attempt + 1} in {wait:.2f}s[/yellow]")
-            self.sleep(wait)
-        raise LLMUnavailableError(
-            f"{redact_url(self.base_url) or 'OpenAI'}: {self.policy.max_attempts} attempts "
-            f"failed, last: {last}. Replies so far are cached; rerun with --resume "
-            "(and the same --output-dir) to continue without asking again"
+        extra = {"max_tokens": max_tokens} if max_tokens else {}
+        self._sent = 0
+        try:
+            resp = self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=temperature, **extra
+            )
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APIConnectionError as exc:
+            raise self._unavailable(_describe_connection_error(exc)) from None
+        finally:
+            self.stats.retries += max(self._sent - 1, 0)
+        self.stats.completed += 1
+        choice = resp.choices[0]  # a message with text: `_on_response` let nothing else by
+        usage = getattr(resp, "usage", None)  # servers may leave out the optional fields
+        return {
+            "content": choice.message.content,
+            "finish_reason": getattr(choice, "finish_reason", None),
+            "usage": usage.model_dump() if usage is not None else None,
+        }
+
+    # --------------------------------------------------------------------- httpx hooks
+    def _on_request(self, request: httpx2.Request) -> None:
+        self.stats.requests += 1
+        self._sent += 1
+        if self._sent > 1:
+            problem = self._problem or "no answer: timeout or dropped connection"
+            retry = f"retry {self._sent - 1} of {self.max_retries}"
+            log(f"[yellow]LLM request failed ({problem}); {retry}[/yellow]")
+        self._problem = ""
+
+    def _on_response(self, response: httpx2.Response) -> None:
+        """Reject a 2xx body that is not a chat completion with a transport error, which
+        the openai client retries as it retries a dropped connection."""
+        if response.status_code >= 300:
+            self._problem = f"HTTP {response.status_code}"
+            return
+        response.read()
+        problem = _chat_body_problem(response.content)
+        if problem is not None:
+            self._problem = f"unreadable body: {problem}"
+            raise httpx2.DecodingError(self._problem, request=response.request)
+
+    # --------------------------------------------------------------------- errors
+    def _where(self) -> str:
+        return redact_url(self.base_url) or "the OpenAI API"
+
+    def _unavailable(self, last: str) -> LLMUnavailableError:
+        return LLMUnavailableError(
+            f"{self._where()}: {self._sent} attempts failed, last: {last}. Replies so far are "
+            "cached; rerun with --resume (and the same --output-dir) to continue without "
+            "asking again"
         )
+
+    def _status_error(self, exc: openai.APIStatusError) -> LabError:
+        status = exc.status_code
+        if status in TRANSIENT_STATUS or status >= 500:
+            wait = exc.response.headers.get("retry-after-ms") or exc.response.headers.get(
+                "retry-after"
+            )
+            if self._sent <= self.max_retries and wait is not None:
+                return LLMUnavailableError(
+                    f"{self._where()} answered HTTP {status} and asks to wait {wait!r} "
+                    "(Retry-After), longer than the openai client waits (120 s); try again "
+                    "later with --resume"
+                )
+            return self._unavailable(f"HTTP {status}: {_short(exc)}")
+        if status == 401:
+            return ConfigError(
+                f"{self._where()} refused the API key (HTTP 401); set the environment variable "
+                "named by --key-env-var (default OPENAI_API_KEY)"
+            )
+        if status == 404:
+            return ConfigError(
+                f"{self._where()} answered HTTP 404 for model {self.model!r}: check --model and "
+                f"--base-url (OpenAI-compatible servers end in /v1): {_short(exc)}"
+            )
+        return ConfigError(f"{self._where()} rejected the request (HTTP {status}): {_short(exc)}")
+
+
+def _describe_connection_error(exc: openai.APIConnectionError) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    cause = exc.__cause__
+    return _short(cause) if cause is not None else f"connection failed ({_short(exc)})"
 
 
 def _short(exc: BaseException) -> str:
     return str(exc).replace("\n", " ")[:200]
 
 
-def _explain_status(status: int, exc: Exception, client: ChatClient) -> str:
-    where = redact_url(client.base_url) or "the OpenAI API"
-    if status == 401:
-        return (
-            f"{where} refused the API key (HTTP 401); set the environment variable named by "
-            "--api-key-env (default OPENAI_API_KEY)"
-        )
-    if status == 404:
-        return (
-            f"{where} answered HTTP 404 for model {client.model!r}: check --model and "
-            f"--base-url (OpenAI-compatible servers end in /v1): {_short(exc)}"
-        )
-    return f"{where} rejected the request (HTTP {status}): {_short(exc)}"
-
-
-def _reply_of(resp: Any) -> dict[str, Any] | None:
-    """The first choice's text, or None when the body is not a usable chat completion."""
-    choices = getattr(resp, "choices", None)
-    if not choices:
-        return None
-    message = getattr(choices[0], "message", None)
-    content = getattr(message, "content", None)
-    if not isinstance(content, str):
-        return None
-    usage = getattr(resp, "usage", None)
-    return {
-        "content": content,
-        "finish_reason": getattr(choices[0], "finish_reason", None),
-        "usage": usage.model_dump() if hasattr(usage, "model_dump") else None,
-    }
+def _chat_body_problem(body: bytes) -> str | None:
+    """Why a 2xx body is not a chat completion with message text, or None if it is."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return f"not JSON ({body[:60]!r})"
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "no choices"
+    message = choices[0].get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        return "no message text"
+    return None
 
 
 def request_key(

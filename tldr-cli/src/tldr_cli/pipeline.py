@@ -57,9 +57,10 @@ from tldr_cli.projector import Projector, modality_gap, ridge_statistics, solve_
 
 # --------------------------------------------------------------------------- classifier
 def obtain_classifier(
-    cfg: TLDRConfig, classifier: str | None, train: GroupShiftSplit, runtime: Runtime
+    cfg: TLDRConfig, train: GroupShiftSplit, runtime: Runtime
 ) -> ClassifierHandle:
     """The `--classifier` checkpoint, or an ERM classifier trained (once, cached)."""
+    classifier = cfg.classifier
     if classifier:
         model, meta = load_classifier(classifier)
         path = Path(classifier)
@@ -152,7 +153,7 @@ def load_clip(cfg: TLDRConfig, device: torch.device) -> ClipHandle:
     model, preprocess, tokenizer, info = create_clip(
         cfg.clip_model,
         weights,
-        quick_gelu=cfg.clip_quick_gelu,
+        quick_gelu=cfg.quick_gelu,
         device=device,
         option_names=("--clip-model", "--clip-pretrained"),
     )
@@ -281,7 +282,6 @@ class Context:
 def prepare(
     cfg: TLDRConfig,
     runtime: Runtime,
-    classifier: str | None,
     use_cache: bool,
     feature_splits=("train", "val", "test"),
     with_projector: bool = True,
@@ -294,7 +294,7 @@ def prepare(
     missing = tuple(s for s in wanted if s not in splits)
     if missing:
         splits.update(load_splits(cfg, missing))
-    handle = obtain_classifier(cfg, classifier, splits["train"], runtime)
+    handle = obtain_classifier(cfg, splits["train"], runtime)
     feats = {
         s: classifier_features(handle, splits[s], cfg, runtime, use_cache) for s in feature_splits
     }
@@ -308,7 +308,7 @@ def prepare(
         cfg,
     )
     gap = gap_vector(clip, cfg, runtime, use_cache)
-    projector = fit_projector(x_clip, feats["train"], gap, cfg.lam)
+    projector = fit_projector(x_clip, feats["train"], gap, cfg.ridge_lambda)
     return Context(
         cfg, runtime, splits, handle, feats, clip, gap, projector.to(runtime.device), x_clip
     )

@@ -15,10 +15,9 @@ compares embeddings the model has learnt; the README reports what they do.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
-from labshared.errors import ConfigError
+from labshared.config import unknown_name
 from tldr_cli.wordlists import DEFAULT_WORD_TEMPLATE
 
 
@@ -221,14 +220,12 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
 
 
 def get_preset(name: str) -> DatasetPreset:
-    """The preset called `name`; an unknown name fails listing the known ones.
+    """The word-list preset called `name` (case, `_` for `-` and spaces forgiven).
 
     Raises:
-        ConfigError: unknown preset name.
+        ConfigError: unknown preset name, listing the known ones and the closest.
     """
     key = name.strip().lower().replace("_", "-")
-    if key in DATASET_PRESETS:
-        return DATASET_PRESETS[key]
-    close = difflib.get_close_matches(key, DATASET_PRESETS, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"--preset {name!r} is unknown; known: {', '.join(DATASET_PRESETS)}{hint}")
+    if key not in DATASET_PRESETS:
+        raise unknown_name("--preset", name, DATASET_PRESETS)
+    return DATASET_PRESETS[key]

@@ -30,13 +30,14 @@ from torch import nn
 from labshared.cache import cached_tensors
 from labshared.console import log, make_progress
 from labshared.device import Runtime
-from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, write_metrics
 from tldr_cli.classifier import head_predictions
+from tldr_cli.config import TLDRConfig, needs_projector
 from tldr_cli.dfr import run_dfr
+from tldr_cli.features import load_splits
 from tldr_cli.labels import align_wordlists
 from tldr_cli.metrics import evaluate_predictions, group_counts
-from tldr_cli.pipeline import embed_space, load_splits, prepare
+from tldr_cli.pipeline import embed_space, prepare
 from tldr_cli.projector import Projector
 from tldr_cli.report import bar_chart, loss_chart, summary_table
 from tldr_cli.textdata import (
@@ -151,22 +152,18 @@ def method_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_retrain(
-    cfg, runtime: Runtime, run_dir, *, words, classifier: str | None, method: str, use_cache: bool
-):
+def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: bool):
     """`tldr retrain`: prepare (classifier, features, CLIP, gap, projector), train the
-    TLDR head and/or DFR, evaluate ERM and them on test, write metrics, table and chart."""
+    TLDR head and/or DFR (`cfg.method`), evaluate ERM and them on test, write metrics,
+    table and chart. `cfg` has passed `config.validate_inputs(cfg, "retrain")` (word
+    lists present and none empty when TLDR is fitted)."""
     run_dir = Path(run_dir)
-    if method in ("tldr", "both") and not words:
-        raise ConfigError(
-            "--method tldr needs --words (the JSON written by `tldr filter` or `tldr generate`)"
-        )
-    wl = load_wordlists(words) if method in ("tldr", "both") else None
+    wl = load_wordlists(cfg.words) if needs_projector(cfg, "retrain") else None
     splits = load_splits(cfg, ("train",))
     if wl is not None:  # by name, before any model is built
         train = splits["train"]
-        wl = align_wordlists(wl, train.class_names, train.spurious_names, words, train.dataset)
-    ctx = prepare(cfg, runtime, classifier, use_cache, with_projector=wl is not None, splits=splits)
+        wl = align_wordlists(wl, train.class_names, train.spurious_names, cfg.words, train.dataset)
+    ctx = prepare(cfg, runtime, use_cache, with_projector=wl is not None, splits=splits)
     train, test = ctx.splits["train"], ctx.splits["test"]
     preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
     info: dict[str, Any] = {"classifier": ctx.classifier.meta}
@@ -175,16 +172,6 @@ def run_retrain(
         info["projector_r2_train"] = ctx.projector_r2()
     timings: dict[str, float] = {}
     if wl is not None:
-        empty = [
-            f"{k}.{n}"
-            for k, lists in (("classes", wl.classes), ("spurious", wl.spurious))
-            for n, ws in lists.items()
-            if not ws
-        ]
-        if empty:
-            raise ConfigError(
-                f"--words {words}: lists {empty} are empty (the filter removed every word?)"
-            )
         pairs = build_pairs(wl)
         templates = caption_templates(cfg.templates)
         spec = {"clip": ctx.clip.ident, "words": pairs.words, "templates": templates}
@@ -234,7 +221,7 @@ def run_retrain(
             "class_lists": list(wl.classes),
             "spurious_lists": list(wl.spurious),
         }
-    if method in ("dfr", "both"):
+    if cfg.method in ("dfr", "both"):
         preds["DFR"], info["dfr"] = run_dfr_baseline(ctx, method_generator(runtime.seed))
     results = evaluate_all(preds, test, train)
     table = summary_table(results, train.class_names, train.spurious_names)

@@ -163,6 +163,9 @@ def import_lists(specs: list[str], preset: DatasetPreset | None) -> ImportedList
     return out
 
 
+Found = list[tuple[str, str, list[str]]]  # (kind, list name, words) read from one file
+
+
 def _lists_from_json(
     obj: Any,
     list_name: str,
@@ -170,7 +173,9 @@ def _lists_from_json(
     spec: str,
     path: Path,
     out: ImportedLists,
-) -> list[tuple[str, str, list[str]]]:
+) -> Found:
+    """The lists of one JSON file, by its shape: a bare array (with LIST=), a complete
+    word-list file, a `{"classes"/"target"/"spurious": ...}` object, or `{list: words}`."""
     if isinstance(obj, list):
         if not list_name:
             raise ConfigError(f"--from-file {spec}: a bare JSON array needs LIST=PATH")
@@ -180,22 +185,38 @@ def _lists_from_json(
         raise DataLayoutError(path, "expected a JSON object or array of words")
     if list_name:
         raise ConfigError(f"--from-file {spec}: LIST= applies to text files and bare arrays")
-    found = []
     if obj.get("format") == FORMAT or "anchors" in obj:
-        full = validate_wordlists(obj, path)
-        out.full = full
-        for kind, lists in (("classes", full.classes), ("spurious", full.spurious)):
-            for name, words in lists.items():
-                if preset is not None:
-                    kind_, name = _resolve_name(f"{kind}.{name}", preset, spec)
-                found.append((kind, name, words))
-        return found
+        out.full = validate_wordlists(obj, path)
+        return _lists_of_full_file(out.full, preset, spec)
     if any(k in obj for k in ("classes", "target", "spurious")):
-        for key, kind in (("classes", "classes"), ("target", "classes"), ("spurious", "spurious")):
-            if key in obj:
-                lists = _by_index_or_name(obj[key], kind, preset, spec, path)
-                found += [(kind, n, _strings(w, path, f"{key}.{n}")) for n, w in lists.items()]
-        return found
+        return _lists_by_kind(obj, preset, spec, path)
+    return _lists_by_name(obj, preset, spec, path)
+
+
+def _lists_of_full_file(full: WordLists, preset: DatasetPreset | None, spec: str) -> Found:
+    """Every list of a complete word-list file (its names checked against the preset)."""
+    found = []
+    for kind, lists in (("classes", full.classes), ("spurious", full.spurious)):
+        for name, words in lists.items():
+            if preset is not None:
+                _, name = _resolve_name(f"{kind}.{name}", preset, spec)
+            found.append((kind, name, words))
+    return found
+
+
+def _lists_by_kind(obj: Mapping, preset: DatasetPreset | None, spec: str, path: Path) -> Found:
+    """`{"classes" or "target": {...}, "spurious": {...}}`, each keyed by name or index."""
+    found: Found = []
+    for key, kind in (("classes", "classes"), ("target", "classes"), ("spurious", "spurious")):
+        if key in obj:
+            lists = _by_index_or_name(obj[key], kind, preset, spec, path)
+            found += [(kind, n, _strings(w, path, f"{key}.{n}")) for n, w in lists.items()]
+    return found
+
+
+def _lists_by_name(obj: Mapping, preset: DatasetPreset | None, spec: str, path: Path) -> Found:
+    """`{list name: [words]}`, each name resolved against the preset."""
+    found = []
     for name, words in obj.items():
         if not isinstance(words, list):
             raise DataLayoutError(path, f"field '{name}' must be a list of words")

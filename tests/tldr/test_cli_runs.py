@@ -1,0 +1,158 @@
+"""How every tldr command starts its run (`labshared.launch.start_run`): a config that fails
+its checks (unknown name, missing file, bad combination of flags) leaves no run folder, so
+the corrected command with the same `-o` just works; one header; the one resume rule; and
+every flag sets the config field of its own name. The heavy work is replaced by a recorder
+(the config it receives is asserted), as fastapi-cli tests its commands."""
+
+import dataclasses
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import tldr_cli.erm
+import tldr_cli.filter
+import tldr_cli.retrain
+from labshared.launch import read_header
+from tldr_cli import __version__
+from tldr_cli.cli import RUN_OPTIONS, app
+from tldr_cli.config import TLDRConfig
+from tldr_cli.generate import GenerateConfig
+from tldr_cli.wordimport import builtin_path
+
+WORDS = str(builtin_path("toy"))
+CPU = ["--device", "cpu"]
+
+
+def invoke(args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def refused(args, out, message):
+    """The command fails with one red line holding `message`, and makes no folder."""
+    result = invoke([*args, "-o", out])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output, result.output
+    assert not out.exists()
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """Record the config each command's workflow receives instead of running it."""
+    calls = {}
+
+    def fake_filter(cfg, runtime, run_dir, *, use_cache):
+        calls["filter"] = cfg
+        empty = {"classes": {}, "spurious": {}}
+        summary = {"before": empty, "after": empty, "removed_stage1": 0, "removed_stage2": 0}
+        return run_dir / "wordlists.json", summary, []
+
+    def fake_retrain(cfg, runtime, run_dir, *, use_cache):
+        calls["retrain"] = cfg
+        return {}, "table"
+
+    def fake_erm(cfg, runtime, run_dir, *, resume, use_cache):
+        calls["erm"] = (cfg, resume)
+        return {"worst_group_acc": 0.5, "average_acc": 0.5, "class_balanced_acc": 0.5}
+
+    monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_filter)
+    monkeypatch.setattr(tldr_cli.retrain, "run_retrain", fake_retrain)
+    monkeypatch.setattr(tldr_cli.erm, "run_erm", fake_erm)
+    return calls
+
+
+def test_generate_refuses_before_making_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "gen"
+    refused(["generate", "--offline-toy", "--preset", "toyy"], out, "did you mean 'toy'")
+    refused(["generate", "--offline-toy", "--prompts", tmp_path / "no.toml"], out, "not found")
+    refused(["generate", "--preset", "toy", "--model", "gpt-4o-mini"], out, "OPENAI_API_KEY")
+    result = invoke(["generate", "--offline-toy", "-o", out])
+    assert result.exit_code == 0, result.output
+    header = read_header(out)
+    assert {k: header[k] for k in ("tool", "command", "version", "preset")} == {
+        "tool": "tldr", "command": "generate", "version": __version__, "preset": "toy"
+    }  # fmt: skip
+    assert header["config"]["from_file"] == ["builtin:toy"] and header["runtime"]["seed"] == 0
+
+
+def test_generate_resume_refuses_a_changed_request_but_not_a_retry_knob(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "gen"
+    assert invoke(["generate", "--offline-toy", "-o", out]).exit_code == 0
+    result = invoke(["generate", "--offline-toy", "--target", "5", "-o", out, "--resume"])
+    assert result.exit_code == 1 and "target: saved 200, now 5" in result.output
+    again = ["--max-retries", "9", "--timeout", "5", "--show-prompts", "--resume"]
+    result = invoke(["generate", "--offline-toy", "-o", out, *again])
+    assert result.exit_code == 0, result.output
+    assert len(read_header(out)["resumed_at"]) == 1
+    assert read_header(out)["config"]["max_retries"] == 5  # the header keeps the start
+
+
+def test_filter_missing_words_leaves_no_folder_then_the_corrected_run_starts(tmp_path, seen):
+    out = tmp_path / "filter"
+    refused(["filter", "--words", tmp_path / "none.json", *CPU], out, "word-list file not found")
+    refused(["filter", "--words", WORDS, "--gap-pairs", tmp_path / "coco", *CPU], out, "coco")
+    refused(["filter", "--words", WORDS, "--classifier", tmp_path / "m.pt", *CPU], out, "m.pt")
+    refused(["filter", "--words", WORDS, "--dataset", "waterbirds", *CPU], out, "--data-root")
+    result = invoke(["filter", "--words", WORDS, *CPU, "--ridge-lambda", "2", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert seen["filter"].words.name == "toy_words.json" and seen["filter"].ridge_lambda == 2.0
+    header = read_header(out)
+    assert header["command"] == "filter" and header["config"]["ridge_lambda"] == 2.0
+    assert header["config"]["words"] == WORDS
+
+
+def test_retrain_bad_combination_leaves_no_folder_then_the_corrected_run_starts(tmp_path, seen):
+    out = tmp_path / "retrain"
+    refused(["retrain", "--method", "tldr", *CPU], out, "--method tldr needs --words")
+    refused(["retrain", "--method", "tdlr", *CPU], out, "--method 'tdlr'")
+    refused(["retrain", "--preset", "toyy", *CPU], out, "did you mean 'toy'")
+    empty = tmp_path / "empty.json"
+    wl = json.loads(builtin_path("toy").read_text())
+    wl["classes"]["large digit"] = []
+    empty.write_text(json.dumps(wl))
+    refused(["retrain", "--words", empty, *CPU], out, "['classes.large digit'] are empty")
+    head = ["--head-epochs", "3", "--head-lr", "0.5", "--head-weight-decay", "0.25"]
+    result = invoke(["retrain", "--method", "dfr", *head, *CPU, "-o", out])
+    assert result.exit_code == 0, result.output
+    cfg = seen["retrain"]
+    assert (cfg.method, cfg.head_epochs, cfg.head_lr, cfg.head_weight_decay) == (
+        "dfr", 3, 0.5, 0.25
+    )  # fmt: skip
+    assert read_header(out)["config"]["method"] == "dfr"
+
+
+def test_erm_unknown_dataset_leaves_no_folder_and_resume_follows_the_one_rule(tmp_path, seen):
+    out = tmp_path / "erm"
+    refused(["erm", "--dataset", "waterbird", *CPU], out, "did you mean 'waterbirds'")
+    refused(["erm", "--erm-recipe", "dfr-waterbird", *CPU], out, "did you mean 'dfr-waterbirds'")
+    refused(["erm", "--dataset", "celeba", "--data-root", tmp_path / "x", *CPU], out, "x")
+    result = invoke(["erm", "--erm-recipe", "paper-repo", "--toy-n-train", "64", *CPU, "-o", out])
+    assert result.exit_code == 0, result.output
+    assert seen["erm"][0].erm_recipe == "paper-repo" and seen["erm"][1] is False
+    resume = ["erm", "--erm-recipe", "paper-repo", *CPU, "-o", out, "--resume"]
+    result = invoke([*resume, "--toy-n-train", "80"])
+    assert result.exit_code == 1 and "toy_n_train: saved 64, now 80" in result.output
+    result = invoke([*resume, "--toy-n-train", "64", "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert seen["erm"][1] is True  # a run-time knob may change on resume
+
+
+def test_every_flag_sets_the_config_field_of_its_own_name():
+    """Parameters of every command are config fields (or the shared run options)."""
+    command = typer.main.get_command(app)
+    fields = {
+        "generate": {f.name for f in dataclasses.fields(GenerateConfig)},
+        **{
+            name: {f.name for f in dataclasses.fields(TLDRConfig)}
+            for name in ("filter", "retrain", "erm", "check-data")
+        },
+    }
+    for name, sub in command.commands.items():
+        params = {p.name for p in sub.params} - RUN_OPTIONS - {"ctx"}
+        assert params <= fields[name], (name, params - fields[name])
+        flags = {o for p in sub.params for o in p.opts if p.name in params}
+        assert flags == {"--" + p.replace("_", "-") for p in params}, name
