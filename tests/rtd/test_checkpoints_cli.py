@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from rtd_cli.cli import app
-from rtd_cli.model import build_projection, save_projection, save_text_tower, text_tower_from_clip
+from rtd_cli.model import build_projection, save_projection, text_tower_from_clip
+from rtd_cli.tower_file import save_text_tower
 
 runner = CliRunner()
 

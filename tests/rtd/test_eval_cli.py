@@ -14,9 +14,9 @@ from rtd_cli.model import (
     build_projection,
     clip_dims,
     save_projection,
-    save_text_tower,
     text_tower_from_clip,
 )
+from rtd_cli.tower_file import save_text_tower
 
 runner = CliRunner()
 
@@ -379,7 +379,8 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
     """A Pic2Word tower trained on its own '*' prompt is scored with that prompt unless
     --prompt says otherwise; without a recorded style (or a tower) the base's default is
     used: Pic2Word's own prompt, RTD's for SEARLE/LinCIR."""
-    from rtd_cli.eval_config import default_prompt_style, read_text_encoder_config
+    from rtd_cli.eval_config import default_prompt_style
+    from rtd_cli.tower_file import read_text_tower_config
 
     model, _, _ = build_clip("tiny-clip-toy", "random")
     tower = text_tower_from_clip(model)
@@ -390,9 +391,9 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
     plain_path = save_text_tower(tmp_path / "plain.safetensors", tower, cfg)
     assert default_prompt_style("lincir") == "rtd"
     assert default_prompt_style("pic2word") == "base"
-    assert default_prompt_style("lincir", read_text_encoder_config(base_path)) == "base"
-    assert default_prompt_style("lincir", read_text_encoder_config(plain_path)) == "rtd"
-    assert default_prompt_style("pic2word", read_text_encoder_config(plain_path)) == "base"
+    assert default_prompt_style("lincir", read_text_tower_config(base_path)) == "base"
+    assert default_prompt_style("lincir", read_text_tower_config(plain_path)) == "rtd"
+    assert default_prompt_style("pic2word", read_text_tower_config(plain_path)) == "base"
 
     out = tmp_path / "dry"
     res = runner.invoke(

@@ -15,14 +15,12 @@ from rtd_cli.model import (
     build_projection,
     clip_dims,
     load_projection,
-    load_text_tower,
     prompt_for,
     pseudo_token_id,
-    read_text_tower_config,
     save_projection,
-    save_text_tower,
     text_tower_from_clip,
 )
+from rtd_cli.tower_file import load_text_tower, read_text_tower_config, save_text_tower
 
 TINY_CFG = {
     "embed_dim": 32,

@@ -22,6 +22,7 @@ from rtd_cli.cli import app
 from rtd_cli.loop import BatchSampler
 from rtd_cli.loss import target_anchored_contrastive_loss
 from rtd_cli.rtd_step import build_parts, query_prompts, select_trainable, step_loss
+from rtd_cli.tower_file import load_text_tower, read_text_tower_config
 from rtd_cli.train import train
 
 TINY = "rtd-train-tiny"
@@ -153,10 +154,8 @@ def test_train_writes_tower_and_resume_matches_uninterrupted(assets, tmp_path):
     assert resumed["loss"] == full["loss"]
     # The saved tower differs from the base and reloads through rtd eval's loader.
     clip_model, _, _ = M.build_clip(TINY, "random")
-    tower = M.load_text_tower(
-        tmp_path / "full" / "text_tower.safetensors", clip_model, backbone=TINY
-    )
-    assert M.read_text_tower_config(tmp_path / "full")["step"] == 4
+    tower = load_text_tower(tmp_path / "full" / "text_tower.safetensors", clip_model, backbone=TINY)
+    assert read_text_tower_config(tmp_path / "full")["step"] == 4
     assert torch.allclose(tower.ln_final.weight, a["ln_final.weight"])
 
 
@@ -174,8 +173,8 @@ def test_validation_and_keep_best(assets, tmp_path):
     out = train(cfg, tmp_path / "run", CPU, validator=validator)
     assert seen == [2, 4]
     assert out["best"] == {"metric": "score", "value": 1.0, "step": 2}
-    assert M.read_text_tower_config(tmp_path / "run" / "best")["step"] == 2
-    assert M.read_text_tower_config(tmp_path / "run")["step"] == 4  # fixed-step model
+    assert read_text_tower_config(tmp_path / "run" / "best")["step"] == 2
+    assert read_text_tower_config(tmp_path / "run")["step"] == 4  # fixed-step model
 
 
 def test_cli_dry_run_and_errors(assets, tmp_path):

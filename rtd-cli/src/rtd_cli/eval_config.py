@@ -10,7 +10,6 @@ foreign file is one error naming it, before any model or image loads.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any
 from labshared.config import resolve, unknown_name
 from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
-from labshared.runs import read_safetensors
 from rtd_cli.config import TOY_EVAL_DISTRACTORS, TOY_EVAL_QUERIES
 from rtd_cli.projection import BASES, PROMPT_STYLES
 from rtd_cli.projection import default_prompt_style as base_default_prompt
+from rtd_cli.tower_file import read_text_tower_config
 
 FIQ_ORDERS = ("both", "single")
 
@@ -101,55 +100,15 @@ def resolve_eval(overrides: Mapping[str, Any]) -> EvalConfig:
         ConfigError: a bad flag, or a `--text-encoder` file that is not a tower of `rtd train`.
     """
     cfg = resolve({"eval": EvalConfig()}, "eval", overrides, validate=validate_eval)
-    tower = read_text_encoder_config(cfg.text_encoder) if cfg.text_encoder else None
+    tower = read_text_tower_config(cfg.text_encoder) if cfg.text_encoder else None
     if cfg.prompt is None:
         cfg = dataclasses.replace(cfg, prompt=default_prompt_style(cfg.base, tower))
     return cfg
 
 
-# --------------------------------------------------------------------------- text tower
-TEXT_ENCODER_FORMAT = (
-    "a text tower written by `rtd train` (text_tower.safetensors, or the run folder holding it)"
-)
-
-
-def text_encoder_file(path: str | Path) -> Path:
-    """The safetensors file of `--text-encoder` (a file, or a run folder holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("text_tower.safetensors", "model.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise ConfigError(
-            f"--text-encoder {path}: the folder holds no text_tower.safetensors or "
-            f"model.safetensors; expected {TEXT_ENCODER_FORMAT}"
-        )
-    return path
-
-
-def read_text_encoder_config(path: str | Path) -> dict[str, Any]:
-    """The config `rtd train` saved with a text tower (`backbone`, `prompt_style`, ...);
-    `{}` for a plain safetensors state dict without it.
-
-    The whole file is read, so that a truncated, corrupt or non-safetensors file is one
-    `ConfigError` naming it and the expected format before any model loads.
-    """
-    file = text_encoder_file(path)
-    _, metadata = read_safetensors(file, flag="--text-encoder", expected=TEXT_ENCODER_FORMAT)
-    if "rtd" not in metadata:
-        return {}
-    try:
-        return dict(json.loads(metadata["rtd"])["config"])
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(
-            f"--text-encoder {file}: its 'rtd' metadata holds no readable config; expected "
-            f"{TEXT_ENCODER_FORMAT}"
-        ) from None
-
-
 def default_prompt_style(base: str, tower_config: Mapping[str, Any] | None = None) -> str:
     """The prompt style `rtd eval` uses when `--prompt` is not given: the one the
-    `--text-encoder` was trained with (`tower_config`, from `read_text_encoder_config`),
+    `--text-encoder` was trained with (`tower_config`, from `read_text_tower_config`),
     else the base's default, the one `rtd train` uses too (`projection.default_prompt_style`:
     `base` for Pic2Word's "a photo of * , {mod}", `rtd` for SEARLE/LinCIR)."""
     fallback = base_default_prompt(base)

@@ -53,13 +53,13 @@ from rtd_cli.model import (
     build_clip_bundle,
     clip_dims,
     load_projection,
-    load_text_tower,
     phi_provenance_mismatch,
     prompt_for,
     pseudo_token_id,
     text_tower_from_clip,
 )
 from rtd_cli.scoring import PartResult, evaluate_part
+from rtd_cli.tower_file import load_text_tower
 
 #: toy runs: per query, the rank of its first ground truth (`first_hit`, 0 = not in top 50)
 PER_QUERY_FILE = "per_query.json"

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from labshared import tinyclip
 from labshared.clip import RANDOM, ClipBundle, create_clip
 from labshared.console import log
 from labshared.errors import ConfigError
-from labshared.runs import atomic_save_safetensors, atomic_write_json, to_jsonable
+from labshared.runs import atomic_write_json
 
 # The projections and the base registry live in projection.py; re-exported so callers keep
 # one import (`from rtd_cli import model as M; M.load_projection(...)`).
@@ -277,115 +273,6 @@ def text_tower_from_clip(clip_model: nn.Module) -> TextTower:
         pool_type=pool_type,
         eos_id=eos_id,
     )
-
-
-TEXT_TOWER_FORMAT = "rtd-text-tower/1"
-
-
-def save_text_tower(
-    path: str | Path,
-    tower: TextTower,
-    config: Mapping[str, Any],
-    params: Iterable[str] | None = None,
-) -> Path:
-    """Save a text tower as safetensors plus a JSON sidecar (`<path>.json`).
-
-    Args:
-        path: the `.safetensors` file to write (atomically).
-        tower: the (trained) tower.
-        config: what rebuilds it: at least `backbone` and `pretrained`; anything else
-            (base, step, trained layers) is kept.
-        params: names of the tensors to store (default: all); unstored ones come back from
-            the base CLIP at load time, so a partial fine-tune stays small.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    for key in ("backbone", "pretrained"):
-        if key not in config:
-            raise ConfigError(
-                f"save_text_tower: config lacks {key!r} (needed to rebuild the tower)"
-            )
-    state = tower.state_dict()
-    names = list(state) if params is None else list(params)
-    unknown = sorted(set(names) - set(state))
-    if unknown:
-        raise ConfigError(f"save_text_tower: no such tower parameters: {unknown[:5]}")
-    meta = {
-        "format": TEXT_TOWER_FORMAT,
-        "config": to_jsonable(dict(config)),
-        "params": names,
-        "shapes": {n: list(state[n].shape) for n in names},
-    }
-    atomic_save_safetensors(path, {n: state[n] for n in names}, {"rtd": json.dumps(meta)})
-    atomic_write_json(path.with_suffix(".json"), meta)
-    return path
-
-
-def _tower_file(path: Path) -> Path:
-    if path.is_dir():
-        for name in ("text_tower.safetensors", "model.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise ConfigError(
-            f"--text-encoder {path}: folder holds no text_tower.safetensors or model.safetensors"
-        )
-    if not path.is_file():
-        raise ConfigError(f"--text-encoder {path}: no such file")
-    return path
-
-
-def read_text_tower_config(path: str | Path) -> dict[str, Any]:
-    """The config saved with a text tower (`backbone`, `pretrained`, ...)."""
-    file = _tower_file(Path(path))
-    with safe_open(str(file), framework="pt") as handle:
-        meta = (handle.metadata() or {}).get("rtd")
-    if meta is None:
-        raise ConfigError(f"{file}: not written by save_text_tower (no 'rtd' metadata)")
-    return json.loads(meta)["config"]
-
-
-def load_text_tower(
-    path: str | Path, clip_model: nn.Module, backbone: str | None = None
-) -> TextTower:
-    """Rebuild a saved text tower on top of `clip_model`'s text side.
-
-    Args:
-        path: a file from `save_text_tower`, or a folder holding one.
-        clip_model: the base CLIP; tensors absent from the file keep its values.
-        backbone: if given, must equal the backbone the tower was trained from.
-
-    Raises:
-        ConfigError: wrong backbone, unknown tensor names or mismatched shapes.
-    """
-    file = _tower_file(Path(path))
-    tower = text_tower_from_clip(clip_model)
-    saved = load_file(str(file))
-    try:
-        config = read_text_tower_config(file)
-    except ConfigError:
-        config = {}
-    if backbone is not None and config.get("backbone") not in (None, backbone):
-        raise ConfigError(
-            f"--text-encoder {file} was trained from backbone {config['backbone']!r}, "
-            f"but --backbone is {backbone!r}"
-        )
-    own = tower.state_dict()
-    unknown = sorted(set(saved) - set(own))
-    bad = {
-        k: (tuple(v.shape), tuple(own[k].shape))
-        for k, v in saved.items()
-        if k in own and v.shape != own[k].shape
-    }
-    if unknown or bad:
-        raise ConfigError(
-            f"--text-encoder {file} does not fit this backbone: unknown tensors {unknown[:5]}, "
-            f"shape mismatches (found, expected) {dict(list(bad.items())[:5])}"
-        )
-    tower.load_state_dict(saved, strict=False)
-    device = next(clip_model.parameters()).device
-    return tower.to(device).eval()
 
 
 def weights_identity(backbone: str, pretrained: str | None) -> str:

@@ -48,6 +48,7 @@ from rtd_cli.loop import (
     restore,
 )
 from rtd_cli.rtd_step import Parts, build_parts, grad_scale, prompt_style, step_loss
+from rtd_cli.tower_file import save_text_tower
 
 #: What the run read (source, rows used and skipped), written beside config.json.
 DATA_FILE = "data.json"
@@ -215,7 +216,7 @@ def validate_tower(
     value = scores[cfg.keep_best]
     if progress.best is None or value > progress.best["value"]:
         progress.best = {"metric": cfg.keep_best, "value": value, "step": progress.step}
-        M.save_text_tower(
+        save_text_tower(
             run_dir / "best" / "text_tower.safetensors", tower,
             tower_config(cfg, parts, progress.step), params=parts.trained_names,
         )  # fmt: skip
@@ -238,7 +239,7 @@ def finish(
         "triplets_per_second": progress.seen / max(seconds, 1e-9), "best": progress.best,
     }  # fmt: skip
     if runtime.is_main:
-        path = M.save_text_tower(
+        path = save_text_tower(
             run_dir / "text_tower.safetensors",
             distributed.unwrap(parts.trainable),
             tower_config(cfg, parts, progress.step),
