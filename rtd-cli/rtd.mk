@@ -55,6 +55,9 @@ bench-rtd-retrieval: install
 #                  were never released)
 #   NPROC=4        processes for torchrun (one per GPU)
 # e.g. make reproduce-rtd-lincir-ViT-L-14 DATA_ROOT=/data TRIPLETS=/data/LLM_triplets.json PHI=phi.pt
+# `--resume` when the run folder holds a started run (its config.json), so that a target
+# started again continues where it stopped; a fresh folder starts a run (--resume needs one).
+rtd_resume = $(if $(wildcard $(1)/config.json),--resume)
 RTD_BASES := lincir searle pic2word
 RTD_EVALS := fashioniq:val cirr:val cirr:test circo:val circo:test genecis:test
 # backbone -> `rtd train` preset (the paper's ViT-G/14 runs are LinCIR's only)
@@ -69,7 +72,7 @@ reproduce-rtd-$(1)-$(2): install
 	@test -n "$$(TRIPLETS)" || { echo "TRIPLETS=... (LLM_triplets.json) is required"; exit 2; }
 	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(NPROC) -m rtd_cli train \
 		--preset $(RTD_PRESET_$(2)) --base $(1) --phi $$(PHI) --triplets $$(TRIPLETS) --prompt rtd \
-		-o $$(RTD_OUT)/rtd-$(1)-$(2)/train --resume
+		-o $$(RTD_OUT)/rtd-$(1)-$(2)/train $$(call rtd_resume,$$(RTD_OUT)/rtd-$(1)-$(2)/train)
 	for spec in $$(RTD_EVALS); do \
 		ds=$$$${spec%%:*}; split=$$$${spec##*:}; \
 		$(RTD) eval --dataset $$$$ds --split $$$$split --data-root $$(DATA_ROOT)/$$$$ds \
@@ -98,6 +101,7 @@ define lincir_phi
 reproduce-lincir-phi-$(1): install
 	@test -n "$$(CAPTIONS)" || { echo "CAPTIONS=... (caption file or hub id) is required"; exit 2; }
 	$(BIN)/python -m torch.distributed.run --nproc_per_node $$(PHI_NPROC) -m rtd_cli train-phi \
-		--preset $(PHI_PRESET_$(1)) --captions $$(CAPTIONS) -o $$(RTD_OUT)/lincir-phi-$(1) --resume
+		--preset $(PHI_PRESET_$(1)) --captions $$(CAPTIONS) -o $$(RTD_OUT)/lincir-phi-$(1) \
+		$$(call rtd_resume,$$(RTD_OUT)/lincir-phi-$(1))
 endef
 $(foreach m,ViT-B-32 ViT-L-14 ViT-bigG-14,$(eval $(call lincir_phi,$(m))))
