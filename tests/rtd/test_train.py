@@ -228,7 +228,11 @@ def test_cli_a_failed_check_leaves_no_folder_and_the_corrected_rerun_works(asset
     res = CliRunner().invoke(app, [*train, "--triplets", str(tmp_path / "missing.json")])
     assert res.exit_code == 1 and "missing.json" in res.output and not out.exists()
     res = CliRunner().invoke(app, [*train, "--triplets", "toy:40", "--val-dataset", "cirrr"])
-    assert res.exit_code == 1 and "did you mean 'cirr'" in res.output and not out.exists()
+    assert res.exit_code == 1 and "--val-dataset 'cirrr' is unknown" in res.output
+    assert "did you mean 'cirr'" in res.output and not out.exists()
+    res = CliRunner().invoke(app, [*train, "--triplets", "toy:40", "--val-dataset", "cirr",
+                                   "--val-root", str(tmp_path / "no-such-folder")])  # fmt: skip
+    assert res.exit_code == 1 and "no-such-folder" in res.output and not out.exists()
     res = CliRunner().invoke(app, [*train, "--triplets", "toy:40"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "metrics.json").read_text())["step"] == 3

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labshared.config import unknown_name
+from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
 
 BASE_NAMES = ("lincir", "searle", "pic2word")
@@ -238,6 +239,8 @@ def validate_train(cfg: TrainConfig) -> None:
         raise ConfigError(
             "--triplets is required (a .json/.jsonl file, a folder, a hub id or 'toy')"
         )
+    if cfg.val_dataset is not None and cfg.val_dataset not in DATASETS:
+        raise unknown_name("--val-dataset", cfg.val_dataset, DATASETS)
     if cfg.keep_best and not cfg.val_dataset:
         raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
     if cfg.val_dataset and cfg.val_every <= 0:
