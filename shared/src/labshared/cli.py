@@ -92,7 +92,8 @@ NoCacheOpt = Annotated[
     bool,
     typer.Option(
         "--no-cache",
-        help="Recompute frozen features instead of reading the cache.",
+        help="Recompute instead of reading the shared cache (frozen features; for tldr "
+        "generate, LLM replies).",
         rich_help_panel="Runtime",
     ),
 ]
