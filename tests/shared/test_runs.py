@@ -39,6 +39,11 @@ def test_config_never_holds_secrets(tmp_path):
     assert cfg["config"]["model"] == "gpt" and cfg["runtime"]["device"] == "cpu"
 
 
+def test_scrub_keeps_token_counts_and_tokenizers_but_drops_tokens():
+    cfg = {"max_tokens": 64, "tokenizer": "bpe", "hf_token": "t0k", "access_token": "a"}
+    assert runs.scrub_secrets(cfg) == {"max_tokens": 64, "tokenizer": "bpe"}
+
+
 def _state(v: float):
     return {"w": torch.full((3, 2), v), "b": torch.arange(2.0) + v}
 

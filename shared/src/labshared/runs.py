@@ -33,7 +33,11 @@ from safetensors.torch import load_file, save_file
 
 from labshared.errors import ConfigError
 
-SECRET_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+# Keys whose values may be credentials. "token" but not "tokens" / "tokenizer": a count or
+# limit of tokens (an LLM's max_tokens) and a tokenizer name are settings to record.
+SECRET_PATTERN = re.compile(
+    r"(api[_-]?key|token(?!s|izer)|secret|password|authorization)", re.IGNORECASE
+)
 CHECKPOINT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
