@@ -172,6 +172,7 @@ def main() -> int:
         ],
         title=f"TLDR bench: n={args.n}, CLIP {D_CLIP}-d -> classifier {D_PHI}-d, "
         f"device {args.device}",
+        align="lrrl",
     )
     print(table)
     return 0

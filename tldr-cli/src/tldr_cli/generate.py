@@ -447,7 +447,7 @@ def lists_table(wordlists: WordLists, metrics: dict[str, Any]) -> str:
         for name, words in lists.items()
         for key in [f"{kind}.{name}"]
     ]
-    return render_table(["list", "words", "source"], rows)
+    return render_table(["list", "words", "source"], rows, align="lrl")
 
 
 def _source_kind(per_list: dict[str, dict[str, Any]]) -> str:
