@@ -105,6 +105,19 @@ def test_filter_missing_words_leaves_no_folder_then_the_corrected_run_starts(tmp
     assert header["config"]["words"] == WORDS
 
 
+def test_word_lists_naming_other_classes_leave_no_folder(tmp_path, seen):
+    """The lists are matched to the dataset's class names before the folder is made."""
+    wl = json.loads(builtin_path("toy").read_text())
+    wl["classes"]["huge digit"] = wl["classes"].pop("large digit")
+    wl["anchors"]["classes"]["huge digit"] = wl["anchors"]["classes"].pop("large digit")
+    misnamed = tmp_path / "misnamed.json"
+    misnamed.write_text(json.dumps(wl))
+    for command in ("filter", "retrain"):
+        out = tmp_path / command
+        refused([command, "--words", misnamed, *CPU], out, "huge digit")
+        assert invoke([command, "--words", WORDS, *CPU, "-o", out]).exit_code == 0
+
+
 def test_retrain_bad_combination_leaves_no_folder_then_the_corrected_run_starts(tmp_path, seen):
     out = tmp_path / "retrain"
     refused(["retrain", "--method", "tldr", *CPU], out, "--method tldr needs --words")

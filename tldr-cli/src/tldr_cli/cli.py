@@ -405,6 +405,7 @@ def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
     """Resolve the TLDRConfig of `command` from its flags and start its run (the inputs
     are checked before the run folder is made); returns (config, run)."""
     from tldr_cli.config import PRESETS, validate_inputs
+    from tldr_cli.labels import check_words_match_dataset
 
     p = ctx.params
     cfg = resolve(PRESETS, p["preset"], _overrides(ctx))
@@ -421,7 +422,10 @@ def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
         precision=p["precision"],
         seed=p["seed"],
         deterministic=p["deterministic"],
-        validate=lambda: validate_inputs(cfg, command),
+        validate=lambda: (
+            validate_inputs(cfg, command),
+            check_words_match_dataset(cfg, command),
+        ),
     )
     return cfg, run
 

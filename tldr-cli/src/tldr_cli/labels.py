@@ -26,8 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labshared.errors import ConfigError
+from tldr_cli.config import TLDRConfig, needs_projector
+from tldr_cli.features import load_splits
 from tldr_cli.presets import DATASET_PRESETS
-from tldr_cli.wordlists import WordLists
+from tldr_cli.wordlists import WordLists, load_wordlists
 
 
 def _norm(name: str) -> str:
@@ -120,4 +122,20 @@ def align_wordlists(
         class_anchors={n: wl.class_anchors[n] for n in classes},
         spurious_anchors={n: wl.spurious_anchors[n] for n in spurious},
         pairs=None if wl.pairs is None else {n: list(wl.pairs[n]) for n in classes},
+    )
+
+
+def check_words_match_dataset(cfg: TLDRConfig, command: str) -> None:
+    """Before a run folder is made: the `--words` lists name the dataset's classes and
+    spurious values (`align_wordlists`). Reads the training split's labels (metadata for
+    the real datasets; the toy split is rendered, a second or so).
+
+    Raises:
+        ConfigError: a list that matches no class or spurious value, named with the file.
+    """
+    if not needs_projector(cfg, command) or cfg.words is None:
+        return
+    train = load_splits(cfg, ("train",))["train"]
+    align_wordlists(
+        load_wordlists(cfg.words), train.class_names, train.spurious_names, cfg.words, cfg.dataset
     )
