@@ -5,7 +5,10 @@ is set, so the tiny CLIP is fitted once per clone and both pytest-xdist workers 
 """
 
 import os
+import socket
 from pathlib import Path
+
+import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -19,3 +22,13 @@ os.environ.setdefault(
 )
 # Never let a test reach a real LLM endpoint with a real key.
 os.environ.pop("OPENAI_API_KEY", None)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a test's gloo rendezvous. Tests pass
+    --master_addr 127.0.0.1 with it: a fixed port collides between xdist workers, and the
+    default address (the host name) need not resolve to a usable interface in CI."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ config conflicts on resume, a failed start that leaves no folder, and 2-process 
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -205,10 +204,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_trains_the_regularised_model(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_two_process_gloo_ddp_trains_the_regularised_model(tmp_path, free_port):
+    port = free_port
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.SimpleQueue()
     torch.multiprocessing.start_processes(

@@ -3,7 +3,6 @@ the CLI, and gathered negatives under 2-process gloo DDP."""
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import open_clip
@@ -254,12 +253,6 @@ def test_cli_resume_refuses_a_changed_field_but_not_a_runtime_knob(assets, tmp_p
 
 
 # --------------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_grads(rank: int, world: int, port: int, root: str, gather: bool, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
@@ -292,12 +285,12 @@ def _batch():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("gather", [True, False])
-def test_gathered_negatives_give_the_global_batch_gradient(assets, tmp_path, gather):
+def test_gathered_negatives_give_the_global_batch_gradient(assets, tmp_path, gather, free_port):
     root, _ = assets
     import torch.multiprocessing as mp
 
     out = tmp_path / "grads.pt"
-    mp.spawn(_ddp_grads, args=(2, _free_port(), str(root), gather, str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_grads, args=(2, free_port, str(root), gather, str(out)), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
     torch.manual_seed(0)
     cfg = tiny_cfg(root / "phi-lincir.pt", noise_scale=0.0)
@@ -338,7 +331,7 @@ distributed.cleanup()
 """
 
 
-def test_gathered_negatives_fast_linear_variant(tmp_path):
+def test_gathered_negatives_fast_linear_variant(tmp_path, free_port):
     """The gather + grad_scale logic of `rtd train` on a linear 'query tower' under
     torchrun (2 gloo processes): equals one process holding the whole batch."""
     import subprocess
@@ -347,7 +340,7 @@ def test_gathered_negatives_fast_linear_variant(tmp_path):
     script, out = tmp_path / "worker.py", tmp_path / "g.pt"
     script.write_text(LINEAR_WORKER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port), str(script),
            str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -375,7 +368,7 @@ app(["train", "--preset", "toy", "--backbone", "rtd-train-tiny", "--pretrained",
 
 
 @pytest.mark.slow
-def test_rtd_train_under_torchrun_two_processes(assets):
+def test_rtd_train_under_torchrun_two_processes(assets, free_port):
     """`rtd train` end to end under torchrun (2 gloo processes): one run folder, checkpoints
     with one generator state per rank, the final tower."""
     import subprocess
@@ -385,7 +378,7 @@ def test_rtd_train_under_torchrun_two_processes(assets):
     script = root / "cli_worker.py"
     script.write_text(CLI_WORKER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port), str(script),
            str(root)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

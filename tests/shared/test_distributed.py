@@ -1,7 +1,6 @@
 """Two CPU processes under torchrun (gloo): DDP averages gradients, all_gather collects."""
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -40,18 +39,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_gloo_ddp_and_all_gather(tmp_path):
+def test_two_process_gloo_ddp_and_all_gather(tmp_path, free_port):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port),
         str(script), str(tmp_path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

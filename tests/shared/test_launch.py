@@ -89,7 +89,7 @@ def test_resume_compares_what_the_header_keeps(tmp_path):
         _start(tmp_path / "run", {**cfg, "lr": 1e-2}, device="cpu", resume=True)
 
 
-def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path):
+def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path, free_port):
     """Two gloo processes under torchrun: both get rank 0's path (default folder names
     carry a timestamp that could differ), and both raise rank 0's error."""
     script = tmp_path / "worker.py"
@@ -116,12 +116,13 @@ def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path)
     (tmp_path / "run" / "keep").write_text("x")  # an occupied folder, so resume is refused
     out = str(tmp_path / "run")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port)]  # fmt: skip
     proc = subprocess.run(
-        [*cmd, "--master_port", "29533", str(script), out + "-new"],
+        [*cmd, str(script), out + "-new"],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     results = [json.loads(Path(f"{out}-new-rank{r}.json").read_text()) for r in (0, 1)]
     assert results[0]["dir"] == results[1]["dir"] == out + "-new"
     assert [r["rank"] for r in results] == [0, 1]
