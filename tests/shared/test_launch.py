@@ -97,6 +97,7 @@ def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path,
         textwrap.dedent(
             """
             import json, os, sys
+            from labshared import distributed
             from labshared.errors import ConfigError
             from labshared.launch import start_run
             out = sys.argv[1]
@@ -109,11 +110,12 @@ def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path,
             rank = os.environ["RANK"]
             with open(f"{out}-rank{rank}.json", "w") as f:
                 json.dump({"dir": str(run.dir), "rank": run.runtime.rank, "err": err}, f)
+            # Leave the group together: a rank that exits while its peer still holds the
+            # gloo connection can abort (SIGABRT) in the group's destructor.
+            distributed.cleanup()
             """
         )
     )
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "keep").write_text("x")  # an occupied folder, so resume is refused
     out = str(tmp_path / "run")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
