@@ -20,7 +20,7 @@ DATA_ROOT ?= data
 TOY_SEED ?= 0
 export TOY_SEED
 
-.PHONY: install test test-slow check-effects lint format demo bench clean help
+.PHONY: install test test-slow check-effects lint format demo bench bench-gpu clean help
 help:
 	@echo "make install   create .venv and install the four packages (editable) + dev tools"
 	@echo "make test      offline CPU test suite (what CI runs)"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint      ruff check + format check"
 	@echo "make demo      offline demo of every tool on embedded data"
 	@echo "make bench     cost of each step (time, peak memory)"
+	@echo "make bench-gpu one-shot check of every GPU hot path (< 8 min on one H100/H200)"
 	@echo "make reproduce-<setting> DATA_ROOT=...   paper settings (see README)"
 
 # Re-installs only when a pyproject or the dev requirements change (idempotent).
@@ -74,6 +75,12 @@ demo-toy: install
 demo: install $(DEMOS)
 
 bench: install $(BENCHES)
+
+# Every GPU hot path of the three tools in one short run (bench/gpu_check.py): random
+# weights, synthetic data, under 8 minutes on one H100/H200; one table + runs/gpu_check.json.
+# Its CPU check, `$(BIN)/python bench/gpu_check.py --smoke`, runs inside `make test`.
+bench-gpu: install
+	$(BIN)/python bench/gpu_check.py --out runs/gpu_check.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
