@@ -47,7 +47,12 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import gpu_sections as S
+# CUDA cannot be used in a process forked after the parent initialised it. torch's default
+# `cuda.is_available()` initialises the driver; the NVML-based check does not, so an
+# imported module asking is harmless. Set before torch is imported (by gpu_sections).
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+import gpu_sections as S  # noqa: E402
 
 #: Peak dense (no sparsity) bf16 tensor-core FLOP/s by device-name substring, from NVIDIA's
 #: datasheets. The first match wins, so the more specific names come first. Unknown
@@ -260,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = parse_args(argv)
     S.preload(args.sections)  # imported once here, so each forked section starts at once
+    if S.cuda_initialised():
+        raise SystemExit("error: CUDA was initialised before forking the sections (a bug)")
     report = run_all(args, SMOKE if args.smoke else FULL, started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = _finite(report)

@@ -49,6 +49,13 @@ def preload(sections: list[str]) -> None:
                 importlib.import_module(module)
 
 
+def cuda_initialised() -> bool:
+    """Whether this process has started CUDA (then its forked children cannot use it)."""
+    import torch
+
+    return torch.cuda.is_initialized()
+
+
 def run_job(job: tuple[str, str | None], sizes, device: str, deadline: float, send: Send) -> None:
     """Run one job of gpu_check.JOBS, sending {"kind": "row"|"start"|"skipped"|"error"}."""
     name, phase = job
