@@ -141,7 +141,18 @@ def eval_cmd(
     batch_size: Annotated[int | None, typer.Option(help="Images per encoding batch.")] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="DataLoader workers decoding images (default: 8 on CUDA, 0 on CPU)."),
+        typer.Option(
+            help="DataLoader workers decoding images (default: on CUDA every core of this "
+            "process's share but one, on CPU 0)."
+        ),
+    ] = None,
+    decode: Annotated[
+        str | None,
+        typer.Option(
+            help="Where JPEGs are decoded: cpu (PIL in the workers, default), gpu "
+            "(torchvision decode_jpeg on the CUDA device, pixels within 1/255 of PIL's; "
+            "other files stay on PIL) or auto (gpu where available, else cpu)."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
@@ -173,13 +184,19 @@ def eval_cmd(
         print_json({"config": cfg})
         return
     # open_clip and the models load only when a command runs, so `rtd --help` stays fast
+    from labshared.device import resolve_device
     from rtd_cli import evaluate
+    from rtd_cli.gallery_loader import resolve_decode
 
     benches = []  # the benchmark as the validation read it, then scored
+
+    def validate() -> None:
+        resolve_decode(cfg.decode, resolve_device(device))  # --decode gpu needs CUDA
+        benches.extend(evaluate.check_inputs(cfg))
+
     started = start_run(
         "rtd", "eval", cfg, version=__version__, output_dir=output_dir, overwrite=overwrite,
-        device=device, precision=precision, seed=seed,
-        validate=lambda: benches.extend(evaluate.check_inputs(cfg)),
+        device=device, precision=precision, seed=seed, validate=validate,
     )  # fmt: skip
     result = evaluate.run_eval(cfg, started.dir, started.runtime, benches, use_cache=not no_cache)
     if as_json:

@@ -24,6 +24,7 @@ from rtd_cli.projection import default_prompt_style as base_default_prompt
 from rtd_cli.tower_file import read_text_tower_config
 
 FIQ_ORDERS = ("both", "single")
+DECODES = ("cpu", "gpu", "auto")  # where `rtd eval` decodes JPEGs (rtd_cli.gallery_loader)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ class EvalConfig:
             or `single` (Pic2Word's "{c2} and {c1}"); None follows the prompt style.
         parts: FashionIQ categories or GeneCIS tasks (None: all).
         batch_size: images per encoding batch; text_batch_size: prompts per batch.
-        workers: DataLoader workers for image decoding (None: 8 on CUDA, 0 on CPU).
+        workers: DataLoader workers for image decoding (None: on CUDA, every core of this
+            process's share but one; on CPU, 0).
+        decode: where JPEGs are decoded: `cpu` (PIL in the workers), `gpu` (torchvision's
+            `decode_jpeg` on the CUDA device, tensor resize/crop; pixels within 1/255 of
+            PIL's) or `auto` (gpu where available, else cpu).
         toy_queries: number of toy queries (their targets open the gallery).
         toy_distractors: random toy images added to the gallery (None: as many as queries).
         toy_seed: the toy world's data seed: it draws the queries, their targets and the
@@ -67,6 +72,7 @@ class EvalConfig:
     batch_size: int = 128
     text_batch_size: int = 256
     workers: int | None = None
+    decode: str = "cpu"
     toy_queries: int = TOY_EVAL_QUERIES
     toy_distractors: int | None = TOY_EVAL_DISTRACTORS
     toy_seed: int = 0
@@ -88,6 +94,10 @@ def validate_eval(cfg: EvalConfig) -> None:
         raise ConfigError("--batch-size and --toy-queries must be positive")
     if cfg.toy_distractors is not None and cfg.toy_distractors < 0:
         raise ConfigError(f"--toy-distractors must be >= 0, got {cfg.toy_distractors}")
+    if cfg.decode not in DECODES:
+        raise unknown_name("--decode", cfg.decode, DECODES)
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
     if cfg.toy_seed < 0:
         raise ConfigError(f"--toy-seed must be >= 0, got {cfg.toy_seed}")
 

@@ -47,7 +47,7 @@ from rtd_cli import metrics as M
 from rtd_cli import submission
 from rtd_cli.aspects import circo_semantic_aspects
 from rtd_cli.eval_config import EvalConfig
-from rtd_cli.features import benchmark_features
+from rtd_cli.features import benchmarks_features
 from rtd_cli.model import (
     BASES,
     build_clip_bundle,
@@ -182,10 +182,9 @@ def prepare(
     template, symbol = prompt_for(cfg.base, cfg.dataset, cfg.prompt)
     orders = cfg.fiq_orders or ("both" if cfg.prompt == "rtd" else BASES[cfg.base].fiq_orders)
     log(f"prompt: {template!r} (pseudo token {symbol!r}); FashionIQ caption orders: {orders}")
-    features = [
-        benchmark_features(b, clip_model, preprocess, cfg, runtime, clip_info, use_cache)
-        for b in benches
-    ]
+    features = benchmarks_features(
+        benches, clip_model, preprocess, cfg, runtime, clip_info, use_cache
+    )
     texts = [modification_texts(b, orders) for b in benches]
     aspects = [
         circo_semantic_aspects(b) if b.dataset == "circo" and split == "val" else None

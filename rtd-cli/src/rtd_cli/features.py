@@ -2,22 +2,23 @@
 
 Features are computed once per (CLIP identity: backbone, weights tag or file SHA-256 and
 activation, from `labshared.clip.ClipInfo.cache_identity`; benchmark image list and source,
-split, transform, precision, `FEATURES_VERSION`) and stored with
+split, transform, precision, `FEATURES_VERSION`, and the decode path when JPEGs are decoded
+by torchvision (`--decode gpu`), whose pixels differ from PIL's by up to 1/255) and stored with
 `labshared.cache.cached_tensors` (safetensors + JSON sidecar holding the key's inputs), so a
 changed input never reuses a stale entry. Random weights are never cached.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from labshared.cache import cached_tensors
 from labshared.clip import ClipInfo
-from labshared.console import make_progress
+from labshared.console import log, make_progress
+from rtd_cli.gallery_loader import ImageBatches, default_workers, resolve_decode
 from rtd_cli.model import clip_dims
 
 # Bump when image feature extraction changes. 2: the key holds the CLIP's activation, and
@@ -25,45 +26,30 @@ from rtd_cli.model import clip_dims
 FEATURES_VERSION = 2
 
 
-class _ImageList(torch.utils.data.Dataset):
-    def __init__(self, names: Sequence[str], source: Any, preprocess: Any) -> None:
-        self.names, self.source, self.preprocess = list(names), source, preprocess
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(self.source.load(self.names[i]))
+@torch.no_grad()
+def encode_batch(clip_model, images: torch.Tensor, runtime) -> torch.Tensor:
+    """(B, D) float32 CPU `encode_image` features of normalised (B, 3, h, w) images on the
+    device, computed under the runtime's autocast (bf16 on GPUs)."""
+    with runtime.autocast():
+        feats = clip_model.encode_image(images)
+    return feats.float().cpu()
 
 
 @torch.no_grad()
 def encode_images(
-    clip_model,
-    preprocess,
-    source,
-    names: Sequence[str],
-    runtime,
-    batch_size: int,
-    workers: int,
-    label: str,
+    clip_model, batches: Iterable[torch.Tensor], n: int, runtime, label: str
 ) -> torch.Tensor:
-    """(N, D) float32 unnormalised `encode_image` features, batched, under autocast."""
-    loader = torch.utils.data.DataLoader(
-        _ImageList(names, source, preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=runtime.device.type == "cuda",
-    )
-    out = torch.empty(len(names), clip_dims(clip_model)[0])
+    """(n, D) float32 unnormalised `encode_image` features of `batches` (in order)."""
+    out = torch.empty(n, clip_dims(clip_model)[0])
     start = 0
     with make_progress() as progress:
-        task = progress.add_task(label, total=len(names), status="")
-        for images in loader:
-            with runtime.autocast():
-                feats = clip_model.encode_image(images.to(runtime.device, non_blocking=True))
-            out[start : start + len(feats)] = feats.float().cpu()
+        task = progress.add_task(label, total=n, status="")
+        for images in batches:
+            feats = encode_batch(clip_model, images, runtime)
+            out[start : start + len(feats)] = feats
             start += len(feats)
             progress.advance(task, len(feats))
+    assert start == n, f"{label}: encoded {start} of {n} images"
     return out
 
 
@@ -74,40 +60,59 @@ def weights_id(clip_info: ClipInfo) -> dict[str, Any] | None:
     return clip_info.cache_identity()
 
 
-def benchmark_features(
-    bench, clip_model, preprocess, cfg, runtime, clip_info: ClipInfo, use_cache: bool = True
-) -> tuple[torch.Tensor, dict[str, int]]:
-    """Features of every image the benchmark uses, from the cache when possible.
+def benchmarks_features(
+    benches, clip_model, preprocess, cfg, runtime, clip_info: ClipInfo, use_cache: bool = True
+) -> list[tuple[torch.Tensor, dict[str, int]]]:
+    """Features of every image each benchmark part uses, from the cache when possible.
+
+    The parts missing from the cache are encoded through one `gallery_loader.ImageBatches`
+    (its workers persist across parts).
 
     Args:
-        cfg: an `eval_config.EvalConfig` (batch_size, workers).
+        benches: the benchmark's parts.
+        cfg: an `eval_config.EvalConfig` (batch_size, workers, decode).
         clip_info: what `model.build_clip_bundle` built (backbone, weights, activation).
         use_cache: read and write the feature cache (`--no-cache`: recompute).
 
     Returns:
-        ((N, D) float32 unnormalised features, name -> row index).
+        Per part: ((N, D) float32 unnormalised features, name -> row index).
     """
-    names = bench.image_names()
+    names = [b.image_names() for b in benches]
     weights = weights_id(clip_info)
-    spec = {
-        "clip": weights,
-        "benchmark": bench.fingerprint(),
-        "transform": repr(preprocess),
-        "precision": runtime.precision.name,
-        "version": FEATURES_VERSION,
-    }
-
-    def compute() -> dict[str, torch.Tensor]:
-        label = f"{bench.name} {bench.split} images"
-        workers = cfg.workers
-        if workers is None:  # decoding JPEGs is the bottleneck next to a GPU, not on a CPU
-            workers = min(8, os.cpu_count() or 1) if runtime.device.type == "cuda" else 0
-        feats = encode_images(
-            clip_model, preprocess, bench.images, names, runtime, cfg.batch_size, workers, label
-        )
-        return {"features": feats}
-
-    tensors = cached_tensors(
-        f"rtd-{bench.name}-{bench.split}", spec, compute, enabled=use_cache and weights is not None
+    decode = resolve_decode(cfg.decode, runtime.device)
+    workers = cfg.workers if cfg.workers is not None else default_workers(runtime.device)
+    batches = ImageBatches(
+        [(b.images, n) for b, n in zip(benches, names, strict=True)],
+        preprocess,
+        runtime.device,
+        batch_size=cfg.batch_size,
+        workers=workers,
+        decode=decode,
     )
-    return tensors["features"], {n: i for i, n in enumerate(names)}
+    out = []
+    for i, bench in enumerate(benches):
+        spec = {
+            "clip": weights,
+            "benchmark": bench.fingerprint(),
+            "transform": repr(preprocess),
+            "precision": runtime.precision.name,
+            "version": FEATURES_VERSION,
+        }
+        if decode == "tensor":  # other decoder and resize kernels: pixels within 1/255
+            spec["decode"] = f"torchvision decode_jpeg + tensor resize on {runtime.device.type}"
+
+        def compute(i=i, bench=bench) -> dict[str, torch.Tensor]:
+            log(f"{bench.name} {bench.split}: {len(names[i])} images, decode {decode}, "
+                f"{workers} workers")  # fmt: skip
+            label = f"{bench.name} {bench.split} images"
+            feats = encode_images(clip_model, batches.part(i), len(names[i]), runtime, label)
+            return {"features": feats}
+
+        tensors = cached_tensors(
+            f"rtd-{bench.name}-{bench.split}",
+            spec,
+            compute,
+            enabled=use_cache and weights is not None,
+        )
+        out.append((tensors["features"], {n: j for j, n in enumerate(names[i])}))
+    return out
