@@ -101,7 +101,7 @@ class Sizes:
 
 FULL = Sizes(
     backbone="ViT-L-14", rtd_batch=512, rtd_steps=10, rtd_warmup=3, ablation_steps=4,
-    ablation_warmup=2, gallery_images=4096, gallery_batch=256,
+    ablation_warmup=2, gallery_images=8192, gallery_batch=256,
     gallery_workers=min(16, os.cpu_count() or 1), queries=1000, gallery=123_403, dim=768,
     top_k=50, repeats=3, robattr_model="resnet18-cifar", robattr_batch=128, robattr_steps=10,
     robattr_warmup=3, tldr_rows=162_770, tldr_words=10_000, tldr_templates=80,
