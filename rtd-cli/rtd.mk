@@ -39,6 +39,19 @@ bench-rtd-retrieval: install
 		$(BIN)/python bench/rtd_retrieval_bench.py --device cuda; \
 	else echo "bench-rtd-retrieval: no CUDA device, GPU rows skipped"; fi
 
+# rtd eval's gallery loader alone (rtd_cli.gallery_loader.ImageBatches): img/s and img/s per
+# worker for 0, 1, 2 DataLoader workers, PIL decode (--decode cpu) and the tensor path
+# (--decode gpu's decode_jpeg + tensor resize, here on the CPU), on 1,024 synthetic 640x480
+# JPEGs; then the tensor path's pixel and feature difference from PIL on scikit-image photos.
+BENCHES += bench-rtd-loader
+.PHONY: bench-rtd-loader
+bench-rtd-loader: install
+	$(BIN)/python bench/rtd_loader_bench.py --device cpu --images 1024
+	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+		$(BIN)/python bench/rtd_loader_bench.py --device cuda --images 4096 --batch-size 128 \
+			--workers 0,4,8,16; \
+	else echo "bench-rtd-loader: no CUDA device, GPU rows skipped"; fi
+
 # ---------------------------------------------------------------------------------------
 # Paper reproduction: <base>+RTD with the `rtd train` preset of each backbone (rtd-vit-l14: the
 # official RTD run, 4 GPUs x batch 128, 2000 steps, lr 1e-5, seed 12345; rtd-vit-b32 and
