@@ -105,6 +105,11 @@ def test_mixed_jpeg_and_png_batches_keep_order(preprocess, photos):
     # the PNG takes the PIL path: identical; the JPEGs: within one level of 255, normalised
     assert torch.equal(got[0], ref[0]) and torch.equal(got[3], ref[3])
     assert (got - ref).abs().max() <= 1 / 255 / min(open_clip.OPENAI_DATASET_STD) + 1e-6
+    # batches of PNGs only and of JPEGs only (each packed as a few tensors per batch)
+    pngs = _batches(photos, ["camera"] * 2, preprocess, batch_size=2, workers=0, decode="tensor")
+    assert torch.equal(pngs, ref[[0, 3]])
+    jpegs = _batches(photos, names[1:3], preprocess, batch_size=2, workers=0, decode="tensor")
+    assert torch.equal(jpegs, got[1:3])
     # a JPEG the decoder refuses takes the PIL path (a truncated file is refused by both)
     bad = photos.paths["rocket"].read_bytes()
     odd = Path(photos.root) / "cut.jpg"

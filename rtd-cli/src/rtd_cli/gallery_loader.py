@@ -232,7 +232,7 @@ class _JpegBytes(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        source, name = self.items[i]
+        source, name = self.items[i]  # batched by `_pack`
         path = source.paths[name] if isinstance(source, FileImages) else None
         if path is not None and path.is_file():
             data = Path(path).read_bytes()
@@ -242,8 +242,24 @@ class _JpegBytes(torch.utils.data.Dataset):
         return i, self.transform.pil_pixels(source.load(name))
 
 
-def _as_list(batch: list) -> list:
-    return batch
+def _pack(batch: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """A `_JpegBytes` batch as five tensors, whatever its size: every tensor a worker sends
+    travels through its own shared-memory file, and one per image (256 x 4 prefetched x 16
+    workers) would run into the open-file limit.
+
+    Returns:
+        (item indices (B,), is-JPEG mask (B,), the JPEGs' bytes end to end (1-D uint8),
+        their sizes (J,), the other images' pixels (B - J, 3, h, w) uint8)."""
+    is_jpeg = torch.tensor([t.dim() == 1 for _, t in batch])
+    jpegs = [t for _, t in batch if t.dim() == 1]
+    others = [t for _, t in batch if t.dim() != 1]
+    return (
+        torch.tensor([i for i, _ in batch]),
+        is_jpeg,
+        torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
+        torch.tensor([len(t) for t in jpegs], dtype=torch.long),
+        torch.stack(others) if others else torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+    )
 
 
 class _PartBatches(torch.utils.data.Sampler):
@@ -320,7 +336,7 @@ class ImageBatches:
             batch_sampler=self.sampler,
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            collate_fn=_as_list if decode == "tensor" else None,
+            collate_fn=_pack if decode == "tensor" else None,
             **extra,
         )
 
@@ -335,14 +351,15 @@ class ImageBatches:
             else:
                 yield self.transform.normalize(batch.to(self.device, non_blocking=True))
 
-    def _tensor_batch(self, batch: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
-        """Decode the batch's JPEG bytes in one call, transform them on the device and put
+    def _tensor_batch(self, packed: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decode a `_pack`ed batch's JPEGs in one call, transform them on the device and put
         the PIL-path images in place; normalised float32 (B, 3, h, w)."""
-        jpegs = [k for k, (_, t) in enumerate(batch) if t.dim() == 1]
-        pixels = [t for _, t in batch]
-        for k, image in zip(jpegs, self._jpeg_pixels([batch[k] for k in jpegs]), strict=True):
-            pixels[k] = image
-        pixels = [t.to(self.device, non_blocking=True) for t in pixels]
+        index, is_jpeg, data, sizes, others = packed
+        chunks = torch.split(data, sizes.tolist()) if len(sizes) else ()
+        jpegs = list(zip(index[is_jpeg].tolist(), chunks, strict=True))
+        decoded = iter(self._jpeg_pixels(jpegs))
+        rest = iter(others.to(self.device, non_blocking=True))
+        pixels = [next(decoded) if j else next(rest) for j in is_jpeg.tolist()]
         return self.transform.normalize(torch.stack(pixels))
 
     def _jpeg_pixels(self, jpegs: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
