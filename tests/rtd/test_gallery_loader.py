@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from labshared.data.composed_retrieval import FileImages
 from labshared.device import Precision, Runtime
 from labshared.errors import ConfigError
-from rtd_cli import features
+from rtd_cli import features, gallery_loader
 from rtd_cli.cli import app
 from rtd_cli.gallery_loader import (
     ImageBatches,
@@ -149,13 +149,21 @@ def test_workers_persist_across_parts_and_return_each_part_in_order(preprocess, 
                                      decode="tensor"))  # fmt: skip
 
 
-def test_resolve_decode():
+def test_resolve_decode(monkeypatch, preprocess):
     cpu = torch.device("cpu")
     assert resolve_decode("cpu", cpu) == "pil" and resolve_decode("auto", cpu) == "pil"
     with pytest.raises(ConfigError, match="--decode gpu needs a CUDA device"):
         resolve_decode("gpu", cpu)
     with pytest.raises(ConfigError, match="expected one of cpu, gpu, auto"):
         resolve_decode("nvjpeg", cpu)
+    # a CUDA device whose torchvision decodes JPEGs (pretended: no GPU here)
+    monkeypatch.setattr(gallery_loader, "gpu_decode_available", lambda device: True)
+    cuda, odd = torch.device("cuda"), open_clip.image_transform(224, False, resize_mode="longest")
+    assert resolve_decode("auto", cuda, preprocess) == "tensor" == resolve_decode("gpu", cuda)
+    assert resolve_decode("cpu", cuda, preprocess) == "pil"
+    assert resolve_decode("auto", cuda, odd) == "pil"  # no tensor form: auto keeps PIL
+    with pytest.raises(ConfigError, match="has no tensor form"):
+        resolve_decode("gpu", cuda, odd)
 
 
 class _Tower(nn.Module):
@@ -205,7 +213,7 @@ def test_the_decode_path_keys_the_feature_cache(monkeypatch, preprocess, photos)
     fp32 = Runtime(torch.device("cpu"), Precision("fp32", torch.float32, False), seed=0)
     tower = _Tower()
     for path in ("pil", "tensor"):
-        monkeypatch.setattr(features, "resolve_decode", lambda decode, device, p=path: p)
+        monkeypatch.setattr(features, "resolve_decode", lambda *args, p=path: p)
         (feats, index), = features.benchmarks_features(
             [bench], tower, preprocess, EvalConfig(workers=0), fp32, None
         )  # fmt: skip

@@ -79,7 +79,7 @@ def benchmarks_features(
     """
     names = [b.image_names() for b in benches]
     weights = weights_id(clip_info)
-    decode = resolve_decode(cfg.decode, runtime.device)
+    decode = resolve_decode(cfg.decode, runtime.device, preprocess)
     workers = cfg.workers if cfg.workers is not None else default_workers(runtime.device)
     batches = ImageBatches(
         [(b.images, n) for b, n in zip(benches, names, strict=True)],

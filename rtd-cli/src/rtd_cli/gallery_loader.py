@@ -162,13 +162,15 @@ def gpu_decode_available(device: str) -> bool:
     return True
 
 
-def resolve_decode(decode: str, device: torch.device) -> str:
+def resolve_decode(decode: str, device: torch.device, preprocess: Any = None) -> str:
     """`--decode cpu|gpu|auto` on `device` -> the path: `pil` or `tensor`.
 
-    `auto` is `tensor` on a CUDA device where torchvision decodes JPEGs, else `pil`.
+    `auto` is `tensor` on a CUDA device where torchvision decodes JPEGs and (when
+    `preprocess` is given) the transform has a tensor form; else `pil`.
 
     Raises:
-        ConfigError: an unknown value, or `gpu` without a CUDA device that decodes JPEGs.
+        ConfigError: an unknown value, or `gpu` without a CUDA device that decodes JPEGs
+            or with a transform that has no tensor form.
     """
     if decode not in DECODES:
         raise ConfigError(f"--decode {decode!r}: expected one of {', '.join(DECODES)}")
@@ -180,7 +182,20 @@ def resolve_decode(decode: str, device: torch.device) -> str:
             f"--decode gpu needs a CUDA device on which torchvision decodes JPEGs "
             f"(the device is {device}); use --decode cpu or auto"
         )
+    if available and preprocess is not None:
+        transform = split_clip_transform(preprocess)
+        if not (transform and transform.has_tensor_form):
+            if decode == "gpu":
+                raise _no_tensor_form(preprocess)
+            return "pil"
     return "tensor" if available else "pil"
+
+
+def _no_tensor_form(preprocess: Any) -> ConfigError:
+    return ConfigError(
+        f"--decode gpu: the backbone's transform has no tensor form ({preprocess!r}); "
+        "use --decode cpu"
+    )
 
 
 def decode_jpegs(data: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
@@ -308,10 +323,7 @@ class ImageBatches:
     ) -> None:
         self.transform = split_clip_transform(preprocess)
         if decode == "tensor" and not (self.transform and self.transform.has_tensor_form):
-            raise ConfigError(
-                f"--decode gpu: the backbone's transform has no tensor form ({preprocess!r}); "
-                "use --decode cpu"
-            )
+            raise _no_tensor_form(preprocess)
         self.device, self.decode = device, decode
         self.items = [(source, name) for source, names in parts for name in names]
         self.starts = [0]
