@@ -162,6 +162,10 @@ def test_cirr_test_split_writes_both_server_files(tiny_random, tmp_path):
         "tiny-clip-toy",
         "--pretrained",
         "random",
+        "--workers",  # the images through a DataLoader worker; auto decode = PIL on a CPU
+        "1",
+        "--decode",
+        "auto",
     ]
     result = _invoke(
         [
