@@ -123,7 +123,8 @@ class _PidSource:
     """An image source whose images show the id of the process that loaded them."""
 
     def load(self, name: str) -> Image.Image:
-        return Image.new("RGB", (8, 8), (os.getpid() % 251, 0, 0))
+        pid = os.getpid()  # in base 251, one digit per channel
+        return Image.new("RGB", (8, 8), (pid % 251, pid // 251 % 251, pid // 251**2 % 251))
 
 
 class _Raw:
@@ -140,8 +141,9 @@ def test_workers_persist_across_parts_and_return_each_part_in_order(preprocess, 
     assert loader.loader.persistent_workers and loader.loader.prefetch_factor == 2
     first, second = torch.cat(list(loader.part(0))), torch.cat(list(loader.part(1)))
     assert first.shape[0] == 3 and second.shape[0] == 2
-    workers = {int(v) for v in torch.cat([first, second])[:, 0, 0, 0]}
-    assert workers == {int(first[0, 0, 0, 0])} != {os.getpid() % 251}  # one worker, not us
+    pixels = torch.cat([first, second])[:, :, 0, 0].long()  # (5, 3)
+    pids = {int(p) for p in pixels[:, 0] + 251 * pixels[:, 1] + 251**2 * pixels[:, 2]}
+    assert len(pids) == 1 and os.getpid() not in pids  # one worker process served both parts
     # real files through a worker process: the same batches as in this process
     names = [*PHOTOS, "camera"]
     got = _batches(photos, names, preprocess, batch_size=2, workers=1, decode="tensor")
