@@ -4,6 +4,7 @@ the uint8 PIL path equals open_clip's `preprocess` exactly, the tensor path (tor
 1/255 of it on real photos, mixed JPEG/PNG batches keep their order, workers persist across
 parts, and features are computed under the runtime's autocast."""
 
+import io
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from rtd_cli.cli import app
 from rtd_cli.gallery_loader import (
     ImageBatches,
     decode_jpegs,
+    jpeg_components,
     resolve_decode,
     split_clip_transform,
 )
@@ -50,6 +52,10 @@ def photos(tmp_path_factory) -> FileImages:
         Image.fromarray(pixels).save(paths[name], quality=90)
     paths["camera"] = root / "camera.png"  # grayscale PNG: converted to RGB by both paths
     Image.fromarray(skimage.data.camera()).save(paths["camera"])
+    paths["grey"] = root / "grey.jpg"  # one-component JPEG: the tensor path
+    Image.fromarray(skimage.data.camera()).save(paths["grey"], quality=90)
+    paths["cmyk"] = root / "cmyk.jpg"  # four components: the PIL path
+    Image.fromarray(skimage.data.coffee()).convert("CMYK").save(paths["cmyk"], quality=90)
     return FileImages(paths, root)
 
 
@@ -117,6 +123,20 @@ def test_mixed_jpeg_and_png_batches_keep_order(preprocess, photos):
     cut = FileImages({"cut": odd}, photos.root)
     with pytest.raises(OSError, match="truncated"):
         _batches(cut, ["cut"], preprocess, batch_size=1, workers=0, decode="tensor")
+
+
+def test_grey_jpegs_take_the_tensor_path_and_cmyk_ones_pil(preprocess, photos):
+    components = [jpeg_components(photos.paths[n].read_bytes()) for n in ("grey", "cmyk", "coffee")]
+    assert components == [1, 4, 3]
+    progressive = io.BytesIO()
+    Image.fromarray(skimage.data.coffee()).save(progressive, "JPEG", progressive=True)
+    assert jpeg_components(progressive.getvalue()) == 3  # SOF2 found past its tables
+    assert jpeg_components(b"\xff\xd8\xff\xe0\x00") is None  # a cut header
+    two = _batches(photos, ["grey", "cmyk"], preprocess, batch_size=2, workers=0, decode="tensor")
+    ref = _reference(preprocess, photos, ["grey", "cmyk"])
+    assert torch.equal(two[1], ref[1])  # CMYK: PIL, bit-equal
+    assert not torch.equal(two[0], ref[0])  # grey: torchvision, within one level of 255
+    assert (two[0] - ref[0]).abs().max() <= 1 / 255 / min(open_clip.OPENAI_DATASET_STD) + 1e-6
 
 
 class _PidSource:

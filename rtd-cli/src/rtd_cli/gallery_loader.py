@@ -10,11 +10,12 @@ bicubic with antialiasing, centre crop, `ToTensor`, normalise):
   workers' queues, pinned memory and PCIe.
 - `tensor` (`--decode gpu`): workers read the JPEG files' bytes only; the main process
   decodes the batch in one `torchvision.io.decode_jpeg(list, device=...)` call (nvJPEG on
-  CUDA) and applies the same torchvision `Resize`/`CenterCrop` objects to the uint8
-  tensors. Images that are not JPEG files (PNG, GeneCIS crops, hub columns, toy tensors)
-  and JPEGs the decoder refuses take the PIL path within the same batch. Measured against
-  PIL on scikit-image photos (tests/rtd/test_gallery_loader.py, README): decoding on the
-  CPU is identical, and torchvision's tensor bicubic resize is within 1/255 of PIL's.
+  CUDA), then resizes (same size, same filter, in two passes rounded to uint8 as PIL's
+  are) and centre-crops the uint8 tensors. Images that are not grey or YCbCr JPEG files
+  (PNG, CMYK JPEGs, GeneCIS crops, hub columns, toy tensors) and JPEGs the decoder refuses
+  take the PIL path within the same batch. Measured against PIL on scikit-image photos
+  (tests/rtd/test_gallery_loader.py, README): decoding on the CPU is identical, and the
+  resized pixels are within 1/255 of PIL's.
 
 Several benchmark parts (FashionIQ categories, GeneCIS tasks) go through one DataLoader
 whose batch sampler is pointed at one part at a time, so its workers persist from part to
@@ -46,6 +47,8 @@ from labshared.errors import ConfigError
 from rtd_cli.eval_config import DECODES
 
 JPEG_MAGIC = b"\xff\xd8\xff"  # SOI marker + the first segment's marker byte
+# start-of-frame markers (SOF0-SOF15 but DHT C4, JPG C8, DAC CC): they hold the component count
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 _TENSOR_MODES = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}
@@ -237,8 +240,8 @@ class _Pixels(torch.utils.data.Dataset):
 
 
 class _JpegBytes(torch.utils.data.Dataset):
-    """Item i: `(i, 1-D uint8 file bytes)` for a JPEG file, else `(i, uint8 pixels)` by
-    the PIL path."""
+    """Item i: `(i, 1-D uint8 file bytes)` for a grey or colour (YCbCr) JPEG file, else
+    `(i, uint8 pixels)` by the PIL path."""
 
     def __init__(self, items: Sequence[tuple[Any, str]], transform: ClipTransform) -> None:
         self.items, self.transform = items, transform
@@ -251,10 +254,26 @@ class _JpegBytes(torch.utils.data.Dataset):
         path = source.paths[name] if isinstance(source, FileImages) else None
         if path is not None and path.is_file():
             data = Path(path).read_bytes()
-            if data[:3] == JPEG_MAGIC:
+            # grey and YCbCr JPEGs only: PIL's CMYK conversion is the reference for the rest
+            if data[:3] == JPEG_MAGIC and jpeg_components(data) in (1, 3):
                 return i, torch.frombuffer(bytearray(data), dtype=torch.uint8)
         # not a JPEG file (or missing: the source's load raises its layout error)
         return i, self.transform.pil_pixels(source.load(name))
+
+
+def jpeg_components(data: bytes) -> int | None:
+    """The number of colour components a JPEG's frame header declares (1 grey, 3 YCbCr,
+    4 CMYK/YCCK), or None when the header cannot be read."""
+    pos = 2  # after SOI
+    while pos + 9 < len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return data[pos + 9]  # FF Cn, length (2), precision (1), height (2), width (2), Nf
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
 
 
 def _pack(batch: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
@@ -376,8 +395,7 @@ class ImageBatches:
 
     def _jpeg_pixels(self, jpegs: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
         """uint8 (3, h, w) transformed pixels on the device, decoded in one call; a JPEG the
-        decoder refuses (CMYK, some files under nvJPEG) takes the PIL path instead, as
-        `--decode cpu` would."""
+        decoder refuses takes the PIL path instead, as `--decode cpu` would."""
         if not jpegs:
             return []
         try:
