@@ -23,6 +23,7 @@ from labshared.errors import ConfigError
 from rtd_cli import features, gallery_loader
 from rtd_cli.cli import app
 from rtd_cli.gallery_loader import (
+    TENSOR_PATH_VERSION,
     ImageBatches,
     decode_jpegs,
     jpeg_components,
@@ -240,7 +241,7 @@ def test_the_decode_path_keys_the_feature_cache(monkeypatch, preprocess, photos)
             [bench], tower, preprocess, EvalConfig(workers=0), fp32, None
         )  # fmt: skip
         assert feats.shape == (2, 4) and index == {"coffee": 0, "chelsea": 1}
-    assert "decode" not in specs[0] and "decode_jpeg" in specs[1]["decode"]
+    assert "decode" not in specs[0] and specs[1]["decode"]["version"] == TENSOR_PATH_VERSION
     assert {k: v for k, v in specs[1].items() if k != "decode"} == specs[0]
 
 

@@ -18,7 +18,12 @@ import torch
 from labshared.cache import cached_tensors
 from labshared.clip import ClipInfo
 from labshared.console import log, make_progress
-from rtd_cli.gallery_loader import ImageBatches, default_workers, resolve_decode
+from rtd_cli.gallery_loader import (
+    TENSOR_PATH_VERSION,
+    ImageBatches,
+    default_workers,
+    resolve_decode,
+)
 from rtd_cli.model import clip_dims
 
 # Bump when image feature extraction changes. 2: the key holds the CLIP's activation, and
@@ -99,7 +104,11 @@ def benchmarks_features(
             "version": FEATURES_VERSION,
         }
         if decode == "tensor":  # other decoder and resize kernels: pixels within 1/255
-            spec["decode"] = f"torchvision decode_jpeg + tensor resize on {runtime.device.type}"
+            spec["decode"] = {
+                "path": "torchvision decode_jpeg + two-pass tensor resize",
+                "device": runtime.device.type,
+                "version": TENSOR_PATH_VERSION,
+            }
 
         def compute(i=i, bench=bench) -> dict[str, torch.Tensor]:
             log(f"{bench.name} {bench.split}: {len(names[i])} images, decode {decode}, "

@@ -46,6 +46,8 @@ from labshared.data.composed_retrieval import FileImages
 from labshared.errors import ConfigError
 from rtd_cli.eval_config import DECODES
 
+# Bump when the tensor path's pixels change (it keys the feature cache under --decode gpu).
+TENSOR_PATH_VERSION = 1
 JPEG_MAGIC = b"\xff\xd8\xff"  # SOI marker + the first segment's marker byte
 # start-of-frame markers (SOF0-SOF15 but DHT C4, JPG C8, DAC CC): they hold the component count
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
