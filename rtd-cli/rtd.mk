@@ -48,7 +48,7 @@ BENCHES += bench-rtd-loader
 bench-rtd-loader: install
 	$(BIN)/python bench/rtd_loader_bench.py --device cpu --images 1024
 	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
-		$(BIN)/python bench/rtd_loader_bench.py --device cuda --images 4096 --batch-size 128 \
+		$(BIN)/python bench/rtd_loader_bench.py --device cuda --images 8192 --batch-size 128 \
 			--workers 0,4,8,16; \
 	else echo "bench-rtd-loader: no CUDA device, GPU rows skipped"; fi
 
