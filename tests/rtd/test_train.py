@@ -20,7 +20,13 @@ from rtd_cli import model as M
 from rtd_cli.cli import app
 from rtd_cli.loop import BatchSampler
 from rtd_cli.loss import target_anchored_contrastive_loss
-from rtd_cli.rtd_step import build_parts, query_prompts, select_trainable, step_loss
+from rtd_cli.rtd_step import (
+    build_parts,
+    query_prompts,
+    select_trainable,
+    step_loss,
+    tokenize_batch,
+)
 from rtd_cli.tower_file import load_text_tower, read_text_tower_config
 from rtd_cli.train import train
 
@@ -103,7 +109,9 @@ def test_step_pairs_queries_with_anchors_and_keeps_frozen_parts_frozen(assets):
     parts, _ = build_parts(cfg, CPU)
     batch = [TextTriplet("A red $seven on grass", "make it blue", "a blue seven on grass"),
              TextTriplet("a green one on wood", "put it on sky", "a green one on sky")]  # fmt: skip
-    loss = step_loss(parts, batch, cfg, CPU, torch.Generator().manual_seed(0))
+    loss = step_loss(
+        parts, tokenize_batch(parts, batch), cfg, CPU, torch.Generator().manual_seed(0)
+    )
     # Independent recomputation of the official step with noise 0.
     tok = parts.tokenizer
     k = parts.frozen(tok(["a blue seven on grass", "a green one on sky",
@@ -117,7 +125,7 @@ def test_step_pairs_queries_with_anchors_and_keeps_frozen_parts_frozen(assets):
     loss.backward()
     assert all(p.grad is None for p in parts.frozen.parameters())
     assert all(p.grad is None for p in parts.projection.parameters())
-    assert parts.trainable.ln_final.weight.grad is not None
+    assert parts.tower.ln_final.weight.grad is not None
     assert not parts.projection.training
 
 
@@ -268,7 +276,7 @@ def _ddp_grads(rank: int, world: int, port: int, root: str, gather: bool, out: s
     batch = _batch()[rank * 2 : rank * 2 + 2]
     from rtd_cli.rtd_step import grad_scale
 
-    loss = step_loss(parts, batch, cfg, runtime, torch.Generator())
+    loss = step_loss(parts, tokenize_batch(parts, batch), cfg, runtime, torch.Generator())
     (loss * grad_scale(cfg, runtime)).backward()
     if rank == 0:
         tower = distributed.unwrap(parts.trainable)
@@ -295,7 +303,7 @@ def test_gathered_negatives_give_the_global_batch_gradient(assets, tmp_path, gat
     torch.manual_seed(0)
     cfg = tiny_cfg(root / "phi-lincir.pt", noise_scale=0.0)
     parts, _ = build_parts(cfg, CPU)
-    step_loss(parts, _batch(), cfg, CPU, torch.Generator()).backward()
+    step_loss(parts, tokenize_batch(parts, _batch()), cfg, CPU, torch.Generator()).backward()
     ref = {n: p.grad for n, p in parts.trainable.named_parameters()}
     name = "transformer.resblocks.0.attn.in_proj_weight"
     if gather:  # one global loss over 2 x 2 triplets == single process with 4 triplets

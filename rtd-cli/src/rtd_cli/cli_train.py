@@ -173,6 +173,32 @@ def train_cmd(
             rich_help_panel=TRAIN_PANEL,
         ),
     ] = None,
+    cache_anchors: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache-anchors/--no-cache-anchors",
+            help="Encode the frozen anchors of the whole triplet set once (cached) instead of "
+            "in every step; pays when the set is read more than once.",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the trainable text tower.",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
+    grad_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--grad-checkpointing/--no-grad-checkpointing",
+            help="Recompute the trainable tower's activations in backward (less memory, for "
+            "ViT-H/bigG).",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = None,
     checkpoint_every: CheckpointEveryOpt = None,
     stop_after: StopAfterOpt = None,
     val_dataset: Annotated[

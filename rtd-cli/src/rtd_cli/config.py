@@ -70,6 +70,12 @@ class TrainConfig:
         checkpoint_every: steps between resumable checkpoints (the last step always saves).
         val_dataset / val_root / val_every: periodic `rtd eval` during training (off if None).
         keep_best: also keep the checkpoint best on this validation metric.
+        cache_anchors: encode the frozen anchors (T_t, T_r) of the whole set once and cache
+            them (keyed by the CLIP weights, the set and the precision) instead of in each
+            step; pays when the set is read more than once (epochs, repeated runs).
+        compile: `torch.compile` the trainable tower.
+        grad_checkpointing: recompute the trainable tower's activations in the backward
+            pass (open_clip's per-block checkpointing): less memory, ~1/3 more compute.
     """
 
     backbone: str = "ViT-B-32"
@@ -98,6 +104,9 @@ class TrainConfig:
     val_root: str | None = None
     val_every: int = 100
     keep_best: str | None = None
+    cache_anchors: bool = False
+    compile: bool = False
+    grad_checkpointing: bool = False
     log_every: int = 10
     seed: int = 12345
 

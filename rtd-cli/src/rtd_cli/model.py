@@ -247,6 +247,32 @@ def _pool(x: torch.Tensor, ids: torch.Tensor, pool_type: str, eos_id: int | None
     raise ConfigError(f"text pool type {pool_type!r} is not supported (argmax, eos, first, last)")
 
 
+def cut_ids(ids: torch.Tensor, tower: TextTower) -> torch.Tensor:
+    """`ids` cut to the batch's longest sequence through its pooled token, when that cannot
+    change the tower's output.
+
+    With a causal attention mask (CLIP's text towers), position i attends to positions
+    <= i only, so the pooled EOT feature depends on nothing after it; `TextTower.forward`
+    slices the positional embedding and the mask to the ids' length. Features equal the
+    full-length encoding (tests/rtd/test_tokens.py). Towers without a causal mask, or that
+    pool the last or first position, get `ids` unchanged.
+
+    Args:
+        ids: (B, L) token ids as the tokenizer returns them.
+        tower: the tower that will encode them.
+
+    Returns:
+        (B, L') ids with L' = 1 + the largest pooled position in the batch (or L).
+    """
+    if tower.attn_mask is None or tower.pool_type not in ("argmax", "eos") or ids.numel() == 0:
+        return ids
+    if tower.pool_type == "argmax":
+        pooled = ids.argmax(dim=-1)  # the first EOT: open_clip pools there
+    else:
+        pooled = (ids == tower.eos_id).int().argmax(dim=-1)
+    return ids[:, : int(pooled.max()) + 1]
+
+
 def text_tower_from_clip(clip_model: nn.Module) -> TextTower:
     """Deep-copy the text side of an open_clip `CLIP` (or a `CustomTextCLIP` whose `.text`
     is open_clip's own `TextTransformer`) into a `TextTower`.

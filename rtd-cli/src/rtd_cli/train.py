@@ -47,7 +47,17 @@ from rtd_cli.loop import (
     mean_loss,
     restore,
 )
-from rtd_cli.rtd_step import Parts, build_parts, grad_scale, prompt_style, step_loss
+from rtd_cli.rtd_step import (
+    Parts,
+    StepBatch,
+    StepSource,
+    build_parts,
+    cached_anchors,
+    grad_scale,
+    prompt_style,
+    step_loss,
+)
+from rtd_cli.tokens import triplet_tokens, triplets_digest
 from rtd_cli.tower_file import save_text_tower
 
 #: What the run read (source, rows used and skipped), written beside config.json.
@@ -60,7 +70,7 @@ Validator = Callable[[nn.Module, int], dict[str, float]]
 def train_step(
     parts: Parts,
     state: Resumable,
-    batch: list[Any],
+    batch: StepBatch,
     cfg: TrainConfig,
     runtime: Runtime,
 ) -> torch.Tensor:
@@ -103,6 +113,44 @@ def tower_config(cfg: TrainConfig, parts: Parts, step: int) -> dict[str, Any]:
     }
 
 
+def make_optimizer(
+    params: list[nn.Parameter], cfg: TrainConfig, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW on the trained parameters, fused (one kernel for every tensor's update) where
+    the parameters' device supports it (CUDA, and the CPU in torch >= 2.4); `fused=False`
+    forces the per-tensor loop (the bench's reference). The fused update equals the loop's
+    to float rounding (tests/rtd/test_hot_path.py)."""
+    kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if fused is False:
+        return torch.optim.AdamW(params, **kwargs, foreach=False)
+    try:
+        return torch.optim.AdamW(params, **kwargs, fused=True)
+    except RuntimeError:  # a device without the fused kernel: torch's default
+        if fused:
+            raise
+        return torch.optim.AdamW(params, **kwargs)
+
+
+def step_source(
+    cfg: TrainConfig, parts: Parts, data: TripletSet, runtime: Runtime, use_cache: bool = True
+) -> StepSource:
+    """The set's token ids (tokenised once, cached) and, with `--cache-anchors`, its frozen
+    anchors. Under torchrun rank 0 fills the caches first, the other ranks then read them."""
+
+    def tokens():
+        return triplet_tokens(data.triplets, parts.tokenizer, parts.template, parts.symbol,
+                              parts.plain, use_cache=use_cache)  # fmt: skip
+
+    ids = tokens() if runtime.is_main else None
+    distributed.barrier()
+    ids = ids if ids is not None else tokens()
+    if not cfg.cache_anchors:
+        return StepSource(ids)
+    anchors = cached_anchors(parts, ids, runtime, triplets_key=triplets_digest(data.triplets),
+                             chunk=2 * cfg.batch_size, use_cache=use_cache)  # fmt: skip
+    return StepSource(ids, anchors)
+
+
 def read_triplets(cfg: TrainConfig) -> TripletSet:
     """The training triplets; what was read and skipped goes to the log."""
     data = load_text_triplets(
@@ -122,6 +170,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     validator: Validator | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Run RTD training into `run_dir`; returns the metrics (also written to metrics.json).
 
@@ -135,6 +184,7 @@ def train(
         stop_after: leave after this many steps of this invocation, with a checkpoint
             (time-sliced jobs; continue with `resume`).
         validator: `(tower, step) -> metrics`, run on rank 0 every `val_every` steps.
+        use_cache: read and write the token-id and anchor caches (False: `--no-cache`).
 
     Raises:
         ConfigError: bad data source, phi or backbone, or a loss that stops being finite.
@@ -143,11 +193,12 @@ def train(
     if runtime.is_main:
         write_metrics(run_dir, data.report(), name=DATA_FILE)
     parts, _ = build_parts(cfg, runtime)
-    tower = distributed.unwrap(parts.trainable)
+    source = step_source(cfg, parts, data, runtime, use_cache)
+    tower = parts.tower
     params = [p for p in tower.parameters() if p.requires_grad]
     state = Resumable(
         tower,
-        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        make_optimizer(params, cfg),
         fork_generator(cfg.seed, runtime.rank),
         names=parts.trained_names,  # a partial fine-tune saves only what it changes
     )
@@ -168,10 +219,10 @@ def train(
 
     t0 = time.perf_counter()
     while progress.step < cfg.steps:
-        batch = [data.triplets[i] for i in sampler.indices(progress.step).tolist()]
-        loss = train_step(parts, state, batch, cfg, runtime)
+        loss = train_step(parts, state, source.batch(sampler.indices(progress.step)), cfg,
+                          runtime)  # fmt: skip
         progress.step += 1
-        progress.seen += len(batch) * runtime.world_size
+        progress.seen += cfg.batch_size * runtime.world_size
         progress.loss = mean_loss(loss, progress.step)
         if schedule.logs(progress.step):
             rate = progress.seen / (time.perf_counter() - t0)
@@ -201,7 +252,7 @@ def validate_tower(
     when `keep_best` names a metric."""
     if not runtime.is_main:
         return
-    tower = distributed.unwrap(parts.trainable)
+    tower = parts.tower
     tower.eval()
     with torch.no_grad():
         scores = validator(tower, progress.step)
@@ -241,7 +292,7 @@ def finish(
     if runtime.is_main:
         path = save_text_tower(
             run_dir / "text_tower.safetensors",
-            distributed.unwrap(parts.trainable),
+            parts.tower,
             tower_config(cfg, parts, progress.step),
             params=parts.trained_names,  # a partial fine-tune stores only what changed
         )
@@ -293,4 +344,5 @@ def run(
             val_config(cfg), started.runtime, inputs.val_benches, use_cache=not no_cache
         )
     return train(cfg, started.dir, started.runtime, triplets=inputs.triplets,
-                 resume=started.resumed, stop_after=stop_after, validator=validator)  # fmt: skip
+                 resume=started.resumed, stop_after=stop_after, validator=validator,
+                 use_cache=not no_cache)  # fmt: skip
