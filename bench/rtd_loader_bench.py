@@ -252,6 +252,10 @@ def main() -> None:
         "(random weights); '' skips the comparison"
     )  # fmt: skip
     args = parser.parse_args()
+    if args.device == "cpu":
+        # one thread, as each DataLoader worker has: per-core costs, and no OpenMP
+        # oversubscription when the tensor path resizes in this process on a busy machine
+        torch.set_num_threads(1)
     preprocess = open_clip.image_transform(224, is_train=False)  # ViT-B/L-14's val transform
     rows = []
     with tempfile.TemporaryDirectory(prefix="rtd-loader-bench-") as tmp:
