@@ -118,8 +118,9 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> tuple[Parts, Any]:
     """Load CLIP, make the frozen and trainable towers, load phi. Returns (parts, clip).
 
     `--grad-checkpointing` turns on open_clip's per-block activation checkpointing in the
-    trainable tower; `--compile` wraps what the step calls in `torch.compile` (shapes vary
-    with the cut, so it recompiles once for a dynamic length, then reuses that graph).
+    trainable tower; `--compile` wraps what the step calls in `torch.compile`, for dynamic
+    shapes from the start (the cut makes the length vary from batch to batch: one graph
+    instead of a static one and then a dynamic recompile).
 
     Raises:
         ConfigError: as `model.build_clip_bundle`, or grad checkpointing on a transformer
@@ -143,7 +144,7 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> tuple[Parts, Any]:
         tower.transformer.grad_checkpointing = True
     trainable = distributed.wrap_ddp(tower, runtime.device)
     if cfg.compile:
-        trainable = torch.compile(trainable)
+        trainable = torch.compile(trainable, dynamic=True)
     parts = Parts(
         frozen=frozen,
         trainable=trainable,
