@@ -97,6 +97,8 @@ class Sizes:
     tldr_templates: int
     clip_dims: tuple[int, ...]
     feature_dim: int  # the classifier's penultimate width (ResNet-50: 2048)
+    rtd_skip: tuple[str, ...] = ()  # RTD variants left out of this size of run
+    threads: int = 0  # torch threads per section (0: torch's default, all cores)
 
 
 FULL = Sizes(
@@ -111,8 +113,14 @@ SMOKE = Sizes(
     backbone=S.SMOKE_BACKBONE, rtd_batch=4, rtd_steps=1, rtd_warmup=1, ablation_steps=1,
     ablation_warmup=0, gallery_images=8, gallery_batch=4, gallery_workers=1, queries=50,
     gallery=3000, dim=32, top_k=10, repeats=2, robattr_model="resnet18-cifar",
-    robattr_batch=2, robattr_steps=1, robattr_warmup=1, tldr_rows=2000, tldr_words=200,
+    robattr_batch=2, robattr_steps=1, robattr_warmup=0, tldr_rows=2000, tldr_words=200,
     tldr_templates=4, clip_dims=(32,), feature_dim=64,
+    # torch.compile's CPU code generation alone takes longer than the rest of the smoke
+    # run; tests/rtd/test_hot_path.py checks the compiled tower on the CPU instead
+    rtd_skip=("+compile",),
+    # one thread: tiny tensors gain nothing from two, and under `make test -n 2` a second
+    # thread only spins against the other test worker
+    threads=1,
 )  # fmt: skip
 
 #: Jobs in the order they run. RTD's "all" variant comes first (the run's main figure),
@@ -141,6 +149,7 @@ def _child(job, sizes: Sizes, device: str, deadline: float, conn) -> None:
     os.dup2(2, 1)  # stdout is the parent's table and JSON; anything printed here is a log
     sys.stdout = sys.stderr
     try:
+        S.set_threads(sizes.threads)
         S.run_job(job, sizes, device, deadline, lambda msg: conn.send(msg))
     except BaseException as exc:  # reported, never raised: the other sections still run
         traceback.print_exc()

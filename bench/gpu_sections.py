@@ -56,6 +56,14 @@ def cuda_initialised() -> bool:
     return torch.cuda.is_initialized()
 
 
+def set_threads(n: int) -> None:
+    """torch's intra-op threads in this process (0: leave torch's default)."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
 def run_job(job: tuple[str, str | None], sizes, device: str, deadline: float, send: Send) -> None:
     """Run one job of gpu_check.JOBS, sending {"kind": "row"|"start"|"skipped"|"error"}."""
     name, phase = job
@@ -133,6 +141,9 @@ def rtd_train(sizes, device: str, deadline: float, send: Send, phase: str | None
     names = [n for n in VARIANTS if (n == "all") == (phase == "all")]
     last = 0.0
     for name in names:
+        if name in sizes.rtd_skip:
+            send({"kind": "skipped", "case": name, "reason": "not in this run's sizes (--smoke)"})
+            continue
         if time.time() + last > deadline:
             send({"kind": "skipped", "case": name, "reason": "time budget"})
             continue
