@@ -218,7 +218,7 @@ def retrieval(sizes, device: str, deadline: float, send: Send) -> None:
     peak, kind = _peak_gib(device)
     kind += ", above the resident features" if cuda else ""
     send({"kind": "row", "row": {
-        "case": f"{sizes.queries} x {sizes.gallery:,} x {sizes.dim}-d, top-{sizes.top_k}",
+        "case": f"{sizes.queries:,} x {sizes.gallery:,} x {sizes.dim}-d, top-{sizes.top_k}",
         "seconds": statistics.median(times), "seconds_best": min(times),
         "queries_per_s": sizes.queries / statistics.median(times),
         "peak_mem_gib": peak - resident, "peak_mem_kind": kind,
