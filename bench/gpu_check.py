@@ -167,21 +167,25 @@ def run_forked(job, sizes: Sizes, device: str, deadline: float) -> list[dict]:
     proc.start()
     send.close()
     messages: list[dict] = []
-    while True:
+    stopped = False
+    while not stopped:
         remaining = deadline - time.time()
-        if remaining <= 0:
+        if remaining <= 0:  # the budget, not a failure: listed as skipped
             proc.kill()
             running = [m["case"] for m in messages if m["kind"] == "start"]
-            where = f" during {running[-1]!r}" if running else ""
-            messages.append({"kind": "error", "error": f"stopped at the time budget{where}"})
-            break
-        if recv.poll(min(remaining, 1.0)):
+            case = running[-1] if running else job[1] or job[0]
+            messages.append(
+                {"kind": "skipped", "case": case, "reason": "stopped at the time budget"}
+            )
+            stopped = True
+        elif recv.poll(min(remaining, 1.0)):
             try:
                 messages.append(recv.recv())
             except EOFError:  # every sender closed: the child has finished
                 break
     proc.join()
-    if proc.exitcode not in (0, None) and not any(m["kind"] == "error" for m in messages):
+    failed = proc.exitcode not in (0, None) and not stopped
+    if failed and not any(m["kind"] == "error" for m in messages):
         messages.append({"kind": "error", "error": f"process died (exit code {proc.exitcode})"})
     return messages
 
