@@ -363,18 +363,27 @@ def _fmt(value, spec: str, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
+def _goal(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def _cells(section: str, r: dict, full: bool) -> list[str]:
     """time, rate and notes cells of one row."""
     if section == "rtd_train":
-        notes = f"2,000 steps: {r['minutes_2000_steps']:.1f} min"
-        notes += f" (goal <= {GOAL_RTD_MINUTES:g})" if full and r["case"] == "all" else ""
+        minutes = r["minutes_2000_steps"]
+        notes = f"2,000 steps: {minutes:.1f} min"
+        if full and r["case"] == "all":
+            notes += f" (goal <= {GOAL_RTD_MINUTES:g}: {_goal(minutes <= GOAL_RTD_MINUTES)})"
         notes += f"; MFU {_fmt(r['mfu'] and 100 * r['mfu'], '.0f', ' %')}"
-        notes += f"; {_fmt(r.get('time_vs_all'), '.2f', 'x')} all; seq {r.get('seq_len')}"
+        notes += f"; {_fmt(r.get('time_vs_all'), '.2f', 'x')} all"
+        notes += f"; {_fmt(r.get('seq_len'), '.1f')} tokens"
         return [f"{r['s_per_step']:.3f} s/step", f"{r['steps_per_s']:.2f} steps/s", notes]
     if section == "gallery":
         notes = f"{r['workers']} workers, batch {r['batch_size']}; CIRCO gallery "
         notes += f"{CIRCO_GALLERY / r['img_per_s'] / 60:.1f} min"
-        notes += f" (goal >= {GOAL_GALLERY_IMG_S:g} img/s)" if full else ""
+        if full:
+            met = r["img_per_s"] >= GOAL_GALLERY_IMG_S
+            notes += f" (goal >= {GOAL_GALLERY_IMG_S:g} img/s: {_goal(met)})"
         return [f"{r['n_images'] / r['img_per_s']:.2f} s", f"{r['img_per_s']:.0f} img/s", notes]
     if section == "retrieval":
         return [f"{r['seconds']:.3f} s", f"{r['queries_per_s']:.0f} queries/s",
@@ -401,7 +410,10 @@ def table(report: dict) -> str:
     for section, entry in report["sections"].items():
         for r in entry["rows"]:
             peak = f"{r['peak_mem_gib']:.2f}" if r.get("peak_mem_gib") is not None else "n/a"
-            time_cell, rate, notes = _cells(section, r, full)
+            try:
+                time_cell, rate, notes = _cells(section, r, full)
+            except (KeyError, TypeError, ZeroDivisionError) as exc:  # the JSON has it all
+                time_cell, rate, notes = "", "", f"unformatted row ({exc!r}): see the JSON"
             cells.append([section, r["case"], time_cell, rate, peak, notes])
         cells += [[section, "ERROR", "", "", "", e] for e in entry["errors"]]
         cells += [[section, "skipped", "", "", "", s] for s in entry["skipped"]]
