@@ -138,8 +138,9 @@ def test_a_failing_section_reports_instead_of_raising(gc, monkeypatch, behaviour
         time.sleep(30)
 
     monkeypatch.setattr(gc.S, "run_job", job)  # the forked child runs the patched module
+    gc.S.preload([])  # torch imported before forking, as main() does
     t0 = time.time()
-    messages = gc.run_forked(("x", None), gc.SMOKE, "cpu", time.time() + 2)
+    messages = gc.run_forked(("x", None), gc.SMOKE, "cpu", time.time() + 5)
     assert time.time() - t0 < 10
     assert messages[0] == {"kind": "row", "row": {"case": "first"}}
     if expected is None:  # stopped by the budget: skipped, named, not an error
