@@ -241,3 +241,38 @@ def test_compiled_tower_gives_the_same_loss_and_gradients(phi):
         torch.testing.assert_close(compiled[0], plain[0], rtol=1e-5, atol=1e-6)
         assert_grads_close(compiled[1], plain[1])
     assert time.perf_counter() - t0 < 600
+
+
+def test_the_three_flags_set_their_fields():
+    from typer.testing import CliRunner
+
+    from rtd_cli.cli import app
+
+    args = ["train", "--phi", "p.pt", "--triplets", "t.json", "--dry-run"]
+    res = CliRunner().invoke(app, [*args, "--cache-anchors", "--compile", "--grad-checkpointing"])
+    assert res.exit_code == 0, res.output
+    config = json.loads(res.stdout)["config"]
+    assert config["cache_anchors"] and config["compile"] and config["grad_checkpointing"]
+    off = json.loads(CliRunner().invoke(app, args).stdout)["config"]
+    assert not (off["cache_anchors"] or off["compile"] or off["grad_checkpointing"])
+
+
+def test_train_runs_on_the_caches_and_a_second_run_reads_the_token_ids(phi, tmp_path, monkeypatch):
+    from rtd_cli import tokens as T
+    from rtd_cli.train import train
+
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
+    cfg, _ = make(phi, steps=3, checkpoint_every=3, log_every=1)
+    torch.manual_seed(0)
+    plain = train(cfg, tmp_path / "plain", CPU)
+    assert list((tmp_path / "cache" / "features").glob("rtd-token-ids-*.safetensors"))
+
+    def refuse(*_a, **_k):
+        raise AssertionError("tokenised again although the ids are cached")
+
+    monkeypatch.setattr(T, "tokenize_ragged", refuse)
+    torch.manual_seed(0)
+    cached = train(dataclasses.replace(cfg, cache_anchors=True), tmp_path / "cached", CPU)
+    assert cached["step"] == plain["step"] == 3
+    for a, b in zip(plain["history"], cached["history"], strict=True):  # same run, to rounding
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
