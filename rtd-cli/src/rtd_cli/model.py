@@ -254,7 +254,7 @@ def cut_ids(ids: torch.Tensor, tower: TextTower) -> torch.Tensor:
     With a causal attention mask (CLIP's text towers), position i attends to positions
     <= i only, so the pooled EOT feature depends on nothing after it; `TextTower.forward`
     slices the positional embedding and the mask to the ids' length. Features equal the
-    full-length encoding (tests/rtd/test_tokens.py). Towers without a causal mask, or that
+    full-length encoding (tests/rtd/test_hot_path.py). Towers without a causal mask, or that
     pool the last or first position, get `ids` unchanged.
 
     Args:
