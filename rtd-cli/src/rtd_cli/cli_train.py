@@ -39,6 +39,7 @@ from rtd_cli.cli_common import (
 from rtd_cli.config import (
     PHI_PRESETS,
     RENAMED_PRESETS,
+    TRAIN_KNOBS,
     TRAIN_PRESETS,
     PhiConfig,
     TrainConfig,
@@ -254,7 +255,7 @@ def train_cmd(
         started = start_run(
             "rtd", "train", cfg, version=__version__, preset=preset, output_dir=output_dir,
             resume=resume, overwrite=overwrite, device=device, precision=precision,
-            seed=cfg.seed, deterministic=deterministic,
+            seed=cfg.seed, deterministic=deterministic, allowed_on_resume=TRAIN_KNOBS,
             validate=lambda: inputs.append(train.check_inputs(cfg)),
         )  # fmt: skip
         metrics = train.run(cfg, started, inputs[0], stop_after=stop_after, no_cache=no_cache)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labshared.config import unknown_name
+from labshared.config import RUNTIME_KNOBS, unknown_name
 from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
 
@@ -40,6 +40,12 @@ BASE_NAMES = ("lincir", "searle", "pic2word")
 #: of the same split make a 2,000-image gallery.
 TOY_EVAL_QUERIES = 1000
 TOY_EVAL_DISTRACTORS = 1000
+
+
+#: Fields a resumed `rtd train` may change besides RUNTIME_KNOBS: how the step is executed,
+#: not what it computes (each is tested equal to the plain path: compiled tower, recomputed
+#: activations, cached frozen anchors), so a resumed run may switch them on another machine.
+TRAIN_KNOBS = RUNTIME_KNOBS | {"compile", "grad_checkpointing", "cache_anchors"}
 
 
 @dataclass(frozen=True)
