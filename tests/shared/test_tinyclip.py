@@ -203,3 +203,13 @@ def test_digit_head_enters_the_loss_and_is_not_saved(monkeypatch):
     keys = set(a.state_dict())
     assert keys == set(tinyclip.create_random_tiny_clip(0).state_dict())
     assert not torch.equal(a.visual.attnpool.c_proj.weight, b.visual.attnpool.c_proj.weight)
+
+
+def test_a_fit_leaves_the_callers_global_generator_as_it_was():
+    """A command that fits the tiny CLIP on first use must draw afterwards exactly what it
+    draws when the fit is cached (its own init, e.g. rtd train-phi's phi)."""
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    tinyclip.fit_tiny_clip(tinyclip.FitConfig(steps=1, batch_size=8, warmup=1))
+    assert torch.equal(torch.rand(4), expected)

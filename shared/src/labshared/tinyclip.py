@@ -329,8 +329,12 @@ def fit_tiny_clip(
     fit = fit or default_fit()
     threads = torch.get_num_threads()
     torch.set_num_threads(FIT_THREADS)
+    # The fit seeds and draws from the global CPU generator (model and head init): fork
+    # it, so a command that fits the tiny CLIP on first use draws exactly what it would
+    # have drawn with the fit cached (rtd train-phi's phi init differed between the two).
     try:
-        return _fit(fit, device)
+        with torch.random.fork_rng(devices=[]):
+            return _fit(fit, device)
     finally:
         torch.set_num_threads(threads)
 
