@@ -185,27 +185,15 @@ def gallery(sizes, device: str, deadline: float, send: Send) -> None:
                                      "n_images": sizes.gallery_images}})  # fmt: skip
 
 
-def _unit_rows(n: int, dim: int, device: str, seed: int):
-    """(n, dim) random unit vectors, made in blocks (no full-size temporaries)."""
-    import torch
-
-    out = torch.empty(n, dim, device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    for s in range(0, n, 8192):
-        block = out[s : s + 8192]
-        block.normal_(generator=gen)
-        block.div_(block.norm(dim=1, keepdim=True))
-    return out
-
-
 def retrieval(sizes, device: str, deadline: float, send: Send) -> None:
     """`rtd eval`'s ranking core (chunked top-k) at CIRCO size: median of `repeats` calls."""
     import torch
+    from rtd_retrieval_bench import unit_rows
 
     from rtd_cli.retrieval import chunked_topk
 
-    queries = _unit_rows(sizes.queries, sizes.dim, device, 0)
-    gallery_feats = _unit_rows(sizes.gallery, sizes.dim, device, 1)
+    queries = unit_rows(sizes.queries, sizes.dim, device, 0)
+    gallery_feats = unit_rows(sizes.gallery, sizes.dim, device, 1)
 
     def call():
         return chunked_topk(queries, gallery_feats, sizes.top_k, device=torch.device(device))

@@ -42,9 +42,10 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def _features(n: int, device: torch.device, seed: int) -> torch.Tensor:
-    """Unit vectors, generated in blocks into one buffer (no full-size temporaries)."""
-    out = torch.empty(n, DIM, device=device)
+def unit_rows(n: int, dim: int, device: torch.device | str, seed: int) -> torch.Tensor:
+    """(n, dim) random unit vectors, generated in blocks into one buffer (no full-size
+    temporaries); also the gallery of bench/gpu_check.py's retrieval section."""
+    out = torch.empty(n, dim, device=device)
     g = torch.Generator(device=device).manual_seed(seed)
     for s in range(0, n, 8192):
         block = out[s : s + 8192]
@@ -57,8 +58,8 @@ def run_one(way: str, device_name: str, repeats: int) -> dict:
     from rtd_cli.retrieval import chunked_topk
 
     device = torch.device(device_name)
-    queries = _features(QUERIES, device, 0)
-    gallery = _features(GALLERY, device, 1)
+    queries = unit_rows(QUERIES, DIM, device, 0)
+    gallery = unit_rows(GALLERY, DIM, device, 1)
 
     def call():
         if way == "chunked":
