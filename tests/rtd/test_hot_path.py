@@ -6,7 +6,6 @@ import dataclasses
 import json
 import time
 
-import open_clip
 import pytest
 import torch
 
@@ -20,28 +19,16 @@ from rtd_cli.tokens import triplet_tokens, triplets_digest
 from rtd_cli.train import make_optimizer
 
 CPU = Runtime(torch.device("cpu"), Precision("fp32", torch.float32, False), seed=0)
-TINY = "rtd-hot-tiny77"  # the real 77-token context, so the cut has something to cut
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 2},
-}
 
 
 @pytest.fixture(scope="module")
-def phi(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rtd-hot")
-    (root / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(root)
-    path = root / "phi.pt"
-    torch.manual_seed(0)
-    M.save_projection(path, M.build_projection("lincir", 32, 48), "lincir")
-    return path
+def phi(tiny77):
+    return tiny77.phi
 
 
 def make(phi, **kw):
     """(cfg, parts) with the same random CLIP every time (seeded before building)."""
-    overrides = dict(backbone=TINY, pretrained="random", phi=str(phi), triplets="toy:64",
+    overrides = dict(backbone="rtd-tiny77", pretrained="random", phi=str(phi), triplets="toy:64",
                      batch_size=6, lr=1e-3, noise_scale=0.5)  # fmt: skip
     overrides.update(kw)
     cfg = resolve(C.TRAIN_PRESETS, "toy", overrides, validate=C.validate_train)
@@ -129,7 +116,7 @@ def test_cached_anchors_give_the_step_loss_of_the_frozen_forward(phi, tmp_path, 
     b, _ = loss_and_grads(parts, cfg, cached)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     # Weights with an identity are cached, and a second call reads the file.
-    parts.clip_identity = {"backbone": TINY, "weights": {"sha256": "test"}}
+    parts.clip_identity = {"backbone": "rtd-tiny77", "weights": {"sha256": "test"}}
     first = cached_anchors(parts, tokens, CPU, triplets_key=key, chunk=10)
     assert len(list((tmp_path / "features").glob("rtd-anchors-*.safetensors"))) == 1
     parts.frozen = None  # a recomputation would fail
@@ -168,7 +155,7 @@ def test_fused_adamw_ends_where_the_loop_does(phi):
 
 
 # --------------------------------------------------------------------------- attention
-def test_the_trainable_forward_goes_through_sdpa(phi, monkeypatch):
+def test_the_trainable_forward_goes_through_sdpa(phi, tiny77, monkeypatch):
     cfg, parts = make(phi)
     calls = []
     real = torch.nn.functional.scaled_dot_product_attention
@@ -181,7 +168,7 @@ def test_the_trainable_forward_goes_through_sdpa(phi, monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
     loss = step_loss(parts, tokenize_batch(parts, batch_of()), cfg, CPU, torch.Generator())
     loss.backward()
-    layers = TINY_CFG["text_cfg"]["layers"]
+    layers = tiny77.cfg["text_cfg"]["layers"]
     trainable = [s for s in calls if s[0] == 12]  # (2B, heads, L, head_dim) per layer
     assert len(trainable) >= layers and all(s[1] == 4 for s in trainable)
 

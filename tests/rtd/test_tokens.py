@@ -1,7 +1,5 @@
 """Token ids computed once per triplet set (rtd_cli.tokens): equal to the tokenizer's, cached."""
 
-import json
-
 import open_clip
 import pytest
 import torch
@@ -10,17 +8,10 @@ from labshared.config import resolve
 from labshared.data.text_triplets import TextTriplet, load_text_triplets
 from labshared.device import Precision, Runtime
 from rtd_cli import config as C
-from rtd_cli import model as M
 from rtd_cli import tokens as T
 from rtd_cli.rtd_step import StepSource, build_parts, tokenize_batch
 
 CPU = Runtime(torch.device("cpu"), Precision("fp32", torch.float32, False), seed=0)
-TINY77 = "rtd-tokens-tiny77"
-TINY77_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 2},
-}
 # Id 0 (the pad id) inside a text ('!")' encodes as 0, 13112), a `$` in every field, and one
 # row over 77 tokens (truncated).
 ODD = [
@@ -30,14 +21,9 @@ ODD = [
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rtd-tokens")
-    (root / f"{TINY77}.json").write_text(json.dumps(TINY77_CFG))
-    open_clip.add_model_config(root)
-    phi = root / "phi.pt"
-    torch.manual_seed(0)
-    M.save_projection(phi, M.build_projection("lincir", 32, 48), "lincir")
-    overrides = dict(backbone=TINY77, pretrained="random", phi=str(phi), triplets="toy:64")
+def parts(tiny77):
+    overrides = dict(backbone=tiny77.name, pretrained="random", phi=str(tiny77.phi),
+                     triplets="toy:64")  # fmt: skip
     cfg = resolve(C.TRAIN_PRESETS, "toy", overrides, validate=C.validate_train)
     return build_parts(cfg, CPU)[0]
 
