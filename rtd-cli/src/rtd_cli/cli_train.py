@@ -23,7 +23,7 @@ from labshared.cli import (
     SeedOpt,
     on_off,
 )
-from labshared.config import resolve
+from labshared.config import RUNTIME_KNOBS, resolve
 from labshared.launch import start_run
 from rtd_cli import __version__
 from rtd_cli.cli_common import (
@@ -250,20 +250,8 @@ def train_cmd(
     # open_clip and the models load only when a command runs, so `rtd --help` stays fast
     from rtd_cli import train
 
-    inputs = []  # what the validation read (triplets, validation benchmark), kept for the run
-    try:
-        started = start_run(
-            "rtd", "train", cfg, version=__version__, preset=preset, output_dir=output_dir,
-            resume=resume, overwrite=overwrite, device=device, precision=precision,
-            seed=cfg.seed, deterministic=deterministic, allowed_on_resume=TRAIN_KNOBS,
-            validate=lambda: inputs.append(train.check_inputs(cfg)),
-        )  # fmt: skip
-        metrics = train.run(cfg, started, inputs[0], stop_after=stop_after, no_cache=no_cache)
-    finally:
-        distributed.cleanup()
-    if started.runtime.is_main:
-        keys = ("step", "loss", "stopped", "text_tower", "best", "triplets_per_second")
-        print_json({"run_dir": str(started.dir), **{k: metrics[k] for k in keys if k in metrics}})
+    keys = ("step", "loss", "stopped", "text_tower", "best", "triplets_per_second")
+    _run_and_report("train", train, cfg, args, keys, TRAIN_KNOBS, no_cache=no_cache)
 
 
 def train_phi_cmd(
@@ -354,20 +342,29 @@ def train_phi_cmd(
     if dry_run:
         print_json({"preset": preset, "config": cfg})
         return
-    # open_clip and the models load only when a command runs, so `rtd --help` stays fast
     from rtd_cli import train_phi
 
-    inputs = []  # what the validation read (captions, keyword masker), kept for the run
+    keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
+    _run_and_report("train-phi", train_phi, cfg, args, keys, RUNTIME_KNOBS)
+
+
+def _run_and_report(
+    command: str, workflow, cfg, args: dict, keys: tuple[str, ...], allowed, **run_kwargs
+) -> None:
+    """Start the run (the workflow's `check_inputs` first, so a failed check leaves no
+    folder), run `workflow.run` with what the check read, leave the process group on every
+    rank, and print the `keys` of its metrics on rank 0."""
+    inputs = []  # what the check read (triplets or captions, benchmark, masker)
     try:
         started = start_run(
-            "rtd", "train-phi", cfg, version=__version__, preset=preset, output_dir=output_dir,
-            resume=resume, overwrite=overwrite, device=device, precision=precision,
-            seed=cfg.seed, deterministic=deterministic,
-            validate=lambda: inputs.append(train_phi.check_inputs(cfg)),
+            "rtd", command, cfg, version=__version__, preset=args["preset"],
+            output_dir=args["output_dir"], resume=args["resume"], overwrite=args["overwrite"],
+            device=args["device"], precision=args["precision"], seed=cfg.seed,
+            deterministic=args["deterministic"], allowed_on_resume=allowed,
+            validate=lambda: inputs.append(workflow.check_inputs(cfg)),
         )  # fmt: skip
-        metrics = train_phi.run(cfg, started, inputs[0], stop_after=stop_after)
+        metrics = workflow.run(cfg, started, inputs[0], stop_after=args["stop_after"], **run_kwargs)
     finally:
         distributed.cleanup()
     if started.runtime.is_main:
-        keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
         print_json({"run_dir": str(started.dir), **{k: metrics[k] for k in keys if k in metrics}})
