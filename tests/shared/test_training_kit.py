@@ -69,7 +69,9 @@ def test_resume_is_bit_exact(tmp_path):
     assert meta["step"] == 3 and meta["kind"] == "toy" and second.step == 3
     for _ in range(3):
         _step(second)
-    for a, b in zip(straight.module.state_dict().values(), second.module.state_dict().values()):
+    for a, b in zip(
+        straight.module.state_dict().values(), second.module.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     assert second.progress["history"] == straight.progress["history"]
     assert second.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
@@ -91,7 +93,9 @@ def test_init_from_loads_weights_and_checks_the_model(tmp_path):
     fresh = _parts(seed=9)
     record = load_init_weights(tmp_path / "run", fresh.module)
     assert record["step"] == 2 and record["path"].endswith("model.safetensors")
-    for a, b in zip(trained.module.state_dict().values(), fresh.module.state_dict().values()):
+    for a, b in zip(
+        trained.module.state_dict().values(), fresh.module.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     other = nn.Linear(3, 3)
     with pytest.raises(ConfigError, match="--init-from .*another model"):
