@@ -9,11 +9,13 @@ robattr train, tldr erm, the tldr head) builds its loop from these parts.
 - `metric_log`: one JSON line per logged step in `metrics.jsonl`, and optionally
   TensorBoard and Weights & Biases (`--report-to`);
 - `progress`: one progress display (a bar on a terminal, timestamped lines with an ETA
-  in a log file).
+  in a log file);
+- `order`: a data order drawn from (seed, step, rank), so it needs no saved state.
 """
 
 from labshared.training.interrupt import Interrupt, Interrupted, resume_command
 from labshared.training.metric_log import MetricLogger, parse_report_to
+from labshared.training.order import BatchSampler
 from labshared.training.progress import StepProgress
 from labshared.training.state import (
     TrainState,
@@ -24,6 +26,7 @@ from labshared.training.state import (
 )
 
 __all__ = [
+    "BatchSampler",
     "Interrupt",
     "Interrupted",
     "MetricLogger",
