@@ -66,6 +66,14 @@ def test_cli_init_from_starts_a_new_run_from_the_checkpoint(tmp_path, monkeypatc
     assert res.exit_code == 1 and "--init-from" in res.output and not (tmp_path / "bad").exists()
 
 
+def test_cli_report_to_is_checked_before_the_run_folder_exists(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [*PHI_ARGS, "--steps", "1", "--report-to", "tensorbored",
+                                   "-o", str(out)])  # fmt: skip
+    assert res.exit_code == 1 and "--report-to 'tensorbored'" in res.output
+    assert not out.exists()
+
+
 def test_init_from_a_partial_fine_tune_loads_only_its_tensors(tmp_path, monkeypatch):
     torch.manual_seed(0)
     phi = tmp_path / "phi.pt"

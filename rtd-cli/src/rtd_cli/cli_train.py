@@ -2,7 +2,8 @@
 `train_phi.py`.
 
 Each option maps onto the `rtd_cli.config` field of the same name (None keeps the preset's
-value); the others are run-level (runtime, run folder, `--stop-after`, `--dry-run`).
+value); the others are run-level (runtime, run folder, `--stop-after`, `--init-from`,
+`--report-to`, `--dry-run`).
 """
 
 from typing import Annotated
