@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from labshared.config import resolve
 from labshared.device import Precision, Runtime
-from labshared.runs import latest_checkpoint
+from labshared.errors import ConfigError
+from labshared.runs import latest_checkpoint, save_checkpoint
 from labshared.training.metric_log import read_jsonl
 from rtd_cli import config as C
 from rtd_cli import model as M
@@ -111,3 +112,19 @@ def test_report_to_tensorboard_gets_the_values_of_metrics_jsonl(tmp_path):
         assert [s.value for s in scalars] == [np.float32(r[name]) for r in rows], name
     final = events.Scalars("final/loss")
     assert final[0].value == np.float32(rows[-1]["loss"])
+
+
+def test_resume_of_a_checkpoint_of_the_old_format_is_one_line_naming_init_from(tmp_path):
+    """The state.pt of the format before the kit ('rng': one generator state per rank) does
+    not resume; the error says how to keep its weights."""
+    cfg = resolve(C.PHI_PRESETS, "toy", dict(TOY, captions="toy:20", steps=2),
+                  validate=C.validate_phi)  # fmt: skip
+    phi_module.train_phi(cfg, tmp_path / "new", CPU)
+    ckpt = latest_checkpoint(tmp_path / "new")
+    old = torch.load(ckpt / "state.pt", weights_only=True)
+    old_state = {"optimizer": old["optimizer"], "rng": [torch.Generator().get_state()]}
+    save_checkpoint(tmp_path / "old", 2, load_file(str(ckpt / "model.safetensors")), old_state)
+    with pytest.raises(ConfigError, match=r"not a resumable state .* --init-from .*step-00000002"):
+        phi_module.train_phi(cfg, tmp_path / "old", CPU, resume=True)
+    out = phi_module.train_phi(cfg, tmp_path / "again", CPU, init_from=tmp_path / "old")
+    assert out["step"] == 2

@@ -126,12 +126,22 @@ def restore_state(run_dir: str | Path, state: TrainState, runtime: Runtime) -> d
     Returns:
         The checkpoint's meta, or {} when the run saved none yet (it then starts at step 0,
         and says so).
+
+    Raises:
+        ConfigError: the checkpoint holds no kit state (an older format); its weights still
+            serve `--init-from`.
     """
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         log(f"--resume: {run_dir} holds no checkpoint yet; starting at step 0")
         return {}
     model_state, train_state, meta = load_checkpoint(ckpt, runtime.device)
+    if not train_state or "ranks" not in train_state:
+        # written before this kit (or by hand): its weights are usable, its state is not
+        raise ConfigError(
+            f"--resume {run_dir}: {ckpt / 'state.pt'} is not a resumable state of this version "
+            f"(no per-rank random state); start a new run from its weights: --init-from {ckpt}"
+        )
     state.module.load_state_dict(model_state, strict=state.names is None)
     state.optimizer.load_state_dict(train_state["optimizer"])
     if state.scheduler is not None:
