@@ -128,3 +128,16 @@ def test_resume_of_a_checkpoint_of_the_old_format_is_one_line_naming_init_from(t
         phi_module.train_phi(cfg, tmp_path / "old", CPU, resume=True)
     out = phi_module.train_phi(cfg, tmp_path / "again", CPU, init_from=tmp_path / "old")
     assert out["step"] == 2
+
+
+def test_demo_runs_record_their_own_command_line(tmp_path):
+    """The demo runs each command in process: the header (and so the resume line of a
+    Ctrl-C) has that command's argv, not the demo's."""
+    from labshared.launch import read_header
+    from labshared.training import resume_command
+    from rtd_cli.demo import run_rtd
+
+    argv = [*PHI_ARGS, "--steps", "1", "-o", str(tmp_path / "run")]
+    run_rtd(argv)
+    assert read_header(tmp_path / "run")["argv"] == argv
+    assert resume_command(tmp_path / "run").startswith("rtd train-phi --preset toy")
