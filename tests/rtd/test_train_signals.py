@@ -61,13 +61,19 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+def _logged(run: Path) -> int:
+    """Complete lines in metrics.jsonl so far (a line being written has no newline yet)."""
+    path = run / "metrics.jsonl"
+    return path.read_text().count("\n") if path.is_file() else 0
+
+
 def _interrupt(args: list[str], out: Path, sig: int) -> tuple[int, str]:
     """Start the CLI, wait until metrics.jsonl shows 3 steps, send `sig`; returns (exit code,
     stderr)."""
     proc = subprocess.Popen(_cli([*args, "-o", str(out)]), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
     deadline = time.monotonic() + 300
-    while len(read_jsonl(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    while _logged(out) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
@@ -156,7 +162,7 @@ def test_sigterm_under_torchrun_saves_every_rank_and_resume_ends_bit_exact(refer
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=_env())  # fmt: skip
     deadline = time.monotonic() + 300
-    while len(read_jsonl(out)) < 3 and agent.poll() is None and time.monotonic() < deadline:
+    while _logged(out) < 3 and agent.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     agent.send_signal(signal.SIGTERM)
     _, err = agent.communicate(timeout=300)
