@@ -15,10 +15,10 @@ from labshared.config import resolve
 from labshared.data.text_triplets import TextTriplet
 from labshared.device import Precision, Runtime
 from labshared.errors import ConfigError
+from labshared.training import BatchSampler
 from rtd_cli import config as C
 from rtd_cli import model as M
 from rtd_cli.cli import app
-from rtd_cli.loop import BatchSampler
 from rtd_cli.loss import target_anchored_contrastive_loss
 from rtd_cli.rtd_step import (
     build_parts,
@@ -399,7 +399,8 @@ def test_rtd_train_under_torchrun_two_processes(assets, free_port):
     assert (run / "text_tower.safetensors").is_file()
     assert json.loads((run / "config.json").read_text())["runtime"]["world_size"] == 2
     state = torch.load(run / "checkpoints" / "step-00000003" / "state.pt", weights_only=True)
-    assert len(state["rng"]) == 2 and not torch.equal(*state["rng"])
+    noise = [rank["generators"]["noise"] for rank in state["ranks"]]
+    assert len(noise) == 2 and not torch.equal(*noise)
     assert sorted(p.name for p in (run.parent).iterdir() if p.name.startswith("ddp-run")) == [
         "ddp-run"
     ]

@@ -2,7 +2,8 @@
 `train_phi.py`.
 
 Each option maps onto the `rtd_cli.config` field of the same name (None keeps the preset's
-value); the others are run-level (runtime, run folder, `--stop-after`, `--dry-run`).
+value); the others are run-level (runtime, run folder, `--stop-after`, `--init-from`,
+`--report-to`, `--dry-run`).
 """
 
 from typing import Annotated
@@ -13,18 +14,21 @@ from labshared import distributed
 from labshared.cli import (
     DeterministicOpt,
     DeviceOpt,
+    InitFromOpt,
     NoCacheOpt,
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
     PresetOpt,
     QuickGeluOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     on_off,
 )
 from labshared.config import RUNTIME_KNOBS, resolve
 from labshared.launch import start_run
+from labshared.training import parse_report_to
 from rtd_cli import __version__
 from rtd_cli.cli_common import (
     DATA_PANEL,
@@ -232,6 +236,8 @@ def train_cmd(
     output_dir: OutputDirOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    init_from: InitFromOpt = None,
+    report_to: ReportToOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Fine-tune the CLIP text tower with RTD on text triplets (runs under torchrun too).
@@ -328,6 +334,8 @@ def train_phi_cmd(
     output_dir: OutputDirOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    init_from: InitFromOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Train the projection phi LinCIR-style on captions only (keyword masking + MSE).
 
@@ -351,19 +359,27 @@ def train_phi_cmd(
 def _run_and_report(
     command: str, workflow, cfg, args: dict, keys: tuple[str, ...], allowed, **run_kwargs
 ) -> None:
-    """Start the run (the workflow's `check_inputs` first, so a failed check leaves no
-    folder), run `workflow.run` with what the check read, leave the process group on every
-    rank, and print the `keys` of its metrics on rank 0."""
-    inputs = []  # what the check read (triplets or captions, benchmark, masker)
+    """Start the run (`--report-to` and the workflow's `check_inputs` first, so a failed
+    check leaves no folder), run `workflow.run` with what the check read, leave the process
+    group on every rank, and print the `keys` of its metrics on rank 0. Ctrl-C / SIGTERM
+    saves the step and raises `Interrupted` (one line with the resume command, exit 130 /
+    143); `--resume` of a finished run raises `RunFinished` (exit 0)."""
+    inputs = []  # what the checks read: the trackers, then triplets or captions, ...
+
+    def check() -> None:
+        inputs.append(parse_report_to(args["report_to"]))
+        inputs.append(workflow.check_inputs(cfg))
+
     try:
         started = start_run(
             "rtd", command, cfg, version=__version__, preset=args["preset"],
             output_dir=args["output_dir"], resume=args["resume"], overwrite=args["overwrite"],
             device=args["device"], precision=args["precision"], seed=cfg.seed,
             deterministic=args["deterministic"], allowed_on_resume=allowed,
-            validate=lambda: inputs.append(workflow.check_inputs(cfg)),
+            validate=check, init_from=args["init_from"],
         )  # fmt: skip
-        metrics = workflow.run(cfg, started, inputs[0], stop_after=args["stop_after"], **run_kwargs)
+        metrics = workflow.run(cfg, started, inputs[1], stop_after=args["stop_after"],
+                               report_to=inputs[0], **run_kwargs)  # fmt: skip
     finally:
         distributed.cleanup()
     if started.runtime.is_main:

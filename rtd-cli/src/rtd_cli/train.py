@@ -3,10 +3,12 @@ train_text_encoder.py`; the step itself, with the official line references, is i
 `rtd_cli.rtd_step`).
 
 The recipe reads top to bottom, in the shape it shares with `rtd train-phi`
-(`rtd_cli.loop`): `train` sets up the data, the towers, the optimizer and the run's
-generator, restores the latest checkpoint on `--resume`, loops over `train_step` with the
-shared tail (`loop.end_step`: save when due, stop on `--stop-after`), and `finish`es with
-the tower and metrics.json. `run` adds the periodic validation of `--val-dataset`.
+(`rtd_cli.loop`, on the kit `labshared.training`): `train` sets up the data, the towers,
+the optimizer and the run's generator in a `TrainState`, restores the latest checkpoint on
+`--resume` (or loads `--init-from`), loops over `train_step` with the shared tail
+(`loop.end_step`: save when due or on Ctrl-C / SIGTERM, stop on `--stop-after`), logging
+each logged step to metrics.jsonl, and `finish`es with the tower and metrics.json. `run`
+adds the periodic validation of `--val-dataset`.
 
 Beyond the official code: Pic2Word's IM2TEXT can be the projection (token `*`); negatives can
 be all-gathered across ranks (`--gather-negatives`); checkpoints are resumable and the run
@@ -19,6 +21,7 @@ CIRR-val R@1, which biases CIRR-val numbers).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,20 +36,13 @@ from labshared.data.text_triplets import TripletSet, load_text_triplets
 from labshared.device import Runtime
 from labshared.errors import ConfigError
 from labshared.launch import Run
-from labshared.runs import write_metrics
+from labshared.runs import to_jsonable, write_metrics
+from labshared.training import BatchSampler, Interrupt, MetricLogger, StepProgress, TrainState
 from rtd_cli import evaluate
 from rtd_cli import model as M
 from rtd_cli.config import TrainConfig
 from rtd_cli.eval_config import EvalConfig
-from rtd_cli.loop import (
-    BatchSampler,
-    Resumable,
-    Schedule,
-    end_step,
-    fork_generator,
-    mean_loss,
-    restore,
-)
+from rtd_cli.loop import NOISE, Schedule, begin, end_step, fork_generator, mean_loss
 from rtd_cli.rtd_step import (
     Parts,
     StepBatch,
@@ -69,13 +65,13 @@ Validator = Callable[[nn.Module, int], dict[str, float]]
 # --------------------------------------------------------------------------- one step
 def train_step(
     parts: Parts,
-    state: Resumable,
+    state: TrainState,
     batch: StepBatch,
     cfg: TrainConfig,
     runtime: Runtime,
 ) -> torch.Tensor:
     """One optimizer step on one per-process batch; returns this rank's loss."""
-    loss = step_loss(parts, batch, cfg, runtime, state.generator)
+    loss = step_loss(parts, batch, cfg, runtime, state.generators[NOISE])
     state.optimizer.zero_grad(set_to_none=True)
     (loss * grad_scale(cfg, runtime)).backward()
     if cfg.max_grad_norm is not None:
@@ -86,17 +82,6 @@ def train_step(
 
 
 # --------------------------------------------------------------------------- the recipe
-@dataclasses.dataclass
-class Progress:
-    """Where the run stands: what checkpoints record and metrics.json reports."""
-
-    step: int = 0
-    loss: float = float("nan")
-    seen: int = 0  # triplets trained on by this invocation, all ranks
-    best: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
 def tower_config(cfg: TrainConfig, parts: Parts, step: int) -> dict[str, Any]:
     """What `rtd eval --text-encoder` needs to rebuild and use the tower."""
     return {
@@ -161,6 +146,17 @@ def read_triplets(cfg: TrainConfig) -> TripletSet:
     return data
 
 
+def new_state(cfg: TrainConfig, parts: Parts, runtime: Runtime) -> TrainState:
+    """The run's resumable state at step 0; `progress` is what checkpoints carry of the
+    run's position (step, last loss, the best validation, the logged history)."""
+    params = [p for p in parts.tower.parameters() if p.requires_grad]
+    return TrainState(
+        parts.tower, make_optimizer(params, cfg), {NOISE: fork_generator(cfg.seed, runtime.rank)},
+        names=parts.trained_names,  # a partial fine-tune saves only what it changes
+        progress={"step": 0, "loss": math.nan, "best": None, "history": []},
+    )  # fmt: skip
+
+
 def train(
     cfg: TrainConfig,
     run_dir: Path,
@@ -171,6 +167,8 @@ def train(
     stop_after: int | None = None,
     validator: Validator | None = None,
     use_cache: bool = True,
+    init_from: Path | None = None,
+    report_to: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run RTD training into `run_dir`; returns the metrics (also written to metrics.json).
 
@@ -185,28 +183,25 @@ def train(
             (time-sliced jobs; continue with `resume`).
         validator: `(tower, step) -> metrics`, run on rank 0 every `val_every` steps.
         use_cache: read and write the token-id and anchor caches (False: `--no-cache`).
+        init_from: a new run starts from these weights (`--init-from`; ignored on resume).
+        report_to: trackers besides metrics.jsonl (`--report-to`).
 
     Raises:
         ConfigError: bad data source, phi or backbone, or a loss that stops being finite.
+        Interrupted: SIGINT / SIGTERM; the step's checkpoint is saved.
     """
     data = triplets if triplets is not None else read_triplets(cfg)
     if runtime.is_main:
         write_metrics(run_dir, data.report(), name=DATA_FILE)
     parts, _ = build_parts(cfg, runtime)
     source = step_source(cfg, parts, data, runtime, use_cache)
-    tower = parts.tower
-    params = [p for p in tower.parameters() if p.requires_grad]
-    state = Resumable(
-        tower,
-        make_optimizer(params, cfg),
-        fork_generator(cfg.seed, runtime.rank),
-        names=parts.trained_names,  # a partial fine-tune saves only what it changes
-    )
-    start, meta = restore(run_dir, state, runtime) if resume else (0, {})
-    progress = Progress(start, best=meta.get("best"), history=meta.get("history", []))
+    state = new_state(cfg, parts, runtime)
+    begin(run_dir, state, runtime, resume=resume, init_from=init_from)
+    start = state.step
     schedule = Schedule(cfg.steps, cfg.checkpoint_every, cfg.log_every, cfg.keep_last, start,
                         stop_after)  # fmt: skip
     sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
+    params = [p for p in parts.tower.parameters() if p.requires_grad]
     log(
         f"rtd train: {len(data)} triplets, {runtime.world_size} process(es) x batch "
         f"{cfg.batch_size}, {len(params)} trained tensors "
@@ -214,26 +209,39 @@ def train(
     )
 
     def checkpoint_meta() -> dict[str, Any]:
-        return {"best": progress.best, "history": progress.history,
-                "tower": tower_config(cfg, parts, progress.step)}  # fmt: skip
+        return {"tower": tower_config(cfg, parts, state.step)}
 
-    t0 = time.perf_counter()
-    while progress.step < cfg.steps:
-        loss = train_step(parts, state, source.batch(sampler.indices(progress.step)), cfg,
-                          runtime)  # fmt: skip
-        progress.step += 1
-        progress.seen += cfg.batch_size * runtime.world_size
-        progress.loss = mean_loss(loss, progress.step)
-        if schedule.logs(progress.step):
-            rate = progress.seen / (time.perf_counter() - t0)
-            progress.history.append({"step": progress.step, "loss": round(progress.loss, 6)})
-            log(f"step {progress.step}/{cfg.steps}  loss {progress.loss:.4f}  "
-                f"{rate:.1f} triplets/s")  # fmt: skip
-        if validator is not None and validation_due(cfg, progress.step):
-            validate_tower(cfg, run_dir, runtime, parts, validator, progress)
-        if end_step(progress.step, schedule, run_dir, state, runtime, checkpoint_meta):
-            return {"step": progress.step, "stopped": True, "loss": progress.loss}
-    return finish(cfg, run_dir, runtime, parts, data, progress, time.perf_counter() - t0)
+    with (
+        MetricLogger(run_dir, report_to, config=to_jsonable(cfg),
+                     resume_step=start if resume else None) as metric_log,
+        Interrupt() as interrupt,
+        StepProgress(cfg.steps, start, label="rtd train") as bar,
+    ):  # fmt: skip
+        t0 = time.perf_counter()
+        while state.step < cfg.steps:
+            loss = train_step(parts, state, source.batch(sampler.indices(state.step)), cfg,
+                              runtime)  # fmt: skip
+            state.progress["step"] += 1
+            state.progress["loss"] = mean_loss(loss, state.step)
+            seen = (state.step - start) * cfg.batch_size * runtime.world_size
+            values = {"loss": state.progress["loss"],
+                      "lr": state.optimizer.param_groups[0]["lr"],
+                      "triplets_per_second": seen / (time.perf_counter() - t0)}  # fmt: skip
+            if schedule.logs(state.step):
+                state.progress["history"].append({"step": state.step,
+                                                  "loss": round(values["loss"], 6)})  # fmt: skip
+            if validator is not None and validation_due(cfg, state.step):
+                values["val"] = validate_tower(cfg, run_dir, runtime, parts, validator, state)
+            if schedule.logs(state.step) or "val" in values:
+                metric_log.log(state.step, values, epoch=sampler.epoch(state.step))
+            bar.update(state.step, f"loss {values['loss']:.4f}")
+            if end_step(schedule, run_dir, state, runtime, interrupt, checkpoint_meta):
+                return {"step": state.step, "stopped": True, "loss": state.progress["loss"]}
+        seconds = time.perf_counter() - t0
+        rate = (state.step - start) * cfg.batch_size * runtime.world_size / max(seconds, 1e-9)
+        metrics = finish(cfg, run_dir, runtime, parts, data, state, rate)
+        metric_log.log_final(metrics, state.step)
+    return metrics
 
 
 def validation_due(cfg: TrainConfig, step: int) -> bool:
@@ -246,32 +254,32 @@ def validate_tower(
     runtime: Runtime,
     parts: Parts,
     validator: Validator,
-    progress: Progress,
-) -> None:
+    state: TrainState,
+) -> dict[str, float]:
     """Validate on rank 0 and record it in the history; keep the best tower in `best/`
-    when `keep_best` names a metric."""
+    when `keep_best` names a metric. Returns the scores (empty on the other ranks)."""
     if not runtime.is_main:
-        return
-    tower = parts.tower
+        return {}
+    tower, step, progress = parts.tower, state.step, state.progress
     tower.eval()
     with torch.no_grad():
-        scores = validator(tower, progress.step)
+        scores = validator(tower, step)
     tower.train()
-    progress.history.append({"step": progress.step, **{f"val/{k}": v for k, v in scores.items()}})
-    log(f"step {progress.step}  validation: "
-        + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))  # fmt: skip
+    progress["history"].append({"step": step, **{f"val/{k}": v for k, v in scores.items()}})
+    log(f"step {step}  validation: " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     if not cfg.keep_best:
-        return
+        return scores
     if cfg.keep_best not in scores:
         raise ConfigError(f"--keep-best {cfg.keep_best!r}: validation reports {sorted(scores)}")
-    value = scores[cfg.keep_best]
-    if progress.best is None or value > progress.best["value"]:
-        progress.best = {"metric": cfg.keep_best, "value": value, "step": progress.step}
+    value, best = scores[cfg.keep_best], progress["best"]
+    if best is None or value > best["value"]:
+        progress["best"] = {"metric": cfg.keep_best, "value": value, "step": step}
         save_text_tower(
             run_dir / "best" / "text_tower.safetensors", tower,
-            tower_config(cfg, parts, progress.step), params=parts.trained_names,
+            tower_config(cfg, parts, step), params=parts.trained_names,
         )  # fmt: skip
-        log(f"new best {cfg.keep_best} {value:.2f} at step {progress.step}")
+        log(f"new best {cfg.keep_best} {value:.2f} at step {step}")
+    return scores
 
 
 def finish(
@@ -280,20 +288,22 @@ def finish(
     runtime: Runtime,
     parts: Parts,
     data: TripletSet,
-    progress: Progress,
-    seconds: float,
+    state: TrainState,
+    rate: float,
 ) -> dict[str, Any]:
-    """Save the final tower (rank 0) and metrics.json; every rank returns the metrics."""
+    """Save the final tower (rank 0) and metrics.json (status finished); every rank returns
+    the metrics."""
+    progress = state.progress
     metrics = {
-        "step": progress.step, "loss": progress.loss, "triplets": data.report(),
-        "trained_parameters": len(parts.trained_names), "history": progress.history,
-        "triplets_per_second": progress.seen / max(seconds, 1e-9), "best": progress.best,
+        "step": state.step, "loss": progress["loss"], "triplets": data.report(),
+        "trained_parameters": len(parts.trained_names), "history": progress["history"],
+        "triplets_per_second": rate, "best": progress["best"], "status": "finished",
     }  # fmt: skip
     if runtime.is_main:
         path = save_text_tower(
             run_dir / "text_tower.safetensors",
             parts.tower,
-            tower_config(cfg, parts, progress.step),
+            tower_config(cfg, parts, state.step),
             params=parts.trained_names,  # a partial fine-tune stores only what changed
         )
         metrics["text_tower"] = str(path)
@@ -336,6 +346,7 @@ def run(
     *,
     stop_after: int | None = None,
     no_cache: bool = False,
+    report_to: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What `rtd train` does in its started run: the validator (rank 0), then training."""
     validator = None
@@ -345,4 +356,5 @@ def run(
         )
     return train(cfg, started.dir, started.runtime, triplets=inputs.triplets,
                  resume=started.resumed, stop_after=stop_after, validator=validator,
-                 use_cache=not no_cache)  # fmt: skip
+                 use_cache=not no_cache, init_from=started.init_from,
+                 report_to=report_to)  # fmt: skip

@@ -16,9 +16,11 @@ LinCIR+RTD reproduction has to be trained; this command writes `phi.pt` in the o
 `{'Phi': state_dict}` format (Pic2Word's `{'state_dict_img2text': ...}` with `--base
 pic2word`), which `rtd eval --phi` and `rtd train --phi` load.
 
-The recipe has the shape of `rtd train` (`rtd_cli.loop`): set up, restore on `--resume`,
-loop over `train_step` with the shared tail (save when due, stop on `--stop-after`),
-`finish` with phi.pt and metrics.json.
+The recipe has the shape of `rtd train` (`rtd_cli.loop`, on the kit `labshared.training`):
+set up a `TrainState`, restore on `--resume` (or load `--init-from`), loop over
+`train_step` with the shared tail (save when due or at the step a Ctrl-C / SIGTERM came,
+stop on `--stop-after`), log each logged step to metrics.jsonl, `finish` with phi.pt and
+metrics.json.
 
 Deviations: LinCIR loops forever and `exit()`s at `max_train_steps` (only checkpointing steps
 are saved); here the last step always saves and runs resume. The data order and the keyword
@@ -32,10 +34,11 @@ and how).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +51,12 @@ from labshared.console import log
 from labshared.data.text_triplets import CaptionSet, load_captions
 from labshared.device import Runtime
 from labshared.launch import Run
-from labshared.runs import write_metrics
+from labshared.runs import to_jsonable, write_metrics
+from labshared.training import BatchSampler, Interrupt, MetricLogger, StepProgress, TrainState
 from rtd_cli import model as M
 from rtd_cli.config import PhiConfig
 from rtd_cli.keywords import KeywordMasker, ensure_slot, fallback_caption, load_masker
-from rtd_cli.loop import (
-    BatchSampler,
-    Resumable,
-    Schedule,
-    end_step,
-    fork_generator,
-    mean_loss,
-    restore,
-)
+from rtd_cli.loop import NOISE, Schedule, begin, end_step, fork_generator, mean_loss
 
 #: What the run read (source, captions used and skipped), written beside config.json.
 DATA_FILE = "data.json"
@@ -145,7 +141,7 @@ def build_parts(
 # --------------------------------------------------------------------------- one step
 def train_step(
     parts: Parts,
-    state: Resumable,
+    state: TrainState,
     batch: list[str],
     cfg: PhiConfig,
     runtime: Runtime,
@@ -163,7 +159,7 @@ def train_step(
     masked_ids = masked_ids.to(runtime.device)
     with torch.no_grad(), runtime.autocast():
         target = parts.frozen(ids).float()  # (B, D) unnormalised text_embeds
-    gen = state.generator
+    gen = state.generators[NOISE]
     noise = (
         torch.rand(len(batch), 1, generator=gen)
         * cfg.noise_scale
@@ -180,22 +176,20 @@ def train_step(
 
 
 # --------------------------------------------------------------------------- the recipe
-@dataclass
-class Progress:
-    """Where the run stands: what checkpoints record and metrics.json reports."""
+def new_state(cfg: PhiConfig, phi: nn.Module, generator: torch.Generator) -> TrainState:
+    """The run's resumable state at step 0; `progress` is what checkpoints carry of the
+    run's position (step, last loss and keyword share, the run's slot fallbacks on all
+    ranks, the logged history)."""
+    optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    progress = {"step": 0, "loss": math.nan, "keyword_share": 0.0, "slot_fallbacks": 0,
+                "history": []}  # fmt: skip
+    return TrainState(phi, optimizer, {NOISE: generator}, progress=progress)
 
-    step: int = 0
-    loss: float = float("nan")
-    keyword_share: float = 0.0
-    fallbacks_before: int = 0  # all ranks, before this invocation (from the checkpoint)
-    fallbacks: int = 0  # this rank, this invocation
-    history: list[dict[str, Any]] = field(default_factory=list)
 
-    def total_fallbacks(self, runtime: Runtime) -> int:
-        """Captions of the whole run that lost their slot (collective: every rank calls)."""
-        here = torch.tensor(float(self.fallbacks), device=runtime.device)
-        mean = float(distributed.all_reduce_mean(here))
-        return self.fallbacks_before + round(mean * runtime.world_size)
+def count_fallbacks(fell_back: int, runtime: Runtime) -> int:
+    """This step's fallback captions on all ranks (collective: every rank calls)."""
+    here = torch.tensor(float(fell_back), device=runtime.device)
+    return round(float(distributed.all_reduce_mean(here)) * runtime.world_size)
 
 
 def read_captions(cfg: PhiConfig) -> CaptionSet:
@@ -219,13 +213,19 @@ def train_phi(
     inputs: Inputs | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    init_from: Path | None = None,
+    report_to: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train phi into `run_dir`; returns the metrics (also in metrics.json).
 
     Writes `phi.pt` (official format) with `phi.json` (which CLIP it was trained on),
-    `checkpoints/step-*` (resumable), `data.json` and `metrics.json`; `inputs` are the
-    captions and keyword masker `check_inputs` made before the run folder existed (None:
-    make them here).
+    `checkpoints/step-*` (resumable), `data.json`, `metrics.jsonl` (the logged steps) and
+    `metrics.json`; `inputs` are the captions and keyword masker `check_inputs` made before
+    the run folder existed (None: make them here). `init_from` starts a new run from those
+    weights (`--init-from`), `report_to` names the trackers besides metrics.jsonl.
+
+    Raises:
+        Interrupted: SIGINT / SIGTERM; the step's checkpoint is saved.
     """
     inputs = inputs if inputs is not None else check_inputs(cfg)
     data = inputs.captions
@@ -233,48 +233,52 @@ def train_phi(
         write_metrics(run_dir, caption_report(data), name=DATA_FILE)
     generator = fork_generator(cfg.seed, runtime.rank)
     parts, phi = build_parts(cfg, runtime, inputs.masker, generator)
-    optimizer = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = Resumable(phi, optimizer, generator)
-    start, meta = restore(run_dir, state, runtime) if resume else (0, {})
-    progress = Progress(start, history=meta.get("history", []),
-                        fallbacks_before=meta.get("slot_fallbacks", 0))  # fmt: skip
+    state = new_state(cfg, phi, generator)
+    begin(run_dir, state, runtime, resume=resume, init_from=init_from)
+    start, progress = state.step, state.progress
     schedule = Schedule(cfg.steps, cfg.checkpoint_every, cfg.log_every, cfg.keep_last, start,
                         stop_after)  # fmt: skip
     sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
     log(f"rtd train-phi: {len(data)} captions, keywords {parts.masker.backend}, symbol "
         f"{parts.symbol!r}, steps {start}->{cfg.steps}")  # fmt: skip
+    with (
+        MetricLogger(run_dir, report_to, config=to_jsonable(cfg),
+                     resume_step=start if resume else None) as metric_log,
+        Interrupt() as interrupt,
+        StepProgress(cfg.steps, start, label="rtd train-phi") as bar,
+    ):  # fmt: skip
+        t0 = time.perf_counter()
+        while state.step < cfg.steps:
+            batch = [data.captions[i] for i in sampler.indices(state.step).tolist()]
+            loss, progress["keyword_share"], fell_back = train_step(
+                parts, state, batch, cfg, runtime, state.step
+            )
+            progress["step"] += 1
+            progress["slot_fallbacks"] += count_fallbacks(fell_back, runtime)
+            progress["loss"] = mean_loss(loss, state.step)
+            if schedule.logs(state.step):
+                seen = (state.step - start) * cfg.batch_size * runtime.world_size
+                log_step(state, metric_log, seen / (time.perf_counter() - t0),
+                         sampler.epoch(state.step))  # fmt: skip
+            bar.update(state.step, f"mse {progress['loss']:.5f}")
+            if end_step(schedule, run_dir, state, runtime, interrupt, lambda: {"base": cfg.base}):
+                return {"step": state.step, "stopped": True, "loss": progress["loss"]}
+        metrics = finish(cfg, run_dir, runtime, parts, phi, data, state)
+        metric_log.log_final(metrics, state.step)
+    return metrics
 
-    def checkpoint_meta() -> dict[str, Any]:  # collective (the fallback count)
-        return {"history": progress.history, "base": cfg.base,
-                "slot_fallbacks": progress.total_fallbacks(runtime)}  # fmt: skip
 
-    t0 = time.perf_counter()
-    while progress.step < cfg.steps:
-        batch = [data.captions[i] for i in sampler.indices(progress.step).tolist()]
-        loss, progress.keyword_share, fell_back = train_step(
-            parts, state, batch, cfg, runtime, progress.step
-        )
-        progress.step += 1
-        progress.fallbacks += fell_back
-        progress.loss = mean_loss(loss, progress.step)
-        if schedule.logs(progress.step):
-            rate = (progress.step - start) * len(batch) * runtime.world_size
-            log_step(cfg, runtime, progress, rate / (time.perf_counter() - t0))
-        if end_step(progress.step, schedule, run_dir, state, runtime, checkpoint_meta):
-            return {"step": progress.step, "stopped": True, "loss": progress.loss}
-    return finish(cfg, run_dir, runtime, parts, phi, data, progress)
-
-
-def log_step(cfg: PhiConfig, runtime: Runtime, progress: Progress, rate: float) -> None:
-    """Record the step in the history and the log (collective: the fallback count)."""
-    n_fallbacks = progress.total_fallbacks(runtime)
-    progress.history.append({"step": progress.step, "loss": progress.loss,
-                             "keyword_share": progress.keyword_share,
-                             "slot_fallbacks": n_fallbacks})  # fmt: skip
-    log(
-        f"step {progress.step}/{cfg.steps}  mse {progress.loss:.5f}  "
-        f"keywords {progress.keyword_share:.0%}  fallbacks {n_fallbacks}  {rate:.0f} captions/s"
-    )
+def log_step(state: TrainState, metric_log: MetricLogger, rate: float, epoch: float) -> None:
+    """Record the step in the history and in metrics.jsonl."""
+    progress = state.progress
+    entry = {key: progress[key] for key in ("step", "loss", "keyword_share", "slot_fallbacks")}
+    progress["history"].append(entry)
+    metric_log.log(
+        state.step,
+        {**{k: v for k, v in entry.items() if k != "step"},
+         "lr": state.optimizer.param_groups[0]["lr"], "captions_per_second": rate},
+        epoch=epoch,
+    )  # fmt: skip
 
 
 def finish(
@@ -284,17 +288,18 @@ def finish(
     parts: Parts,
     phi: nn.Module,
     data: CaptionSet,
-    progress: Progress,
+    state: TrainState,
 ) -> dict[str, Any]:
-    """Save phi.pt in the official format (rank 0) and metrics.json; every rank returns the
-    metrics."""
-    n_fallbacks = progress.total_fallbacks(runtime)
+    """Save phi.pt in the official format (rank 0) and metrics.json (status finished);
+    every rank returns the metrics."""
+    progress = state.progress
+    n_fallbacks = progress["slot_fallbacks"]
     if n_fallbacks:
         log(f"{n_fallbacks} masked captions lost the {parts.symbol!r} slot (punctuation merged "
             f"by BPE or truncation) and trained on {fallback_caption(parts.symbol)!r}")  # fmt: skip
-    metrics = {"step": progress.step, "loss": progress.loss, "history": progress.history,
+    metrics = {"step": state.step, "loss": progress["loss"], "history": progress["history"],
                "keywords": parts.masker.backend, "slot_fallbacks": n_fallbacks,
-               "captions": caption_report(data)}  # fmt: skip
+               "captions": caption_report(data), "status": "finished"}  # fmt: skip
     if runtime.is_main:
         metrics["phi"] = str(M.save_projection(run_dir / "phi.pt", phi.eval(), cfg.base))
         M.write_phi_provenance(run_dir / "phi.pt", cfg.backbone, cfg.pretrained, cfg.base)
@@ -320,8 +325,14 @@ def check_inputs(cfg: PhiConfig) -> Inputs:
 
 
 def run(
-    cfg: PhiConfig, started: Run, inputs: Inputs, *, stop_after: int | None = None
+    cfg: PhiConfig,
+    started: Run,
+    inputs: Inputs,
+    *,
+    stop_after: int | None = None,
+    report_to: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What `rtd train-phi` does in its started run."""
     return train_phi(cfg, started.dir, started.runtime, inputs=inputs, resume=started.resumed,
-                     stop_after=stop_after)  # fmt: skip
+                     stop_after=stop_after, init_from=started.init_from,
+                     report_to=report_to)  # fmt: skip

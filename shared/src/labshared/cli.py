@@ -99,6 +99,28 @@ NoCacheOpt = Annotated[
 ]
 
 
+InitFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-from",
+        help="Start a NEW run from the weights of a run folder (its latest checkpoint), a "
+        "checkpoint folder or a model.safetensors file: to train longer or to fine-tune. "
+        "Optimizer and schedule start fresh; the header records the source.",
+        rich_help_panel="Run folder",
+    ),
+]
+ReportToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--report-to",
+        help="Also send the logged steps (always in <run>/metrics.jsonl) to: tensorboard "
+        "(<run>/tensorboard/), wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise), "
+        "or both, comma-separated. Default none.",
+        rich_help_panel="Run folder",
+    ),
+]
+
+
 class OnOff(str, Enum):
     """The values of an on/off flag (`--quick-gelu on|off`)."""
 
@@ -173,8 +195,12 @@ def run_app(app: typer.Typer) -> None:
 
 
 def _report(exc: LabError) -> int:
-    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-    return 1
+    """Print `exc` as one line; its `exit_code` (1 unless the error sets another: 0 for a
+    finished run on --resume, 130/143 for an interrupted one) is the process's."""
+    code = int(getattr(exc, "exit_code", 1))
+    label = "[bold red]error:[/bold red]" if code == 1 else "[bold yellow]note:[/bold yellow]"
+    console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
+    return code
 
 
 def guard(fn):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,20 +41,30 @@ from labshared.runs import (
     atomic_write_json,
     default_run_dir,
     git_commit,
+    git_dirty,
     scrub_secrets,
     to_jsonable,
 )
+from labshared.training.state import init_source
 
 CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
 class Run:
-    """A started run: its folder, its runtime, and whether it continues an earlier one."""
+    """A started run: its folder, its runtime, whether it continues an earlier one, and
+    the checkpoint whose weights a new run starts from (`--init-from`)."""
 
     dir: Path
     runtime: Runtime
     resumed: bool
+    init_from: Path | None = None
+
+
+class RunFinished(LabError):
+    """`--resume` of a run that already finished: nothing to do, nothing changed (exit 0)."""
+
+    exit_code = 0
 
 
 def start_run(
@@ -72,6 +83,7 @@ def start_run(
     deterministic: bool = False,
     validate: Callable[[], None] | None = None,
     allowed_on_resume: Iterable[str] = RUNTIME_KNOBS,
+    init_from: str | Path | None = None,
 ) -> Run:
     """Validate, set up the runtime, then create (or reopen) the run folder on rank 0.
 
@@ -87,14 +99,20 @@ def start_run(
         validate: the tool's checks that need more than the config's own (files that must
             exist, combinations of flags); raise `ConfigError`.
         allowed_on_resume: fields that may differ from the saved run on `--resume`.
+        init_from: `--init-from RUN_OR_CKPT`: a new run starts from these weights (the
+            trainer loads them); checked here, recorded in the header.
 
     Raises:
         ConfigError: any failed check; no folder is created by a failed fresh start.
+        RunFinished: `--resume` of a finished run (the CLI says so and exits 0).
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     if resume and output_dir is None:
         raise ConfigError("--resume needs --output-dir naming the run to continue")
+    init_path = None
+    if init_from is not None:
+        init_path = init_source(Path(init_from))
     if validate is not None:
         validate()
     runtime = setup_runtime(device, precision, seed, deterministic)
@@ -103,10 +121,14 @@ def start_run(
         "command": command,
         "version": version,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "argv": sys.argv[1:],
         "preset": preset,
         "config": to_jsonable(cfg),
         "runtime": runtime.describe(),
     }
+    if init_path is not None:
+        header["init_from"] = str(init_path)
     outcome: list[Any] = [None]
     if runtime.is_main:
         try:
@@ -121,12 +143,14 @@ def start_run(
         outcome[0] = shared[0] if not shared[0].startswith("!") else ConfigError(shared[0][1:])
     if isinstance(outcome[0], LabError):
         raise outcome[0]
+    if isinstance(outcome[0], str) and outcome[0].startswith(_FINISHED):
+        raise RunFinished(outcome[0][len(_FINISHED) :])
     run_dir = Path(outcome[0])
     log(
         f"{tool} {command} {version}: preset {preset}, {runtime.describe()}, "
         f"{'resumed' if resume else 'run folder'} {run_dir}"
     )
-    return Run(run_dir, runtime, resumed=resume)
+    return Run(run_dir, runtime, resumed=resume, init_from=init_path)
 
 
 def _open_run_dir(
@@ -142,6 +166,9 @@ def _open_run_dir(
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     if resume:
         saved = read_header(run_dir)
+        finished = finished_message(run_dir)
+        if finished:
+            return _FINISHED + finished  # the header stays as it is
         # The saved header was scrubbed of secret-looking keys: compare it with this run's
         # header scrubbed the same way, or every such key would read as a changed field.
         now = _compared(scrub_secrets(header))
@@ -160,6 +187,26 @@ def _open_run_dir(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, scrub_secrets(header))
     return run_dir
+
+
+_FINISHED = "finished:"
+
+
+def finished_message(run_dir: Path) -> str | None:
+    """What `--resume` says of a run whose metrics.json reads `"status": "finished"`."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return None
+    if metrics.get("status") != "finished":
+        return None
+    step = metrics.get("step", metrics.get("steps"))
+    at = f" at step {step}" if step is not None else ""
+    return (
+        f"{run_dir} is finished{at}; nothing to resume, nothing changed. To train longer, "
+        f"start a new run from its weights: --init-from {run_dir}"
+    )
 
 
 def _compared(header: Mapping[str, Any]) -> dict[str, Any]:

@@ -179,6 +179,22 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Whether the checkout holding `cwd` (default: this package) has uncommitted changes
+    to tracked files, or None outside a git checkout or without git."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 # --------------------------------------------------------------------------- run folders
 def default_run_dir(tool: str, command: str, root: str | Path = "runs") -> Path:
     """`<root>/<tool>/<command>/<YYYYmmdd-HHMMSS>` (not created)."""
