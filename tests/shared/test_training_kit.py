@@ -250,3 +250,25 @@ def test_write_status_keeps_what_was_there(tmp_path):
         "step": 4,
         "status": "interrupted",
     }
+
+
+def test_in_process_commands_record_their_own_arguments(tmp_path, monkeypatch):
+    """A command run in process (a demo, CliRunner) records the arguments the app was given,
+    not the process's sys.argv, and only while it runs."""
+    from typer.testing import CliRunner
+
+    from labshared import invocation
+    from labshared.cli import make_app
+
+    app = make_app("kit", "test app", "0")
+    seen = []
+
+    @app.command("train")
+    def train(lr: float = 0.1) -> None:
+        seen.append(invocation.command_args())
+
+    monkeypatch.setattr("sys.argv", ["pytest", "-q"])
+    result = CliRunner().invoke(app, ["train", "--lr", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert seen == [["train", "--lr", "0.5"]]
+    assert invocation.command_args() == ["-q"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -101,13 +100,8 @@ def run_rtd(argv: list[str]) -> None:
     Raises:
         ConfigError: the command exited with a non-zero code (its error is printed).
     """
-    # The run's header records sys.argv, and a Ctrl-C prints the command that resumes the
-    # run from it: while the command runs, sys.argv is its own command line, not the demo's.
-    demo_argv, sys.argv = sys.argv, ["rtd", *argv]
-    try:
-        code = typer.main.get_command(app).main(args=argv, prog_name="rtd", standalone_mode=False)
-    finally:
-        sys.argv = demo_argv
+    # The app records `argv` (not the demo's sys.argv) as the run's command line.
+    code = typer.main.get_command(app).main(args=argv, prog_name="rtd", standalone_mode=False)
     if code not in (None, 0):
         raise ConfigError(f"`rtd {shlex.join(argv)}` failed with exit code {code}")
 

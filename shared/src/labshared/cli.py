@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
+from labshared import invocation
 from labshared.console import console
 from labshared.errors import LabError
 
@@ -146,6 +148,15 @@ def on_off(value: OnOff | str | None) -> bool | None:
     return None if value is None else OnOff(value) is OnOff.on
 
 
+class _RecordingGroup(TyperGroup):
+    """Typer's group, remembering the arguments `main` was given (labshared.invocation):
+    in-process calls (demos, CliRunner) pass their own list, not `sys.argv`."""
+
+    def main(self, args=None, *rest, **kwargs):
+        with invocation.recording(args):
+            return super().main(args, *rest, **kwargs)
+
+
 class LabTyper(typer.Typer):
     """A Typer whose commands print our own errors (LabError) as one red line, exit 1."""
 
@@ -159,6 +170,7 @@ def make_app(name: str, help: str, version: str) -> typer.Typer:
     """A Typer app with `--version`, no local-variable dumps in tracebacks (an API key
     may be in scope), and `--help` on a bare call."""
     app = LabTyper(
+        cls=_RecordingGroup,
         name=name,
         help=help,
         no_args_is_help=True,

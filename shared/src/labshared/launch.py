@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 
 import torch
 
+from labshared import invocation
 from labshared.config import RUNTIME_KNOBS, check_resume
 from labshared.console import log
 from labshared.device import Runtime, setup_runtime
@@ -122,7 +122,7 @@ def start_run(
         "version": version,
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
-        "argv": sys.argv[1:],
+        "argv": invocation.command_args(),
         "preset": preset,
         "config": to_jsonable(cfg),
         "runtime": runtime.describe(),
