@@ -234,3 +234,18 @@ def test_torchrun_ctrl_c_resumes_exactly(tmp_path):
     b = load_file(str(latest_checkpoint(parts) / "model.safetensors"))
     assert latest_checkpoint(parts).name == latest_checkpoint(whole).name
     assert_same_weights(a, b)
+
+
+def test_a_checkpoint_of_the_old_format_says_to_use_init_from(tmp_path):
+    out = tmp_path / "run"
+    args = [*BASE, "--limit-train", "16", "--epochs", "2", "--max-steps", "1"]
+    first = CliRunner().invoke(app, [*args, "--num-workers", "0", "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    state_file = latest_checkpoint(out) / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["rng"] = state.pop("ranks")[0]["torch"]  # what robattr saved before the kit
+    torch.save(state, state_file)
+    again = CliRunner().invoke(app, ["train", "-o", str(out), "--resume", "--device", "cpu"])
+    shown = " ".join(again.output.split())
+    assert again.exit_code == 1 and "Traceback" not in again.output
+    assert "state.pt has no 'ranks'" in shown and f"--init-from {out}" in shown

@@ -46,6 +46,7 @@ from labshared import distributed
 from labshared.console import log
 from labshared.data.image_classification import build_dataset, get_dataset_info
 from labshared.device import Runtime, make_grad_scaler
+from labshared.errors import ConfigError
 from labshared.training import (
     Interrupt,
     MetricLogger,
@@ -123,7 +124,13 @@ def run(
         parts.scaler, progress=new_progress(),
     )  # fmt: skip
     if resume:
-        restore_state(run_dir, state, runtime)
+        try:
+            restore_state(run_dir, state, runtime)
+        except KeyError as exc:  # state.pt of the format before the training kit
+            raise ConfigError(
+                f"--resume {run_dir}: its checkpoint's state.pt has no {exc} (written by an "
+                f"older robattr); start a new run from its weights: --init-from {run_dir}"
+            ) from None
     elif init_from is not None:
         load_init_weights(init_from, parts.model)
     log(
