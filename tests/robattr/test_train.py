@@ -185,13 +185,13 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
     from robattr_cli.config import resolve_config
 
     # Record every rank's weights whenever a checkpoint is written (only rank 0 saves).
-    sums, save = [], train.checkpoint
+    sums, save = [], train.save_state
 
-    def spy(run_dir, parts, progress, runtime, name=None):
-        sums.append(sum(p.double().sum().item() for p in parts.model.parameters()))
-        save(run_dir, parts, progress, runtime, name)
+    def spy(run_dir, state, runtime, **kwargs):
+        sums.append(sum(p.double().sum().item() for p in state.module.parameters()))
+        save(run_dir, state, runtime, **kwargs)
 
-    train.checkpoint = spy
+    train.save_state = spy
     overrides = {"limit_train": 64, "limit_eval": 32, "batch_size": 16, "epochs": 1}
     overrides["num_workers"] = 0
     cfg = resolve_config(None, "mnist", None, overrides)

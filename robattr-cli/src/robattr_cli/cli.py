@@ -14,10 +14,12 @@ import typer
 from labshared.cli import (
     DeterministicOpt,
     DeviceOpt,
+    InitFromOpt,
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
     PresetOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     make_app,
@@ -175,6 +177,13 @@ def train(
             rich_help_panel=_OPT,
         ),
     ] = None,
+    log_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Log every N steps to metrics.jsonl (and --report-to); default 10.",
+            rich_help_panel=_OPT,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")
     ] = False,
@@ -193,6 +202,8 @@ def train(
     output_dir: OutputDirOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    init_from: InitFromOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Train a classifier with an attribution-robustness regulariser (paper: l2cos).
 
@@ -205,6 +216,7 @@ def train(
 
     from labshared import distributed
     from labshared.launch import start_run
+    from labshared.training import parse_report_to
     from robattr_cli import __version__
     from robattr_cli.config import (
         check_data_root,
@@ -224,7 +236,7 @@ def train(
         "milestones": parse_milestones(milestones), "batch_size": batch_size,
         "eval_batch_size": eval_batch_size, "grad_clip": grad_clip, "num_workers": num_workers,
         "limit_train": limit_train, "limit_eval": limit_eval, "save_every": save_every,
-        "max_steps": max_steps,
+        "max_steps": max_steps, "log_every": log_every,
     }  # fmt: skip
     saved = saved_config(output_dir) if resume and output_dir is not None else None
     cfg = resolve_config(preset, dataset, model, overrides, saved)
@@ -234,13 +246,21 @@ def train(
     if dry_run:
         typer.echo(json.dumps(dataclasses.asdict(cfg), indent=2))
         return
+
+    def validate() -> None:  # checked before the run folder exists
+        check_data_root(cfg)
+        parse_report_to(report_to)
+
     started = start_run(
         "robattr", "train", cfg, version=__version__, preset=cfg.preset, output_dir=output_dir,
         resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
-        deterministic=deterministic, validate=lambda: check_data_root(cfg),
+        deterministic=deterministic, validate=validate, init_from=init_from,
     )  # fmt: skip
     try:
-        summary = run(cfg, started.runtime, started.dir, resume=started.resumed)
+        summary = run(
+            cfg, started.runtime, started.dir, resume=started.resumed,
+            init_from=started.init_from, report_to=parse_report_to(report_to),
+        )  # fmt: skip
     finally:
         distributed.cleanup()
     summary = {k: v for k, v in summary.items() if k != "history"}

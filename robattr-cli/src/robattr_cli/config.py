@@ -65,6 +65,8 @@ class TrainConfig:
         limit_train, limit_eval: use a fixed random subset of this many examples (smoke
             runs); None uses the whole split.
         save_every: also checkpoint every N optimiser steps (0: at epoch ends only).
+        log_every: log a step (metrics.jsonl, --report-to, the progress status) every N
+            optimiser steps; each one syncs the GPU. A run-time knob.
         max_steps: stop after this many optimiser steps in total, with a checkpoint (None:
             run all epochs). Part of what the run is: a resumed run keeps it.
     """
@@ -96,6 +98,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_eval: int | None = None
     save_every: int = 0
+    log_every: int = 10
     max_steps: int | None = None
 
 
@@ -294,6 +297,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
     """Numbers that must be positive, non-negative or at least 1, and the milestones."""
     positive = {"--beta": cfg.beta, "--lr": cfg.lr, "--epochs": cfg.epochs}
     positive |= {"--batch-size": cfg.batch_size, "--eval-batch-size": cfg.eval_batch_size}
+    positive["--log-every"] = cfg.log_every
     for flag, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{flag} {value}: must be > 0")

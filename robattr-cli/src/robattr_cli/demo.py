@@ -137,7 +137,7 @@ def train_job(name: str, regularizer: str, seed: int, cfg: DemoConfig, out: str)
         "robattr", "train", train_cfg, version=__version__, preset=train_cfg.preset,
         output_dir=out, overwrite=True, device="cpu", precision="fp32", seed=seed,
     )  # fmt: skip
-    summary = run(train_cfg, started.runtime, started.dir)
+    summary = run(train_cfg, started.runtime, started.dir, label=f"seed {seed} {regularizer}")
     wall = time.perf_counter() - start
     log(f"demo: trained {name} in {wall:.0f} s (val acc {summary['final_val_acc']:.4f})")
     return {"name": name, "run_dir": str(started.dir), "seconds": wall,

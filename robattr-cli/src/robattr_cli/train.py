@@ -14,13 +14,16 @@ Run-time behaviour:
   through the unwrapped module, so there is one DDP forward and one backward per step
   and DDP's gradient hooks average every parameter's gradient (clean and regulariser
   paths) across ranks. Each rank reads its shard through DistributedSampler.
-- Randomness: the regulariser's noise at step t on rank r comes from a generator seeded
-  with (seed, rank, t), so a resumed run draws the same noise as an uninterrupted one.
-- Resume: `checkpoints/step-*` hold weights, optimizer, scheduler, grad-scaler, RNG and
-  progress (epoch, step, position inside the epoch); the data order of an epoch is a
-  function of (seed, epoch), so a mid-epoch resume skips exactly the batches already seen.
-  The run folder and its config header come from `labshared.launch.start_run` (the CLI
-  calls it), which also refuses a resume with other settings than the run's own.
+- State and resume: the training kit's `TrainState` (`labshared.training`): weights,
+  optimizer, scheduler, grad-scaler, every rank's noise generator (seeded once from
+  (seed, rank)) and global RNG, and the progress dict (epoch, step, position inside the
+  epoch, running sums, history). The data order of an epoch is a function of (seed,
+  epoch), so a mid-epoch resume skips exactly the batches already seen and ends with the
+  weights of an uninterrupted run, also under torchrun. Ctrl-C / SIGTERM save the current
+  step and stop (`Interrupt`); every `log_every` steps go to metrics.jsonl (`MetricLogger`)
+  and the one progress display (`StepProgress`). The run folder and its config header
+  come from `labshared.launch.start_run` (the CLI calls it), which also refuses a resume
+  with other settings than the run's own.
 
 Deviation: the official code also evaluates the regulariser on every validation batch;
 here validation reports accuracy and cross-entropy only (robustness is measured by
@@ -37,47 +40,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from labshared import distributed
-from labshared.console import log, make_progress
+from labshared.console import log
 from labshared.data.image_classification import build_dataset, get_dataset_info
 from labshared.device import Runtime, make_grad_scaler
-from labshared.runs import (
-    latest_checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    write_metrics,
+from labshared.errors import ConfigError
+from labshared.training import (
+    Interrupt,
+    MetricLogger,
+    StepProgress,
+    TrainState,
+    load_init_weights,
+    restore_state,
+    save_state,
+    write_status,
 )
 from robattr_cli.config import TrainConfig
 from robattr_cli.model import build_model, model_meta, use_elementary_batchnorm
 from robattr_cli.regularizers import NEEDS_CLEAN_GRAD, REGULARIZERS, CleanPass, RegSpec
-
-STATUS_EVERY = 10  # steps between progress-bar refreshes (each one syncs the GPU)
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint.
-
-    Attributes:
-        epoch: epochs completed.
-        step: optimiser steps taken in total.
-        step_in_epoch: batches already consumed in the current, unfinished epoch.
-        sums: running sums of the current epoch's statistics (see `train_step`).
-        best_val_acc, best_epoch: best validation accuracy so far and its epoch (1-based).
-        history: one record per finished epoch.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    step_in_epoch: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    best_val_acc: float = -1.0
-    best_epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+from robattr_cli.train_data import evaluate, limit, steps_per_epoch, train_loader
 
 
 @dataclass
@@ -97,9 +80,37 @@ class StopTraining(Exception):
     """Raised inside the epoch loop when --max-steps is reached (after a checkpoint)."""
 
 
-def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False) -> dict:
+def new_progress() -> dict[str, Any]:
+    """Where training stands (`TrainState.progress`, saved in every checkpoint): epochs
+    completed, optimiser steps in total, batches consumed in the unfinished epoch, running
+    sums of its statistics (see `train_step`), best validation accuracy and its epoch
+    (1-based), one record per finished epoch."""
+    return {"epoch": 0, "step": 0, "step_in_epoch": 0, "sums": {}, "best_val_acc": -1.0,
+            "best_epoch": 0, "history": []}  # fmt: skip
+
+
+def run(
+    cfg: TrainConfig,
+    runtime: Runtime,
+    run_dir: Path,
+    resume: bool = False,
+    *,
+    init_from: Path | None = None,
+    report_to: tuple[str, ...] = (),
+    label: str = "robattr train",
+) -> dict:
     """Train a classifier as `cfg` says into `run_dir` (made by `start_run`); returns the
-    summary also written to metrics.json."""
+    summary also written to metrics.json.
+
+    Args:
+        resume: continue from the run's latest checkpoint (`--resume`).
+        init_from: a new run starts from these weights (`--init-from`, via `start_run`).
+        report_to: trackers besides metrics.jsonl (`--report-to`, parsed).
+        label: what the progress lines say (the demo trains several models at once).
+
+    Raises:
+        Interrupted: SIGINT / SIGTERM; the step's checkpoint is saved first.
+    """
     data = {"data_seed": cfg.toy_seed}
     train_set = limit(
         build_dataset(cfg.dataset, cfg.data_root, "train", True, **data), cfg.limit_train
@@ -108,87 +119,165 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
         build_dataset(cfg.dataset, cfg.data_root, "test", False, **data), cfg.limit_eval
     )
     parts = build_parts(cfg, runtime)
-    model, optimizer, scheduler = parts.model, parts.optimizer, parts.scheduler
-
-    progress = Progress()
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        progress = restore(ckpt, model, optimizer, scheduler, parts.scaler, runtime)
-        log(f"resumed from {ckpt} (epoch {progress.epoch}, step {progress.step})")
-    elif resume:
-        log(f"[yellow]--resume: no checkpoint in {run_dir}; starting from scratch[/yellow]")
+    state = TrainState(
+        parts.model, parts.optimizer, {"noise": noise_generator(runtime)}, parts.scheduler,
+        parts.scaler, progress=new_progress(),
+    )  # fmt: skip
+    if resume:
+        try:
+            restore_state(run_dir, state, runtime)
+        except KeyError as exc:  # state.pt of the format before the training kit
+            raise ConfigError(
+                f"--resume {run_dir}: its checkpoint's state.pt has no {exc} (written by an "
+                f"older robattr); start a new run from its weights: --init-from {run_dir}"
+            ) from None
+    elif init_from is not None:
+        load_init_weights(init_from, parts.model)
     log(
         f"train {cfg.model} ({cfg.activation}) on {cfg.dataset}: {len(train_set)} train / "
         f"{len(val_set)} val images, regularizer {cfg.regularizer}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
+        f"{sum(p.numel() for p in parts.model.parameters()) / 1e6:.2f} M parameters"
     )
-
     started = time.perf_counter()
-    if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+    if cfg.max_steps is not None and state.step >= cfg.max_steps:
         log(f"--max-steps {cfg.max_steps} already reached: nothing left to train")
-        return write_summary(run_dir, cfg, progress, runtime, started, "stopped")
-    try:
-        for epoch in range(progress.epoch, cfg.epochs):
-            epoch_start = time.perf_counter()
-            loader = train_loader(train_set, cfg, runtime, epoch, progress.step_in_epoch)
-            train_stats = train_epoch(loader, cfg, runtime, parts, progress, run_dir, epoch)
-            val_stats = evaluate(model, val_set, cfg, runtime)
-            scheduler.step()
-            record = {"epoch": epoch + 1, "step": progress.step, **train_stats, **val_stats}
-            record["lr"] = optimizer.param_groups[0]["lr"]
-            record["seconds"] = time.perf_counter() - epoch_start
-            progress.history.append(record)
-            progress.epoch, progress.step_in_epoch, progress.sums = epoch + 1, 0, {}
-            if val_stats["val_acc"] > progress.best_val_acc:
-                progress.best_val_acc, progress.best_epoch = val_stats["val_acc"], epoch + 1
-                checkpoint(run_dir, parts, progress, runtime, name="best")
-            checkpoint(run_dir, parts, progress, runtime)
-            log(format_record(record, cfg.epochs))
-            write_summary(run_dir, cfg, progress, runtime, started, "running")
-    except StopTraining:
-        return write_summary(run_dir, cfg, progress, runtime, started, "stopped")
-    return write_summary(run_dir, cfg, progress, runtime, started, "finished")
+        return write_summary(run_dir, cfg, state.progress, runtime, started, "stopped")
+    write_summary(run_dir, cfg, state.progress, runtime, started, "running")
+    per_epoch = steps_per_epoch(len(train_set), cfg, runtime)
+    total = cfg.epochs * per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    with (
+        Interrupt() as interrupt,
+        MetricLogger(run_dir, report_to, config=asdict(cfg),
+                     resume_step=state.step if resume else None) as logger,
+        StepProgress(total, state.step, label=label) as bar,
+    ):  # fmt: skip
+        loop = Loop(cfg, runtime, run_dir, parts, state, logger, bar, interrupt, started,
+                    per_epoch=per_epoch)  # fmt: skip
+        try:
+            status = loop.epochs(train_set, val_set)
+        except StopTraining:
+            status = "stopped"
+        summary = write_summary(run_dir, cfg, state.progress, runtime, started, status)
+        logger.log_final(
+            {k: summary[k] for k in ("best_val_acc", "final_val_acc") if summary[k] is not None},
+            state.step,
+        )
+    return summary
 
 
 # --------------------------------------------------------------------------- the loop
-def train_epoch(
-    loader: DataLoader,
-    cfg: TrainConfig,
-    runtime: Runtime,
-    parts: Parts,
-    progress: Progress,
-    run_dir: Path,
-    epoch: int,
-) -> dict[str, float]:
-    """One pass over `loader` (possibly resumed mid-epoch); returns the epoch's means."""
-    parts.net.train()
-    generator = torch.Generator(device=runtime.device)
-    sums = {k: torch.tensor(v, device=runtime.device) for k, v in progress.sums.items()}
-    total = len(loader) + progress.step_in_epoch
-    with make_progress() as bar:
-        task = bar.add_task(
-            f"epoch {epoch + 1}/{cfg.epochs}", total=total, completed=progress.step_in_epoch,
-            status="",
-        )  # fmt: skip
+@dataclass
+class Loop:
+    """One session of a run's training loop: its parts and state, where it reports, and
+    the running sums of the current epoch (tensors on the device, read at log steps)."""
+
+    cfg: TrainConfig
+    runtime: Runtime
+    run_dir: Path
+    parts: Parts
+    state: TrainState
+    logger: MetricLogger
+    bar: StepProgress
+    interrupt: Interrupt
+    started: float
+    per_epoch: int = 1
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    status: str = ""
+    saved_at: int = -1
+    images: int = 0  # images trained on (all ranks) since the last logged step
+    last_log: float = field(default_factory=time.perf_counter)
+
+    def epochs(self, train_set: Dataset, val_set: Dataset) -> str:
+        """Train the remaining epochs; returns the run's status ("finished")."""
+        cfg, progress = self.cfg, self.state.progress
+        for epoch in range(progress["epoch"], cfg.epochs):
+            epoch_start = time.perf_counter()
+            loader = train_loader(train_set, cfg, self.runtime, epoch, progress["step_in_epoch"])
+            train_stats = self.train_epoch(loader)
+            val_stats = evaluate(self.parts.model, val_set, cfg, self.runtime)
+            self.parts.scheduler.step()
+            record = {"epoch": epoch + 1, "step": progress["step"], **train_stats, **val_stats}
+            record["lr"] = self.parts.optimizer.param_groups[0]["lr"]
+            record["seconds"] = time.perf_counter() - epoch_start
+            progress["history"].append(record)
+            progress.update(epoch=epoch + 1, step_in_epoch=0, sums={})
+            self.sums = {}
+            self.logger.log(progress["step"], val_stats, epoch=epoch + 1)
+            if val_stats["val_acc"] > progress["best_val_acc"]:
+                progress["best_val_acc"], progress["best_epoch"] = val_stats["val_acc"], epoch + 1
+                self.save(name="best")
+            self.save()
+            log(format_record(record, cfg.epochs))
+            write_summary(self.run_dir, cfg, progress, self.runtime, self.started, "running")
+            self.stop_if_interrupted()
+        return "finished"
+
+    def train_epoch(self, loader: DataLoader) -> dict[str, float]:
+        """One pass over `loader` (possibly resumed mid-epoch); returns the epoch's means."""
+        device, progress = self.runtime.device, self.state.progress
+        self.parts.net.train()
+        self.sums = {k: torch.tensor(v, device=device) for k, v in progress["sums"].items()}
+        noise = self.state.generators["noise"]
         for x, y in loader:
-            x = x.to(runtime.device, non_blocking=True)
-            y = y.to(runtime.device, non_blocking=True)
-            generator.manual_seed(noise_seed(runtime, progress.step))
-            stats = train_step(parts, x, y, cfg, runtime, generator)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            stats = train_step(self.parts, x, y, self.cfg, self.runtime, noise)
             for key, value in stats.items():
-                sums[key] = sums.get(key, 0) + value
-            progress.step += 1
-            progress.step_in_epoch += 1
-            if progress.step % STATUS_EVERY == 0 or progress.step_in_epoch == total:
-                bar.update(task, completed=progress.step_in_epoch, status=status_line(sums))
-            stop = cfg.max_steps is not None and progress.step >= cfg.max_steps
-            if stop or (cfg.save_every and progress.step % cfg.save_every == 0):
-                progress.sums = {k: float(v) for k, v in sums.items()}
-                checkpoint(run_dir, parts, progress, runtime)
-            if stop:
-                log(f"stopped after --max-steps {cfg.max_steps} (a resumed run keeps this limit)")
-                raise StopTraining
-    return epoch_means(sums)
+                self.sums[key] = self.sums.get(key, 0) + value
+            progress["step"] += 1
+            progress["step_in_epoch"] += 1
+            self.images += len(y) * self.runtime.world_size
+            self.end_of_step()
+        return epoch_means(self.sums)
+
+    def end_of_step(self) -> None:
+        """Log, checkpoint, stop at --max-steps, or stop on a signal (the same point on
+        every rank: the interrupt check is collective)."""
+        cfg, step = self.cfg, self.state.step
+        if step % cfg.log_every == 0:
+            self.log_step()
+        self.bar.update(step, self.status)
+        stop = cfg.max_steps is not None and step >= cfg.max_steps
+        if stop or (cfg.save_every and step % cfg.save_every == 0):
+            self.save()
+        if stop:
+            log(f"stopped after --max-steps {cfg.max_steps} (a resumed run keeps this limit)")
+            raise StopTraining
+        self.stop_if_interrupted()
+
+    def log_step(self) -> None:
+        """One line of metrics.jsonl: this epoch's running means so far (so a resumed run
+        logs the same values), the learning rate and the throughput since the last line."""
+        progress, now = self.state.progress, time.perf_counter()
+        means = epoch_means(self.sums)
+        values = {**means, "lr": self.parts.optimizer.param_groups[0]["lr"],
+                  "img_per_s": self.images / max(now - self.last_log, 1e-9)}  # fmt: skip
+        epoch = progress["epoch"] + progress["step_in_epoch"] / self.per_epoch
+        self.logger.log(progress["step"], values, epoch=round(epoch, 4))
+        self.status = status_line(means)
+        self.images, self.last_log = 0, now
+
+    def save(self, name: str | None = None) -> None:
+        """Checkpoint the state (collective): `checkpoints/step-*`, or `checkpoints/<name>`."""
+        progress = self.state.progress
+        progress["sums"] = {k: float(v) for k, v in self.sums.items()}
+        last = progress["history"][-1] if progress["history"] else {}
+        meta = {**self.parts.meta, "epoch": progress["epoch"], "val_acc": last.get("val_acc")}
+        save_state(self.run_dir, self.state, self.runtime, meta=meta, name=name)
+        if name is None:
+            self.saved_at = self.state.step
+
+    def stop_if_interrupted(self) -> None:
+        """On SIGINT / SIGTERM (any rank): save this step, mark the run, raise."""
+        if not self.interrupt.requested(self.runtime):
+            return
+        step = self.state.step
+        if self.saved_at != step:
+            self.save()
+        write_status(self.run_dir, "interrupted", step=step, steps=step)
+        raise self.interrupt.stop(self.run_dir, step)
 
 
 def train_step(
@@ -228,34 +317,6 @@ def train_step(
     return stats
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, cfg: TrainConfig, runtime: Runtime) -> dict:
-    """Validation accuracy and cross-entropy; each rank takes every world_size-th image and
-    the sums are reduced, so every image counts exactly once."""
-    model.eval()
-    shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
-    loader = DataLoader(
-        shard, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-    )  # fmt: skip
-    sums = torch.zeros(3, device=runtime.device)  # n, correct, ce sum
-    for x, y in loader:
-        x, y = x.to(runtime.device), y.to(runtime.device)
-        with runtime.autocast():
-            logits = model(x)
-        sums += torch.stack(
-            [
-                torch.tensor(float(len(y)), device=runtime.device),
-                (logits.argmax(1) == y).sum().float(),
-                F.cross_entropy(logits.float(), y, reduction="sum"),
-            ]
-        )
-    sums = distributed.all_reduce_mean(sums) * runtime.world_size
-    model.train()
-    n = max(sums[0].item(), 1.0)
-    return {"val_acc": sums[1].item() / n, "val_ce": sums[2].item() / n}
-
-
 # --------------------------------------------------------------------------- pieces
 def build_parts(cfg: TrainConfig, runtime: Runtime) -> Parts:
     """Everything `train_step` needs, built from `cfg` in one place (`run`, and the bench
@@ -290,39 +351,6 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> Parts:
     return Parts(model, net, optimizer, scheduler, scaler, spec, meta)
 
 
-def limit(dataset: Dataset, n: int | None) -> Dataset:
-    """A fixed random subset of `n` examples (seed 0, independent of --seed), or all."""
-    if n is None or n >= len(dataset):
-        return dataset
-    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, sorted(idx.tolist()))
-
-
-def train_loader(
-    dataset: Dataset, cfg: TrainConfig, runtime: Runtime, epoch: int, skip_batches: int
-) -> DataLoader:
-    """This rank's shuffled shard for `epoch` (order fixed by seed and epoch), without the
-    first `skip_batches` batches (already trained on before an interruption)."""
-    sampler = DistributedSampler(
-        dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True,
-        seed=runtime.seed,
-    )  # fmt: skip
-    sampler.set_epoch(epoch)
-    indices = list(sampler)[skip_batches * cfg.batch_size :]
-    workers_seed = torch.Generator().manual_seed(
-        runtime.seed * 100_003 + runtime.rank * 1009 + epoch
-    )
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=indices,
-        num_workers=cfg.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-        persistent_workers=False,
-        generator=workers_seed,
-    )
-
-
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD (momentum 0.9, Nesterov) as in the official `configure_optimizers`."""
     params = model.parameters()
@@ -335,50 +363,11 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     )
 
 
-def noise_seed(runtime: Runtime, step: int) -> int:
-    """Seed of the regulariser's generator at `step` on this rank."""
-    return (runtime.seed * 1_000_003 + runtime.rank * 100_003 + step) % (2**63)
-
-
-def checkpoint(
-    run_dir: Path, parts: Parts, progress: Progress, runtime: Runtime, name: str | None = None
-) -> None:
-    """Rank 0 writes `checkpoints/step-*` (or `checkpoints/<name>`); all ranks wait."""
-    if runtime.is_main:
-        train_state = {
-            "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict(),
-            "rng": rng_state(),
-            "progress": asdict(progress),
-        }
-        last = progress.history[-1] if progress.history else {}
-        extra = {"epoch": progress.epoch, "val_acc": last.get("val_acc")}
-        meta = {**parts.meta, **extra}
-        save_checkpoint(
-            run_dir, progress.step, parts.model.state_dict(), train_state, meta, name=name
-        )
-    distributed.barrier()
-
-
-def restore(
-    ckpt: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    runtime: Runtime,
-) -> Progress:
-    """Load weights and training state from `ckpt`; returns the saved progress."""
-    model_state, train_state, _ = load_checkpoint(ckpt, map_location=runtime.device)
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(train_state["optimizer"])
-    scheduler.load_state_dict(train_state["scheduler"])
-    scaler.load_state_dict(train_state["scaler"])
-    if runtime.world_size == 1:
-        # Only rank 0's RNG is saved; under DDP each rank keeps its own seed + rank stream.
-        set_rng_state(train_state["rng"])
-    return Progress(**train_state["progress"])
+def noise_generator(runtime: Runtime) -> torch.Generator:
+    """The regulariser's noise generator of this rank, seeded once from (seed, rank); the
+    checkpoints save its state, so a resumed run continues its stream."""
+    seed = (runtime.seed * 1_000_003 + runtime.rank * 100_003) % (2**63)
+    return torch.Generator(device=runtime.device).manual_seed(seed)
 
 
 def epoch_means(sums: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -390,8 +379,7 @@ def epoch_means(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
-def status_line(sums: dict[str, torch.Tensor]) -> str:
-    means = epoch_means(sums)
+def status_line(means: dict[str, float]) -> str:
     parts = [f"{k.removeprefix('train_')} {v:.4g}" for k, v in means.items() if k != "train_acc"]
     return " ".join(parts + [f"acc {means['train_acc']:.3f}"])
 
@@ -411,27 +399,29 @@ def format_record(record: dict[str, float], epochs: int) -> str:
 def write_summary(
     run_dir: Path,
     cfg: TrainConfig,
-    progress: Progress,
+    progress: dict[str, Any],
     runtime: Runtime,
     started: float,
     status: str,
 ) -> dict:
-    """metrics.json: status, best/final validation accuracy, per-epoch history."""
-    last = progress.history[-1] if progress.history else {}
+    """metrics.json: status and step (what `--resume` reads), best/final validation
+    accuracy, per-epoch history."""
+    history = progress["history"]
+    last = history[-1] if history else {}
     summary = {
         "status": status,
-        "epochs_done": progress.epoch,
-        "steps": progress.step,
-        "best_val_acc": progress.best_val_acc if progress.history else None,
-        "best_epoch": progress.best_epoch or None,
+        "step": progress["step"],
+        "epochs_done": progress["epoch"],
+        "steps": progress["step"],
+        "best_val_acc": progress["best_val_acc"] if history else None,
+        "best_epoch": progress["best_epoch"] or None,
         "final_val_acc": last.get("val_acc"),
         "regularizer": cfg.regularizer,
         "seconds_this_session": time.perf_counter() - started,
         "world_size": runtime.world_size,
-        "history": progress.history,
+        "history": history,
     }
     if runtime.device.type == "cuda":
         summary["peak_memory_mib"] = torch.cuda.max_memory_allocated(runtime.device) / 2**20
-    if runtime.is_main:
-        write_metrics(run_dir, summary)
+    write_status(run_dir, status, **{k: v for k, v in summary.items() if k != "status"})
     return summary
