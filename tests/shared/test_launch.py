@@ -129,3 +129,27 @@ def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path,
     assert results[0]["dir"] == results[1]["dir"] == out + "-new"
     assert [r["rank"] for r in results] == [0, 1]
     assert all("is not empty" in r["err"] for r in results)
+
+
+def test_process_mismatch_names_the_global_batch():
+    from labshared.launch import process_mismatch
+
+    assert process_mismatch("p", 4, 128, 4) is None  # as designed
+    assert process_mismatch("p", None, 128, 2) is None  # no design
+    assert process_mismatch("rtd-vit-l14", 1, 128, 4) == (
+        "preset rtd-vit-l14 is designed for 1 process(es) (global batch 128 = 1 x 128); this "
+        "run has 4: global batch 512 = 4 x 128, gradients averaged over the processes; "
+        "--batch-size 32 keeps the global batch"
+    )
+    assert process_mismatch("lincir-vit-l14", 8, 64, 3).endswith(
+        "global batch 192 = 3 x 64, gradients averaged over the processes"
+    )  # 512 is not a multiple of 3: no --batch-size hint
+
+
+def test_a_training_run_records_its_global_batch(tmp_path):
+    run = _start(tmp_path / "run", device="cpu", batch_size=16, preset_processes=1)
+    runtime = read_header(run.dir)["runtime"]
+    assert (runtime["global_batch"], runtime["gradients_averaged"]) == (16, False)
+    assert runtime["preset_processes"] == 1
+    plain = read_header(_start(tmp_path / "plain", device="cpu").dir)["runtime"]
+    assert "global_batch" not in plain
