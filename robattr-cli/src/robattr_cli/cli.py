@@ -207,6 +207,7 @@ def train(
     from labshared.launch import start_run
     from robattr_cli import __version__
     from robattr_cli.config import (
+        PRESET_PROCESSES,
         check_data_root,
         parse_milestones,
         resolve_config,
@@ -238,6 +239,7 @@ def train(
         "robattr", "train", cfg, version=__version__, preset=cfg.preset, output_dir=output_dir,
         resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
         deterministic=deterministic, validate=lambda: check_data_root(cfg),
+        batch_size=cfg.batch_size, preset_processes=PRESET_PROCESSES.get(cfg.preset),
     )  # fmt: skip
     try:
         summary = run(cfg, started.runtime, started.dir, resume=started.resumed)
