@@ -171,6 +171,11 @@ def run_forked(job, sizes: Sizes, device: str, deadline: float) -> list[dict]:
     while not stopped:
         remaining = deadline - time.time()
         if remaining <= 0:  # the budget, not a failure: listed as skipped
+            while recv.poll(0):  # what was sent before the deadline still counts
+                try:
+                    messages.append(recv.recv())
+                except EOFError:
+                    break
             proc.kill()
             running = [m["case"] for m in messages if m["kind"] == "start"]
             case = running[-1] if running else job[1] or job[0]

@@ -40,7 +40,7 @@ from PIL import Image
 
 from labshared.console import render_table
 from labshared.data.composed_retrieval import FileImages
-from labshared.device import Runtime, enable_tf32, resolve_precision
+from labshared.device import Runtime, resolve_precision, set_tf32
 from rtd_cli.features import encode_batch
 from rtd_cli.gallery_loader import ImageBatches, decode_jpegs, resolve_decode, split_clip_transform
 from rtd_cli.model import build_clip_bundle
@@ -185,7 +185,8 @@ def gallery_throughput(
         "images", "precision", "peak_mem_gib"}.
     """
     dev = torch.device(device)
-    runtime = Runtime(dev, resolve_precision("auto", dev), seed=0, tf32=enable_tf32(dev))
+    prec = resolve_precision("auto", dev)
+    runtime = Runtime(dev, prec, seed=0, tf32=set_tf32(prec))
     model, preprocess, _, _ = build_clip_bundle(backbone, "random", dev)
     path = _decode_path(decode, dev)
     with tempfile.TemporaryDirectory(prefix="rtd-loader-bench-") as tmp:

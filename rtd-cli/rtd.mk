@@ -2,7 +2,7 @@
 # defines BIN, DATA_ROOT and the offline HF variables).
 RTD := $(BIN)/rtd
 RTD_DEMO := runs/demo-rtd
-NPROC ?= 4
+NPROC ?= 1
 TRIPLETS ?=
 PHI ?=
 RTD_OUT ?= runs/reproduce
@@ -66,7 +66,10 @@ bench-rtd-loader: install
 #                  SEARLE's torch.hub release, Pic2Word's released IM2TEXT (ViT-L/14 only), or
 #                  `make reproduce-lincir-phi-<backbone>` for LinCIR, whose paper checkpoints
 #                  were never released)
-#   NPROC=4        processes for torchrun (one per GPU)
+#   NPROC=1        processes for torchrun (one per GPU). The rtd-vit-* presets are one process
+#                  at batch 128, what the official 4-GPU run computed (its ranks never averaged
+#                  gradients; rtd-cli/README.md "One process, not four"); the averaged 4 x 128
+#                  run is NPROC=4 RTD_PRESET_ViT-L-14=rtd-vit-l14-ddp4
 # e.g. make reproduce-rtd-lincir-ViT-L-14 DATA_ROOT=/data TRIPLETS=/data/LLM_triplets.json PHI=phi.pt
 # `--resume` when the run folder holds a started run (its config.json), so that a target
 # started again continues where it stopped; a fresh folder starts a run (--resume needs one).

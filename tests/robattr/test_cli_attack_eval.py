@@ -268,3 +268,54 @@ def test_iter_examples_correct_only_batches_in_dataset_order(limit):
     assert torch.cat([b[2] for b in everything]).tolist() == list(range(min(limit, 10)))
     assert torch.equal(torch.cat([b[1] for b in everything]), y[:limit])
     assert torch.equal(torch.cat([b[0] for b in everything]).squeeze(1), x[:limit, 0])
+
+
+class _NearTie(torch.nn.Module):
+    """Two logits 2**-10 apart: fp32 picks class 1, bf16 (8-bit mantissa) rounds the two
+    weights together and picks class 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 2, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0], [1.0 + 2**-10]]).expand(2, 16) / 16)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_correct_is_decided_once_in_fp32_whatever_the_precision(tmp_path, monkeypatch):
+    """Under a bf16 runtime the model's own bf16 argmax calls every image wrong, fp32
+    calls it right: clean accuracy, the correct-only filter and each image's
+    clean_accuracy all read the one fp32 decision (issue 17: they disagreed)."""
+    from torch.utils.data import TensorDataset
+
+    from labshared.device import Precision, Runtime
+    from robattr_cli import evaluate
+    from robattr_cli.victim import iter_examples, predict
+
+    model = _NearTie().eval()
+    x, y = torch.rand(6, 1, 4, 4) + 0.5, torch.ones(6, dtype=torch.long)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (model(x).argmax(1) == 0).all()  # bf16: all wrong
+        assert (predict(model, x) == 1).all()  # the decision: fp32, all right
+    data = TensorDataset(x, y)
+    meta = {"checkpoint": "ck", "dataset": "mnist", "mean": [0.0], "std": [1.0]}
+    box = PixelBox.from_stats([0.0], [1.0])
+    monkeypatch.setattr(evaluate, "load_victim", lambda *a: (model, meta, data, box))
+    bf16 = Runtime(torch.device("cpu"), Precision("bf16", torch.bfloat16, False), seed=0)
+    cfg = evaluate.EvalConfig("ck", correct_only=True, batch_size=4, rps_eps=(), n_ratios=0, k=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a GPU run's surroundings would be
+        metrics = evaluate.run_eval(cfg, bf16, tmp_path)
+    assert metrics["clean_accuracy"] == metrics["sample_clean_accuracy"] == 1.0
+    assert metrics["num_examples"] == 6
+
+    # given the split's predictions, the filter reads them and never calls the model
+    class Refuses(torch.nn.Module):
+        def forward(self, inp):
+            raise AssertionError("the decision was made already")
+
+    given = torch.tensor([1, 0, 1, 1, 0, 1])
+    batches = list(iter_examples(Refuses(), data, None, 4, "cpu", True, predictions=given))
+    assert torch.cat([b[2] for b in batches]).tolist() == [0, 2, 3, 5]
+    assert all((b[3] == 1).all() for b in batches)

@@ -44,6 +44,9 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     header = read_header(out)
     assert [header[k] for k in ("tool", "command", "version")] == ["robattr", "train", __version__]
     assert header["preset"] == "mnist-toy" and header["runtime"]["seed"] == 1234
+    runtime = header["runtime"]  # one process, as the preset (and RobustAGA's scripts) design
+    assert (runtime["global_batch"], runtime["gradients_averaged"]) == (32, False)
+    assert runtime["preset_processes"] == 1 and "designed for" not in result.output
     cfg = header["config"]
     assert cfg["preset"] == "mnist-toy" and cfg["limit_train"] == 96 and cfg["eps"] == 16.0
 

@@ -40,7 +40,8 @@ def test_every_preset_resolves_and_names_its_backbone(presets, name):
         assert cfg.backbone == "tiny-clip-toy"
         return
     # the name says the backbone: rtd-vit-l14 -> ViT-L-14, lincir-vit-bigg14 -> ViT-bigG-14
-    tail = name.split("-vit-")[1]
+    # (a trailing -ddp4 names the process layout)
+    tail = name.split("-vit-")[1].split("-")[0]
     assert cfg.backbone.replace("-", "").lower() == f"vit{tail}"
     # the tag is one open_clip knows for that architecture
     assert (cfg.backbone, cfg.pretrained) in open_clip.list_pretrained()
@@ -50,6 +51,7 @@ def test_default_tags_are_the_ones_the_papers_used():
     tags = {n: (c.backbone, c.pretrained) for n, c in C.TRAIN_PRESETS.items() if n != "toy"}
     assert tags == {
         "rtd-vit-l14": ("ViT-L-14", "openai"),
+        "rtd-vit-l14-ddp4": ("ViT-L-14", "openai"),
         "rtd-vit-b32": ("ViT-B-32", "openai"),
         "rtd-vit-bigg14": ("ViT-bigG-14", "laion2b_s39b_b160k"),  # LinCIR's bigG
     }
@@ -66,6 +68,17 @@ def test_the_official_rtd_run_is_vit_l14_with_the_readme_values():
         o = C.TRAIN_PRESETS[other]
         assert (o.steps, o.batch_size, o.lr, o.noise_scale, o.tau, o.seed) == (
             2000, 128, 1e-5, 0.5, 0.07, 12345)  # fmt: skip
+
+
+def test_each_preset_names_the_process_count_it_was_designed_for():
+    """rtd-vit-l14 is one process (the official ranks never averaged gradients); -ddp4 is
+    the same config on 4 averaged processes; LinCIR's run is 8 x 64 through DDP."""
+    assert set(C.TRAIN_PRESET_PROCESSES) == set(C.TRAIN_PRESETS)
+    assert set(C.PHI_PRESET_PROCESSES) == set(C.PHI_PRESETS)
+    assert C.TRAIN_PRESET_PROCESSES["rtd-vit-l14"] == 1
+    assert C.TRAIN_PRESET_PROCESSES["rtd-vit-l14-ddp4"] == 4
+    assert C.TRAIN_PRESETS["rtd-vit-l14-ddp4"] == C.TRAIN_PRESETS["rtd-vit-l14"]
+    assert {C.PHI_PRESET_PROCESSES[n] for n in C.PHI_PRESETS if n != "toy"} == {8}
 
 
 def test_lincir_presets_are_the_readme_command():
@@ -133,7 +146,8 @@ def test_eval_cli_resolves_that_prompt(base, tmp_path):
 # --------------------------------------------------------------------------- flags
 # Flags that are not config fields: how and where a run is carried out, not what it computes.
 RUN_LEVEL = {"preset", "device", "precision", "deterministic", "output_dir", "resume",
-             "overwrite", "no_cache", "dry_run", "stop_after", "as_json"}  # fmt: skip
+             "overwrite", "no_cache", "dry_run", "stop_after", "as_json", "init_from",
+             "report_to"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ trainable tower, --grad-checkpointing and --compile, each against the plain path
 
 import dataclasses
 import json
-import time
 
 import pytest
 import torch
@@ -220,14 +219,12 @@ def test_compile_flag_wires_through(phi):
 def test_compiled_tower_gives_the_same_loss_and_gradients(phi):
     cfg, parts = make(phi)
     cfg_c, parts_c = make(phi, compile=True)
-    t0 = time.perf_counter()
     for start in (0, 6, 12):  # three cut lengths: the static graph, then the dynamic one
         step = tokenize_batch(parts, batch_of(start=start))
         plain = loss_and_grads(parts, cfg, step)
         compiled = loss_and_grads(parts_c, cfg_c, step)
         torch.testing.assert_close(compiled[0], plain[0], rtol=1e-5, atol=1e-6)
         assert_grads_close(compiled[1], plain[1])
-    assert time.perf_counter() - t0 < 600
 
 
 def test_the_three_flags_set_their_fields():

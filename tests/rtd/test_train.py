@@ -38,6 +38,9 @@ TINY_CFG = {
 }
 CPU = Runtime(torch.device("cpu"), Precision("fp32", torch.float32, False), seed=0)
 
+#: A hang guard for subprocess runs, not a speed requirement (no test asserts speed).
+HANG_GUARD_S = 900
+
 
 def register_tiny(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,10 @@ def test_cli_end_to_end(assets, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert (saved["tool"], saved["command"], saved["preset"]) == ("rtd", "train", "toy")
     assert saved["config"]["base"] == "pic2word" and saved["runtime"]["seed"] == 12345
+    # one process: the global batch is the batch, nothing averaged, as the preset designs
+    runtime = saved["runtime"]
+    assert (runtime["global_batch"], runtime["gradients_averaged"]) == (4, False)
+    assert runtime["preset_processes"] == 1 and "designed for" not in res.output
     # the toy seed drew the triplets; the training seed stays the preset's
     data = json.loads((out / "data.json").read_text())
     assert data["used"] == 40 and data["source"] == "toy:40 (toy seed 2)"
@@ -355,7 +362,7 @@ def test_gathered_negatives_fast_linear_variant(tmp_path, free_port):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port), str(script),
            str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch.manual_seed(0)
     net = torch.nn.Linear(5, 3)
@@ -393,11 +400,18 @@ def test_rtd_train_under_torchrun_two_processes(assets, free_port):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port), str(script),
            str(root)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = root / "ddp-run"
     assert (run / "text_tower.safetensors").is_file()
-    assert json.loads((run / "config.json").read_text())["runtime"]["world_size"] == 2
+    runtime = json.loads((run / "config.json").read_text())["runtime"]
+    assert runtime["world_size"] == 2 and runtime["global_batch"] == 4
+    assert runtime["gradients_averaged"] is True and runtime["preset_processes"] == 1
+    # the toy preset is designed for one process: one line names the global batch
+    assert (
+        "preset toy is designed for 1 process(es) (global batch 2 = 1 x 2); this run "
+        "has 2: global batch 4 = 2 x 2, gradients averaged" in " ".join(proc.stderr.split())
+    )
     state = torch.load(run / "checkpoints" / "step-00000003" / "state.pt", weights_only=True)
     noise = [rank["generators"]["noise"] for rank in state["ranks"]]
     assert len(noise) == 2 and not torch.equal(*noise)

@@ -18,7 +18,14 @@ from labshared.errors import ConfigError
 from rtd_cli import config as C
 from rtd_cli import model as M
 from rtd_cli.cli import app
-from rtd_cli.keywords import KeywordMasker, clean_caption, ensure_slot, load_masker, mask_runs
+from rtd_cli.keywords import (
+    KeywordMasker,
+    clean_caption,
+    ensure_slot,
+    load_masker,
+    mask_runs,
+    split_tokens,
+)
 from rtd_cli.train_phi import masked_batch, train_phi
 
 TINY = "rtd-phi-tiny"
@@ -52,11 +59,53 @@ def test_clean_caption_like_lincir():
 def test_builtin_masks_keyword_runs_with_one_symbol_each():
     m = KeywordMasker("builtin")
     rng = random.Random(0)
+    # the final "." is its own token, as spaCy's tokenizer makes it (issue 17: was dropped)
     assert m.mask("A photo of a red car on the street.", rng) == (
-        "a photo of a red car on the street.", "$ of $ on $", True)  # fmt: skip
+        "a photo of a red car on the street.", "$ of $ on $ .", True)  # fmt: skip
     assert m.mask("a red seven on grass", rng)[1] == "$ on $"
     # "a" inside words is untouched (LinCIR's str.replace would hit "grass" and "car").
     assert "$" not in m.mask("a cat", rng)[1].replace("$", "", 1)
+
+
+def test_builtin_splits_punctuation_and_clitics_as_lincir_spacy_path():
+    """LinCIR's own cases: the built-in rule gives the spaCy path's masks."""
+    m = KeywordMasker("builtin")
+    masks = {c: m.mask(c, random.Random(0))[1] for c in BUILTIN_CASES}
+    assert masks == BUILTIN_CASES
+    assert split_tokens('("don\'t")') == ["(", '"', "do", "n't", '"', ")"]
+    assert split_tokens("t-shirt/cap") == ["t", "-", "shirt", "/", "cap"]
+    assert split_tokens("e.g.,") == ["e.g.", ","] and split_tokens("3.5%") == ["3.5", "%"]
+
+
+#: caption -> the built-in mask (the spaCy path's for the same tags)
+BUILTIN_CASES = {
+    "A dog.": "$ .",
+    "A red car, on the street": "$ , on $",
+    "the man's hat": "$ 's $",
+    "A man's red car.": "$ 's $ .",
+    "sitting on (grass)": "sitting on ( $ )",
+    "she's wearing a black-and-white hat!": "she's wearing $ -and- $ !",
+}
+
+#: Captions whose tokens `spacy.blank("en")` and `split_tokens` must agree on.
+TOKENIZER_CASES = [
+    *BUILTIN_CASES, "Two dogs, a cat and a bird!", "don't can't won't i'm you're it's",
+    "a t-shirt, well-known 20-year-old black/white cat", "e.g. a.m. mr. u.s.",
+    '"hello" (world) [x] {y}', "wow!! what?! a... b…c", "dogs' toys 'quoted'",
+    "3.5 10% 10:30 a+b 3-4", "x,y", "(don't) 'tis", "the cat's toy's colour",
+    'ok?" "yes."', "<PERSON> is riding a bike; the sky is blue: clear",
+    "a sign that says 'stop!'", "rock'n'roll o'neil", "a close-up of two people's hands.",
+    "tree-lined street, 1960s.", "gonna cannot y'all ma'am", "hello-- -x x-", "1,000 people",
+]  # fmt: skip
+
+
+def test_builtin_tokens_are_spacy_blank_english_tokens():
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank("en")
+    for caption in TOKENIZER_CASES:
+        clean = clean_caption(caption)
+        want = [(t.text, t.whitespace_) for t in nlp(clean)]
+        assert [(t, ws) for t, ws, _ in KeywordMasker("builtin").pieces(clean)] == want, clean
 
 
 def test_no_keyword_replaces_one_word_and_empty_falls_back():
@@ -234,10 +283,17 @@ def test_real_spacy_model_when_installed():
         masker = load_masker("spacy")
     except ConfigError:
         pytest.skip("en_core_web_sm is not installed")
-    for caption in ("A man's red car.", "Two dogs, a cat and a bird!", "photo of a dog"):
-        masked = masker.mask(caption, random.Random(0))[1]
-        assert DOLLAR in BPE.encode(masked), masked
-    assert spacy is not None
+    # captions whose tags are unambiguous: DET/ADJ/NOUN keywords, NUM, PART, PUNCT, CCONJ
+    # and ADP not (LinCIR's extract_keywords_spacy)
+    want = {
+        "A dog.": "$ .",
+        "A man's red car.": "$ 's $ .",
+        "Two dogs, a cat and a bird!": "two $ , $ and $ !",
+        "photo of a dog": "$ of $",
+    }
+    assert {c: masker.mask(c, random.Random(0))[1] for c in want} == want
+    assert all(DOLLAR in BPE.encode(m) for m in want.values())
+    assert spacy.__version__
 
 
 # --------------------------------------------------------------------------- training
@@ -316,6 +372,44 @@ def test_cli_train_phi(tmp_path):
     assert (saved["tool"], saved["command"], saved["preset"]) == ("rtd", "train-phi", "toy")
     data = json.loads((out / "data.json").read_text())
     assert data["source"] == "toy:20 (toy seed 3)" and saved["config"]["toy_seed"] == 3
+
+
+def _spacy_model_installed() -> bool:
+    try:
+        load_masker("spacy")
+    except ConfigError:
+        return False
+    return True
+
+
+def test_lincir_presets_insist_on_spacy_unless_builtin_is_passed(tmp_path):
+    """A lincir preset without spaCy stops with one line saying how to install both;
+    `--keywords builtin` runs and the header records it. Designed for 8 processes, a
+    one-process run names its global batch."""
+    out = tmp_path / "run"
+    args = ["train-phi", "--preset", "lincir-vit-b32", "--backbone", TINY, "--pretrained",
+            "random", "--captions", "toy:20", "--steps", "1", "--batch-size", "4",
+            "--device", "cpu", "-o", str(out)]  # fmt: skip
+    runner = CliRunner()
+    if not _spacy_model_installed():
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1 and not out.exists()
+        line = " ".join(res.output.split())
+        assert "pip install spacy && python -m spacy download en_core_web_sm" in line
+        assert "--keywords builtin" in line
+    res = runner.invoke(app, [*args, "--keywords", "builtin"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "lincir-vit-b32" and saved["config"]["keywords"] == "builtin"
+    runtime = saved["runtime"]
+    assert (runtime["global_batch"], runtime["gradients_averaged"]) == (4, False)
+    assert runtime["preset_processes"] == 8
+    assert (
+        "preset lincir-vit-b32 is designed for 8 process(es) (global batch 32 = 8 x 4); this "
+        "run has 1: global batch 4 = 1 x 4, one process; --batch-size 32 keeps the global "
+        "batch" in " ".join(res.output.split())
+    )
+    assert C.PHI_PRESETS["lincir-vit-l14"].keywords == "spacy"
 
 
 def test_cli_a_failed_check_leaves_no_folder_and_the_corrected_rerun_works(tmp_path):

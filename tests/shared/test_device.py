@@ -88,3 +88,57 @@ def test_setup_runtime_single_process(monkeypatch):
     assert rt.device.type == "cpu" and rt.precision.name == "fp32"
     assert (rt.rank, rt.world_size, rt.is_main, rt.distributed) == (0, 1, True, False)
     assert rt.describe()["seed"] == 7
+
+
+def _fake_gpu(monkeypatch, major: int) -> torch.device:
+    """A CUDA device of compute capability (major, 0) as far as precision and TF32 go."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+    return torch.device("cuda", 0)
+
+
+@pytest.fixture
+def tf32_flags():
+    """Restore the process-wide TF32 flags whatever the test sets them to."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_fp32_is_strict_and_tf32_is_an_opt_in(monkeypatch, tf32_flags):
+    """On an (simulated) Ampere GPU `fp32` turns both TF32 flags off (cuDNN's is on by
+    torch's default) and `tf32` turns them on; neither autocasts."""
+    gpu = _fake_gpu(monkeypatch, 8)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    fp32 = dev.resolve_precision("fp32", gpu)
+    assert dev.set_tf32(fp32) is False
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    tf32 = dev.resolve_precision("tf32", gpu)
+    assert (tf32.name, tf32.dtype, tf32.enabled) == ("tf32", torch.float32, False)
+    assert dev.set_tf32(tf32) is True
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    # bf16 autocast leaves fp32 ops in fp32, not TF32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert dev.set_tf32(dev.resolve_precision("auto", gpu)) is False
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_without_tf32_units_is_fp32(monkeypatch, tf32_flags):
+    """A pre-Ampere GPU and the CPU have no TF32: the run is fp32 and says so."""
+    assert dev.resolve_precision("tf32", _fake_gpu(monkeypatch, 7)).name == "fp32"
+    assert dev.resolve_precision("tf32", torch.device("cpu")).name == "fp32"
+
+
+def test_setup_runtime_records_tf32_in_the_runtime(monkeypatch, tf32_flags):
+    """setup_runtime on a simulated Ampere GPU: `tf32` is in describe() (the run header)
+    and `fp32` leaves both flags off."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    gpu = _fake_gpu(monkeypatch, 9)
+    monkeypatch.setattr(dev, "resolve_device", lambda spec, local_rank=None: gpu)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: None)
+    rt = dev.setup_runtime("cuda", "tf32", seed=1)
+    assert rt.describe()["precision"] == "tf32" and rt.describe()["tf32"] is True
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    rt = dev.setup_runtime("cuda", "fp32", seed=1)
+    assert rt.describe()["precision"] == "fp32" and rt.describe()["tf32"] is False
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32

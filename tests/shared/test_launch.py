@@ -14,6 +14,9 @@ import pytest
 from labshared.errors import ConfigError
 from labshared.launch import read_header, start_run
 
+#: A hang guard for subprocess runs, not a speed requirement (no test asserts speed).
+HANG_GUARD_S = 900
+
 
 @dataclass(frozen=True)
 class Cfg:
@@ -122,10 +125,34 @@ def test_rank_zero_decides_the_folder_and_its_error_reaches_every_rank(tmp_path,
            "--master_addr", "127.0.0.1", "--master_port", str(free_port)]  # fmt: skip
     proc = subprocess.run(
         [*cmd, str(script), out + "-new"],
-        env=env, capture_output=True, text=True, timeout=180,
+        env=env, capture_output=True, text=True, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     results = [json.loads(Path(f"{out}-new-rank{r}.json").read_text()) for r in (0, 1)]
     assert results[0]["dir"] == results[1]["dir"] == out + "-new"
     assert [r["rank"] for r in results] == [0, 1]
     assert all("is not empty" in r["err"] for r in results)
+
+
+def test_process_mismatch_names_the_global_batch():
+    from labshared.launch import process_mismatch
+
+    assert process_mismatch("p", 4, 128, 4) is None  # as designed
+    assert process_mismatch("p", None, 128, 2) is None  # no design
+    assert process_mismatch("rtd-vit-l14", 1, 128, 4) == (
+        "preset rtd-vit-l14 is designed for 1 process(es) (global batch 128 = 1 x 128); this "
+        "run has 4: global batch 512 = 4 x 128, gradients averaged over the processes; "
+        "--batch-size 32 keeps the global batch"
+    )
+    assert process_mismatch("lincir-vit-l14", 8, 64, 3).endswith(
+        "global batch 192 = 3 x 64, gradients averaged over the processes"
+    )  # 512 is not a multiple of 3: no --batch-size hint
+
+
+def test_a_training_run_records_its_global_batch(tmp_path):
+    run = _start(tmp_path / "run", device="cpu", batch_size=16, preset_processes=1)
+    runtime = read_header(run.dir)["runtime"]
+    assert (runtime["global_batch"], runtime["gradients_averaged"]) == (16, False)
+    assert runtime["preset_processes"] == 1
+    plain = read_header(_start(tmp_path / "plain", device="cpu").dir)["runtime"]
+    assert "global_batch" not in plain

@@ -57,6 +57,7 @@ class FakeLLM:
         self.answered: list[str] = []
         self.lock = threading.Lock()
         self.default = "ok"
+        self.release = threading.Event()  # ends a "slow" reply's wait (set on close)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,6 +93,7 @@ class FakeLLM:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -101,8 +103,8 @@ class FakeLLM:
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
             return
-        if kind == "slow":
-            time.sleep(action[1])
+        if kind == "slow":  # waits past the client's timeout, whatever the machine's speed
+            self.release.wait(action[1])
             kind = "ok"
             action = ("ok",)
         if kind == "ok":
@@ -216,8 +218,10 @@ def test_parse_drops_prose_items():
     assert parse_word_reply(json.dumps(["Robin", long, 7, "Wren"])) == ["Robin", "Wren"]
 
 
-def test_retry_after_header_forms_are_honoured(llm, sleeps):
-    date = formatdate(time.time() + 30, usegmt=True)
+def test_retry_after_header_forms_are_honoured(llm, sleeps, monkeypatch):
+    now = float(int(time.time()))  # the client's clock, frozen: the date form is exact
+    monkeypatch.setattr(openai_base, "time", SimpleNamespace(sleep=sleeps.append, time=lambda: now))
+    date = formatdate(now + 30, usegmt=True)
     llm.script = [
         ("429h", {"Retry-After": "3"}),
         ("429h", {"retry-after-ms": "250", "Retry-After": "9"}),
@@ -225,7 +229,7 @@ def test_retry_after_header_forms_are_honoured(llm, sleeps):
         ("ok", '["a"]'),
     ]
     assert client_for(llm).complete(MSG, temperature=1.0, max_tokens=None)["content"] == '["a"]'
-    assert sleeps[:2] == [3.0, 0.25] and 25 <= sleeps[2] <= 31
+    assert sleeps == [3.0, 0.25, 30.0]
 
 
 def test_redact_url_drops_credentials():
@@ -254,8 +258,10 @@ def test_5xx_malformed_html_and_dropped_connections_back_off_exponentially(llm, 
 
 
 def test_timeout_is_retried(llm, sleeps):
-    llm.script = [("slow", 1.0), ("ok", '["a"]')]
-    reply = client_for(llm, timeout=0.2).complete(MSG, temperature=1.0, max_tokens=None)
+    # the slow reply waits until the server closes (5 min at most: a hang guard); the
+    # timeout is generous so that the retried reply never misses it on a loaded machine
+    llm.script = [("slow", 300.0), ("ok", '["a"]')]
+    reply = client_for(llm, timeout=5.0).complete(MSG, temperature=1.0, max_tokens=None)
     assert reply["content"] == '["a"]' and len(sleeps) == 1
 
 

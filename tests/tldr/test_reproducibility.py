@@ -148,3 +148,24 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
         )
     with pytest.raises(ConfigError, match="--feature-precision 'fp64'"):
         dataclasses.replace(cfg, feature_precision="fp64")
+
+
+def test_tf32_keys_the_feature_cache(tmp_path, monkeypatch):
+    """TF32 is a process-wide matmul mode: features computed with it on are cached under
+    another key than strict fp32 ones (`--precision tf32` vs `fp32`), and the sidecar says so."""
+    from labshared.device import Precision, Runtime
+    from tldr_cli.classifier import build_classifier
+    from tldr_cli.config import PRESETS
+    from tldr_cli.features import ClassifierHandle, classifier_features, load_splits
+
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path))
+    cfg = dataclasses.replace(PRESETS["toy"], toy_n_test=8)
+    data = load_splits(cfg, ("test",))["test"]
+    handle = ClassifierHandle(build_classifier("toy-cnn", 2).eval(), {}, "digest")
+    for tf32 in (False, True):  # on the CPU TF32 changes nothing but the key
+        name = "tf32" if tf32 else "fp32"
+        rt = Runtime(torch.device("cpu"), Precision(name, torch.float32, False), 0, tf32=tf32)
+        classifier_features(handle, data, cfg, rt, use_cache=True)
+    sidecars = sorted((tmp_path / "features").glob("tldr-phi-test-*.json"))
+    specs = [json.loads(p.read_text())["spec"] for p in sidecars]
+    assert sorted((s["precision"], s["tf32"]) for s in specs) == [("fp32", False), ("fp32", True)]

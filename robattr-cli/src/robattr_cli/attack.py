@@ -52,6 +52,7 @@ from robattr_cli.victim import (
     iter_examples,
     load_victim,
     mean_metrics,
+    predict,
     sample_size,
 )
 
@@ -178,19 +179,16 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     with make_progress() as progress:
         total = sample_size(dataset, cfg.num_examples)
         task = progress.add_task(f"attack {cfg.attack}", total=total, status="")
-        for x, y, index in iter_examples(
+        for x, y, index, pred in iter_examples(
             model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
-        ):
-            with torch.no_grad():
-                pred = model(x).argmax(1)
+        ):  # pred: the fp32 decision the correct-only filter read (victim.predict)
             h_clean = heatmap(model, x, y, cfg.method, **opts).detach()
             x_adv, extras = perturb(
                 cfg, model, surrogate, x, y, box, k=k, target_map=target_map, opts=opts,
                 generator=generator,
             )  # fmt: skip
             h_adv = heatmap(model, x_adv, y, cfg.method, **opts).detach()
-            with torch.no_grad():
-                pred_adv = model(x_adv).argmax(1)
+            pred_adv = predict(model, x_adv)
             # label_kept: the prediction survived (official "acc_adv" is adv_accuracy)
             extras["label_kept"] = (pred_adv == pred).float()
             extras["clean_accuracy"] = (pred == y).float()

@@ -219,6 +219,7 @@ def train(
     from labshared.training import parse_report_to
     from robattr_cli import __version__
     from robattr_cli.config import (
+        PRESET_PROCESSES,
         check_data_root,
         parse_milestones,
         resolve_config,
@@ -255,6 +256,7 @@ def train(
         "robattr", "train", cfg, version=__version__, preset=cfg.preset, output_dir=output_dir,
         resume=resume, overwrite=overwrite, device=device, precision=precision, seed=seed,
         deterministic=deterministic, validate=validate, init_from=init_from,
+        batch_size=cfg.batch_size, preset_processes=PRESET_PROCESSES.get(cfg.preset),
     )  # fmt: skip
     try:
         summary = run(

@@ -170,6 +170,11 @@ PRESETS: dict[str, TrainConfig] = {
     ),
 }
 
+#: The process count each preset was designed for: RobustAGA's scripts train on one GPU
+#: (`--devices 1` in scripts/*.sh), and mnist-toy on one CPU process. Another count (torchrun)
+#: says so in one line naming the global batch (`labshared.launch`).
+PRESET_PROCESSES: dict[str, int] = {name: 1 for name in PRESETS}
+
 #: (dataset, model) -> the preset used when --preset is not given.
 DEFAULT_PRESETS: dict[tuple[str, str], str] = {
     ("cifar10", "lenet"): "cifar10-lenet",

@@ -2,7 +2,8 @@
 
 Read top to bottom (brief section 7, in this order):
 
-1. clean accuracy on the whole test split;
+1. clean accuracy on the whole test split, from its fp32 predictions (`victim.predict`),
+   which the correct-only filter and each image's `clean_accuracy` then read;
 2. on the test images (by default all of them, misclassified included, as the official
    test modules; `correct_only` and `num_examples` as in `robattr attack`), or on the
    images of an attack run (`--attacked RUN`): Random Perturbation Similarity (official
@@ -46,7 +47,9 @@ from robattr_cli.victim import (
     iter_examples,
     load_victim,
     mean_metrics,
+    predict,
     sample_size,
+    split_predictions,
 )
 
 #: `robattr eval` has no presets: the dataclass defaults are the official evaluation's.
@@ -185,16 +188,10 @@ def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, meta
 
 
-@torch.no_grad()
-def clean_accuracy(model, dataset, batch_size: int, runtime) -> float:
-    """Top-1 accuracy over the whole split (autocast on GPU)."""
-    correct = total = 0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = x.to(runtime.device), y.to(runtime.device)
-        with runtime.autocast():
-            correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+def split_labels(dataset, batch_size: int) -> torch.Tensor:
+    """(N,) labels of the split in dataset order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    return torch.cat([y for _, y in loader])
 
 
 def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
@@ -211,13 +208,15 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
         method, cfg.ig_steps, cfg.ig_rule, cfg.sg_samples, cfg.sg_noise, generator
     )
 
-    accuracy = clean_accuracy(model, dataset, cfg.batch_size, runtime)
+    # "correct" is decided here, once, in fp32; the sample's filter and pred read it
+    predictions = split_predictions(model, dataset, cfg.batch_size, device)
+    accuracy = float((predictions == split_labels(dataset, cfg.batch_size)).float().mean())
     log(f"clean accuracy {accuracy:.4f} on {len(dataset)} test images")
     hw = tuple(dataset[0][0].shape[-2:])
     k = cfg.k or default_topk(torch.zeros(1, *hw))
     # the frame attack's target map, to score how close the attacked maps came to it
     target = frame_target(*hw).to(device) if attack_meta.get("attack") == "frame" else None
-    batches, total = sample_batches(cfg, attacked, model, dataset, device)
+    batches, total = sample_batches(cfg, attacked, model, dataset, device, predictions)
 
     per: dict[str, dict[str, list[torch.Tensor]]] = {}
     figure: dict[str, list[torch.Tensor]] = {}
@@ -271,17 +270,22 @@ def check_attack_fits(cfg: EvalConfig, attack_meta: dict[str, str], meta: dict) 
 
 
 def sample_batches(
-    cfg: EvalConfig, attacked: dict[str, torch.Tensor], model, dataset, device: torch.device
-) -> tuple[Iterator[dict[str, torch.Tensor]], int]:
-    """The batches to score ({"x", "y"}, plus "x_adv" for an attack run's images) and
-    how many images they hold at most."""
+    cfg: EvalConfig, attacked: dict[str, torch.Tensor], model, dataset, device: torch.device,
+    predictions: torch.Tensor,
+) -> tuple[Iterator[dict[str, torch.Tensor]], int]:  # fmt: skip
+    """The batches to score ({"x", "y", "pred"}, plus "x_adv" for an attack run's images)
+    and how many images they hold at most. `pred` is this model's fp32 prediction of the
+    split, read at each image's index (an attack run's images carry their test index; this
+    model may be another than the attacked one)."""
     if attacked:
         tensors = {key: attacked[key] for key in ("x", "x_adv", "y")}
+        if "index" in attacked:
+            tensors["pred"] = predictions[attacked["index"].long()]
         return _batches(tensors, cfg.batch_size, device), int(attacked["y"].numel())
     examples = iter_examples(
-        model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
+        model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only, predictions
     )
-    batches = ({"x": x, "y": y} for x, y, _ in examples)
+    batches = ({"x": x, "y": y, "pred": pred} for x, y, _, pred in examples)
     return batches, sample_size(dataset, cfg.num_examples)
 
 
@@ -298,8 +302,7 @@ def score_batch(
     x, y = batch["x"], batch["y"]
     h_clean = heatmap(model, x, y, method, **opts).detach()
     parts = {"x": x, "y": y, "h_clean": h_clean}
-    with torch.no_grad():
-        pred = model(x).argmax(1)
+    pred = batch["pred"] if "pred" in batch else predict(model, x)  # the decision, read
     groups = {"sample": {"clean_accuracy": (pred == y).float()}}
     for eps in cfg.rps_eps:
         groups[f"rps/eps{eps:g}"] = rps_similarity(
@@ -313,8 +316,7 @@ def score_batch(
     x_adv = batch["x_adv"]
     h_adv = heatmap(model, x_adv, y, method, **opts).detach()
     groups["attack"] = similarity_report(h_adv, h_clean, k=k)
-    with torch.no_grad():
-        pred_adv = model(x_adv).argmax(1)
+    pred_adv = predict(model, x_adv)
     groups["attack_extra"] = {
         "label_kept": (pred_adv == pred).float(),
         "adv_accuracy": (pred_adv == y).float(),

@@ -9,6 +9,10 @@ settings.
 - `iter_examples` yields the sample: by default every test image, misclassified ones
   included, as the official test modules do; `correct_only` keeps the images the model
   classifies correctly (ART / Ghorbani protocol); `limit` takes the first N of either.
+- `predict` is where "correct" is decided, once, in fp32 (autocast off whatever
+  `--precision` says, as the attributions and attacks run): the correct-only filter, each
+  batch's `pred` and `robattr eval`'s clean accuracy all read its labels, so a GPU's bf16
+  cannot call an image correct in one place and wrong in another.
 
 The workflows (`attack.py`, `evaluate.py`) import from here, never from each other.
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from labshared.data.image_classification import build_dataset, get_dataset_info
 from labshared.errors import ConfigError
@@ -93,6 +97,22 @@ def attribution_options(
     return {}
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B,) top-1 labels in fp32, autocast off: the one precision robattr decides "correct"
+    in (the attributions and attacks run in fp32 too)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return model(x.float()).argmax(1)
+
+
+def split_predictions(
+    model: nn.Module, dataset, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """(N,) `predict` labels of the whole split, on the CPU, in dataset order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    return torch.cat([predict(model, x.to(device)).cpu() for x, _ in loader])
+
+
 def iter_examples(
     model: nn.Module,
     dataset,
@@ -100,44 +120,38 @@ def iter_examples(
     batch_size: int,
     device: torch.device,
     correct_only: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Batches (x, y, index) of test examples in dataset order: the first `limit` of them
-    (None: all), or with `correct_only` the first `limit` that `model` classifies
-    correctly. Each batch holds `batch_size` examples (the last one fewer)."""
-    if not correct_only:
-        yield from _iter_all(dataset, limit, batch_size, device)
-        return
+    predictions: torch.Tensor | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches (x, y, index, pred) of test examples in dataset order: the first `limit` of
+    them (None: all), or with `correct_only` the first `limit` whose `pred` equals y.
+    `pred` is `predictions[index]` when the split's predictions were made already
+    (`split_predictions`), else `predict` on the batch; either way the filter and the
+    caller read the same labels. Each batch holds `batch_size` examples (the last one
+    fewer)."""
     limit = len(dataset) if limit is None else limit
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    pending: list[tuple[torch.Tensor, ...]] = []
     emitted = offset = 0
     for x, y in loader:
+        if offset >= limit and not correct_only:
+            return
         x, y = x.to(device), y.to(device)
         index = torch.arange(offset, offset + len(y))
         offset += len(y)
-        with torch.no_grad():
-            keep = (model(x).argmax(1) == y).cpu()
-        pending.append((x[keep.to(device)], y[keep.to(device)], index[keep]))
-        xs, ys, ids = (torch.cat(t) for t in zip(*pending, strict=True))
+        pred = predict(model, x) if predictions is None else predictions[index].to(device)
+        keep = (pred == y) if correct_only else torch.ones_like(y, dtype=torch.bool)
+        pending.append((x[keep], y[keep], index[keep.cpu()], pred[keep]))
+        xs, ys, ids, ps = (torch.cat(t) for t in zip(*pending, strict=True))
         while len(ys) >= batch_size or (len(ys) and emitted + len(ys) >= limit):
             take = min(batch_size, limit - emitted)
-            yield xs[:take], ys[:take], ids[:take]
+            yield xs[:take], ys[:take], ids[:take], ps[:take]
             emitted += take
             if emitted >= limit:
                 return
-            xs, ys, ids = xs[take:], ys[take:], ids[take:]
-        pending = [(xs, ys, ids)]
+            xs, ys, ids, ps = xs[take:], ys[take:], ids[take:], ps[take:]
+        pending = [(xs, ys, ids, ps)]
     if pending and len(pending[0][1]):  # the split ran out: the remainder is the last batch
         yield pending[0]
-
-
-def _iter_all(dataset, limit: int | None, batch_size: int, device: torch.device):
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    subset = dataset if n == len(dataset) else Subset(dataset, range(n))
-    offset = 0
-    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0):
-        yield x.to(device), y.to(device), torch.arange(offset, offset + len(y))
-        offset += len(y)
 
 
 def sample_size(dataset, limit: int | None) -> int:

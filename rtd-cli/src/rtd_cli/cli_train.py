@@ -41,9 +41,11 @@ from rtd_cli.cli_common import (
     print_json,
 )
 from rtd_cli.config import (
+    PHI_PRESET_PROCESSES,
     PHI_PRESETS,
     RENAMED_PRESETS,
     TRAIN_KNOBS,
+    TRAIN_PRESET_PROCESSES,
     TRAIN_PRESETS,
     PhiConfig,
     TrainConfig,
@@ -142,7 +144,8 @@ def train_cmd(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Triplets per process per step (paper 128 on each of 4 GPUs).",
+            help="Triplets per process per step (paper 128: the official 4 GPUs never "
+            "averaged gradients, so one process at 128).",
             rich_help_panel=TRAIN_PANEL,
         ),
     ] = None,
@@ -242,8 +245,12 @@ def train_cmd(
 ) -> None:
     """Fine-tune the CLIP text tower with RTD on text triplets (runs under torchrun too).
 
-    Presets: rtd-vit-l14 (the official RTD run), rtd-vit-b32, rtd-vit-bigg14 (its values on
-    those backbones), toy. Without --seed, the preset's (the paper's 12345).
+    Presets: rtd-vit-l14 (what the official RTD run computed: ONE process at batch 128. Its
+    run.sh starts 4 GPUs, but train_text_encoder.py line 262 calls the tower through
+    `.module`, past DDP, so gradients were never averaged and rank 0's copy was saved),
+    rtd-vit-l14-ddp4 (4 processes x 128, gradients averaged: 512 per step), rtd-vit-b32,
+    rtd-vit-bigg14 (the one-process values on those backbones), toy. Without --seed, the
+    preset's (the paper's 12345).
     """
     args = {**locals(), "quick_gelu": on_off(quick_gelu)}
     cfg = resolve(
@@ -257,7 +264,9 @@ def train_cmd(
     from rtd_cli import train
 
     keys = ("step", "loss", "stopped", "text_tower", "best", "triplets_per_second")
-    _run_and_report("train", train, cfg, args, keys, TRAIN_KNOBS, no_cache=no_cache)
+    _run_and_report(
+        "train", train, cfg, args, keys, TRAIN_KNOBS, TRAIN_PRESET_PROCESSES, no_cache=no_cache
+    )
 
 
 def train_phi_cmd(
@@ -292,8 +301,9 @@ def train_phi_cmd(
     keywords: Annotated[
         str | None,
         typer.Option(
-            help="Keyword masking: auto (spaCy en_core_web_sm if installed, else built-in), "
-            "spacy, builtin.",
+            help="Keyword masking: spacy (LinCIR's rule with en_core_web_sm; the lincir "
+            "presets' default, which stops if it is not installed), builtin (the built-in "
+            "approximation), auto (spacy if installed, else builtin).",
             rich_help_panel=TRAIN_PANEL,
         ),
     ] = None,
@@ -339,8 +349,9 @@ def train_phi_cmd(
 ) -> None:
     """Train the projection phi LinCIR-style on captions only (keyword masking + MSE).
 
-    Presets: lincir-vit-l14 (LinCIR's README run), lincir-vit-bigg14, lincir-vit-b32 (its
-    values on those backbones), toy.
+    Presets: lincir-vit-l14 (LinCIR's README run: 8 processes x 64, gradients averaged),
+    lincir-vit-bigg14, lincir-vit-b32 (its values on those backbones), toy. The lincir
+    presets need spaCy and en_core_web_sm (LinCIR's masking) unless --keywords builtin.
     """
     args = {**locals(), "quick_gelu": on_off(quick_gelu)}
     cfg = resolve(
@@ -353,17 +364,20 @@ def train_phi_cmd(
     from rtd_cli import train_phi
 
     keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
-    _run_and_report("train-phi", train_phi, cfg, args, keys, RUNTIME_KNOBS)
+    _run_and_report("train-phi", train_phi, cfg, args, keys, RUNTIME_KNOBS, PHI_PRESET_PROCESSES)
 
 
 def _run_and_report(
-    command: str, workflow, cfg, args: dict, keys: tuple[str, ...], allowed, **run_kwargs
-) -> None:
+    command: str, workflow, cfg, args: dict, keys: tuple[str, ...], allowed, processes,
+    **run_kwargs,
+) -> None:  # fmt: skip
     """Start the run (`--report-to` and the workflow's `check_inputs` first, so a failed
     check leaves no folder), run `workflow.run` with what the check read, leave the process
-    group on every rank, and print the `keys` of its metrics on rank 0. Ctrl-C / SIGTERM
-    saves the step and raises `Interrupted` (one line with the resume command, exit 130 /
-    143); `--resume` of a finished run raises `RunFinished` (exit 0)."""
+    group on every rank, and print the `keys` of its metrics on rank 0. `processes`: preset
+    -> the process count it was designed for (the header records the global batch; another
+    count warns). Ctrl-C / SIGTERM saves the step and raises `Interrupted` (one line with
+    the resume command, exit 130 / 143); `--resume` of a finished run raises `RunFinished`
+    (exit 0)."""
     inputs = []  # what the checks read: the trackers, then triplets or captions, ...
 
     def check() -> None:
@@ -377,6 +391,7 @@ def _run_and_report(
             device=args["device"], precision=args["precision"], seed=cfg.seed,
             deterministic=args["deterministic"], allowed_on_resume=allowed,
             validate=check, init_from=args["init_from"],
+            batch_size=cfg.batch_size, preset_processes=processes.get(args["preset"]),
         )  # fmt: skip
         metrics = workflow.run(cfg, started, inputs[1], stop_after=args["stop_after"],
                                report_to=inputs[0], **run_kwargs)  # fmt: skip

@@ -6,13 +6,20 @@ applied by `labshared.config.resolve` with `validate_train` / `validate_phi` and
 
 Presets are named for what they are, `<method>-<backbone>`:
 
-- `rtd train --preset rtd-vit-l14` is the official RTD run (`jaeseokbyun/RTD:README.md` /
-  `run.sh`, CLIP ViT-L/14 OpenAI; method brief section 1.4): AdamW lr 1e-5, weight decay
-  0.01, constant LR, 2000 steps, batch 128 per GPU on 4 GPUs (512 triplets per step), seed
-  12345, noise 0.5, tau 0.07. `rtd-vit-b32` and `rtd-vit-bigg14` reuse those values on the
-  other backbones of the paper (ViT-B/32 for every base, ViT-G/14 for LinCIR): the paper
-  reports those runs but the repository gives no command for them, so their values are
-  ours.
+- `rtd train --preset rtd-vit-l14` is what the official RTD run computed
+  (`jaeseokbyun/RTD:README.md` / `run.sh`, CLIP ViT-L/14 OpenAI; method brief section 1.4):
+  AdamW lr 1e-5, weight decay 0.01, constant LR, 2000 steps, seed 12345, noise 0.5, tau
+  0.07, batch 128 in ONE process. `run.sh` launches 4 GPUs x 128, but
+  `train_text_encoder.py` (line 262) calls the trainable tower as
+  `encode_with_pseudo_tokens_HF(text_encoder_train.module, ...)`, past the DDP wrapper, and
+  that is its only call in a step: DDP's reducer never runs, each rank trains its own copy on
+  its own 128 triplets, and the saved model is rank 0's (`is_main_process`, lines 285-322).
+  `tests/rtd/test_ddp_module_bypass.py` shows the mechanism with two gloo processes.
+  `rtd-vit-l14-ddp4` keeps the run `run.sh` seems to describe: 4 processes x 128 with
+  gradients averaged by DDP (512 triplets per step). `rtd-vit-b32` and `rtd-vit-bigg14`
+  reuse the one-process values on the other backbones of the paper (ViT-B/32 for every
+  base, ViT-G/14 for LinCIR): the paper reports those runs but the repository gives no
+  command for them, so their values are ours.
 - `rtd train-phi --preset lincir-vit-l14` is LinCIR's README command
   (`navervision/lincir:README.md`, `--clip_model_name large`): batch 64 per GPU on 8 GPUs,
   20000 steps, seed 12345, constant LR, with `train_phi.py`'s defaults for the rest (AdamW
@@ -127,7 +134,8 @@ class PhiConfig:
         caption_column: the field holding the caption in objects / datasets.
         toy_seed: the toy world's data seed, which draws the `toy` captions; separate from
             `seed`, the training seed.
-        keywords: keyword backend, auto / spacy / builtin (see `rtd_cli.keywords`).
+        keywords: keyword backend, auto / spacy / builtin (see `rtd_cli.keywords`); the
+            lincir presets insist on spacy, LinCIR's rule.
         noise_scale: sigma of the input noise (LinCIR 1.0).
         dropout: projection dropout while training (None: the base's, Phi 0.5 as
             LinCIR, IM2TEXT 0.1 as Pic2Word).
@@ -160,15 +168,19 @@ _RTD_RUN = dict(steps=2000, batch_size=128, lr=1e-5, weight_decay=0.01, noise_sc
                 tau=0.07, seed=12345)  # fmt: skip
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # The official RTD run: ViT-L/14 OpenAI, 4 GPUs x 128 (launch with torchrun).
+    # What the official RTD run computed: ViT-L/14 OpenAI, one process at batch 128 (its 4
+    # ranks never averaged gradients; rank 0's copy was saved). Run without torchrun.
     "rtd-vit-l14": TrainConfig(backbone="ViT-L-14", pretrained="openai", **_RTD_RUN),
+    # The same values with the gradients of 4 processes x 128 averaged by DDP (512 triplets
+    # per step): what run.sh's launch line suggests, not what its code computed.
+    "rtd-vit-l14-ddp4": TrainConfig(backbone="ViT-L-14", pretrained="openai", **_RTD_RUN),
     # Ours: the paper reports ViT-B/32 for every base but gives no command; the official
     # run's values on ViT-B/32 OpenAI.
     "rtd-vit-b32": TrainConfig(backbone="ViT-B-32", pretrained="openai", **_RTD_RUN),
     # Ours: the paper reports LinCIR+RTD on ViT-G/14 but gives no command; the official
-    # run's values on LinCIR's bigG weights. Batch 128 per GPU of a ~0.7B-parameter text
-    # tower with AdamW needs a large GPU; lower --batch-size and raise NPROC if it does not
-    # fit (negatives are per process, so that changes the objective).
+    # run's values on LinCIR's bigG weights. Batch 128 of a ~0.7B-parameter text tower with
+    # AdamW needs a large GPU; --grad-checkpointing saves activation memory (a smaller
+    # --batch-size changes the objective: negatives are per process).
     "rtd-vit-bigg14": TrainConfig(
         backbone="ViT-bigG-14", pretrained="laion2b_s39b_b160k", **_RTD_RUN
     ),
@@ -189,8 +201,15 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 # LinCIR's README command (8 GPUs x 64, 20000 steps, seed 12345) over train_phi.py's
 # defaults (lr 1e-4, weight decay 0.01, noise 1.0, dropout 0.5).
+# keywords="spacy": LinCIR masks with spaCy's en_core_web_sm (loader.py line 225); without
+# it the run stops and says how to install it, unless --keywords builtin is passed.
 _LINCIR_RUN = dict(steps=20000, batch_size=64, lr=1e-4, weight_decay=0.01, noise_scale=1.0,
-                   seed=12345)  # fmt: skip
+                   seed=12345, keywords="spacy")  # fmt: skip
+
+#: The process count each preset was designed for: `rtd train` / `train-phi` started with
+#: another count say so in one line naming the global batch (`labshared.launch`).
+TRAIN_PRESET_PROCESSES = {"rtd-vit-l14": 1, "rtd-vit-l14-ddp4": 4, "rtd-vit-b32": 1,
+                          "rtd-vit-bigg14": 1, "toy": 1}  # fmt: skip
 
 PHI_PRESETS: dict[str, PhiConfig] = {
     # LinCIR's README run (--clip_model_name large); launch on 8 GPUs with torchrun.
@@ -213,6 +232,13 @@ PHI_PRESETS: dict[str, PhiConfig] = {
         keywords="builtin",
     ),
 }
+
+
+#: LinCIR's `train_phi.py` calls phi through the DDP wrapper (`phi(input_features)`, line
+#: 237), so its 8 x 64 run averages gradients over 512 captions; its README (line 90) says
+#: one GPU at batch 256 or 512 gives consistent results.
+PHI_PRESET_PROCESSES = {"lincir-vit-l14": 8, "lincir-vit-bigg14": 8, "lincir-vit-b32": 8,
+                        "toy": 1}  # fmt: skip
 
 
 # Earlier preset names, so that an old command says what replaced it.

@@ -101,6 +101,7 @@ def benchmarks_features(
             "benchmark": bench.fingerprint(),
             "transform": repr(preprocess),
             "precision": runtime.precision.name,
+            "tf32": runtime.tf32,  # process-wide matmul mode, so part of what was computed
             "version": FEATURES_VERSION,
         }
         if decode == "tensor":  # other decoder and resize kernels: pixels within 1/255

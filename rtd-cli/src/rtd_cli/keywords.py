@@ -10,11 +10,16 @@ Backends:
 - `spacy`: the same rule with spaCy's `en_core_web_sm` (or another installed English
   pipeline). Used by `auto` when installed; nothing is ever downloaded at run time
   (`pip install spacy && python -m spacy download en_core_web_sm` beforehand).
-- `builtin`: a dependency-free approximation. A word is a keyword word unless it is in
+- `builtin`: a dependency-free approximation. Its tokens are spaCy's English tokenizer's
+  (`split_tokens`: punctuation, clitics such as 's and n't, and hyphens or slashes inside
+  words come off as their own tokens, as `spacy.blank("en")` does; tested against it where
+  spaCy is installed), so "a dog." masks to "$ ." and "the man's hat" to "$ 's $" as
+  LinCIR's spaCy path does. A token is a keyword unless it is punctuation, a clitic or in
   `FUNCTION_WORDS` (prepositions, conjunctions, pronouns, auxiliaries, frequent verbs and
-  adverbs); determiners count as keyword words as spaCy's DET does, so
+  adverbs); determiners count as keywords as spaCy's DET does, so
   "a photo of a red car on the street" -> "$ of $ on $". Verbs outside the list are taken
-  for keywords, which spaCy would not do.
+  for keywords, which spaCy's tagger would not do. The LinCIR presets refuse this backend
+  unless `--keywords builtin` is passed (then recorded in the run header's config).
 
 The symbol must survive tokenization as its own token (`$` -> 259 in the CLIP BPE). BPE
 merges it with punctuation that touches it: "$." is one token (34682), "$," is 3, 267 and
@@ -76,6 +81,54 @@ FUNCTION_WORDS = frozenset(
 
 _WORD_RE = re.compile(r"\S+")
 
+# spaCy's English tokenizer rules (spacy/lang/punctuation.py, lang/en/tokenizer_exceptions.py),
+# on lower-cased captions: prefixes and suffixes come off a whitespace-separated word one at
+# a time, then infixes split what is left. Only the rules captions meet are kept: no
+# emoticons, URLs or unit suffixes ("5km" stays one token where spaCy gives "5", "km").
+_SPECIAL = {"e.g.": ["e.g."], "i.e.": ["i.e."], "a.m.": ["a.m."], "p.m.": ["p.m."],
+            "vs.": ["vs."], "co.": ["co."], "ma'am": ["ma'am"], "cannot": ["can", "not"],
+            "gonna": ["gon", "na"], "gotta": ["got", "ta"], "y'all": ["y'", "all"]}  # fmt: skip
+_PREFIX_RE = re.compile(r"""(\.\.+|…|["'“”‘’`«»(\[{<¿¡*&#_§%=—–,:;!?])""")
+_SUFFIX_RE = re.compile(
+    r"""(\.\.+|…|(?<=[a-z])n't|(?<=\w)['’](?:s|m|re|ve|ll|d)|(?<=[0-9])%|["'“”‘’`»)\]}>,:;!?.])$"""
+)
+_INFIX_RE = re.compile(
+    r"\.\.+|…|(?<=[a-z0-9])(?:---|--|-|–|—)(?=[a-z])|(?<=[a-z0-9])[:<>=/](?=[a-z])"
+    r"|(?<=[a-z]),(?=[a-z])|(?<=[0-9])[+\-*^](?=[0-9-])"
+)
+#: Tokens the built-in rule never takes for keywords: clitics and the halves of contractions.
+_CLITICS = frozenset({"'s", "’s", "'m", "'re", "'ve", "'ll", "'d", "n't", "ca", "wo", "na", "ta"})
+
+
+def _infix_split(word: str) -> list[str]:
+    out, start = [], 0
+    for m in _INFIX_RE.finditer(word):
+        out += [word[start : m.start()], m.group(0)]
+        start = m.end()
+    return [t for t in [*out, word[start:]] if t]
+
+
+def split_tokens(word: str) -> list[str]:
+    """One whitespace-free word as spaCy's English tokenizer splits it:
+    "dog." -> ["dog", "."], "man's" -> ["man", "'s"], "don't" -> ["do", "n't"],
+    "t-shirt" -> ["t", "-", "shirt"], '("hi")' -> ["(", '"', "hi", '"', ")"]."""
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    while word and word not in _SPECIAL:
+        m = _PREFIX_RE.match(word)
+        if m and m.end() < len(word):
+            prefixes.append(m.group(0))
+            word = word[m.end() :]
+            continue
+        m = _SUFFIX_RE.search(word)
+        if m and m.start() > 0:
+            suffixes.insert(0, m.group(0))
+            word = word[: m.start()]
+            continue
+        break
+    middle = _SPECIAL.get(word) or _infix_split(word)
+    return [*prefixes, *middle, *suffixes]
+
 
 def clean_caption(caption: str | None) -> str:
     """LinCIR's `clean_caption` without the tokenizer round trip (truncation happens at
@@ -111,14 +164,18 @@ def mask_runs(pieces: Sequence[tuple[str, str, bool]], symbol: str) -> str:
 
 
 def _builtin_pieces(caption: str) -> list[tuple[str, str, bool]]:
+    """(token, trailing whitespace, is_keyword) over `split_tokens` of each word."""
     pieces = []
     matches = list(_WORD_RE.finditer(caption))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(caption)
-        word = m.group(0)
-        core = word.strip(".,;:!?\"'()[]")
-        is_kw = bool(core) and core not in FUNCTION_WORDS and any(c.isalpha() for c in core)
-        pieces.append((word, caption[m.end() : end], is_kw))
+        tokens = split_tokens(m.group(0))
+        for j, tok in enumerate(tokens):
+            ws = caption[m.end() : end] if j == len(tokens) - 1 else ""
+            is_kw = (
+                tok not in FUNCTION_WORDS and tok not in _CLITICS and any(c.isalpha() for c in tok)
+            )
+            pieces.append((tok, ws, is_kw))
     return pieces
 
 
@@ -174,11 +231,15 @@ def load_masker(
         except (ImportError, OSError) as exc:
             if backend == "spacy":
                 raise ConfigError(
-                    f"--keywords spacy: cannot load spaCy model {model!r} ({exc}); install it "
-                    f"with `pip install spacy && python -m spacy download {model}` or use "
-                    "--keywords builtin"
+                    f"--keywords spacy (LinCIR's masking, the lincir presets' default): cannot "
+                    f"load spaCy's {model!r} ({exc}); install both with `pip install spacy "
+                    f"&& python -m spacy download {model}`, or pass "
+                    "--keywords builtin for the built-in approximation"
                 ) from None
-            log(f"[dim]keywords: spaCy model {model!r} not available; built-in rule used[/dim]")
+            log(
+                f"[yellow]keywords: spaCy's {model!r} is not installed; the built-in "
+                "approximation of LinCIR's rule is used[/yellow]"
+            )
     return KeywordMasker("builtin", symbol)
 
 

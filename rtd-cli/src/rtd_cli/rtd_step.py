@@ -297,6 +297,7 @@ def cached_anchors(
         "triplets": triplets_key,
         "tokens": len(tokens),
         "precision": runtime.precision.name,
+        "tf32": runtime.tf32,
         "version": 1,
     }
     enabled = use_cache and parts.clip_identity is not None

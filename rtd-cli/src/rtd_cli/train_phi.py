@@ -321,7 +321,8 @@ class Inputs:
 def check_inputs(cfg: PhiConfig) -> Inputs:
     """`start_run`'s validation of `rtd train-phi`: the captions read, the keyword backend
     loads. What was made is kept for the run."""
-    return Inputs(read_captions(cfg), load_masker(cfg.keywords, M.get_base(cfg.base).symbol))
+    masker = load_masker(cfg.keywords, M.get_base(cfg.base).symbol)  # first: it is cheap
+    return Inputs(read_captions(cfg), masker)
 
 
 def run(

@@ -36,7 +36,8 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         help="Autocast precision: auto (bf16 on GPUs that support it, fp16 with loss "
-        "scaling on older GPUs, fp32 on CPU), fp32, bf16 or fp16.",
+        "scaling on older GPUs, fp32 on CPU), fp32 (strict: TF32 off), tf32 (fp32 with TF32 "
+        "matmuls and convolutions on Ampere and newer), bf16 or fp16.",
         rich_help_panel="Runtime",
     ),
 ]

@@ -1,9 +1,9 @@
 """Device, precision and seeding, decided once per command (nanoGPT/torchtune style).
 
 `setup_runtime` is the one call a command makes: it resolves `--device`, `--precision`,
-`--seed`, joins torchrun's process group when present, turns TF32 on for matmuls on
-Ampere and newer, and returns a frozen `Runtime` that is passed down. Library code never
-reads a global device.
+`--seed`, joins torchrun's process group when present, sets TF32 (on only for
+`--precision tf32`, off otherwise: `fp32` is strict fp32) and returns a frozen `Runtime`
+that is passed down. Library code never reads a global device.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from labshared import distributed
 from labshared.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 
 def _cuda_summary() -> str:
@@ -88,7 +88,9 @@ class Precision:
     """What autocast does on this device.
 
     Attributes:
-        name: `fp32`, `bf16` or `fp16` after resolving `auto`.
+        name: `fp32`, `tf32`, `bf16` or `fp16` after resolving `auto`. `tf32` is fp32
+            storage and autocast off, with TF32 matmuls and convolutions (Ampere and newer
+            only: elsewhere `--precision tf32` resolves to `fp32`, which is what runs).
         dtype: the autocast dtype (float32 means autocast is off).
         use_grad_scaler: True only for fp16 on CUDA (bf16 needs no loss scaling).
     """
@@ -106,7 +108,8 @@ class Precision:
 def resolve_precision(spec: str, device: torch.device) -> Precision:
     """`auto` means bf16 on GPUs that support it, fp16 (with a grad scaler) on older GPUs,
     fp32 on CPU and MPS. An explicit fp16/bf16 on CPU is refused: CPU autocast is slow and
-    not what the papers ran."""
+    not what the papers ran. `tf32` is `tf32` only on a CUDA device of compute capability 8
+    or more (the only ones with TF32 units), `fp32` elsewhere."""
     spec = (spec or "auto").strip().lower()
     if spec not in PRECISIONS:
         raise ConfigError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
@@ -116,6 +119,9 @@ def resolve_precision(spec: str, device: torch.device) -> Precision:
                 f"--precision {spec} needs a CUDA device (got {device}); use fp32 or auto"
             )
         return Precision("fp32", torch.float32, False)
+    if spec == "tf32":
+        has_tf32 = torch.cuda.get_device_capability(device)[0] >= 8
+        return Precision("tf32" if has_tf32 else "fp32", torch.float32, False)
     if spec == "auto":
         spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if spec == "bf16":
@@ -137,13 +143,14 @@ def make_grad_scaler(device: torch.device, precision: Precision) -> torch.amp.Gr
     return torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
 
 
-def enable_tf32(device: torch.device) -> bool:
-    """TF32 matmuls and convolutions on Ampere (sm_80) and newer. Returns whether it is on."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8:
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return True
+def set_tf32(precision: Precision) -> bool:
+    """TF32 matmuls and convolutions on for `tf32`, off for every other precision (torch
+    leaves cuDNN's TF32 on by default, so `fp32` must turn it off to be fp32). The flags
+    are process-wide, so every fp32 op of the run follows them. Returns whether TF32 is on."""
+    on = precision.name == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    return on
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> int:
@@ -211,7 +218,7 @@ def setup_runtime(
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     prec = resolve_precision(precision, dev)
-    tf32 = enable_tf32(dev)
+    tf32 = set_tf32(prec)
     seed_everything(seed + dist_info.rank, deterministic)
     return Runtime(
         dev, prec, seed, dist_info.rank, dist_info.world_size, dist_info.local_rank, tf32

@@ -16,8 +16,14 @@ rerun with the same `-o` just works.
 The header (`config.json`, secrets scrubbed) is the same for all tools::
 
     {"tool", "command", "version", "git_commit", "preset", "config": {every field},
-     "runtime": {device, precision, seed, rank, world_size, tf32, torch},
+     "runtime": {device, precision, seed, rank, world_size, tf32, torch
+                 [, global_batch, gradients_averaged, preset_processes]},
      "started_at", "resumed_at": [...]}
+
+A training command passes its per-process `batch_size` (and the process count its preset
+was designed for): the runtime then records the global batch (batch x processes) and
+whether DDP averages gradients across processes, and a run started with another process
+count than its preset's says so in one yellow line naming the global batch.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ def start_run(
     validate: Callable[[], None] | None = None,
     allowed_on_resume: Iterable[str] = RUNTIME_KNOBS,
     init_from: str | Path | None = None,
+    batch_size: int | None = None,
+    preset_processes: int | None = None,
 ) -> Run:
     """Validate, set up the runtime, then create (or reopen) the run folder on rank 0.
 
@@ -101,6 +109,11 @@ def start_run(
         allowed_on_resume: fields that may differ from the saved run on `--resume`.
         init_from: `--init-from RUN_OR_CKPT`: a new run starts from these weights (the
             trainer loads them); checked here, recorded in the header.
+        batch_size: a training command's batch per process (None: not a training run);
+            the header's runtime then holds the global batch and whether gradients are
+            averaged (DDP under torchrun).
+        preset_processes: the process count the preset was designed for (None: no
+            design); another count logs one warning naming the global batch.
 
     Raises:
         ConfigError: any failed check; no folder is created by a failed fresh start.
@@ -125,7 +138,7 @@ def start_run(
         "argv": invocation.command_args(),
         "preset": preset,
         "config": to_jsonable(cfg),
-        "runtime": runtime.describe(),
+        "runtime": {**runtime.describe(), **batch_layout(batch_size, preset_processes, runtime)},
     }
     if init_path is not None:
         header["init_from"] = str(init_path)
@@ -146,11 +159,48 @@ def start_run(
     if isinstance(outcome[0], str) and outcome[0].startswith(_FINISHED):
         raise RunFinished(outcome[0][len(_FINISHED) :])
     run_dir = Path(outcome[0])
+    mismatch = process_mismatch(preset, preset_processes, batch_size, runtime.world_size)
+    if mismatch:
+        log(f"[yellow]{mismatch}[/yellow]")
     log(
         f"{tool} {command} {version}: preset {preset}, {runtime.describe()}, "
         f"{'resumed' if resume else 'run folder'} {run_dir}"
     )
     return Run(run_dir, runtime, resumed=resume, init_from=init_path)
+
+
+def batch_layout(
+    batch_size: int | None, preset_processes: int | None, runtime: Runtime
+) -> dict[str, Any]:
+    """The header's batch fields: global batch, whether DDP averages the gradients of the
+    processes, and the preset's designed process count ({} when not a training run)."""
+    if batch_size is None:
+        return {}
+    return {
+        "global_batch": batch_size * runtime.world_size,
+        "gradients_averaged": runtime.world_size > 1,
+        "preset_processes": preset_processes,
+    }
+
+
+def process_mismatch(
+    preset: str | None, preset_processes: int | None, batch_size: int | None, world_size: int
+) -> str | None:
+    """One line when a run's process count differs from its preset's design, naming the
+    global batch it gets and the one the preset was designed for; None when they agree."""
+    if preset_processes is None or batch_size is None or world_size == preset_processes:
+        return None
+    designed = preset_processes * batch_size
+    got = world_size * batch_size
+    averaged = "gradients averaged over the processes" if world_size > 1 else "one process"
+    keep = ""
+    if designed % world_size == 0 and designed != got:
+        keep = f"; --batch-size {designed // world_size} keeps the global batch"
+    return (
+        f"preset {preset} is designed for {preset_processes} process(es) (global batch "
+        f"{designed} = {preset_processes} x {batch_size}); this run has {world_size}: global "
+        f"batch {got} = {world_size} x {batch_size}, {averaged}{keep}"
+    )
 
 
 def _open_run_dir(

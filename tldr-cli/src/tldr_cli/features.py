@@ -118,6 +118,7 @@ def classifier_features(
         "data": data.fingerprint,
         "transform": repr(transform),
         "precision": precision.name,
+        "tf32": runtime.tf32,  # process-wide, so it applies under any feature precision
         "code": FEATURE_CODE_VERSION,
     }
 

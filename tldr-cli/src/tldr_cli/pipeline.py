@@ -80,6 +80,8 @@ def obtain_classifier(
         "backbone_weights": cfg.backbone_weights,
         "recipe": cfg.recipe,
         "seed": runtime.seed,
+        "precision": runtime.precision.name,
+        "tf32": runtime.tf32,
         "code": __version__,
     }
     folder = cache_root() / "tldr" / f"erm-{cache_key(spec)}"
@@ -185,6 +187,7 @@ def clip_image_embeddings(
         "data": data.fingerprint,
         "transform": repr(transform),
         "precision": precision.name,
+        "tf32": runtime.tf32,  # process-wide, so it applies under any feature precision
         "code": FEATURE_CODE_VERSION,
     }
 
@@ -218,6 +221,7 @@ def gap_vector(
         "n": cfg.n_gap_pairs,
         "seed": runtime.seed,
         "preprocess_embed": cfg.preprocess_embed,
+        "tf32": runtime.tf32,
         "code": FEATURE_CODE_VERSION,
     }
 

@@ -174,7 +174,8 @@ def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: 
     if wl is not None:
         pairs = build_pairs(wl)
         templates = caption_templates(cfg.templates)
-        spec = {"clip": ctx.clip.ident, "words": pairs.words, "templates": templates}
+        spec = {"clip": ctx.clip.ident, "words": pairs.words, "templates": templates,
+                "tf32": runtime.tf32}  # fmt: skip
         word_emb = cached_tensors(
             "tldr-text",
             spec,
