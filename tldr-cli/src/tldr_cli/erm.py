@@ -94,9 +94,9 @@ def _epoch_order(state: TrainState, n: int, batch_size: int) -> tuple[list[int],
     Both are drawn from the data generator as it stood at the epoch's start, as torch's
     `DataLoader(shuffle=True, generator=...)` draws them (its workers' base seed, then its
     `RandomSampler`), so the order is the one `tldr erm` trained with before (same weights,
-    measured with num_workers=0, with and without augmentation). A
-    run resumed in the middle of an epoch redraws the same permutation from the state
-    saved at the epoch's start and skips the batches already done without loading them.
+    measured with num_workers=0, with and without augmentation). A run resumed in the
+    middle of an epoch redraws the same permutation from the state saved at the epoch's
+    start and skips the batches already done without loading them.
     """
     gen, progress = state.generators["data"], state.progress
     if progress["batch"] == 0:
