@@ -97,7 +97,13 @@ def test_init_from_starts_from_the_source_weights(tmp_path, straight, monkeypatc
     source = straight / "checkpoints" / f"step-{STEPS:08d}" / "model.safetensors"
     bad = CliRunner().invoke(app, [*TOY, "--report-to", "tensorbored", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--report-to 'tensorbored'" in bad.output
-    assert not (tmp_path / "x").exists()  # checked before the run folder is made
+    other = CliRunner().invoke(
+        app, [*TOY, "--init-from", str(straight), "--arch", "resnet50", "-o", str(tmp_path / "x")]
+    )
+    assert other.exit_code == 1 and "a toy-cnn checkpoint, but this run trains resnet50" in (
+        other.output
+    )
+    assert not (tmp_path / "x").exists()  # both checked before the run folder is made
 
     first = {}
     step = tldr_cli.erm._step

@@ -417,6 +417,10 @@ def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
 
     def validate() -> None:
         trackers.extend(parse_report_to(p.get("report_to")))
+        if p.get("init_from") is not None:
+            from tldr_cli.erm import check_init_from
+
+            check_init_from(p["init_from"], cfg)
         validate_inputs(cfg, command)
         check_words_match_dataset(cfg, command)
 

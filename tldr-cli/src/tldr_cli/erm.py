@@ -38,6 +38,7 @@ from torch import nn
 
 from labshared.data.group_shift import GroupShiftSplit, ImageDataset
 from labshared.device import Runtime, make_grad_scaler
+from labshared.errors import ConfigError
 from labshared.launch import read_header
 from labshared.runs import latest_checkpoint, to_jsonable, write_metrics
 from labshared.training import (
@@ -51,6 +52,7 @@ from labshared.training import (
     save_state,
     write_status,
 )
+from labshared.training.state import init_source
 from tldr_cli.classifier import (
     Classifier,
     build_classifier,
@@ -86,6 +88,22 @@ def saved_step(run_dir: Path) -> int:
     cut back to it, so metrics.jsonl stays one history."""
     ckpt = latest_checkpoint(run_dir)
     return int(json.loads((ckpt / "meta.json").read_text())["step"]) if ckpt else 0
+
+
+def check_init_from(source: str | Path, cfg: TLDRConfig) -> None:
+    """Refuse `--init-from` weights of another architecture before the run folder exists:
+    our checkpoints name theirs in meta.json (a bare weights file is checked on loading).
+
+    Raises:
+        ConfigError: the checkpoint's architecture is not `cfg.arch`.
+    """
+    meta = init_source(Path(source)).parent / "meta.json"
+    arch = json.loads(meta.read_text()).get("arch") if meta.is_file() else None
+    if arch is not None and arch != cfg.arch:
+        raise ConfigError(
+            f"--init-from {source}: a {arch} checkpoint, but this run trains {cfg.arch}; "
+            f"pass --arch {arch} or a {cfg.arch} checkpoint"
+        )
 
 
 def _epoch_order(state: TrainState, n: int, batch_size: int) -> tuple[list[int], int]:
