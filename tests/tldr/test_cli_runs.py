@@ -48,11 +48,11 @@ def seen(monkeypatch):
         summary = {"before": empty, "after": empty, "removed_stage1": 0, "removed_stage2": 0}
         return run_dir / "wordlists.json", summary, []
 
-    def fake_retrain(cfg, runtime, run_dir, *, use_cache):
+    def fake_retrain(cfg, runtime, run_dir, *, use_cache, **_):
         calls["retrain"] = cfg
         return {}, "table"
 
-    def fake_erm(cfg, runtime, run_dir, *, resume, use_cache):
+    def fake_erm(cfg, runtime, run_dir, *, resume, use_cache, **_):
         calls["erm"] = (cfg, resume)
         return {"worst_group_acc": 0.5, "average_acc": 0.5, "class_balanced_acc": 0.5}
 

@@ -88,6 +88,8 @@ def test_generate_filter_retrain(tmp_path, runner):
             "2",
             "--dfr-retrains",
             "3",
+            "--report-to",
+            "tensorboard",
             "-o",
             str(tmp_path / "retrain"),
         ],
@@ -103,6 +105,29 @@ def test_generate_filter_retrain(tmp_path, runner):
     assert 0.0 < metrics["info"]["projector_r2_train"] <= 1.0  # ridge fit on the training images
     assert (tmp_path / "retrain" / "figures" / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / "retrain" / "checkpoints" / "tldr_head.safetensors").is_file()
+    _head_steps_are_logged(tmp_path / "retrain", metrics)
+
+
+def _head_steps_are_logged(run_dir, metrics):
+    """Every step of the TLDR head is one line of metrics.jsonl (loss, lr, epoch), then the
+    final test metrics; --report-to tensorboard holds the same values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labshared.training.metric_log import read_jsonl
+
+    rows = read_jsonl(run_dir)
+    steps = metrics["info"]["tldr"]["steps"]
+    assert [r["step"] for r in rows] == [*range(1, steps + 1), steps]
+    assert rows[steps // 2 - 1]["epoch"] == 1.0 and rows[steps - 1]["epoch"] == 2.0
+    assert all(r["lr"] == rows[0]["lr"] and r["loss"] > 0 for r in rows[:-1])
+    final = rows[-1]["final"]
+    assert final["test/TLDR/worst_group_acc"] == metrics["test"]["TLDR"]["worst_group_acc"]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert logged == [(r["step"], pytest.approx(r["loss"])) for r in rows[:-1]]
+    tb_final = events.Scalars("final/test/TLDR/worst_group_acc")
+    assert [e.value for e in tb_final] == [pytest.approx(final["test/TLDR/worst_group_acc"])]
 
 
 def test_erm_then_dfr_with_the_given_classifier(tmp_path, runner):

@@ -22,12 +22,14 @@ import typer
 from labshared.cli import (
     DeterministicOpt,
     DeviceOpt,
+    InitFromOpt,
     NoCacheOpt,
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
     PresetOpt,
     QuickGeluOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     make_app,
@@ -50,7 +52,7 @@ app = make_app(
 #: generate's two actions.
 RUN_OPTIONS = frozenset(
     {"preset", "device", "precision", "seed", "deterministic", "output_dir", "resume",
-     "overwrite", "no_cache", "dry_run", "offline_toy"}
+     "overwrite", "no_cache", "dry_run", "offline_toy", "init_from", "report_to"}
 )  # fmt: skip
 
 #: Fields of `generate` a resumed run may change besides RUNTIME_KNOBS: they change how
@@ -402,13 +404,26 @@ FeaturePrecisionOpt = Annotated[
 
 
 def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
-    """Resolve the TLDRConfig of `command` from its flags and start its run (the inputs
-    are checked before the run folder is made); returns (config, run)."""
+    """Resolve the TLDRConfig of `command` from its flags and start its run (the inputs,
+    `--report-to` and `--init-from` are checked before the run folder is made); returns
+    (config, run, the trackers of `--report-to`)."""
+    from labshared.training import parse_report_to
     from tldr_cli.config import PRESETS, validate_inputs
     from tldr_cli.labels import check_words_match_dataset
 
     p = ctx.params
     cfg = resolve(PRESETS, p["preset"], _overrides(ctx))
+    trackers: list[str] = []
+
+    def validate() -> None:
+        trackers.extend(parse_report_to(p.get("report_to")))
+        if p.get("init_from") is not None:
+            from tldr_cli.erm import check_init_from
+
+            check_init_from(p["init_from"], cfg)
+        validate_inputs(cfg, command)
+        check_words_match_dataset(cfg, command)
+
     run = start_run(
         "tldr",
         command,
@@ -422,12 +437,10 @@ def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
         precision=p["precision"],
         seed=p["seed"],
         deterministic=p["deterministic"],
-        validate=lambda: (
-            validate_inputs(cfg, command),
-            check_words_match_dataset(cfg, command),
-        ),
+        validate=validate,
+        init_from=p.get("init_from"),
     )
-    return cfg, run
+    return cfg, run, tuple(trackers)
 
 
 @app.command("filter")
@@ -466,7 +479,7 @@ def filter_words(
     wordlists.json. Presets: toy (offline), waterbirds, celeba, spuco-animals."""
     from tldr_cli.filter import run_filter, summary_table
 
-    cfg, run = _config_and_run(ctx, "filter")
+    cfg, run, _ = _config_and_run(ctx, "filter")
     out, summary, _ = run_filter(cfg, run.runtime, run.dir, use_cache=not no_cache)
     typer.echo(summary_table(summary))
     typer.echo(
@@ -517,13 +530,14 @@ def retrain(
     output_dir: OutputDirOpt = None,
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Retrain the last layer on projected text pairs (TLDR) and/or DFR; table of ERM vs
     TLDR vs DFR. Presets: toy (offline), waterbirds, celeba, spuco-animals."""
     from tldr_cli.retrain import run_retrain
 
-    cfg, run = _config_and_run(ctx, "retrain")
-    _, table = run_retrain(cfg, run.runtime, run.dir, use_cache=not no_cache)
+    cfg, run, trackers = _config_and_run(ctx, "retrain")
+    _, table = run_retrain(cfg, run.runtime, run.dir, use_cache=not no_cache, report_to=trackers)
     typer.echo(table)
     typer.echo(str(run.dir / "metrics.json"))
 
@@ -551,13 +565,16 @@ def erm(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
+    init_from: InitFromOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Train the ERM classifier (paper-repo or DFR recipe) and report its group accuracies.
     Presets: toy (offline), waterbirds, celeba, spuco-animals."""
     from tldr_cli.erm import run_erm
 
-    cfg, run = _config_and_run(ctx, "erm", resume=resume)
-    m = run_erm(cfg, run.runtime, run.dir, resume=run.resumed, use_cache=not no_cache)
+    cfg, run, trackers = _config_and_run(ctx, "erm", resume=resume)
+    m = run_erm(cfg, run.runtime, run.dir, resume=run.resumed, use_cache=not no_cache,
+                init_from=run.init_from, report_to=trackers)  # fmt: skip
     typer.echo(
         f"ERM ({cfg.erm_recipe}): worst-group {100 * m['worst_group_acc']:.1f}%  "
         f"average {100 * m['average_acc']:.1f}%  "

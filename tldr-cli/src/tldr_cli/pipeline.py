@@ -91,6 +91,8 @@ def obtain_classifier(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(json.dumps(spec, default=str, indent=2))
         model = build_classifier(cfg.arch, train.n_classes, cfg.backbone_weights)
+        # An interrupted training (Ctrl-C saves its batch) continues on the next run; its
+        # step log is the cache folder's metrics.jsonl, apart from the command's own.
         train_erm(
             model,
             train,
@@ -100,6 +102,7 @@ def obtain_classifier(
             dataset_kind=dataset_kind(train),
             num_workers=cfg.num_workers,
             resume=True,
+            cached=True,
         )
     else:
         log(f"[dim]cache hit: ERM classifier {final}[/dim]")

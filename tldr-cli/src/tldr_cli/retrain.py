@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from labshared.cache import cached_tensors
-from labshared.console import log, make_progress
+from labshared.console import log
 from labshared.device import Runtime
-from labshared.runs import atomic_save_safetensors, write_metrics
+from labshared.runs import atomic_save_safetensors, to_jsonable, write_metrics
+from labshared.training import MetricLogger, StepProgress, TrainState
 from tldr_cli.classifier import head_predictions
 from tldr_cli.config import TLDRConfig, needs_projector
 from tldr_cli.dfr import run_dfr
@@ -61,6 +62,12 @@ def new_head(feature_dim: int, n_classes: int, generator: torch.Generator) -> nn
     return head
 
 
+def head_steps_per_epoch(pairs: TextPairs, batch_size: int) -> int:
+    """Batches of one epoch of group-balanced text pairs (`textdata.epoch_batches`)."""
+    _, counts = torch.unique(pairs.group, return_counts=True)
+    return -(-int(counts.min()) * len(counts) // batch_size)
+
+
 def train_text_head(
     pairs: TextPairs,
     word_emb: torch.Tensor,
@@ -73,49 +80,61 @@ def train_text_head(
     epochs: int,
     generator: torch.Generator,
     runtime: Runtime,
+    logger: MetricLogger,
     template_draw: str = "all",
     normalize: bool = False,
 ) -> tuple[nn.Linear, list[float]]:
-    """Train a fresh head on projected text pairs; returns (head, mean loss per epoch)."""
+    """Train a fresh head on projected text pairs; returns (head, mean loss per epoch).
+
+    Every step goes to `logger` (the retrain run's metrics.jsonl and `--report-to`). The
+    head's state is the kit's `TrainState`, but it is never checkpointed: it trains in
+    seconds inside `tldr retrain` (no `--resume`), and a rerun of an interrupted retrain
+    takes the ERM classifier, features and embeddings from the cache.
+    """
     device = runtime.device
     projector = projector.to(device)
     feature_dim = projector.linear.out_features
     head = new_head(feature_dim, n_classes, generator).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    word_emb = word_emb.to(device)
-    labels = pairs.label.to(device)
-    n_templates = word_emb.shape[1]
-    losses = []
-    n_per_epoch = int(torch.unique(pairs.group, return_counts=True)[1].min()) * len(
-        torch.unique(pairs.group)
+    state = TrainState(
+        head,
+        torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay),
+        {"data": generator},
+        progress={"step": 0, "epoch": 0, "epoch_losses": []},
     )
-    steps = epochs * -(-n_per_epoch // batch_size)
-    with make_progress() as progress:
-        task = progress.add_task("TLDR head", total=steps, status="")
+    word_emb = word_emb.to(device)
+    t_idx, s_idx, labels = (pairs.t_idx.to(device), pairs.s_idx.to(device),
+                            pairs.label.to(device))  # fmt: skip
+    n_templates = word_emb.shape[1]
+    per_epoch = head_steps_per_epoch(pairs, batch_size)
+    with StepProgress(epochs * per_epoch, label="TLDR head") as bar:
         for epoch in range(epochs):
             total, n = 0.0, 0
-            for idx, tmpl in epoch_batches(
-                pairs, batch_size, generator, n_templates, template_draw
-            ):
+            batches = epoch_batches(pairs, batch_size, generator, n_templates, template_draw)
+            for b, (idx, tmpl) in enumerate(batches, 1):
+                t0 = time.perf_counter()
                 idx, tmpl = idx.to(device), tmpl.to(device)
-                e = pair_embeddings(
-                    word_emb,
-                    pairs.t_idx.to(device)[idx],
-                    pairs.s_idx.to(device)[idx],
-                    tmpl,
-                    normalize=normalize,
-                )
+                e = pair_embeddings(word_emb, t_idx[idx], s_idx[idx], tmpl, normalize=normalize)
                 with runtime.autocast():
                     logits = head(projector(e))
                 loss = nn.functional.cross_entropy(logits.float(), labels[idx])
-                opt.zero_grad(set_to_none=True)
+                state.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+                state.optimizer.step()
+                value = float(loss.item())
+                total += value * len(idx)
                 n += len(idx)
-                progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {total / n:.3f}")
-            losses.append(total / max(n, 1))
-    return head.eval(), losses
+                state.progress["step"] += 1
+                seconds = time.perf_counter() - t0
+                logger.log(
+                    state.step,
+                    {"loss": value, "lr": state.optimizer.param_groups[0]["lr"],
+                     "pairs_per_s": round(len(idx) / seconds, 1) if seconds > 0 else None},
+                    epoch=round(epoch + b / per_epoch, 4),
+                )  # fmt: skip
+                bar.update(state.step, f"epoch {epoch + 1} loss {total / n:.3f}")
+            state.progress["epoch"] = epoch + 1
+            state.progress["epoch_losses"].append(total / max(n, 1))
+    return head.eval(), state.progress["epoch_losses"]
 
 
 def evaluate_all(predictions: dict[str, np.ndarray], test, train) -> dict[str, dict[str, Any]]:
@@ -152,12 +171,28 @@ def method_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: bool):
+def run_retrain(
+    cfg: TLDRConfig,
+    runtime: Runtime,
+    run_dir: Path,
+    *,
+    use_cache: bool,
+    report_to: tuple[str, ...] = (),
+):
     """`tldr retrain`: prepare (classifier, features, CLIP, gap, projector), train the
     TLDR head and/or DFR (`cfg.method`), evaluate ERM and them on test, write metrics,
     table and chart. `cfg` has passed `config.validate_inputs(cfg, "retrain")` (word
-    lists present and none empty when TLDR is fitted)."""
+    lists present and none empty when TLDR is fitted). The head's steps and the final
+    test metrics go to the run's metrics.jsonl and the `--report-to` trackers."""
     run_dir = Path(run_dir)
+    with MetricLogger(run_dir, report_to, config=to_jsonable(cfg)) as logger:
+        results, info, text = _retrain(cfg, runtime, run_dir, use_cache, logger)
+        logger.log_final({"test": results}, step=info.get("tldr", {}).get("steps", 0))
+    return results, text
+
+
+def _retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, use_cache: bool, logger):
+    """The body of `run_retrain`; returns (results, info, printed text)."""
     wl = load_wordlists(cfg.words) if needs_projector(cfg, "retrain") else None
     splits = load_splits(cfg, ("train",))
     if wl is not None:  # by name, before any model is built
@@ -199,6 +234,7 @@ def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: 
             epochs=cfg.head_epochs,
             generator=method_generator(runtime.seed),
             runtime=runtime,
+            logger=logger,
             template_draw=cfg.template_draw,
             normalize=cfg.preprocess_embed == "clip_normalize",
         )
@@ -215,6 +251,7 @@ def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: 
             "pairs": len(pairs),
             "words": len(pairs.words),
             "epoch_losses": losses,
+            "steps": cfg.head_epochs * head_steps_per_epoch(pairs, cfg.head_batch_size),
             "templates": cfg.templates,
             "preprocess_embed": cfg.preprocess_embed,
             "group_pairs": torch.bincount(pairs.group).tolist(),
@@ -234,7 +271,7 @@ def run_retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: 
     write_metrics(
         run_dir, {"test": results, "info": info, "timings": timings, "figure": str(chart)}
     )
-    return results, table + "\n" + diagnostics(info)
+    return results, info, table + "\n" + diagnostics(info)
 
 
 def diagnostics(info: dict[str, Any]) -> str:
