@@ -18,6 +18,7 @@ TLDR's CelebA centre crop 178.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from labshared.runs import (
     set_rng_state,
     write_metrics,
 )
+from labshared.threads import pinned_threads
 from tldr_cli.classifier import (
     Classifier,
     build_classifier,
@@ -68,6 +70,19 @@ def _loader(
 
 
 def train_erm(
+    model: Classifier, train: GroupShiftSplit, recipe: ErmRecipe, runtime: Runtime, run_dir: Path,
+    **kwargs,
+) -> Classifier:  # fmt: skip
+    """`_train_erm`; the toy CNN on the CPU trains at `labshared.threads.TOY_FIT_THREADS`
+    threads whatever the caller set, so the toy demo's ERM weights (and figures) do not
+    depend on the thread count (conv weight gradients are reduced per thread). Other
+    models keep the caller's threads: pinning a ResNet-50 to 2 would slow a big machine."""
+    pin = model.arch == "toy-cnn" and runtime.device.type == "cpu"
+    with pinned_threads() if pin else contextlib.nullcontext():
+        return _train_erm(model, train, recipe, runtime, run_dir, **kwargs)
+
+
+def _train_erm(
     model: Classifier,
     train: GroupShiftSplit,
     recipe: ErmRecipe,
