@@ -78,8 +78,8 @@ demo: install $(DEMOS)
 bench: install $(BENCHES)
 
 # How much the gated demo figures move: each effect gate's pipeline once per torch thread
-# count, each in a fresh process with its own cache (bench/demo_spread.py; about half an
-# hour on 2 cores). Writes runs/demo-spread/demo_spread.{md,json}.
+# count, each in a fresh process with its own cache (bench/demo_spread.py; each demo once
+# per thread count). Writes runs/demo-spread/demo_spread.{md,json}.
 SPREAD_THREADS ?= 1,2
 demo-spread: install
 	CUDA_VISIBLE_DEVICES= $(BIN)/python bench/demo_spread.py --threads $(SPREAD_THREADS) \
