@@ -20,7 +20,7 @@ DATA_ROOT ?= data
 TOY_SEED ?= 0
 export TOY_SEED
 
-.PHONY: install test test-slow check-effects lint format demo bench bench-gpu clean help
+.PHONY: install test test-slow check-effects lint format demo demo-spread bench bench-gpu clean help
 help:
 	@echo "make install   create .venv and install the four packages (editable) + dev tools"
 	@echo "make test      offline CPU test suite (what CI runs)"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint      ruff check + format check"
 	@echo "make demo      offline demo of every tool on embedded data"
 	@echo "make bench     cost of each step (time, peak memory)"
+	@echo "make demo-spread  how much each gated demo figure moves across torch thread counts"
 	@echo "make bench-gpu one-shot check of every GPU hot path (< 8 min on one H100/H200)"
 	@echo "make reproduce-<setting> DATA_ROOT=...   paper settings (see README)"
 
@@ -75,6 +76,14 @@ demo-toy: install
 demo: install $(DEMOS)
 
 bench: install $(BENCHES)
+
+# How much the gated demo figures move: each effect gate's pipeline once per torch thread
+# count, each in a fresh process with its own cache (bench/demo_spread.py; each demo once
+# per thread count). Writes runs/demo-spread/demo_spread.{md,json}.
+SPREAD_THREADS ?= 1,2
+demo-spread: install
+	CUDA_VISIBLE_DEVICES= $(BIN)/python bench/demo_spread.py --threads $(SPREAD_THREADS) \
+		--toy-seed $(TOY_SEED) --out runs/demo-spread
 
 # Every GPU hot path of the three tools in one short run (bench/gpu_check.py): random
 # weights, synthetic data, under 8 minutes on one H100/H200; one table + runs/gpu_check.json.

@@ -51,6 +51,7 @@ from labshared.runs import (
     read_safetensors,
     read_torch_file,
 )
+from labshared.threads import pinned_threads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -394,7 +395,15 @@ def pretrained_toy_backbone() -> dict[str, torch.Tensor]:
 
 
 def _pretrain_toy_backbone() -> tuple[dict[str, torch.Tensor], float]:
-    """(backbone weights, 10-way digit accuracy on 2,000 toy test renders)."""
+    """(backbone weights, 10-way digit accuracy on 2,000 toy test renders), fitted at
+    `labshared.threads.TOY_FIT_THREADS` threads whatever the caller set: the conv weight
+    gradients are reduced per thread, so the weights (and every tldr demo figure after
+    them) would otherwise depend on the thread count."""
+    with pinned_threads():
+        return _pretrain_toy_backbone_pinned()
+
+
+def _pretrain_toy_backbone_pinned() -> tuple[dict[str, torch.Tensor], float]:
     p = TOY_PRETRAIN
     log(
         "pretraining the toy CNN on 10-way digit classification "

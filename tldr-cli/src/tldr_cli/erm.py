@@ -26,11 +26,11 @@ TLDR's CelebA centre crop 178.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ from labshared.device import Runtime, make_grad_scaler
 from labshared.errors import ConfigError
 from labshared.launch import read_header
 from labshared.runs import latest_checkpoint, to_jsonable, write_metrics
+from labshared.threads import pinned_threads
 from labshared.training import (
     Interrupt,
     Interrupted,
@@ -165,6 +166,19 @@ def _start(
 
 
 def train_erm(
+    model: Classifier, train: GroupShiftSplit, recipe: ErmRecipe, runtime: Runtime, run_dir: Path,
+    **kwargs,
+) -> Classifier:  # fmt: skip
+    """`_train_erm`; the toy CNN on the CPU trains at `labshared.threads.TOY_FIT_THREADS`
+    threads whatever the caller set, so the toy demo's ERM weights (and figures) do not
+    depend on the thread count (conv weight gradients are reduced per thread). Other
+    models keep the caller's threads: pinning a ResNet-50 to 2 would slow a big machine."""
+    pin = model.arch == "toy-cnn" and runtime.device.type == "cpu"
+    with pinned_threads() if pin else contextlib.nullcontext():
+        return _train_erm(model, train, recipe, runtime, run_dir, **kwargs)
+
+
+def _train_erm(
     model: Classifier,
     train: GroupShiftSplit,
     recipe: ErmRecipe,
@@ -213,7 +227,7 @@ def train_erm(
     ckpt_meta = {"arch": model.arch, "num_classes": model.num_classes}
     t0 = time.perf_counter()
     with (
-        ExitStack() as stack,
+        contextlib.ExitStack() as stack,
         Interrupt() as interrupt,
         StepProgress(recipe.epochs * per_epoch, state.step, label="tldr erm") as bar,
     ):
