@@ -39,6 +39,7 @@ class Headline:
         how: the `labshared.stats.aggregate` that makes the number from the column.
         scale: the values' unit (100 for percent), for the McNemar check and printing.
         digits: decimals printed.
+        weights: for a `weighted` headline, which of the entry's `weights` it uses.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Headline:
     how: str = "mean"
     scale: float = 1.0
     digits: int = 2
+    weights: str = ""
 
 
 @dataclass
@@ -57,14 +59,15 @@ class Entry:
         keys: (N,) hashable item keys (unique).
         values: column -> (N,) per-item values.
         groups: (N,) strata or None.
-        weights: stratum label -> weight, for `weighted` headlines (e.g. training counts).
+        weights: name -> {stratum label -> weight}, for `weighted` headlines (e.g.
+            "train": the training-set size of each group).
     """
 
     label: str
     keys: list
     values: dict[str, np.ndarray]
     groups: np.ndarray | None = None
-    weights: dict[Any, float] = field(default_factory=dict)
+    weights: dict[str, dict[Any, float]] = field(default_factory=dict)
 
     def take(self, rows: np.ndarray) -> Entry:
         """The entry restricted to (and reordered by) item positions `rows`."""
@@ -116,10 +119,11 @@ def align(entries: Sequence[Entry], intersect: bool = False) -> tuple[list[Entry
     return out, note
 
 
-def _weights(entry: Entry, groups: np.ndarray | None) -> np.ndarray | None:
-    if groups is None or not entry.weights:
-        return None
-    return np.array([entry.weights.get(g, 0.0) for g in np.unique(groups)], dtype=np.float64)
+def _weights(entry: Entry, groups: np.ndarray | None, name: str) -> np.ndarray | None:
+    if groups is None or name not in entry.weights:
+        raise ConfigError(f"{entry.label}: no {name!r} group weights for a weighted figure")
+    w = entry.weights[name]
+    return np.array([w.get(g, 0.0) for g in np.unique(groups).tolist()], dtype=np.float64)
 
 
 def compare(
@@ -145,7 +149,7 @@ def compare(
         if not all(h.column in e.values for e in entries):
             continue
         groups = base.groups if h.how != "mean" else None
-        weights = _weights(base, groups) if h.how == "weighted" else None
+        weights = _weights(base, groups, h.weights) if h.how == "weighted" else None
         values, diffs = {}, {}
         for e in entries:
             ci = interval(e.values[h.column], groups, h.how, weights, spec)

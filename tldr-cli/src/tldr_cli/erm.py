@@ -35,11 +35,11 @@ from labshared.runs import (
     set_rng_state,
     write_metrics,
 )
+from labshared.stats import BootstrapSpec
 from tldr_cli.classifier import (
     Classifier,
     build_classifier,
     classifier_transform,
-    head_predictions,
     save_classifier,
 )
 from tldr_cli.config import ErmRecipe, TLDRConfig
@@ -50,7 +50,9 @@ from tldr_cli.features import (
     file_digest,
     load_splits,
 )
-from tldr_cli.metrics import evaluate_predictions, group_counts
+from tldr_cli.heads import scores
+from tldr_cli.outputs import evaluate_methods, write_predictions
+from tldr_cli.report import summary_table
 
 
 def _loader(
@@ -145,10 +147,14 @@ def train_erm(
 
 def run_erm(
     cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, resume: bool, use_cache: bool
-) -> dict:
+) -> tuple[dict, str]:
     """`tldr erm`: train the classifier with the preset's recipe, then report its
-    worst-group / average accuracy on test. The classifier folder is
-    `run_dir/checkpoints/final` (pass the run folder to `--classifier`)."""
+    worst-group / average / class-balanced / plain accuracy on test, with 95 % intervals,
+    and write its per-image predictions. The classifier folder is
+    `run_dir/checkpoints/final` (pass the run folder to `--classifier`).
+
+    Returns:
+        (ERM's metrics, the printed table)."""
     splits = load_splits(cfg, ("train", "test"))
     train, test = splits["train"], splits["test"]
     model = build_classifier(cfg.arch, train.n_classes, cfg.backbone_weights)
@@ -168,16 +174,14 @@ def run_erm(
         model, {"path": str(final)}, file_digest(final / "model.safetensors"), cfg.recipe.preprocess
     )
     feats = classifier_features(handle, test, cfg, runtime, use_cache)
-    counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
-    metrics = evaluate_predictions(
-        head_predictions(model.fc.to(runtime.device), feats),
-        test.label,
-        test.spurious,
-        test.n_classes,
-        test.n_spurious,
-        counts,
-    )
-    write_metrics(
-        run_dir, {"test": {"ERM": metrics}, "recipe": cfg.recipe, "classifier": str(final)}
-    )
-    return metrics
+    outputs = {"ERM": scores(model.fc.to(runtime.device), feats)}
+    spec = BootstrapSpec(seed=runtime.seed)
+    metrics = evaluate_methods(outputs, test, train, spec)
+    items = write_predictions(run_dir, test, outputs, train)
+    write_metrics(run_dir, {
+        "test": metrics, "bootstrap": spec.record("image"),
+        "items": str(items.relative_to(run_dir)),
+        "n_images": {"train": len(train), "test": len(test)},
+        "recipe": cfg.recipe, "classifier": str(final),
+    })  # fmt: skip
+    return metrics["ERM"], summary_table(metrics, train.class_names, train.spurious_names)
