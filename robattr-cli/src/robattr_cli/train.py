@@ -117,6 +117,7 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
         log(f"resumed from {ckpt} (epoch {progress.epoch}, step {progress.step})")
     elif resume:
         log(f"[yellow]--resume: no checkpoint in {run_dir}; starting from scratch[/yellow]")
+    n_images = {"train": len(train_set), "val": len(val_set)}  # recorded in metrics.json
     log(
         f"train {cfg.model} ({cfg.activation}) on {cfg.dataset}: {len(train_set)} train / "
         f"{len(val_set)} val images, regularizer {cfg.regularizer}, "
@@ -126,7 +127,7 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
     started = time.perf_counter()
     if cfg.max_steps is not None and progress.step >= cfg.max_steps:
         log(f"--max-steps {cfg.max_steps} already reached: nothing left to train")
-        return write_summary(run_dir, cfg, progress, runtime, started, "stopped")
+        return write_summary(run_dir, cfg, progress, runtime, started, n_images, "stopped")
     try:
         for epoch in range(progress.epoch, cfg.epochs):
             epoch_start = time.perf_counter()
@@ -144,10 +145,10 @@ def run(cfg: TrainConfig, runtime: Runtime, run_dir: Path, resume: bool = False)
                 checkpoint(run_dir, parts, progress, runtime, name="best")
             checkpoint(run_dir, parts, progress, runtime)
             log(format_record(record, cfg.epochs))
-            write_summary(run_dir, cfg, progress, runtime, started, "running")
+            write_summary(run_dir, cfg, progress, runtime, started, n_images, "running")
     except StopTraining:
-        return write_summary(run_dir, cfg, progress, runtime, started, "stopped")
-    return write_summary(run_dir, cfg, progress, runtime, started, "finished")
+        return write_summary(run_dir, cfg, progress, runtime, started, n_images, "stopped")
+    return write_summary(run_dir, cfg, progress, runtime, started, n_images, "finished")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -414,9 +415,11 @@ def write_summary(
     progress: Progress,
     runtime: Runtime,
     started: float,
+    n_images: dict[str, int],
     status: str,
 ) -> dict:
-    """metrics.json: status, best/final validation accuracy, per-epoch history."""
+    """metrics.json: status, the train / val image counts, best/final validation accuracy,
+    per-epoch history."""
     last = progress.history[-1] if progress.history else {}
     summary = {
         "status": status,
@@ -426,6 +429,7 @@ def write_summary(
         "best_epoch": progress.best_epoch or None,
         "final_val_acc": last.get("val_acc"),
         "regularizer": cfg.regularizer,
+        "n_images": n_images,
         "seconds_this_session": time.perf_counter() - started,
         "world_size": runtime.world_size,
         "history": progress.history,
