@@ -52,6 +52,9 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     assert metrics["attack"] == "topk" and metrics["num_examples"] == 6
     assert metrics["label_kept"] == 1.0  # the top-k attack never returns a flipped label
     assert 0 <= metrics["similarity_to_clean"]["topk"] <= 1
+    low, high = metrics["intervals"]["similarity_to_clean/topk"]
+    assert low <= metrics["similarity_to_clean"]["topk"] <= high
+    assert metrics["bootstrap"]["unit"] == "image"
     assert (topk_dir / "figures" / "attack.png").read_bytes()[:4] == b"\x89PNG"
 
     result = invoke(
