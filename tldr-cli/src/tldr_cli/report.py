@@ -75,11 +75,12 @@ def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Pat
         if all(cis):
             err = [[v - 100 * c[0] for v, c in zip(vals, cis, strict=True)],
                    [100 * c[1] - v for v, c in zip(vals, cis, strict=True)]]  # fmt: skip
-        bars = ax.bar(xs, vals, width, label=label, yerr=err, capsize=3,
-                      error_kw={"elinewidth": 0.8})  # fmt: skip
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center", color="white")
+        ax.bar(xs, vals, width, label=label, yerr=err, capsize=3, error_kw={"elinewidth": 0.8})
+        for x, v, top in zip(xs, vals, err[1] if err else [0] * len(vals), strict=True):
+            ax.text(x, v + top + 1.5, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=9, pad=22)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, frameon=False)
