@@ -102,9 +102,10 @@ def metric_intervals(
     over the test images, each group resampled within itself (so the worst group of every
     resample exists and keeps its size): {metric: [low, high]}.
 
-    One draw of group means serves all four, which are aggregates of them
+    One draw of group means serves the three group figures, which are aggregates of them
     (`labshared.stats.aggregate`): worst-group = min; average = weighted by the training
-    group sizes; class-balanced = weighted by n_g / n_class(g); accuracy = the plain mean.
+    group sizes; class-balanced = weighted by n_g / n_class(g). Plain accuracy resamples
+    the images as one pool (no strata), as `tldr compare` does.
 
     Args:
         spec: `labshared.stats.BootstrapSpec` (resamples, confidence, seed).
@@ -125,7 +126,8 @@ def metric_intervals(
         if train_w.sum() > 0
         else aggregate(means, counts, "mean"),
         "class_balanced_acc": aggregate(means, counts, "weighted", counts / class_n),
-        "accuracy": aggregate(means, counts, "mean"),
+        # plain accuracy: images resampled as one pool (as `tldr compare` does), not by group
+        "accuracy": resampled_group_means(correct, None, spec)[1][:, 0],
     }
     alpha = 1.0 - spec.confidence
     return {
