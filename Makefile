@@ -20,7 +20,7 @@ DATA_ROOT ?= data
 TOY_SEED ?= 0
 export TOY_SEED
 
-.PHONY: install test test-slow check-effects lint format demo demo-spread bench bench-gpu clean help
+.PHONY: install test test-slow check-effects lint format demo demo-spread bench bench-stats bench-gpu clean help
 help:
 	@echo "make install   create .venv and install the four packages (editable) + dev tools"
 	@echo "make test      offline CPU test suite (what CI runs)"
@@ -64,7 +64,7 @@ format: install
 
 # Each tool adds its demo/bench/reproduce targets in its own makefile fragment.
 DEMOS := demo-toy
-BENCHES :=
+BENCHES := bench-stats
 -include robattr-cli/robattr.mk
 -include tldr-cli/tldr.mk
 -include rtd-cli/rtd.mk
@@ -84,6 +84,9 @@ SPREAD_THREADS ?= 1,2
 demo-spread: install
 	CUDA_VISIBLE_DEVICES= $(BIN)/python bench/demo_spread.py --threads $(SPREAD_THREADS) \
 		--toy-seed $(TOY_SEED) --out runs/demo-spread
+# Cost of the bootstrap intervals (labshared.stats) at CIRCO and CelebA test sizes.
+bench-stats: install
+	$(BIN)/python bench/stats_bench.py
 
 # Every GPU hot path of the three tools in one short run (bench/gpu_check.py): random
 # weights, synthetic data, under 8 minutes on one H100/H200; one table + runs/gpu_check.json.

@@ -13,7 +13,7 @@ BENCHES += bench-rtd
 
 # Toy CIR world, 2 CPU cores, a few minutes (rtd_cli/demo.py): tiny CLIP -> `rtd train-phi
 # --preset toy` (LinCIR-style phi from captions) -> `rtd eval --dataset toy` (base) -> `rtd
-# train --preset toy` (RTD) -> `rtd eval` (+ RTD) -> `python -m rtd_cli.compare`: overall and
+# train --preset toy` (RTD) -> `rtd eval` (+ RTD) -> `rtd compare`: paired (intervals, p-values), overall and
 # per-attribute tables (queries changing the digit / colour / background) and a bar chart,
 # on the toy test split at `rtd eval`'s default size (1,000 queries, 2,000-image gallery).
 # Each command is printed before it runs; TOY_SEED=N re-draws captions, triplets and benchmark.

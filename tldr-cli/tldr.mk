@@ -1,7 +1,8 @@
 # tldr: demo, benchmark and paper reproductions (included by the root Makefile, which
 # defines BIN, DATA_ROOT and the offline HF variables).
 #
-#   make demo-tldr        toy world, offline: ERM vs TLDR vs DFR (tiny CLIP, shipped toy words)
+#   make demo-tldr        toy world, offline: ERM vs TLDR vs DFR (tiny CLIP, shipped toy words),
+#                         then `tldr compare`: paired differences, 95 % intervals, p-values
 #   make bench-tldr       projector solve + one retraining epoch at CelebA scale (synthetic)
 #   make reproduce-waterbirds DATA_ROOT=/data/waterbird_complete95_forest2water2 \
 #        GAP_PAIRS=/data/coco2014 WORDS=waterbirds_words.json
@@ -35,6 +36,7 @@ demo-tldr: install
 		--words $(TLDR_RUNS)/demo/generate/wordlists.json -o $(TLDR_RUNS)/demo/filter --overwrite
 	$(BIN)/tldr retrain --preset toy --toy-seed $(TOY_SEED) --method both \
 		--words $(TLDR_RUNS)/demo/filter/wordlists.json -o $(TLDR_RUNS)/demo/retrain --overwrite
+	$(BIN)/tldr compare $(TLDR_RUNS)/demo/retrain --seed $(TOY_SEED)
 
 bench-tldr: install
 	$(BIN)/python bench/tldr_bench.py --device $(if $(filter auto,$(TLDR_DEVICE)),cpu,$(TLDR_DEVICE))

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from labshared.errors import ConfigError
+from labshared.items import read_items
 from robattr_cli.cli import app
 from robattr_cli.manipulation import PixelBox
 
@@ -51,6 +52,9 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     assert metrics["attack"] == "topk" and metrics["num_examples"] == 6
     assert metrics["label_kept"] == 1.0  # the top-k attack never returns a flipped label
     assert 0 <= metrics["similarity_to_clean"]["topk"] <= 1
+    low, high = metrics["intervals"]["similarity_to_clean/topk"]
+    assert low <= metrics["similarity_to_clean"]["topk"] <= high
+    assert metrics["bootstrap"]["unit"] == "image"
     assert (topk_dir / "figures" / "attack.png").read_bytes()[:4] == b"\x89PNG"
 
     result = invoke(
@@ -79,6 +83,44 @@ def test_topk_then_frame_then_eval(trained, tmp_path):
     assert (eval_dir / "figures" / "eval.png").is_file()
     config = json.loads((eval_dir / "config.json").read_text())
     assert config["config"]["attacked"] == str(frame_dir)
+    # per image: one row per (image, measure); each measure's mean is the metrics.json figure
+    rows = read_items(eval_dir, "images").to_pandas()
+    assert ev["items"] == "items/images.parquet" and rows.image.nunique() == 5
+    assert sorted(rows.image.unique()) == saved_index(frame_dir)
+    pcc = rows[rows.metric == "attack/similarity_to_clean/pcc"]
+    assert len(pcc) == 5 and pcc.value.mean() == pytest.approx(
+        ev["attack"]["similarity_to_clean"]["pcc"]
+    )
+    aopc = rows[rows.metric == "insertion/aopc"].value.mean()
+    assert aopc == pytest.approx(ev["insertion"]["aopc"])
+    low, high = ev["intervals"]["attack/similarity_to_clean/pcc"]
+    assert low <= ev["attack"]["similarity_to_clean"]["pcc"] <= high
+    assert ev["bootstrap"]["unit"] == "image" and "clean_accuracy" in ev["intervals"]
+    assert "95 % interval" in result.stdout
+    # robattr compare: the same five attacked digits scored with another attribution method
+    other = tmp_path / "eval-ixg"
+    result = invoke(
+        "eval", "--checkpoint", trained, "--attacked", frame_dir, "--n-draws", "2",
+        "--method", "input-x-grad", "--device", "cpu", "-o", other,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = invoke("compare", eval_dir, other, "--name", "grad", "--name", "ixg", "--json",
+                    "--resamples", "500")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cmp = json.loads(result.stdout)
+    assert cmp["entries"] == ["grad", "ixg"] and cmp["n_items"] == 5
+    other_ev = json.loads((other / "metrics.json").read_text())
+    diff = cmp["metrics"]["attack/similarity_to_clean/pcc"]["differences"]["ixg"]["diff"]
+    assert diff == pytest.approx(other_ev["attack"]["similarity_to_clean"]["pcc"]
+                                 - ev["attack"]["similarity_to_clean"]["pcc"])  # fmt: skip
+    assert "sample_clean_accuracy" in cmp["metrics"]
+    # train records how many images it trained and validated on
+    assert json.loads((trained / "metrics.json").read_text())["n_images"] == {
+        "train": 256, "val": 64}  # fmt: skip
+
+
+def saved_index(attack_dir) -> list[int]:
+    return sorted(load_file(str(attack_dir / "attacked.safetensors"))["index"].tolist())
 
 
 def test_random_attack_saves_one_draw_and_averages_rps(trained, tmp_path):

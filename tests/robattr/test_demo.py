@@ -56,8 +56,21 @@ def test_outputs_written_and_table_lists_every_metric(tiny_run):
     table = (out / "demo_table.md").read_text()
     assert table.strip() == format_markdown(result)
     for _, label in METRICS:
-        assert table.count(f"| {label}") == 2  # a row of means, a row of differences
+        # a row of means, a row of differences, and none + l2cos in the paired table
+        assert table.count(f"| {label}") == 4
     assert "toy seed 1" in table and "s = 1234 (none, l2cos) and s+1 = 1235" in table
+    # the shared paired comparison: none vs l2cos on the same digits, with p-values
+    topk = result["paired"]["topk"]
+    assert topk["entries"] == ["none", "l2cos"] and topk["n_items"] == 4
+    d = topk["metrics"]["top-k attack: top-k intersection"]["differences"]["l2cos"]
+    assert d["diff"] == pytest.approx(result["comparisons"]["effect_seed1"]["topk_topk"]["mean"])
+    assert result["paired"]["rps"]["n_items"] == 8 and "- none [95 % CI]" in table
+    assert saved["bootstrap"]["seed"] == 1 and saved["bootstrap"]["n_resamples"] == 200
+    # the figure: maps before / after the attack under both, and the paired differences
+    from PIL import Image
+
+    with Image.open(out / "robattr_none_vs_l2cos.png") as image:
+        assert image.format == "PNG" and image.width > 900
 
 
 def test_gate_rule():

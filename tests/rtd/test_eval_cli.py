@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from labshared.items import read_items
 from rtd_cli.cli import app
 from rtd_cli.model import (
     build_clip,
@@ -21,8 +22,8 @@ from rtd_cli.tower_file import save_text_tower
 runner = CliRunner()
 
 
-def _invoke(args):
-    result = runner.invoke(app, ["eval", *args])
+def _invoke(args, command="eval"):
+    result = runner.invoke(app, [command, *args] if command else args)
     assert result.exit_code == 0, result.output
     return result
 
@@ -80,12 +81,31 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
         weighted = sum(base["by_attribute"][g][key] * n for g, n in counts.items()) / 40
         assert value == pytest.approx(weighted)
     assert "by changed attribute" in result.stdout and base["toy_seed"] == 0
-    per_query = json.loads((tmp_path / "base" / "per_query.json").read_text())["queries"]
-    assert [q["query_id"] for q in per_query] == [str(i) for i in range(40)]
-    assert sum(q["first_hit"] == 1 for q in per_query) / 40 * 100 == pytest.approx(
+    # per query (items/queries.parquet): the table recomputes every summary figure
+    rows = read_items(tmp_path / "base", "queries").to_pylist()
+    assert base["items"] == "items/queries.parquet"
+    assert [q["query_id"] for q in rows] == [str(i) for i in range(40)]
+    assert all(len(q["top_ids"]) == 50 for q in rows)  # 55-image gallery, top 50 kept
+    assert sum(q["first_rank"] == 1 for q in rows) / 40 * 100 == pytest.approx(
         base["summary"]["R@1"]
     )
-    assert sum(q["groups"] == ["digit"] for q in per_query) == counts["digit"]
+    assert sum(q["first_rank"] in range(1, 6) for q in rows) / 40 * 100 == pytest.approx(
+        base["summary"]["R@5"]
+    )
+    for key, value in base["summary"].items():
+        assert sum(q[key] for q in rows) / 40 == pytest.approx(value, abs=1e-4)
+    assert all(q["reference"] and q["targets"] for q in rows)
+    assert sum(q["groups"] == ["digit"] for q in rows) == counts["digit"]
+    # an interval over queries beside every figure, seeded and recorded
+    assert base["bootstrap"] == {"n_resamples": 10_000, "confidence": 0.95, "seed": 0,
+                                 "method": "percentile", "unit": "query"}  # fmt: skip
+    for key, value in base["summary"].items():
+        low, high = base["intervals"]["summary"][key]
+        assert low <= value <= high and high - low > 0
+    assert set(base["intervals"]["by_attribute"]) == {"digit", "colour", "background"}
+    r1 = base["summary"]["R@1"]
+    low, high = base["intervals"]["summary"]["R@1"]
+    assert f"{r1:.2f} [{low:.2f}, {high:.2f}]" in result.stdout
 
     # --text-encoder: the untouched tower reproduces the base exactly; a changed one does not
     tower = text_tower_from_clip(model)
@@ -121,6 +141,24 @@ def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
     )
     changed = json.loads((tmp_path / "changed" / "metrics.json").read_text())
     assert changed["summary"] != base["summary"]
+
+    # rtd compare: the same queries, paired; the identical tower differs by exactly 0
+    runs = [str(tmp_path / r) for r in ("base", "same", "changed")]
+    out = _invoke([*runs, "--json", "--resamples", "2000"], "compare").stdout
+    cmp = json.loads(out)
+    assert cmp["entries"] == ["base", "same", "changed"] and cmp["n_items"] == 40
+    r1 = cmp["metrics"]["R@1"]
+    assert r1["differences"]["same"]["diff"] == 0.0
+    assert r1["differences"]["same"]["interval"] == [0.0, 0.0]
+    assert r1["differences"]["same"]["p_value"] == 1.0
+    assert r1["differences"]["changed"]["diff"] == pytest.approx(
+        changed["summary"]["R@1"] - base["summary"]["R@1"]
+    )
+    assert r1["differences"]["changed"]["test"] == "exact McNemar"
+    assert r1["values"]["base"]["value"] == pytest.approx(base["summary"]["R@1"])
+    table = _invoke([runs[0], runs[2], "--name", "base", "--name", "changed"], "compare").stdout
+    assert "R@1" in table and "- base [95 % CI]" in table and "40 paired items" in table
+    assert "by changed attribute" in table
 
 
 def _png(path, seed):

@@ -277,6 +277,30 @@ def test_toy_protocol_reports_metrics_per_changed_attribute(runtime):
         "digit": 100.0, "colour": 100.0, "background": 0.0}  # fmt: skip
     assert result.group_queries == {"digit": 1, "colour": 1, "background": 1}
     assert result.metrics["R@1"] == pytest.approx(200 / 3)
-    assert result.first_hit == [1, 2, 1]
+    assert result.first_rank == [1, 2, 1]
+    assert result.per_query["R@1"].tolist() == [100.0, 0.0, 100.0]
+    assert result.top_names[1][:2] == ["0", "1"]
     plain = [CIRQuery(q.query_id, q.reference, q.captions, q.targets) for q in qs]
     assert evaluate_part(_bench("toy", plain, names), feats, index, queries, runtime).groups == {}
+
+
+@pytest.mark.parametrize("dataset", ["fashioniq", "cirr", "circo", "toy"])
+def test_per_query_metrics_average_to_each_protocol(dataset):
+    g = torch.Generator().manual_seed(0)
+    ranked = torch.stack([torch.randperm(80, generator=g)[:50] for _ in range(30)])
+    gts = M.pad_targets([torch.randint(0, 80, (1 + i % 3,), generator=g).unique().tolist()
+                         for i in range(30)])  # fmt: skip
+    subset = torch.randint(0, 5, (30,), generator=g)
+    protocol = {
+        "fashioniq": lambda: M.fashioniq_metrics(ranked, gts[:, 0]),
+        "cirr": lambda: M.cirr_metrics(ranked, gts[:, 0], subset),
+        "circo": lambda: M.circo_metrics(ranked, gts),
+        "toy": lambda: M.toy_metrics(ranked, gts),
+    }[dataset]()
+    per = M.per_query_metrics(dataset, ranked, gts, subset if dataset == "cirr" else None)
+    assert list(per) == list(protocol)
+    for key, value in protocol.items():
+        assert per[key].shape == (30,) and float(per[key].mean()) == pytest.approx(value, abs=1e-4)
+    ranks = torch.tensor([0, 1, 2, 5])
+    assert M.per_query_metrics("genecis", None, None, target_rank=ranks)["R@2"].tolist() == [
+        100.0, 100.0, 0.0, 0.0]  # fmt: skip

@@ -77,6 +77,7 @@ def test_demo_passes_the_toy_seed_to_every_command(tmp_path):
 
 
 def test_seen_triplet_split_counts_the_benchmark_triplets_met_in_training(tmp_path):
+    from labshared.items import write_items
     from rtd_cli.demo import seen_triplet_split
 
     n = 40
@@ -95,10 +96,9 @@ def test_seen_triplet_split_counts_the_benchmark_triplets_met_in_training(tmp_pa
     # base finds every query at rank 1; + RTD only the unseen ones (rank 2 for the seen)
     for run, rank in (("eval-base", lambda s: 1), ("eval-rtd", lambda s: 2 if s else 1)):
         (tmp_path / run).mkdir(exist_ok=True)
-        rows = [
-            {"query_id": str(i), "groups": [], "first_hit": rank(s)} for i, s in enumerate(seen)
-        ]
-        (tmp_path / run / "per_query.json").write_text(json.dumps({"queries": rows}))
+        columns = {"part": ["toy"] * n, "query_id": [str(i) for i in range(n)],
+                   "first_rank": [rank(s) for s in seen]}  # fmt: skip
+        write_items(tmp_path / run, "queries", columns, keys=["part", "query_id"])
     split = seen_triplet_split(tmp_path)
     assert split["seen"] == {"queries": sum(seen), "base_r1": 100.0, "rtd_r1": 0.0}
     assert split["unseen"] == {"queries": n - sum(seen), "base_r1": 100.0, "rtd_r1": 100.0}

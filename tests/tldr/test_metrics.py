@@ -41,3 +41,26 @@ def test_group_ids_and_counts():
     np.testing.assert_array_equal(group_counts([0, 1, 1], [1, 0, 0], 2, 2), [0, 1, 2, 0])
     with pytest.raises(ValueError, match="differ in length"):
         evaluate_predictions([0], [0, 1], [0, 0], 2, 2, [1, 1, 1, 1])
+
+
+def test_metric_intervals_cover_each_figure_and_collapse_when_exact():
+    from labshared.stats import BootstrapSpec, aggregate, resampled_group_means
+    from tldr_cli.metrics import group_ids, metric_intervals
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 0, 1, 1], [300, 40, 60, 200])
+    a = np.repeat([0, 1, 0, 1], [300, 40, 60, 200])
+    pred = np.where(rng.random(600) < 0.8, y, 1 - y)
+    train = np.array([500, 20, 30, 450])
+    spec = BootstrapSpec(n_resamples=3000, seed=1)
+    m = evaluate_predictions(pred, y, a, 2, 2, train)
+    ci = metric_intervals(pred, y, a, 2, train, spec)
+    for key in ("worst_group_acc", "average_acc", "class_balanced_acc", "accuracy"):
+        assert ci[key][0] < m[key] < ci[key][1], key
+    # the class-balanced weights n_g / n_class(g) reproduce the figure from group means
+    observed, _, counts = resampled_group_means((pred == y).astype(float), group_ids(y, a, 2), spec)
+    w = counts / np.array([340, 340, 260, 260])
+    assert aggregate(observed, counts, "weighted", w)[0] == pytest.approx(m["class_balanced_acc"])
+    assert metric_intervals(y, y, a, 2, train, spec) == {
+        k: [1.0, 1.0] for k in ("worst_group_acc", "average_acc", "class_balanced_acc", "accuracy")
+    }

@@ -105,6 +105,7 @@ def test_generate_filter_retrain(tmp_path, runner):
     assert 0.0 < metrics["info"]["projector_r2_train"] <= 1.0  # ridge fit on the training images
     assert (tmp_path / "retrain" / "figures" / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / "retrain" / "checkpoints" / "tldr_head.safetensors").is_file()
+    check_outputs(tmp_path / "retrain", runner, tmp_path)
     _head_steps_are_logged(tmp_path / "retrain", metrics)
 
 
@@ -213,3 +214,63 @@ def test_feature_cache_is_keyed_by_classifier_content(tmp_path, monkeypatch):
     # --no-cache recomputes
     assert not torch.allclose(classifier_features(a, data, cfg, runtime, False), fa)
     assert len(list((tmp_path / "features").glob("tldr-phi-test-*.safetensors"))) == 2
+
+
+def check_outputs(run, runner, tmp_path):
+    """Per-image rows, intervals and counts in metrics.json, the saved TLDR and DFR heads
+    re-scoring to the same figures, and `tldr compare` of ERM vs TLDR vs DFR."""
+    from labshared.errors import ConfigError
+    from labshared.items import read_items
+    from tldr_cli.heads import load_head, scores
+    from tldr_cli.metrics import evaluate_predictions
+    from tldr_cli.rescore import run_features
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_images"] == {"train": 200, "val": 80, "test": 80}
+    assert metrics["bootstrap"]["seed"] == 0 and metrics["bootstrap"]["n_resamples"] == 10_000
+    rows = read_items(run, "predictions").to_pandas()
+    assert metrics["items"] == "items/predictions.parquet"
+    assert rows.groupby("method").size().to_dict() == {"DFR": 80, "ERM": 80, "TLDR": 80}
+    for method, m in metrics["test"].items():
+        assert m["n"] == 80
+        mine = rows[rows.method == method]
+        assert mine["correct"].mean() == pytest.approx(m["accuracy"])
+        assert ((mine.prediction == mine.label) == (mine.correct == 1)).all()
+        assert mine.score.between(0.0, 1.0).all() and mine.file.isna().all()  # toy: in memory
+        for key in ("worst_group_acc", "average_acc", "class_balanced_acc", "accuracy"):
+            low, high = m["intervals"][key]
+            assert low <= m[key] <= high
+    # the saved heads, loaded back onto the classifier's features, give the same numbers
+    test = rows[rows.method == "ERM"]
+    feats = run_features(run)
+    train_counts = np.array([g["train_n"] for g in metrics["test"]["ERM"]["groups"]])
+    for method in ("TLDR", "DFR"):
+        pred, score = scores(load_head(run, method), feats)
+        mine = rows[rows.method == method]
+        assert (pred == mine.prediction.to_numpy()).all()
+        assert np.allclose(score, mine.score.to_numpy())
+        again = evaluate_predictions(pred, test.label.to_numpy(), test.spurious.to_numpy(), 2, 2,
+                                     train_counts)  # fmt: skip
+        for key in ("worst_group_acc", "average_acc", "class_balanced_acc", "accuracy"):
+            assert again[key] == metrics["test"][method][key]
+    with pytest.raises(ConfigError, match="dfr_head.safetensors: does not exist"):
+        load_head(tmp_path / "gen", "DFR")
+
+    out = invoke(runner, ["compare", str(run), "--resamples", "2000", "--json"]).stdout
+    cmp = json.loads(out)
+    assert cmp["entries"] == ["ERM", "TLDR", "DFR"] and cmp["n_items"] == 80
+    wg = cmp["metrics"]["worst-group (%)"]
+    assert wg["values"]["TLDR"]["value"] == pytest.approx(
+        100 * metrics["test"]["TLDR"]["worst_group_acc"]
+    )
+    diff = wg["differences"]["DFR"]
+    assert diff["diff"] == pytest.approx(
+        100
+        * (metrics["test"]["DFR"]["worst_group_acc"] - metrics["test"]["ERM"]["worst_group_acc"])
+    )
+    assert diff["test"] == "paired bootstrap"
+    assert cmp["metrics"]["plain accuracy (%)"]["differences"]["TLDR"]["test"] == "exact McNemar"
+    table = invoke(runner, ["compare", f"{run}:ERM", f"{run}:TLDR", "--resamples", "500"]).stdout
+    assert "retrain:TLDR" in table and "80 paired items" in table
+    bad = runner.invoke(app, ["compare", f"{run}:XYZ", str(run)])
+    assert bad.exit_code == 1 and "no method 'XYZ'" in bad.output

@@ -34,6 +34,7 @@ from labshared.config import resolve, unknown_name
 from labshared.console import log, make_progress
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, write_metrics
+from labshared.stats import BootstrapSpec, interval
 from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
 from robattr_cli.figures import save_attack_figure
 from robattr_cli.manipulation import (
@@ -235,6 +236,16 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
         ),
         **{k_: float(torch.cat(v).mean()) for k_, v in per_image.items() if k_ not in _SIM_KEYS},
     }
+    # 95 % bootstrap interval over the attacked images of each averaged figure (per image
+    # rows: `robattr eval --attacked` on this run writes them, with every other measure)
+    spec = BootstrapSpec(seed=runtime.seed)
+    values = {(f"similarity_to_clean/{k_}" if k_ in _SIM_KEYS else k_): torch.cat(v).double()
+              for k_, v in per_image.items()}  # fmt: skip
+    metrics["intervals"] = {
+        k_: interval(v.numpy(), spec=spec).as_list()
+        for k_, v in values.items() if torch.isfinite(v).all()
+    }  # fmt: skip
+    metrics["bootstrap"] = spec.record("image")
     write_metrics(run_dir, metrics)
     save_attack_figure(
         run_dir / "figures" / "attack.png",

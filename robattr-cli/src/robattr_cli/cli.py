@@ -7,6 +7,8 @@ and hands the run to its workflow. The command bodies import the workflows when 
 torch and the models are heavy imports that `--help` and `--version` do not need.
 """
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -515,6 +517,34 @@ def evaluate(
     )  # fmt: skip
     metrics = run_eval(cfg, started.runtime, started.dir)
     typer.echo(format_table({"run_dir": str(started.dir), **metrics}))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="`robattr eval` run folders (two or more).")],
+    name: Annotated[
+        list[str] | None, typer.Option(help="Label of each run, in order (repeat).")
+    ] = None,
+    intersect: Annotated[
+        bool, typer.Option(help="Compare on the images every run scored, if they differ.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare `robattr eval` runs image by image: every shared measure with its 95 %
+    interval, and each run's paired difference to the first with its interval and p-value."""
+    from labshared.compare import format_comparison
+    from labshared.stats import BootstrapSpec
+    from robattr_cli.compare import compare_runs
+
+    spec = BootstrapSpec(n_resamples=resamples, seed=seed)
+    result, heads = compare_runs(runs, name, spec, intersect)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(format_comparison(result, heads, markdown=markdown))
 
 
 def main() -> None:

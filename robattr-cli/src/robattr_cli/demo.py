@@ -15,7 +15,7 @@ correctly, in an order drawn from the toy seed; the first `n_rps` of them for RP
 the Ghorbani top-k attack (`n_iter` sign steps, k = 77 of 784 pixels). Similarities are of
 the perturbed map to the clean map: higher is more robust. Per digit and metric we take
 paired differences and report their mean with a percentile-bootstrap 95 % interval over
-digits (`stats.paired_bootstrap`):
+digits (`labshared.stats.paired`, with its p-value):
 
     effect at seed s / s + 1     l2cos - none / l2cos-2 - none-2
     pooled effect                (l2cos + l2cos-2)/2 - (none + none-2)/2
@@ -53,16 +53,18 @@ import numpy as np
 import torch
 import typer
 
+from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import log, render_table
 from labshared.errors import ConfigError
 from labshared.launch import start_run
 from labshared.runs import atomic_write_json, atomic_write_text
+from labshared.stats import BootstrapSpec, Interval, paired
 from robattr_cli import __version__
 from robattr_cli.attributions import heatmap
 from robattr_cli.config import resolve_config
+from robattr_cli.figures import save_pair_figure
 from robattr_cli.manipulation import rps_similarity, topk_attack
 from robattr_cli.metrics import similarity_report
-from robattr_cli.stats import Interval, paired_bootstrap
 from robattr_cli.train import run
 from robattr_cli.victim import load_victim
 
@@ -91,6 +93,8 @@ METRICS = (
     ("topk_spearman", "top-k attack: Spearman"),
 )
 GATE_METRIC = "topk_topk"
+FIGURE = "robattr_none_vs_l2cos.png"
+FIGURE_DIGITS = 4  # digits whose maps the figure shows (the first of the attacked ones)
 TOPK_SLICE = 100  # top-k digits per job (jobs of similar length keep both workers busy)
 
 
@@ -252,15 +256,19 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     scores = _collect(run_dirs, calls, results)
     score_seconds = time.perf_counter() - score_start
 
-    rng = np.random.default_rng([cfg.toy_seed, 2])  # the bootstrap's own stream
+    spec = BootstrapSpec(n_resamples=cfg.n_resamples, seed=cfg.toy_seed)  # labshared.stats
     comparisons: dict[str, dict[str, dict]] = {}
     for name, _, side_b, side_a in COMPARISONS:
         comparisons[name] = {}
         for key, _ in METRICS:
             b = np.mean([scores[m][key] for m in side_b], axis=0)  # (N,) per digit
             a = np.mean([scores[m][key] for m in side_a], axis=0)
-            ci = paired_bootstrap(a, b, n_resamples=cfg.n_resamples, generator=rng)
-            comparisons[name][key] = asdict(ci)
+            res = paired(a, b, spec=spec)
+            comparisons[name][key] = {
+                "mean": res.diff.estimate, "low": res.diff.low, "high": res.diff.high,
+                "n": res.n, "confidence": spec.confidence, "p_value": res.p_value,
+            }  # fmt: skip
+    figure = pair_figure(cfg, run_dirs, chosen, scores, comparisons, out / FIGURE)
     worker_cpu = sum(t["cpu_seconds"] for t in trained) + sum(r["cpu_seconds"] for r in results)
     result = {
         "config": asdict(cfg),
@@ -269,6 +277,10 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         "n_common": int(len(common)),
         "means": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()},
         "comparisons": comparisons,
+        # none vs l2cos (seed s) through the shared paired comparison, RPS and top-k digits
+        "paired": paired_tables(chosen, cfg, scores, spec),
+        "bootstrap": spec.record("digit"),
+        "figure": str(figure),
         "timing": {
             "wall_seconds": time.perf_counter() - start,
             "train_wall_seconds": train_seconds,
@@ -280,6 +292,45 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     atomic_write_json(out / "demo.json", result)
     atomic_write_text(out / "demo_table.md", format_markdown(result) + "\n")
     return result
+
+
+def paired_tables(chosen: list[int], cfg: DemoConfig, scores: dict, spec) -> dict[str, dict]:
+    """`labshared.compare` of none vs l2cos (training seed s) on the RPS digits and on the
+    top-k digits: each measure's mean with its interval, the paired difference, p-value."""
+    out = {}
+    for task, n in (("rps", cfg.n_rps), ("topk", cfg.n_topk)):
+        keys = [k for k, _ in METRICS if k.startswith(task)]
+        entries = [Entry(m, chosen[:n], {k: scores[m][k] for k in keys}) for m in ("none", "l2cos")]
+        out[task] = compare(entries, _headlines(task), spec)
+    return out
+
+
+def _headlines(task: str) -> list[Headline]:
+    return [Headline(label, key, digits=3) for key, label in METRICS if key.startswith(task)]
+
+
+def pair_figure(cfg: DemoConfig, run_dirs: dict[str, str], chosen: list[int], scores: dict,
+                comparisons: dict, path: Path) -> Path:  # fmt: skip
+    """The figure of none vs l2cos (seed s): the first digits' maps before and after the
+    top-k attack under each, and the per-digit paired differences (`figures.save_pair_figure`)."""
+    digits = chosen[:FIGURE_DIGITS]
+    maps, meta, x = {}, None, None
+    for name in ("none", "l2cos"):
+        model, meta, dataset, box = load_victim(run_dirs[name], "last", None, torch.device("cpu"))
+        x = torch.stack([dataset[i][0] for i in digits])
+        y = torch.tensor([dataset[i][1] for i in digits])
+        attacked = topk_attack(model, x, y, box, eps=cfg.eps, n_iter=cfg.n_iter)
+        clean = heatmap(model, x, y).detach()
+        adv = heatmap(model, attacked.x_adv, y).detach()
+        maps[name] = (clean, adv, similarity_report(adv, clean)["topk"])
+    diffs = []
+    for key, label in (("topk_topk", "top-k attack: top-k intersection"), ("rps_pcc", "RPS: PCC")):
+        c = comparisons["effect_seed1"][key]
+        values = np.asarray(scores["l2cos"][key]) - np.asarray(scores["none"][key])
+        diffs.append((label, values, Interval(c["mean"], c["low"], c["high"])))
+    title = (f"none vs l2cos on the same MNIST-5k digits (toy seed {cfg.toy_seed}, training "
+             f"seed {cfg.seed}, eps {cfg.eps:g}/255)")  # fmt: skip
+    return save_pair_figure(path, x, maps, diffs, meta, title=title)
 
 
 def _model_rank(job: dict) -> int:
@@ -305,6 +356,10 @@ def gate_passes(result: dict[str, Any], min_accuracy: float = 0.96) -> bool:
     return accurate and all(comparisons[c][GATE_METRIC]["low"] > 0 for c in GATE_COMPARISONS)
 
 
+def _fmt(c: dict) -> str:
+    return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """Settings, accuracies, a table of means and a table of paired differences."""
     cfg, acc, means = result["config"], result["accuracy"], result["means"]
@@ -316,8 +371,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     ]
     comparisons = result["comparisons"]
     diff_rows = [
-        [label, *(Interval(**comparisons[c][key]).format() for c, *_ in COMPARISONS)]
-        for key, label in METRICS
+        [label, *(_fmt(comparisons[c][key]) for c, *_ in COMPARISONS)] for key, label in METRICS
     ]
     lines = [
         f"MNIST-5k toy seed {cfg['toy_seed']}, training seeds s = {cfg['seed']} (none, l2cos) "
@@ -335,6 +389,16 @@ def format_markdown(result: dict[str, Any]) -> str:
         "",
         render_table(["metric", *(c[1] for c in COMPARISONS)], diff_rows, markdown=True),
     ]
+    for task, what in (("rps", "RPS"), ("topk", "top-k attack")):
+        if "paired" in result:
+            lines += [
+                "",
+                f"none vs l2cos (training seed s), {what}, paired per digit:",
+                "",
+                format_comparison(result["paired"][task], _headlines(task), markdown=True),
+            ]
+    if "figure" in result:
+        lines += ["", f"figure: {result['figure']}"]
     t = result["timing"]
     lines += [
         "",

@@ -29,13 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from labshared.config import resolve, unknown_name
 from labshared.console import log, make_progress, render_table
 from labshared.errors import ConfigError
+from labshared.items import write_items
 from labshared.runs import read_safetensors, write_metrics
+from labshared.stats import BootstrapSpec, interval
 from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
 from robattr_cli.figures import save_attack_figure
 from robattr_cli.manipulation import frame_target, rps_similarity
@@ -54,6 +57,8 @@ from robattr_cli.victim import (
 
 #: `robattr eval` has no presets: the dataclass defaults are the official evaluation's.
 DEFAULTS = "official"
+#: the per-image table of every eval run: items/images.parquet
+ITEMS = "images"
 
 
 @dataclass(frozen=True)
@@ -208,9 +213,11 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
         method, cfg.ig_steps, cfg.ig_rule, cfg.sg_samples, cfg.sg_noise, generator
     )
 
-    # "correct" is decided here, once, in fp32; the sample's filter and pred read it
+    # "correct" is decided here, once, in fp32; the sample's filter, pred and the per-image
+    # clean accuracy (its bootstrap interval) all read it
     predictions = split_predictions(model, dataset, cfg.batch_size, device)
-    accuracy = float((predictions == split_labels(dataset, cfg.batch_size)).float().mean())
+    correct = (predictions == split_labels(dataset, cfg.batch_size)).float()
+    accuracy = float(correct.mean())
     log(f"clean accuracy {accuracy:.4f} on {len(dataset)} test images")
     hw = tuple(dataset[0][0].shape[-2:])
     k = cfg.k or default_topk(torch.zeros(1, *hw))
@@ -232,6 +239,7 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
                     per.setdefault(group, {}).setdefault(key, []).append(value.detach().cpu())
             for key, value in parts.items():
                 figure.setdefault(key, []).append(value.detach().cpu())
+            figure.setdefault("index", []).append(batch["index"].cpu())
             progress.advance(task, len(batch["y"]))
     if not figure:
         raise ConfigError(
@@ -252,9 +260,56 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
         **summarise(cfg, per, attack_meta),
     }
     tensors = {key: torch.cat(v) for key, v in figure.items()}
+    values = per_image_values(per)
+    spec = BootstrapSpec(seed=runtime.seed)
+    metrics["intervals"] = {"clean_accuracy": interval(correct.numpy(), spec=spec).as_list()}
+    metrics["intervals"] |= {  # a measure undefined on some image (NaN) gets none
+        k: interval(v, spec=spec).as_list() for k, v in values.items() if np.isfinite(v).all()
+    }
+    metrics["bootstrap"] = spec.record("image")
+    items = write_image_items(run_dir, tensors["index"], tensors["y"], values)
+    metrics["items"] = str(items.relative_to(run_dir))
     save_attack_figure(run_dir / "figures" / "eval.png", tensors, meta, title=f"eval, {method}")
     write_metrics(run_dir, metrics)
     return metrics
+
+
+def _metric_name(group: str, key: str) -> str:
+    """The metrics.json path of a per-image measure (`summarise`'s layout)."""
+    if group == "sample":
+        return "sample_clean_accuracy"
+    if group in ("insertion", "adv_insertion"):
+        return f"{group}/aopc"
+    prefix = {"attack": "attack/similarity_to_clean", "attack_extra": "attack",
+              "attack_to_target": "attack/similarity_to_target"}.get(group, group)  # fmt: skip
+    return f"{prefix}/{key}"
+
+
+def per_image_values(per: dict[str, dict[str, list[torch.Tensor]]]) -> dict[str, np.ndarray]:
+    """{metrics.json path: (N,) per-image values} of every averaged measure (insertion
+    curves as each image's AOPC); the mean of each is the figure in metrics.json."""
+    out = {}
+    for group, values in per.items():
+        for key, chunks in values.items():
+            v = torch.cat(chunks).double()
+            out[_metric_name(group, key)] = (aopc(v) if key == "curve" else v).numpy()
+    return out
+
+
+def write_image_items(run_dir: Path, index: torch.Tensor, y: torch.Tensor,
+                      values: dict[str, np.ndarray]) -> Path:  # fmt: skip
+    """`items/images.parquet`, one row per (image, metric): image (its index in the test
+    split), label, metric (the metrics.json path), value."""
+    n = len(y)
+    names = list(values)
+    cols = {
+        "image": np.tile(index.numpy().astype(np.int64), len(names)),
+        "label": np.tile(y.numpy().astype(np.int64), len(names)),
+        "metric": [m for m in names for _ in range(n)],
+        "value": np.concatenate([values[m] for m in names]) if names else np.zeros(0),
+    }
+    return write_items(run_dir, ITEMS, cols, keys=["image", "metric"], metrics=["value"],
+                       meta={"unit": "image", "metrics": names})  # fmt: skip
 
 
 def check_attack_fits(cfg: EvalConfig, attack_meta: dict[str, str], meta: dict) -> None:
@@ -273,19 +328,21 @@ def sample_batches(
     cfg: EvalConfig, attacked: dict[str, torch.Tensor], model, dataset, device: torch.device,
     predictions: torch.Tensor,
 ) -> tuple[Iterator[dict[str, torch.Tensor]], int]:  # fmt: skip
-    """The batches to score ({"x", "y", "pred"}, plus "x_adv" for an attack run's images)
-    and how many images they hold at most. `pred` is this model's fp32 prediction of the
-    split, read at each image's index (an attack run's images carry their test index; this
-    model may be another than the attacked one)."""
+    """The batches to score ({"x", "y", "index", "pred"}, plus "x_adv" for an attack run's
+    images) and how many images they hold at most. `index` is each image's test-split index;
+    `pred` is this model's fp32 prediction of the split, read at that index (an attack run's
+    images carry their test index; this model may be another than the attacked one)."""
     if attacked:
         tensors = {key: attacked[key] for key in ("x", "x_adv", "y")}
         if "index" in attacked:
             tensors["pred"] = predictions[attacked["index"].long()]
+        # the images' test-split indices (attack files from before they were saved: order)
+        tensors["index"] = attacked.get("index", torch.arange(int(attacked["y"].numel())))
         return _batches(tensors, cfg.batch_size, device), int(attacked["y"].numel())
     examples = iter_examples(
         model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only, predictions
     )
-    batches = ({"x": x, "y": y, "pred": pred} for x, y, _, pred in examples)
+    batches = ({"x": x, "y": y, "index": i, "pred": pred} for x, y, i, pred in examples)
     return batches, sample_size(dataset, cfg.num_examples)
 
 
@@ -361,18 +418,24 @@ def _batches(tensors: dict[str, torch.Tensor], batch_size: int, device: torch.de
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """The scalar metrics as a two-column table (nested keys joined by '/'; curves and
-    checkpoint paths left out)."""
-    rows: list[tuple[str, str]] = []
+    """The scalar metrics as a table (nested keys joined by '/'; curves, checkpoint paths
+    and the bootstrap record left out), each averaged figure with its 95 % interval."""
+    rows: list[tuple[str, str, str]] = []
+    intervals = metrics.get("intervals", {})
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for key, sub in value.items():
                 walk(f"{prefix}/{key}" if prefix else key, sub)
         elif isinstance(value, float):
-            rows.append((prefix, f"{value:.4f}"))
+            ci = intervals.get(prefix)
+            rows.append((prefix, f"{value:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
         elif isinstance(value, int | str) and not prefix.endswith("checkpoint"):
-            rows.append((prefix, str(value)))
+            rows.append((prefix, str(value), ""))
 
-    walk("", {k: v for k, v in metrics.items() if k != "curve"})
-    return render_table(("metric", "value"), rows, align="ll")
+    skip = ("curve", "intervals", "bootstrap")
+    walk("", {k: v for k, v in metrics.items() if k not in skip})
+    b = metrics.get("bootstrap")
+    title = (f"95 % interval: {b['n_resamples']} bootstrap resamples of the images, seed "
+             f"{b['seed']}") if b else None  # fmt: skip
+    return render_table(("metric", "value", "95 % interval"), rows, align="llr", title=title)

@@ -77,3 +77,75 @@ def save_attack_figure(
     out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
     return out
+
+
+def save_pair_figure(
+    path: str | Path,
+    images: torch.Tensor,
+    maps: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    diffs: Sequence[tuple[str, Any, Any]],
+    meta: Mapping[str, Any],
+    *,
+    title: str = "",
+) -> Path:
+    """Two models on the same digits: each digit's clean and top-k-attacked maps under
+    both (left), and the per-digit distribution of each paired difference (right).
+
+    Args:
+        images: (n, C, H, W) normalised clean digits (the rows).
+        maps: model -> (clean maps (n, H, W), attacked maps (n, H, W), top-k intersection
+            of the attacked with the clean map (n,)), for two models.
+        diffs: (label, per-digit differences B - A (N,), `labshared.stats.Interval`) per
+            histogram.
+        meta: checkpoint meta with `mean` and `std`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only (see save_attack_figure)
+    import matplotlib.pyplot as plt
+
+    n, models = images.shape[0], list(maps)
+    fig = plt.figure(figsize=(2.0 * (1 + 2 * len(models)) + 4.2, 1.9 * max(n, 2) + 0.6))
+    widths = [1] * (1 + 2 * len(models)) + [2.6]  # digit, maps, then the histograms
+    grid = fig.add_gridspec(n, len(widths), width_ratios=widths)
+    pixels = to_pixels(images.float(), meta["mean"], meta["std"])
+    for row in range(n):
+        ax = fig.add_subplot(grid[row, 0])
+        ax.imshow(pixels[row].squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        _bare(ax, "digit" if row == 0 else "")
+        for m, model in enumerate(models):
+            clean, adv, kept = maps[model]
+            for c, (data, label) in enumerate(((clean, "clean map"), (adv, "after top-k attack"))):
+                ax = fig.add_subplot(grid[row, 1 + 2 * m + c])
+                img = data[row].float().numpy()
+                ax.imshow(img, cmap="hot", vmin=0, vmax=max(float(img.max()), 1e-12))
+                _bare(ax, f"{model}: {label}" if row == 0 else "")
+                if c == 1:
+                    ax.set_xlabel(f"top-k kept {float(kept[row]):.2f}", fontsize=7)
+    half = max(n // len(diffs), 1)
+    for d, (label, values, ci) in enumerate(diffs):
+        stop = n if d == len(diffs) - 1 else (d + 1) * half
+        ax = fig.add_subplot(grid[d * half : stop, -1])
+        ax.hist(values, bins=30, color="tab:blue", alpha=0.75)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.axvspan(ci.low, ci.high, color="tab:orange", alpha=0.35,
+                   label=f"mean {ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]")  # fmt: skip
+        ax.set_title(f"{label}\nper digit, {models[1]} - {models[0]} (n = {len(values)})",
+                     fontsize=8)  # fmt: skip
+        ax.set_xlabel("paired difference (0: no change)", fontsize=7)
+        ax.set_ylabel("digits", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return out
+
+
+def _bare(ax, title: str) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)

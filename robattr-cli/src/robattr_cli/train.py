@@ -133,6 +133,7 @@ def run(
             ) from None
     elif init_from is not None:
         load_init_weights(init_from, parts.model)
+    n_images = {"train": len(train_set), "val": len(val_set)}  # recorded in metrics.json
     log(
         f"train {cfg.model} ({cfg.activation}) on {cfg.dataset}: {len(train_set)} train / "
         f"{len(val_set)} val images, regularizer {cfg.regularizer}, "
@@ -141,8 +142,8 @@ def run(
     started = time.perf_counter()
     if cfg.max_steps is not None and state.step >= cfg.max_steps:
         log(f"--max-steps {cfg.max_steps} already reached: nothing left to train")
-        return write_summary(run_dir, cfg, state.progress, runtime, started, "stopped")
-    write_summary(run_dir, cfg, state.progress, runtime, started, "running")
+        return write_summary(run_dir, cfg, state.progress, runtime, started, n_images, "stopped")
+    write_summary(run_dir, cfg, state.progress, runtime, started, n_images, "running")
     per_epoch = steps_per_epoch(len(train_set), cfg, runtime)
     total = cfg.epochs * per_epoch
     if cfg.max_steps is not None:
@@ -154,12 +155,12 @@ def run(
         StepProgress(total, state.step, label=label) as bar,
     ):  # fmt: skip
         loop = Loop(cfg, runtime, run_dir, parts, state, logger, bar, interrupt, started,
-                    per_epoch=per_epoch)  # fmt: skip
+                    per_epoch=per_epoch, n_images=n_images)  # fmt: skip
         try:
             status = loop.epochs(train_set, val_set)
         except StopTraining:
             status = "stopped"
-        summary = write_summary(run_dir, cfg, state.progress, runtime, started, status)
+        summary = write_summary(run_dir, cfg, state.progress, runtime, started, n_images, status)
         logger.log_final(
             {k: summary[k] for k in ("best_val_acc", "final_val_acc") if summary[k] is not None},
             state.step,
@@ -183,6 +184,7 @@ class Loop:
     interrupt: Interrupt
     started: float
     per_epoch: int = 1
+    n_images: dict[str, int] = field(default_factory=dict)  # train / val counts (metrics.json)
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     status: str = ""
     saved_at: int = -1
@@ -210,7 +212,9 @@ class Loop:
                 self.save(name="best")
             self.save()
             log(format_record(record, cfg.epochs))
-            write_summary(self.run_dir, cfg, progress, self.runtime, self.started, "running")
+            write_summary(
+                self.run_dir, cfg, progress, self.runtime, self.started, self.n_images, "running"
+            )
             self.stop_if_interrupted()
         return "finished"
 
@@ -402,10 +406,11 @@ def write_summary(
     progress: dict[str, Any],
     runtime: Runtime,
     started: float,
+    n_images: dict[str, int],
     status: str,
 ) -> dict:
-    """metrics.json: status and step (what `--resume` reads), best/final validation
-    accuracy, per-epoch history."""
+    """metrics.json: status and step (what `--resume` reads), the train / val image counts,
+    best/final validation accuracy, per-epoch history."""
     history = progress["history"]
     last = history[-1] if history else {}
     summary = {
@@ -417,6 +422,7 @@ def write_summary(
         "best_epoch": progress["best_epoch"] or None,
         "final_val_acc": last.get("val_acc"),
         "regularizer": cfg.regularizer,
+        "n_images": n_images,
         "seconds_this_session": time.perf_counter() - started,
         "world_size": runtime.world_size,
         "history": history,

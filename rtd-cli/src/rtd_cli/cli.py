@@ -4,7 +4,8 @@ Every command resolves its config (`labshared.config.resolve`: defaults < preset
 flags passed; each flag is the config field of the same name) and starts its run through
 `labshared.launch.start_run` (checks and inputs first, then the run folder and its one
 config header), then hands the run to its workflow. The commands are declared in
-`cli_train.py` (train, train-phi) and `cli_eval.py` (eval); `check-data` starts no run.
+`cli_train.py` (train, train-phi), `cli_eval.py` (eval) and `compare.py` (compare);
+`check-data` and `compare` start no run.
 """
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from rtd_cli import __version__
 from rtd_cli.cli_common import print_json
 from rtd_cli.cli_eval import eval_cmd
 from rtd_cli.cli_train import train_cmd, train_phi_cmd
+from rtd_cli.compare import compare_cmd
 from rtd_cli.datacheck import check_layout, first_missing_error, format_reports
 
 app = make_app(
@@ -29,6 +31,7 @@ app = make_app(
 app.command("train")(train_cmd)
 app.command("train-phi")(train_phi_cmd)
 app.command("eval")(eval_cmd)
+app.command("compare")(compare_cmd)
 
 
 @app.command("check-data")

@@ -206,8 +206,15 @@ def eval_cmd(
     log(f"metrics: {started.dir / 'metrics.json'}")
 
 
-def _cells(metrics: dict[str, float], cols: list[str]) -> list[str]:
-    return [f"{metrics[c]:.2f}" if c in metrics else "-" for c in cols]
+def _cells(metrics: dict[str, float], cols: list[str], ci: dict | None = None) -> list[str]:
+    """'49.60 [46.50, 52.70]': each metric with its 95 % bootstrap interval when known."""
+    ci = ci or {}
+    return [
+        "-" if c not in metrics
+        else f"{metrics[c]:.2f} [{ci[c][0]:.2f}, {ci[c][1]:.2f}]" if c in ci
+        else f"{metrics[c]:.2f}"
+        for c in cols
+    ]  # fmt: skip
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -224,15 +231,28 @@ def format_table(result: dict[str, Any]) -> str:
             f"server files:\n{files}"
         )
     cols = list(dict.fromkeys(k for _, m in rows for k in m))
+    ci = result.get("intervals", {})
+    part_ci = {**ci.get("parts", {}), "average": ci.get("summary", {})}
+    if len(rows) == 1:
+        part_ci[rows[0][0]] = ci.get("summary", part_ci.get(rows[0][0], {}))
     title = f"{result['dataset']} {result['split']} | base {result['base']} | prompt " + repr(
         result["prompt"]
     )
-    tables = [render_table(["part", *cols], [[n, *_cells(m, cols)] for n, m in rows], title=title)]
+    if ci:
+        b = result["bootstrap"]
+        title += f" | [95 % interval: {b['n_resamples']} bootstrap resamples of the queries]"
+    counts = result.get("part_queries", {})
+    body = [
+        [n, *_cells(m, cols, part_ci.get(n)), counts.get(n, sum(counts.values()))] for n, m in rows
+    ]
+    tables = [render_table(["part", *cols, "queries"], body, title=title)]
     if result.get("by_attribute"):
         counts = result.get("attribute_queries", {})
+        attr_ci = ci.get("by_attribute", {})
         tables.append(render_table(
             ["by changed attribute", *cols, "queries"],
-            [[a, *_cells(m, cols), counts.get(a, "-")] for a, m in result["by_attribute"].items()],
+            [[a, *_cells(m, cols, attr_ci.get(a)), counts.get(a, "-")]
+             for a, m in result["by_attribute"].items()],
         ))  # fmt: skip
     if result.get("semantic_aspects"):
         counts = result.get("semantic_aspect_queries", {})

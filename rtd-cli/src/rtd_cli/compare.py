@@ -1,13 +1,18 @@
-"""Before/after tables and chart of `rtd eval` runs (the rtd demo's last step).
+"""`rtd compare`: two or more `rtd eval` runs, paired query by query, plus the toy's
+per-attribute table and a bar chart (the rtd demo's last step).
 
-    python -m rtd_cli.compare runs/demo-rtd/eval-base runs/demo-rtd/eval-rtd \
-        --names "LinCIR (toy phi)" "+ RTD" --chart runs/demo-rtd/rtd_toy_r1.png
+    rtd compare runs/demo-rtd/eval-base runs/demo-rtd/eval-rtd \
+        --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/demo-rtd/rtd_toy_r1.png
 
-Reads each run folder's metrics.json (written by `rtd eval`) and prints, in Markdown:
+Reads each run folder's metrics.json and items/queries.parquet (written by `rtd eval`)
+and prints:
 
-- one row per run with the benchmark summary metrics, plus a row of differences
-  (last - first);
-- for the toy world, the same metrics for the queries that change each attribute (digit,
+- the paired table (`labshared.compare`): for each summary metric, each run's value with
+  its 95 % bootstrap interval over queries, and each later run's difference to the first
+  with its interval and p-value (exact McNemar for a recall of a one-part benchmark, else
+  the paired bootstrap, parts resampled within themselves); the runs must have scored the
+  same queries (`--intersect` restricts them to the common ones);
+- for the toy world, the metrics of the queries that change each attribute (digit,
   colour, background), one block of rows per attribute, so a reader sees where a method
   helps;
 
@@ -17,18 +22,23 @@ queries and per changed attribute, one bar per run.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 
+from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import render_table
 from labshared.errors import ConfigError
+from labshared.items import column, items_meta, read_items
+from labshared.stats import BootstrapSpec
 
 ALL_QUERIES = "all"
+#: the per-query table `rtd eval` writes into every run folder: items/queries.parquet
+ITEMS = "queries"
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -78,12 +88,50 @@ def _rows(label: str, names: Sequence[str], rows: Sequence[dict], cols: Sequence
     return out
 
 
-def compare_table(runs: Sequence[str | Path], names: Sequence[str] | None = None) -> str:
-    """Markdown table: one row per run, columns the union of summary metrics."""
+def run_entry(run_dir: str | Path, label: str) -> Entry:
+    """One `rtd eval` run as a comparison entry: its queries keyed by (part, query id),
+    stratified by part, with each metric's per-query column."""
+    table = read_items(Path(run_dir), ITEMS)
+    parts, ids = column(table, "part"), column(table, "query_id")
+    values = {}
+    for name in items_meta(table)["metrics"]:
+        v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isnan(v).any():
+            values[name] = v
+    if not values:
+        raise ConfigError(f"{run_dir}: no per-query metrics (a test split has no ground truth)")
+    keys = [(str(p), str(q)) for p, q in zip(parts, ids, strict=True)]
+    return Entry(label, keys, values, groups=np.asarray(parts, dtype=str))
+
+
+def headlines(runs: Sequence[str | Path]) -> list[Headline]:
+    """The first run's summary metrics, as `rtd eval` aggregates them: the mean over
+    queries for one part, the mean over parts (each resampled within itself) for several."""
+    data = read_metrics(runs[0])
+    how = "group_mean" if len(data.get("parts", {})) > 1 else "mean"
+    return [Headline(m, m, how, scale=100.0) for m in data["summary"]]
+
+
+def paired_comparison(
+    runs: Sequence[str | Path], names: Sequence[str] | None = None, *, seed: int = 0,
+    n_resamples: int = 10_000, intersect: bool = False,
+) -> tuple[dict[str, Any], list[Headline]]:  # fmt: skip
+    """`labshared.compare.compare` of the runs' per-query metrics: each summary metric's
+    value and interval per run, and the paired difference to the first run."""
     names = _names(runs, names)
-    rows = [read_summary(r) for r in runs]
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    return render_table(["model", *cols], _rows("", names, rows, cols), markdown=True)
+    heads = headlines(runs)
+    entries = [run_entry(r, n) for r, n in zip(runs, names, strict=True)]
+    spec = BootstrapSpec(n_resamples=n_resamples, seed=seed)
+    return compare(entries, heads, spec, intersect=intersect), heads
+
+
+def paired_table(
+    runs: Sequence[str | Path], names: Sequence[str] | None = None, markdown: bool = True,
+    **kwargs: Any,
+) -> str:  # fmt: skip
+    """The paired table of `paired_comparison` as text (Markdown by default)."""
+    result, heads = paired_comparison(runs, names, **kwargs)
+    return format_comparison(result, heads, markdown=markdown)
 
 
 def attribute_groups(data: Sequence[dict[str, Any]]) -> list[str]:
@@ -168,28 +216,32 @@ def write_chart(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rtd_cli.compare", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("runs", nargs="+", help="rtd eval run folders (or metrics.json files)")
-    parser.add_argument("--names", nargs="+", help="row labels, one per run")
-    parser.add_argument("--chart", type=Path, help="write a PNG of grouped bars here")
-    parser.add_argument("--metric", default="R@1", help="metric of the chart (default R@1)")
-    parser.add_argument("--title", help="title of the chart")
-    args = parser.parse_args(argv)
-    try:
-        typer.echo(compare_table(args.runs, args.names))
-        by_attribute = attribute_table(args.runs, args.names)
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="`rtd eval` run folders (two or more).")],
+    name: Annotated[
+        list[str] | None, typer.Option(help="Row label of each run, in order (repeat).")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write a PNG of grouped bars here.")] = None,
+    metric: Annotated[str, typer.Option(help="Metric of the chart.")] = "R@1",
+    title: Annotated[str | None, typer.Option(help="Title of the chart.")] = None,
+    intersect: Annotated[
+        bool, typer.Option(help="Compare on the queries every run scored, if they differ.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare `rtd eval` runs query by query: each metric with its 95 % interval, the
+    paired difference to the first run with its interval and p-value, the toy's
+    per-attribute table, and optionally a bar chart."""
+    result, heads = paired_comparison(runs, name, seed=seed, n_resamples=resamples,
+                                      intersect=intersect)  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(format_comparison(result, heads))
+        by_attribute = attribute_table(runs, name)
         if by_attribute:
             typer.echo(f"\nby changed attribute (number of queries):\n{by_attribute}")
-        if args.chart:
-            path = write_chart(args.runs, args.chart, args.names, args.metric, args.title)
-            typer.echo(f"\nchart: {path}")
-    except ConfigError as exc:
-        parser.exit(1, f"error: {exc}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    if chart:
+        typer.echo(f"\nchart: {write_chart(runs, chart, name, metric, title)}")

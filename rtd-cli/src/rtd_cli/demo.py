@@ -8,7 +8,8 @@ in this process (the same argv a user would type; printed before it runs):
     rtd eval --dataset toy        base: phi + the tiny CLIP's own text tower
     rtd train --preset toy        RTD on toy text triplets (text only), phi frozen
     rtd eval --dataset toy        + RTD: the same phi with the trained text tower
-    python -m rtd_cli.compare     overall and per-attribute tables, and a bar chart
+    rtd compare                   paired table (95 % intervals, p-values), per-attribute
+                                  table and a bar chart
 
 The benchmark is the toy world's `test` split (digit instances and background crops never
 seen by the tiny CLIP's fit, by phi or by RTD, which see text only), with the size `rtd
@@ -22,7 +23,6 @@ Run: `python -m rtd_cli.demo [--out runs/demo-rtd] [--toy-seed 0]`.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -34,14 +34,15 @@ import torch
 import typer
 
 from labshared import toy
+from labshared.compare import format_comparison
 from labshared.console import log, render_table
 from labshared.data.text_triplets import load_text_triplets
 from labshared.errors import ConfigError
+from labshared.items import read_items
 from labshared.launch import read_header
 from labshared.runs import atomic_write_json, atomic_write_text
 from rtd_cli import compare
 from rtd_cli.cli import app
-from rtd_cli.evaluate import PER_QUERY_FILE
 from rtd_cli.model import TINY_BACKBONE, weights_identity
 
 NAMES = ("LinCIR-style phi (toy)", "+ RTD text tower")
@@ -109,7 +110,7 @@ def run_rtd(argv: list[str]) -> None:
 def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
     """R@1 of base and + RTD on the benchmark queries whose text triplet (reference caption,
     modification, target caption) is among RTD's training triplets ("seen") and on the
-    others ("unseen"), from the two evals' `per_query.json`.
+    others ("unseen"), from the two evals' per-query tables (items/queries.parquet).
 
     Both sides come from one caption grammar, so part of the benchmark's text triplets also
     occur, as text, in training (about a quarter at 5,000 triplets); this split shows whether
@@ -132,8 +133,8 @@ def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
     ]
     hits = {}
     for run in ("eval-base", "eval-rtd"):
-        rows = json.loads((out / run / PER_QUERY_FILE).read_text())["queries"]
-        hits[run] = {int(row["query_id"]): row["first_hit"] == 1 for row in rows}
+        rows = read_items(out / run, compare.ITEMS).to_pylist()
+        hits[run] = {int(row["query_id"]): row["first_rank"] == 1 for row in rows}
     split = {}
     for name, flag in (("seen", True), ("unseen", False)):
         ids = [i for i, s in enumerate(seen) if s == flag]
@@ -166,7 +167,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         torch.set_num_threads(threads)
     runs = [out / "eval-base", out / "eval-rtd"]
     base, rtd = (compare.read_metrics(r) for r in runs)
-    table = compare.compare_table(runs, NAMES)
+    paired, heads = compare.paired_comparison(runs, NAMES, seed=cfg.toy_seed)
+    table = format_comparison(paired, heads, markdown=True)
     by_attribute = compare.attribute_table(runs, NAMES)
     chart = compare.write_chart(
         runs, out / CHART, NAMES, "R@1",
@@ -187,12 +189,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         "base": {"summary": base["summary"], "by_attribute": base.get("by_attribute", {})},
         "rtd": {"summary": rtd["summary"], "by_attribute": rtd.get("by_attribute", {})},
         "gain_r1": rtd["summary"]["R@1"] - base["summary"]["R@1"],
+        # the paired comparison: each metric's difference, 95 % interval and p-value
+        "paired": paired["metrics"],
+        "bootstrap": paired["bootstrap"],
         "gain_r1_by_attribute": gains,
         "seen_triplets": seen_triplet_split(out),
         "steps": steps,
         "wall_s": round(sum(s["wall_s"] for s in steps.values()), 1),
         "cpu_s": round(sum(s["cpu_s"] for s in steps.values()), 1),
-        "commands": [f"rtd {shlex.join(argv)}" for _, argv in demo_commands(cfg, out)],
+        "commands": [f"rtd {shlex.join(argv)}" for _, argv in demo_commands(cfg, out)]
+        + [
+            f"rtd compare {shlex.join(map(str, runs))} --name '{NAMES[0]}' --name '{NAMES[1]}' "
+            f"--seed {cfg.toy_seed} --chart {out / CHART}"
+        ],
         "chart": str(chart),
     }
     atomic_write_json(out / "demo.json", result)

@@ -37,15 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from labshared.console import log, track
 from labshared.data.composed_retrieval import DEFAULT_SPLIT, CIRBenchmark, build_benchmarks
+from labshared.items import write_items
 from labshared.runs import write_metrics
+from labshared.stats import BootstrapSpec, intervals, intervals_dict
 from rtd_cli import metrics as M
 from rtd_cli import submission
 from rtd_cli.aspects import circo_semantic_aspects
+from rtd_cli.compare import ITEMS
 from rtd_cli.eval_config import EvalConfig
 from rtd_cli.features import benchmarks_features
 from rtd_cli.model import (
@@ -60,9 +64,6 @@ from rtd_cli.model import (
 )
 from rtd_cli.scoring import PartResult, evaluate_part
 from rtd_cli.tower_file import load_text_tower
-
-#: toy runs: per query, the rank of its first ground truth (`first_hit`, 0 = not in top 50)
-PER_QUERY_FILE = "per_query.json"
 
 
 # --------------------------------------------------------------------------- predictions
@@ -254,6 +255,8 @@ def run_eval(
         "parts": parts,
         "summary": M.summarize(cfg.dataset, parts),
         "n_queries": {b.name: len(b.queries) for b in prep.benches},
+        # the queries each part's metrics average over (keyed as `parts`)
+        "part_queries": {(b.part or b.name): len(b.queries) for b in prep.benches},
         "n_gallery": {b.name: len(b.gallery) for b in prep.benches},
         "submission_files": write_submissions(run_dir, cfg.base, prep.benches, results),
     }
@@ -261,9 +264,11 @@ def run_eval(
         out["toy_seed"] = cfg.toy_seed
     out.update(semantic_aspect_metrics(results))
     out.update(attribute_metrics(results))
-    if out.get("by_attribute"):  # per query, for paired comparisons of two runs
-        write_metrics(run_dir, {"top_k": 50, "queries": per_query(prep, results)},
-                      name=PER_QUERY_FILE)  # fmt: skip
+    spec = BootstrapSpec(seed=runtime.seed)
+    if any(r.per_query for r in results):
+        out["intervals"] = metric_intervals(prep, results, spec)
+        out["bootstrap"] = spec.record("query")
+    out["items"] = str(write_query_items(run_dir, prep, results).relative_to(run_dir))
     write_metrics(run_dir, out)
     return out
 
@@ -301,13 +306,75 @@ def attribute_metrics(results: list[PartResult]) -> dict[str, Any]:
     return {"by_attribute": by_attribute, "attribute_queries": counts}
 
 
-def per_query(prep: Prepared, results: list[PartResult]) -> list[dict[str, Any]]:
-    """Toy: each query's groups and the rank of its first ground truth."""
-    return [
-        {"query_id": q.query_id, "groups": list(q.groups), "first_hit": rank}
-        for bench, r in zip(prep.benches, results, strict=True)
-        for q, rank in zip(bench.queries, r.first_hit, strict=True)
-    ]
+def _stack(per_query: dict[str, torch.Tensor], keys: list[str]) -> np.ndarray:
+    return np.stack([per_query[k].numpy() for k in keys], axis=1)  # (Q, M)
+
+
+def metric_intervals(
+    prep: Prepared, results: list[PartResult], spec: BootstrapSpec
+) -> dict[str, Any]:
+    """95 % percentile-bootstrap intervals over queries of every metric: per part, of the
+    summary (the mean over parts, each part resampled within itself) and, on the toy,
+    of each changed attribute's queries. `{"parts": {part: {metric: [low, high]}},
+    "summary": {...}, "by_attribute": {...}}`."""
+    scored = [(b.part or b.name, b, r) for b, r in zip(prep.benches, results, strict=True)
+              if r.per_query]  # fmt: skip
+    out: dict[str, Any] = {"parts": {}}
+    for name, _, r in scored:
+        keys = list(r.per_query)
+        out["parts"][name] = intervals_dict(keys, intervals(_stack(r.per_query, keys), spec=spec))
+    common = [k for k in scored[0][2].per_query if all(k in r.per_query for *_, r in scored)]
+    values = np.concatenate([_stack(r.per_query, common) for *_, r in scored])
+    parts = np.concatenate([np.full(r.n_queries, i) for i, (*_, r) in enumerate(scored)])
+    how = "group_mean" if len(scored) > 1 else "mean"
+    out["summary"] = intervals_dict(
+        common, intervals(values, parts if len(scored) > 1 else None, how, spec=spec)
+    )
+    groups = [q.groups for _, b, _ in scored for q in b.queries]
+    by_attribute = {k: v for *_, r in scored for k, v in r.groups.items()}
+    for attr, metrics in by_attribute.items():
+        rows = np.array([attr in g for g in groups])
+        keys = list(metrics)
+        cols = np.stack([values[rows, common.index(k)] for k in keys], axis=1)
+        out.setdefault("by_attribute", {})[attr] = intervals_dict(keys, intervals(cols, spec=spec))
+    return out
+
+
+def write_query_items(run_dir: Path, prep: Prepared, results: list[PartResult]) -> Path:
+    """`items/queries.parquet`: one row per query of every part, val and test alike:
+    part, query_id, reference, targets, first_rank (1-based rank of its first ground truth
+    in the top 50; 0 when none is there; null on a test split), top_ids (the 50 gallery
+    names ranked first), groups (the toy's changed attributes) and, where ground truth
+    exists, one column per metric holding the query's contribution (0 / 100 for a recall,
+    AP@K x 100 for CIRCO's mAP@K)."""
+    metric_keys = list(dict.fromkeys(k for r in results for k in r.per_query))
+    cols: dict[str, list] = {
+        c: []
+        for c in (
+            "part",
+            "query_id",
+            "reference",
+            "targets",
+            "first_rank",
+            "top_ids",
+            "groups",
+            *metric_keys,
+        )
+    }
+    for bench, r in zip(prep.benches, results, strict=True):
+        cols["part"] += [bench.part or bench.name] * r.n_queries
+        cols["query_id"] += [q.query_id for q in bench.queries]
+        cols["reference"] += [q.reference for q in bench.queries]
+        cols["targets"] += [list(q.targets) for q in bench.queries]
+        cols["groups"] += [list(q.groups) for q in bench.queries]
+        cols["first_rank"] += r.first_rank
+        cols["top_ids"] += r.top_names
+        for k in metric_keys:
+            v = r.per_query.get(k)
+            cols[k] += v.tolist() if v is not None else [None] * r.n_queries
+    meta = {"unit": "query", "top_k": 50, "dataset": prep.cfg.dataset, "split": prep.split}
+    return write_items(run_dir, ITEMS, cols, keys=["part", "query_id"], metrics=metric_keys,
+                       meta=meta)  # fmt: skip
 
 
 def make_validator(

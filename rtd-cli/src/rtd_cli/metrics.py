@@ -225,3 +225,45 @@ def summarize(dataset: str, per_part: Mapping[str, Mapping[str, float]]) -> dict
         return {}
     keys = [k for k in next(iter(per_part.values())) if all(k in p for p in per_part.values())]
     return {k: sum(p[k] for p in per_part.values()) / len(per_part) for k in keys}
+
+
+def per_query_metrics(
+    dataset: str,
+    ranked: torch.Tensor | None,
+    gts: torch.Tensor | None,
+    subset_rank: torch.Tensor | None = None,
+    target_rank: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Each query's contribution to each headline metric, (Q,) float64 per metric, whose
+    mean over the queries is the metric of the protocol functions above: 0 or 100 for a
+    recall (the query's target within the first K or not), AP@K x 100 for CIRCO's mAP@K.
+    The per-query rows of `rtd eval` (items/queries.parquet) and the bootstrap intervals and
+    paired comparisons are computed from these.
+
+    Args:
+        ranked, gts: as `toy_metrics` (None for GeneCIS).
+        subset_rank: CIRR's 0-based rank of the target in its subset (or None).
+        target_rank: GeneCIS' 0-based rank of the target in the query's own gallery.
+    """
+
+    def recall(hits: torch.Tensor, ks) -> dict[str, torch.Tensor]:
+        return {f"R@{k}": hits[:, :k].any(dim=1).double() * 100 for k in ks}
+
+    if dataset == "genecis":
+        return {f"R@{k}": (target_rank < k).double() * 100 for k in (1, 2, 3)}
+    if dataset == "fashioniq":
+        return recall(hits_matrix(ranked, gts[:, :1]), (10, 50))
+    if dataset == "cirr":
+        out = recall(hits_matrix(ranked, gts[:, :1]), (1, 5, 10, 50))
+        if subset_rank is not None:
+            out.update({f"Rs@{k}": (subset_rank < k).double() * 100 for k in (1, 2, 3)})
+            out["Avg"] = (out["R@5"] + out["Rs@1"]) / 2
+        return out
+    hits, n_gt = hits_matrix(ranked, gts), (gts != PAD).sum(dim=1)
+    ap = {f"mAP@{k}": average_precision_at_k(hits, n_gt, k).double() * 100 for k in (5, 10)}
+    if dataset == "circo":
+        out = {f"mAP@{k}": average_precision_at_k(hits, n_gt, k).double() * 100
+               for k in (5, 10, 25, 50)}  # fmt: skip
+        out.update(recall(hits_matrix(ranked, gts[:, :1]), (5, 10, 25, 50)))
+        return out
+    return {**recall(hits, (1, 5, 10)), **ap}

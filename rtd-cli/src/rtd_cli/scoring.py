@@ -30,8 +30,12 @@ class PartResult:
     # toy: the metrics of the queries of each group (changed attribute), and their counts
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     group_queries: dict[str, int] = field(default_factory=dict)
-    # toy: per query, the 1-based rank of its first ground truth (0: not in the top k)
-    first_hit: list[int] = field(default_factory=list)
+    # per query (every benchmark): the 1-based rank of its first ground truth (0: not in
+    # the top k; None: a test split, no ground truth), its top-k gallery names, and its
+    # contribution to each metric (`metrics.per_query_metrics`: the metric is their mean)
+    first_rank: list[int | None] = field(default_factory=list)
+    top_names: list[list[str]] = field(default_factory=list)
+    per_query: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def evaluate_part(
@@ -56,7 +60,18 @@ def evaluate_part(
         ranks = M.rank_in_candidates(
             scores, torch.zeros(len(queries), dtype=torch.long), cands >= 0
         )
-        return PartResult(M.genecis_metrics(ranks), {}, {}, len(queries))
+        order = scores.masked_fill(cands < 0, float("-inf")).argsort(
+            dim=1, descending=True, stable=True
+        )[:, :top_k]
+        names = [
+            [q.gallery[j] for j in row if j < len(q.gallery)]
+            for q, row in zip(bench.queries, order.tolist(), strict=True)
+        ]
+        per_query = M.per_query_metrics("genecis", None, None, target_rank=ranks)
+        return PartResult(
+            M.genecis_metrics(ranks), {}, {}, len(queries), first_rank=(ranks + 1).tolist(),
+            top_names=names, per_query=per_query,
+        )  # fmt: skip
     gal_idx = torch.tensor([index[n] for n in bench.gallery], dtype=torch.long)
     gallery = gal_all[gal_idx].to(device)  # 123k x 768 fp32 is 0.38 GB: fine on any GPU
     pos = {n: i for i, n in enumerate(bench.gallery)}
@@ -76,11 +91,9 @@ def evaluate_part(
         f"[dim]{bench.name}: ranked {len(queries)} queries against {len(gallery)} images "
         f"in {time.perf_counter() - t0:.2f} s[/dim]"
     )
+    top_names = [[bench.gallery[j] for j in row] for row in top.tolist()]
     if is_test:
-        ranked = {
-            q.query_id: [bench.gallery[j] for j in row]
-            for q, row in zip(bench.queries, top.tolist(), strict=True)
-        }
+        ranked = {q.query_id: names for q, names in zip(bench.queries, top_names, strict=True)}
     subset_rank = None
     if bench.dataset == "cirr" and all(q.subset for q in bench.queries):
         members = [[n for n in q.subset if n != q.reference] for q in bench.queries]
@@ -105,27 +118,34 @@ def evaluate_part(
             )
             subset_rank[missing] = cands.shape[1]  # a target outside its subset is never found
     if is_test:
-        return PartResult({}, ranked, subset_ranked, len(queries))
+        return PartResult({}, ranked, subset_ranked, len(queries),
+                          first_rank=[None] * len(queries), top_names=top_names)  # fmt: skip
     gts = M.pad_targets([[pos[t] for t in q.targets if t in pos] for q in bench.queries])
-    if bench.dataset == "fashioniq":
-        metrics = M.fashioniq_metrics(top, gts[:, 0])
-    elif bench.dataset == "cirr":
-        metrics = M.cirr_metrics(top, gts[:, 0], subset_rank)
-    elif bench.dataset == "circo":
-        metrics = M.circo_metrics(top, gts)
-        if aspects is not None:
-            hits = M.hits_matrix(top, gts)
-            by_aspect, n_aspect = M.semantic_map_at_10(hits, (gts != M.PAD).sum(dim=1), aspects)
-            return PartResult(metrics, ranked, subset_ranked, len(queries), by_aspect, n_aspect)
-    else:
-        metrics = M.toy_metrics(top, gts)
-        if any(q.groups for q in bench.queries):
-            by_group, n_group = M.metrics_by_group(
-                top, gts, [q.groups for q in bench.queries], M.toy_metrics, order=ATTRIBUTES
-            )
-            first = M.first_hit_rank(M.hits_matrix(top, gts)).tolist()
-            return PartResult(
-                metrics, ranked, subset_ranked, len(queries), groups=by_group,
-                group_queries=n_group, first_hit=first,
-            )  # fmt: skip
-    return PartResult(metrics, ranked, subset_ranked, len(queries))
+    result = PartResult(
+        protocol_metrics(bench.dataset, top, gts, subset_rank), ranked, subset_ranked,
+        len(queries), first_rank=M.first_hit_rank(M.hits_matrix(top, gts)).tolist(),
+        top_names=top_names, per_query=M.per_query_metrics(bench.dataset, top, gts, subset_rank),
+    )  # fmt: skip
+    if bench.dataset == "circo" and aspects is not None:
+        hits = M.hits_matrix(top, gts)
+        result.aspects, result.aspect_queries = M.semantic_map_at_10(
+            hits, (gts != M.PAD).sum(dim=1), aspects
+        )
+    elif bench.dataset == "toy" and any(q.groups for q in bench.queries):
+        result.groups, result.group_queries = M.metrics_by_group(
+            top, gts, [q.groups for q in bench.queries], M.toy_metrics, order=ATTRIBUTES
+        )
+    return result
+
+
+def protocol_metrics(
+    dataset: str, top: torch.Tensor, gts: torch.Tensor, subset_rank: torch.Tensor | None
+) -> dict[str, float]:
+    """The benchmark protocol's metrics of one part from its ranking and ground truths."""
+    if dataset == "fashioniq":
+        return M.fashioniq_metrics(top, gts[:, 0])
+    if dataset == "cirr":
+        return M.cirr_metrics(top, gts[:, 0], subset_rank)
+    if dataset == "circo":
+        return M.circo_metrics(top, gts)
+    return M.toy_metrics(top, gts)

@@ -573,14 +573,41 @@ def erm(
     from tldr_cli.erm import run_erm
 
     cfg, run, trackers = _config_and_run(ctx, "erm", resume=resume)
-    m = run_erm(cfg, run.runtime, run.dir, resume=run.resumed, use_cache=not no_cache,
-                init_from=run.init_from, report_to=trackers)  # fmt: skip
-    typer.echo(
-        f"ERM ({cfg.erm_recipe}): worst-group {100 * m['worst_group_acc']:.1f}%  "
-        f"average {100 * m['average_acc']:.1f}%  "
-        f"class-balanced {100 * m['class_balanced_acc']:.1f}%"
-    )
+    _, table = run_erm(cfg, run.runtime, run.dir, resume=run.resumed, use_cache=not no_cache,
+                       init_from=run.init_from, report_to=trackers)  # fmt: skip
+    typer.echo(table)
     typer.echo(str(run.dir / "checkpoints" / "final"))
+
+
+@app.command("compare")
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="`tldr retrain` / `tldr erm` run folders (all their methods), or "
+            "RUN:METHOD (e.g. runs/x:TLDR); two or more methods in all."
+        ),
+    ],
+    intersect: Annotated[
+        bool, typer.Option(help="Compare on the images every run scored, if they differ.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare methods image by image on the same test images: worst-group, average
+    (train-weighted), class-balanced and plain accuracy, each with its 95 % interval, and
+    each method's paired difference to the first with its interval and p-value."""
+    from labshared.compare import format_comparison
+    from labshared.stats import BootstrapSpec
+    from tldr_cli.outputs import compare_runs, headlines
+
+    result = compare_runs(runs, BootstrapSpec(n_resamples=resamples, seed=seed), intersect)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(format_comparison(result, headlines(), markdown=markdown))
 
 
 @app.command("check-data")

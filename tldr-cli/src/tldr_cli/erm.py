@@ -41,6 +41,7 @@ from labshared.device import Runtime, make_grad_scaler
 from labshared.errors import ConfigError
 from labshared.launch import read_header
 from labshared.runs import latest_checkpoint, to_jsonable, write_metrics
+from labshared.stats import BootstrapSpec
 from labshared.threads import pinned_threads
 from labshared.training import (
     Interrupt,
@@ -58,7 +59,6 @@ from tldr_cli.classifier import (
     Classifier,
     build_classifier,
     classifier_transform,
-    head_predictions,
     save_classifier,
 )
 from tldr_cli.config import ErmRecipe, TLDRConfig
@@ -69,7 +69,9 @@ from tldr_cli.features import (
     file_digest,
     load_splits,
 )
-from tldr_cli.metrics import evaluate_predictions, group_counts
+from tldr_cli.heads import scores
+from tldr_cli.outputs import evaluate_methods, write_predictions
+from tldr_cli.report import summary_table
 
 
 def _ignore_sigint(_worker_id: int) -> None:
@@ -306,10 +308,14 @@ def run_erm(
     use_cache: bool,
     init_from: Path | None = None,
     report_to: tuple[str, ...] = (),
-) -> dict:
+) -> tuple[dict, str]:
     """`tldr erm`: train the classifier with the preset's recipe, then report its
-    worst-group / average accuracy on test. The classifier folder is
-    `run_dir/checkpoints/final` (pass the run folder to `--classifier`)."""
+    worst-group / average / class-balanced / plain accuracy on test, with 95 % intervals,
+    and write its per-image predictions. The classifier folder is
+    `run_dir/checkpoints/final` (pass the run folder to `--classifier`).
+
+    Returns:
+        (ERM's metrics, the printed table)."""
     run_dir = Path(run_dir)
     splits = load_splits(cfg, ("train", "test"))
     train, test = splits["train"], splits["test"]
@@ -340,20 +346,16 @@ def run_erm(
             cfg.recipe.preprocess,
         )
         feats = classifier_features(handle, test, cfg, runtime, use_cache)
-        counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
-        metrics = evaluate_predictions(
-            head_predictions(model.fc.to(runtime.device), feats),
-            test.label,
-            test.spurious,
-            test.n_classes,
-            test.n_spurious,
-            counts,
-        )
+        outputs = {"ERM": scores(model.fc.to(runtime.device), feats)}
+        spec = BootstrapSpec(seed=runtime.seed)
+        metrics = evaluate_methods(outputs, test, train, spec)
+        items = write_predictions(run_dir, test, outputs, train)
         steps = cfg.recipe.epochs * steps_per_epoch(len(train), cfg.recipe.batch_size)
-        logger.log_final({"test": {"ERM": metrics}}, step=steps)
-    write_metrics(
-        run_dir,
-        {"test": {"ERM": metrics}, "recipe": cfg.recipe, "classifier": str(final),
-         "status": "finished", "step": steps},
-    )  # fmt: skip
-    return metrics
+        logger.log_final({"test": metrics}, step=steps)
+    write_metrics(run_dir, {
+        "test": metrics, "bootstrap": spec.record("image"),
+        "items": str(items.relative_to(run_dir)),
+        "n_images": {"train": len(train), "test": len(test)},
+        "recipe": cfg.recipe, "classifier": str(final), "status": "finished", "step": steps,
+    })  # fmt: skip
+    return metrics["ERM"], summary_table(metrics, train.class_names, train.spurious_names)

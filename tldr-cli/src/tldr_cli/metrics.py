@@ -88,3 +88,50 @@ def evaluate_predictions(
         "accuracy": float(correct.mean()),
         "groups": rows,
     }
+
+
+def metric_intervals(
+    pred: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    n_spurious: int,
+    train_group_counts: np.ndarray,
+    spec,
+) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals of the four figures of `evaluate_predictions`,
+    over the test images, each group resampled within itself (so the worst group of every
+    resample exists and keeps its size): {metric: [low, high]}.
+
+    One draw of group means serves the three group figures, which are aggregates of them
+    (`labshared.stats.aggregate`): worst-group = min; average = weighted by the training
+    group sizes; class-balanced = weighted by n_g / n_class(g). Plain accuracy resamples
+    the images as one pool (no strata), as `tldr compare` does.
+
+    Args:
+        spec: `labshared.stats.BootstrapSpec` (resamples, confidence, seed).
+    """
+    from labshared.stats import aggregate, resampled_group_means
+
+    pred, y, a = (np.asarray(v, dtype=np.int64).reshape(-1) for v in (pred, y, a))
+    g = group_ids(y, a, n_spurious)
+    correct = (pred == y).astype(np.float64)
+    _, means, counts = resampled_group_means(correct, g, spec)  # (R, G, 1), groups sorted
+    present = np.unique(g)
+    train_w = np.asarray(train_group_counts, dtype=np.float64).reshape(-1)[present]
+    cls = present // n_spurious
+    class_n = np.array([counts[cls == c].sum() for c in cls], dtype=np.float64)
+    samples = {
+        "worst_group_acc": aggregate(means, counts, "worst_group"),
+        "average_acc": aggregate(means, counts, "weighted", train_w)
+        if train_w.sum() > 0
+        else aggregate(means, counts, "mean"),
+        "class_balanced_acc": aggregate(means, counts, "weighted", counts / class_n),
+        # plain accuracy: images resampled as one pool (as `tldr compare` does), not by group
+        "accuracy": resampled_group_means(correct, None, spec)[1][:, 0],
+    }
+    alpha = 1.0 - spec.confidence
+    return {
+        k: [float(np.percentile(v[:, 0], 100 * alpha / 2)),
+            float(np.percentile(v[:, 0], 100 * (1 - alpha / 2)))]
+        for k, v in samples.items()
+    }  # fmt: skip

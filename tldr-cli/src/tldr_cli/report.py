@@ -8,19 +8,28 @@ from typing import Any
 
 from labshared.console import render_table
 
-COLUMNS = (("worst_group_acc", "worst-group"), ("average_acc", "average"),
+COLUMNS = (("worst_group_acc", "worst-group"), ("average_acc", "average (train-weighted)"),
            ("class_balanced_acc", "class-bal."), ("accuracy", "plain acc."))  # fmt: skip
 
 
+def _cell(m: dict[str, Any], key: str) -> str:
+    """'79.5% [75.0, 84.0]': the figure with its 95 % interval when it has one."""
+    ci = m.get("intervals", {}).get(key)
+    text = f"{100 * m[key]:.1f}%"
+    return f"{text} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else text
+
+
 def summary_table(results: dict[str, dict[str, Any]], class_names, spurious_names) -> str:
-    """Methods as rows, metrics (in %) as columns; then one row per group (test and
-    training counts, each method's accuracy)."""
+    """Methods as rows, metrics (in %, with their 95 % bootstrap intervals over test
+    images) as columns; then one row per group (test and training counts, each method's
+    accuracy)."""
+    n = next(iter(results.values())).get("n")
+    title = (f"test accuracy [95 % interval, bootstrap over the {n} test images, each group "
+             "resampled within itself]") if n else None  # fmt: skip
     methods = render_table(
-        ["method", *(title for _, title in COLUMNS)],
-        [
-            [method, *(f"{100 * m[key]:.1f}%" for key, _ in COLUMNS)]
-            for method, m in results.items()
-        ],
+        ["method", *(t for _, t in COLUMNS)],
+        [[method, *(_cell(m, key) for key, _ in COLUMNS)] for method, m in results.items()],
+        title=title,
     )
     rows = []
     for i, g in enumerate(next(iter(results.values()))["groups"]):
@@ -49,23 +58,32 @@ def _pyplot():
 
 
 def bar_chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
-    """Grouped bars of worst-group and average accuracy per method."""
+    """Grouped bars of worst-group and average (train-weighted) accuracy per method, each
+    with its 95 % interval as an error bar; the legend sits above the plot area, clear of
+    every bar."""
     plt = _pyplot()
     methods = list(results)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(methods), 3.2))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(methods), 3.6))
     width = 0.38
     for j, (key, label) in enumerate(
-        (("worst_group_acc", "worst-group"), ("average_acc", "average"))
+        (("worst_group_acc", "worst-group"), ("average_acc", "average (train-weighted)"))
     ):
         xs = [i + (j - 0.5) * width for i in range(len(methods))]
         vals = [100 * results[m][key] for m in methods]
-        bars = ax.bar(xs, vals, width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        cis = [results[m].get("intervals", {}).get(key) for m in methods]
+        err = None
+        if all(cis):
+            err = [[v - 100 * c[0] for v, c in zip(vals, cis, strict=True)],
+                   [100 * c[1] - v for v, c in zip(vals, cis, strict=True)]]  # fmt: skip
+        ax.bar(xs, vals, width, label=label, yerr=err, capsize=3, error_kw={"elinewidth": 0.8})
+        for x, v, top in zip(xs, vals, err[1] if err else [0] * len(vals), strict=True):
+            ax.text(x, v + top + 1.5, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9, pad=22)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

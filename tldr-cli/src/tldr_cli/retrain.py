@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,13 +30,14 @@ from labshared.cache import cached_tensors
 from labshared.console import log
 from labshared.device import Runtime
 from labshared.runs import atomic_save_safetensors, to_jsonable, write_metrics
+from labshared.stats import BootstrapSpec
 from labshared.training import MetricLogger, StepProgress, TrainState
-from tldr_cli.classifier import head_predictions
 from tldr_cli.config import TLDRConfig, needs_projector
-from tldr_cli.dfr import run_dfr
+from tldr_cli.dfr import LinearModel, run_dfr
 from tldr_cli.features import load_splits
+from tldr_cli.heads import StandardisedLinear, save_dfr_head, save_tldr_head, scores
 from tldr_cli.labels import align_wordlists
-from tldr_cli.metrics import evaluate_predictions, group_counts
+from tldr_cli.outputs import evaluate_methods, write_predictions
 from tldr_cli.pipeline import embed_space, prepare
 from tldr_cli.projector import Projector
 from tldr_cli.report import bar_chart, loss_chart, summary_table
@@ -137,19 +137,8 @@ def train_text_head(
     return head.eval(), state.progress["epoch_losses"]
 
 
-def evaluate_all(predictions: dict[str, np.ndarray], test, train) -> dict[str, dict[str, Any]]:
-    """Metrics of every method on the test split, average weighted by training groups."""
-    counts = group_counts(train.label, train.spurious, train.n_classes, train.n_spurious)
-    return {
-        name: evaluate_predictions(
-            pred, test.label, test.spurious, test.n_classes, test.n_spurious, counts
-        )
-        for name, pred in predictions.items()
-    }
-
-
-def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[np.ndarray, dict]:
-    """DFR^Val_Tr on the cached classifier features; returns (test predictions, info)."""
+def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[LinearModel, dict]:
+    """DFR^Val_Tr on the cached classifier features; returns (the fitted model, info)."""
     t0 = time.perf_counter()
     val = ctx.splits["val"]
     model = run_dfr(
@@ -163,7 +152,7 @@ def run_dfr_baseline(ctx, generator: torch.Generator) -> tuple[np.ndarray, dict]
     )
     info = {**model.info, "seconds": round(time.perf_counter() - t0, 2)}
     log(f"DFR: C={model.info['C']} ({info['seconds']} s)")
-    return model.predict(ctx.features["test"].numpy()), info
+    return model, info
 
 
 def method_generator(seed: int) -> torch.Generator:
@@ -200,7 +189,8 @@ def _retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, use_cache: bool, 
         wl = align_wordlists(wl, train.class_names, train.spurious_names, cfg.words, train.dataset)
     ctx = prepare(cfg, runtime, use_cache, with_projector=wl is not None, splits=splits)
     train, test = ctx.splits["train"], ctx.splits["test"]
-    preds = {"ERM": head_predictions(ctx.classifier.model.fc, ctx.features["test"])}
+    # method -> (prediction, score) of every test image
+    preds = {"ERM": scores(ctx.classifier.model.fc, ctx.features["test"])}
     info: dict[str, Any] = {"classifier": ctx.classifier.meta}
     if ctx.projector is not None:
         info["gap_norm"] = float(ctx.gap.norm())
@@ -239,11 +229,8 @@ def _retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, use_cache: bool, 
             normalize=cfg.preprocess_embed == "clip_normalize",
         )
         timings["tldr_train_s"] = round(time.perf_counter() - t0, 2)
-        preds["TLDR"] = head_predictions(head, ctx.features["test"])
-        atomic_save_safetensors(
-            run_dir / "checkpoints" / "tldr_head.safetensors",
-            {"weight": head.weight, "bias": head.bias},
-        )
+        preds["TLDR"] = scores(head, ctx.features["test"])
+        save_tldr_head(run_dir, head)  # reloaded by `heads.load_head(run_dir, "TLDR")`
         atomic_save_safetensors(
             run_dir / "checkpoints" / "projector.safetensors", ctx.projector.state_tensors()
         )
@@ -260,17 +247,25 @@ def _retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, use_cache: bool, 
             "spurious_lists": list(wl.spurious),
         }
     if cfg.method in ("dfr", "both"):
-        preds["DFR"], info["dfr"] = run_dfr_baseline(ctx, method_generator(runtime.seed))
-    results = evaluate_all(preds, test, train)
+        dfr, info["dfr"] = run_dfr_baseline(ctx, method_generator(runtime.seed))
+        save_dfr_head(run_dir, dfr)  # reloaded by `heads.load_head(run_dir, "DFR")`
+        head = StandardisedLinear(dfr.mean, dfr.scale, dfr.coef, dfr.intercept)
+        preds["DFR"] = scores(head, ctx.features["test"])
+    spec = BootstrapSpec(seed=runtime.seed)
+    results = evaluate_methods(preds, test, train, spec)
+    items = write_predictions(run_dir, test, preds, train)
     table = summary_table(results, train.class_names, train.spurious_names)
     chart = bar_chart(results, run_dir / "figures" / "accuracy.png", f"{cfg.name}: test accuracy")
     if "tldr" in info:
         info["tldr"]["loss_figure"] = str(
             loss_chart(info["tldr"]["epoch_losses"], run_dir / "figures" / "tldr_head_loss.png")
         )
-    write_metrics(
-        run_dir, {"test": results, "info": info, "timings": timings, "figure": str(chart)}
-    )
+    write_metrics(run_dir, {
+        "test": results, "bootstrap": spec.record("image"),
+        "items": str(items.relative_to(run_dir)),
+        "n_images": {name: len(split) for name, split in ctx.splits.items()},
+        "info": info, "timings": timings, "figure": str(chart),
+    })  # fmt: skip
     return results, info, table + "\n" + diagnostics(info)
 
 
