@@ -196,7 +196,7 @@ def eval_cmd(
 
     started = start_run(
         "rtd", "eval", cfg, version=__version__, output_dir=output_dir, overwrite=overwrite,
-        device=device, precision=precision, seed=seed, validate=validate,
+        device=device, precision=precision, seed=seed, validate=validate, resumable=False,
     )  # fmt: skip
     result = evaluate.run_eval(cfg, started.dir, started.runtime, benches, use_cache=not no_cache)
     if as_json:

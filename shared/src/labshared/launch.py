@@ -6,12 +6,15 @@ In this order, so that a mistake costs nothing:
    (`--resume` and `--overwrite` exclude each other; `--resume` needs `--output-dir`);
 2. the runtime (`labshared.device.setup_runtime`: device, precision, TF32, seed, torchrun);
 3. on rank 0 only, the run folder: a fresh one is created; a non-empty one is refused
-   unless `--overwrite` (emptied) or `--resume` (its saved config is compared with this
-   one by `labshared.config.check_resume`); then the config header is written. The path,
-   or the error, is broadcast to the other ranks, which raise the same error.
+   unless `--resume` (its saved config is compared with this one by
+   `labshared.config.check_resume`) or `--overwrite` of one of our own run folders
+   (`labshared.run_folder.claim_output_dir`: never a folder of other files, nor one
+   holding other runs); then the config header is written. The path, or the error, is
+   broadcast to the other ranks, which raise the same error.
 
-A command that fails any check before step 3 leaves no folder behind, so the corrected
-rerun with the same `-o` just works.
+The folder rule is also checked, read-only, before step 1: an occupied `--output-dir` is
+refused before the tool's checks read data or weights. A command that fails any check
+before step 3 leaves no folder behind, so the corrected rerun with the same `-o` just works.
 
 The header (`config.json`, secrets scrubbed) is the same for all tools::
 
@@ -36,6 +39,7 @@ from labshared.config import RUNTIME_KNOBS, check_resume
 from labshared.console import log
 from labshared.device import Runtime, setup_runtime
 from labshared.errors import ConfigError, LabError
+from labshared.run_folder import CONFIG_FILE, claim_output_dir
 from labshared.runs import (
     atomic_write_json,
     default_run_dir,
@@ -43,8 +47,6 @@ from labshared.runs import (
     scrub_secrets,
     to_jsonable,
 )
-
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def start_run(
     deterministic: bool = False,
     validate: Callable[[], None] | None = None,
     allowed_on_resume: Iterable[str] = RUNTIME_KNOBS,
+    resumable: bool = True,
 ) -> Run:
     """Validate, set up the runtime, then create (or reopen) the run folder on rank 0.
 
@@ -87,6 +90,7 @@ def start_run(
         validate: the tool's checks that need more than the config's own (files that must
             exist, combinations of flags); raise `ConfigError`.
         allowed_on_resume: fields that may differ from the saved run on `--resume`.
+        resumable: the command has `--resume` (a refusal suggests it only then).
 
     Raises:
         ConfigError: any failed check; no folder is created by a failed fresh start.
@@ -95,6 +99,12 @@ def start_run(
         raise ConfigError("--resume and --overwrite exclude each other")
     if resume and output_dir is None:
         raise ConfigError("--resume needs --output-dir naming the run to continue")
+    # The folder rule first, read-only (cheap, and every rank sees the same folder); rank 0
+    # checks it again below, when it writes.
+    if resume:
+        read_header(output_dir)
+    elif output_dir is not None:
+        claim_output_dir(output_dir, overwrite=overwrite, resumable=resumable)
     if validate is not None:
         validate()
     runtime = setup_runtime(device, precision, seed, deterministic)
@@ -111,7 +121,9 @@ def start_run(
     if runtime.is_main:
         try:
             outcome[0] = str(
-                _open_run_dir(header, output_dir, resume, overwrite, set(allowed_on_resume))
+                _open_run_dir(
+                    header, output_dir, resume, overwrite, set(allowed_on_resume), resumable
+                )
             )
         except LabError as exc:
             outcome[0] = exc
@@ -135,10 +147,10 @@ def _open_run_dir(
     resume: bool,
     overwrite: bool,
     allowed: set[str],
+    resumable: bool = True,
 ) -> Path:
     """Rank 0's part: decide the folder, check a resume, write the header."""
     run_dir = Path(output_dir) if output_dir else default_run_dir(header["tool"], header["command"])
-    occupied = run_dir.is_dir() and any(run_dir.iterdir())
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     if resume:
         saved = read_header(run_dir)
@@ -148,13 +160,8 @@ def _open_run_dir(
         check_resume(_compared(saved), now, str(run_dir), allowed)
         header = {**saved, "runtime": header["runtime"], "git_commit": header["git_commit"]}
         header["resumed_at"] = [*saved.get("resumed_at", []), stamp]
-    elif occupied and not overwrite:
-        raise ConfigError(
-            f"--output-dir {run_dir} is not empty; pass --resume to continue it or "
-            "--overwrite to start again"
-        )
     else:
-        if occupied:
+        if claim_output_dir(run_dir, overwrite=overwrite, resumable=resumable):
             shutil.rmtree(run_dir)
         header["started_at"] = stamp
     run_dir.mkdir(parents=True, exist_ok=True)

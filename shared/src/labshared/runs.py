@@ -185,53 +185,6 @@ def default_run_dir(tool: str, command: str, root: str | Path = "runs") -> Path:
     return Path(root) / tool / command / time.strftime("%Y%m%d-%H%M%S")
 
 
-def create_run_dir(
-    tool: str,
-    command: str,
-    output_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> Path:
-    """Make the run folder. A non-empty `output_dir` is refused unless `resume` (keep it
-    and continue) or `overwrite` (empty it first), as open_clip_train does."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
-    run_dir = Path(output_dir) if output_dir else default_run_dir(tool, command)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise ConfigError(
-                f"--output-dir {run_dir} is not empty; pass --resume to continue it or "
-                "--overwrite to start again"
-            )
-    elif resume and output_dir is None:
-        raise ConfigError("--resume needs --output-dir naming the run to continue")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def write_config(run_dir: str | Path, config: Any, **extra: Any) -> Path:
-    """Write config.json: the resolved config plus `extra` (runtime, versions), secrets removed."""
-    payload = {"config": to_jsonable(config), **to_jsonable(extra)}
-    payload.setdefault("git_commit", git_commit())
-    payload.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return atomic_write_json(Path(run_dir) / "config.json", scrub_secrets(payload))
-
-
-def read_config(run_dir: str | Path) -> dict:
-    """The `config.json` payload of a run folder.
-
-    Raises:
-        ConfigError: the folder has no `config.json`.
-    """
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found; is {run_dir} a run folder?")
-    return json.loads(path.read_text())
-
-
 def write_metrics(
     run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json"
 ) -> Path:
