@@ -60,7 +60,7 @@ from torch import nn
 from labshared.config import unknown_name
 from labshared.console import log
 from labshared.errors import ConfigError
-from labshared.runs import atomic_write_json
+from labshared.runs import atomic_write_json, torch_load_reason
 
 RANDOM = "random"  # weights: architecture only, random initialisation
 SIDECAR_SUFFIX = ".clip.json"  # <checkpoint file name> + this: how to build that file's model
@@ -495,11 +495,11 @@ def _load_checkpoint(
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
     except Exception as exc:  # unpickling, safetensors header, missing/unexpected keys, shapes
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         what = option_names[1] if kind == "file" else f"cached weights of {option_names[1]}"
         raise ConfigError(
             f"{what} {path}: not a loadable open_clip checkpoint of {backbone} "
-            f"({reason[:200]}); expected an open_clip state dict (.safetensors, .pt, .bin)"
+            f"({torch_load_reason(exc)}); expected an open_clip state dict (.safetensors, "
+            ".pt, .bin)"
         ) from None
 
 

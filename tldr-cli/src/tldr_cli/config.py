@@ -18,7 +18,7 @@ from pathlib import Path
 from labshared.config import unknown_name
 from labshared.data.group_shift import GROUP_SHIFT_DATASETS
 from labshared.errors import ConfigError
-from tldr_cli.classifier import CLASSIFIER_FORMAT
+from tldr_cli.classifier import CLASSIFIER_FORMAT, load_classifier
 from tldr_cli.dfr import C_GRID
 from tldr_cli.wordlists import load_wordlists
 
@@ -269,7 +269,7 @@ def needs_projector(cfg: TLDRConfig, command: str) -> bool:
 def validate_inputs(cfg: TLDRConfig, command: str) -> None:
     """What a `filter` / `retrain` / `erm` run reads must be there before its run folder is
     made: the dataset folder, the word lists (parsed; for retrain none empty), the
-    classifier and the gap pairs.
+    classifier (loaded) and the gap pairs.
 
     Raises:
         ConfigError / DataLayoutError: naming the flag, the file and what was expected.
@@ -291,6 +291,10 @@ def validate_inputs(cfg: TLDRConfig, command: str) -> None:
         raise ConfigError(
             f"--classifier {cfg.classifier}: does not exist; expected {CLASSIFIER_FORMAT}"
         )
+    if cfg.classifier is not None:
+        # loaded once here (a ResNet-50: about a second) so that a corrupt or foreign file
+        # is refused before the run folder exists; the workflow loads it again
+        load_classifier(cfg.classifier)
     if not needs_projector(cfg, command):
         return
     if cfg.words is None:
