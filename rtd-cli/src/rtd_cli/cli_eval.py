@@ -56,8 +56,8 @@ def eval_cmd(
     backbone: Annotated[
         str | None,
         typer.Option(
-            help="open_clip architecture: ViT-B-32 (default), ViT-L-14, ViT-H-14, ViT-bigG-14, "
-            "tiny-clip-toy, or local-dir:PATH.",
+            help="open_clip architecture: ViT-B-32 (default; tiny-clip-toy for --dataset toy), "
+            "ViT-L-14, ViT-H-14, ViT-bigG-14, tiny-clip-toy, or local-dir:PATH.",
             rich_help_panel=_MODEL,
         ),
     ] = None,
