@@ -129,20 +129,25 @@ def default_weights(backbone: str, pretrained: str | None) -> str | None:
 
 
 def check_clip(
-    backbone: str, pretrained: str | None, phi: str | Path, base: str, quick_gelu=None
+    backbone: str,
+    pretrained: str | None,
+    phi: str | Path | None,
+    base: str,
+    quick_gelu: bool | None = None,
 ) -> None:
     """Before a run folder is made: the backbone and its weights resolve (an open_clip
     tag's file is in the cache or downloaded now; offline, one error within seconds), and
-    `phi` fits the backbone's widths. The model is built on the `meta` device: no memory,
-    no weights read."""
+    `phi` (when given) fits the backbone's widths. The model is built on the `meta`
+    device: no memory, no weights read."""
     weights = default_weights(backbone, pretrained)
     bundle = create_clip(
         backbone, weights, quick_gelu=quick_gelu, device="meta", load_weights=False,
         option_names=("--backbone", "--pretrained"),
     )  # fmt: skip
     fetch_weights(backbone, weights, option_names=("--backbone", "--pretrained"))
-    embed_dim, token_dim = clip_dims(bundle.model)
-    load_projection(phi, base, in_dim=embed_dim, token_dim=token_dim)
+    if phi is not None:
+        embed_dim, token_dim = clip_dims(bundle.model)
+        load_projection(phi, base, in_dim=embed_dim, token_dim=token_dim)
 
 
 def build_clip(

@@ -314,8 +314,9 @@ class Inputs:
 
 
 def check_inputs(cfg: PhiConfig) -> Inputs:
-    """`start_run`'s validation of `rtd train-phi`: the captions read, the keyword backend
-    loads. What was made is kept for the run."""
+    """`start_run`'s validation of `rtd train-phi`: the CLIP weights are at hand, the
+    captions read, the keyword backend loads. What was made is kept for the run."""
+    M.check_clip(cfg.backbone, cfg.pretrained, None, cfg.base, cfg.quick_gelu)
     return Inputs(read_captions(cfg), load_masker(cfg.keywords, M.get_base(cfg.base).symbol))
 
 
