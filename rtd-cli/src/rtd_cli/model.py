@@ -140,9 +140,12 @@ def check_clip(
     `phi` (when given) fits the backbone's widths. The model is built on the `meta`
     device: no memory, no weights read."""
     weights = default_weights(backbone, pretrained)
+    # a local file is only hashed and read by the real build; its widths are the
+    # architecture's (a file that does not fit it is refused when it loads)
+    shape_only = weights is not None and Path(weights).is_file()
     bundle = create_clip(
-        backbone, weights, quick_gelu=quick_gelu, device="meta", load_weights=False,
-        option_names=("--backbone", "--pretrained"),
+        backbone, None if shape_only else weights, quick_gelu=quick_gelu, device="meta",
+        load_weights=False, option_names=("--backbone", "--pretrained"),
     )  # fmt: skip
     fetch_weights(backbone, weights, option_names=("--backbone", "--pretrained"))
     if phi is not None:
