@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 
 import open_clip
 import torch
+from huggingface_hub import try_to_load_from_cache
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.transformer import QuickGELU
 from torch import nn
@@ -473,8 +474,6 @@ def _cached_tag_file(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | No
     """Where `open_clip.download_pretrained` keeps a tag's file, if it is there already
     (the hub's cache, or open_clip's URL cache), found without any network call."""
     if hub := tag_cfg.get("hf_hub", ""):
-        from huggingface_hub import try_to_load_from_cache
-
         repo, name = os.path.split(hub)
         name = name or HF_WEIGHTS_NAME
         # open_clip prefers a .safetensors twin of the named file

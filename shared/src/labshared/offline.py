@@ -13,13 +13,13 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+from huggingface_hub import constants
+
 PROBE_SECONDS = 4.0  # DNS + TCP connect; a reachable host answers in well under a second
 
 
 def hub_offline() -> bool:
     """`HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is set, as huggingface_hub reads it."""
-    from huggingface_hub import constants  # ~0.1 s; only asked when weights are missing
-
     return bool(constants.HF_HUB_OFFLINE)
 
 
