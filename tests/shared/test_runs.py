@@ -9,36 +9,6 @@ from labshared import runs
 from labshared.errors import ConfigError
 
 
-def test_run_dir_refuses_non_empty_without_resume(tmp_path):
-    out = tmp_path / "run"
-    d = runs.create_run_dir("robattr", "train", out)
-    (d / "x.txt").write_text("1")
-    with pytest.raises(ConfigError, match="--resume"):
-        runs.create_run_dir("robattr", "train", out)
-    assert runs.create_run_dir("robattr", "train", out, resume=True) == out
-    assert (out / "x.txt").exists()
-    runs.create_run_dir("robattr", "train", out, overwrite=True)
-    assert not (out / "x.txt").exists()
-
-
-def test_default_run_dir_layout(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    d = runs.create_run_dir("tldr", "filter")
-    assert d.parts[:3] == ("runs", "tldr", "filter") and d.is_dir()
-
-
-def test_config_never_holds_secrets(tmp_path):
-    runs.write_config(
-        tmp_path,
-        {"model": "gpt", "openai_api_key": "sk-SECRET", "nested": {"token": "t0k"}},
-        runtime={"device": "cpu"},
-    )
-    text = (tmp_path / "config.json").read_text()
-    assert "sk-SECRET" not in text and "t0k" not in text
-    cfg = json.loads(text)
-    assert cfg["config"]["model"] == "gpt" and cfg["runtime"]["device"] == "cpu"
-
-
 def test_scrub_keeps_token_counts_and_tokenizers_but_drops_tokens():
     cfg = {"max_tokens": 64, "tokenizer": "bpe", "hf_token": "t0k", "access_token": "a"}
     assert runs.scrub_secrets(cfg) == {"max_tokens": 64, "tokenizer": "bpe"}

@@ -439,7 +439,7 @@ def attack(
     started = start_run(
         "robattr", "attack", cfg, version=__version__, output_dir=output_dir,
         overwrite=overwrite, device=device, precision=precision, seed=seed,
-        deterministic=deterministic,
+        deterministic=deterministic, resumable=False,
         validate=lambda: check_victim(cfg.checkpoint, cfg.which, cfg.data_root),
     )  # fmt: skip
     metrics = run_attack(cfg, started.runtime, started.dir)
@@ -513,7 +513,7 @@ def evaluate(
     started = start_run(
         "robattr", "eval", cfg, version=__version__, output_dir=output_dir,
         overwrite=overwrite, device=device, precision=precision, seed=seed,
-        deterministic=deterministic, validate=lambda: check_inputs(cfg),
+        deterministic=deterministic, resumable=False, validate=lambda: check_inputs(cfg),
     )  # fmt: skip
     metrics = run_eval(cfg, started.runtime, started.dir)
     typer.echo(format_table({"run_dir": str(started.dir), **metrics}))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labshared.config import resolve, unknown_name
-from labshared.data.image_classification import DATASETS, get_dataset_info
+from labshared.data.image_classification import DATASETS, check_data_files, get_dataset_info
 from labshared.errors import ConfigError
 from labshared.launch import read_header
 from robattr_cli.model import ACTIVATIONS, MODELS, get_model_spec
@@ -247,11 +247,12 @@ def needs_data_root(dataset: str) -> bool:
 
 
 def check_data_root(cfg: TrainConfig) -> None:
-    """Training needs the dataset's files: checked before a run folder is made (not in
-    `validate`, so --dry-run still prints a paper preset without its data)."""
+    """Training needs the dataset's files: checked by name before a run folder is made
+    (not in `validate`, so --dry-run still prints a paper preset without its data)."""
     if needs_data_root(cfg.dataset) and not cfg.data_root:
         layout = get_dataset_info(cfg.dataset).layout
         raise ConfigError(f"--dataset {cfg.dataset} needs --data-root; expected:\n{layout}")
+    check_data_files(cfg.dataset, cfg.data_root)
 
 
 def check_dataset(name: str) -> None:

@@ -133,13 +133,14 @@ def validate(cfg: EvalConfig) -> None:
 def check_inputs(cfg: EvalConfig) -> None:
     """The files `run_eval` reads, checked before a run folder is made: the checkpoint
     (`victim.check_victim`) and the attack run's file."""
-    check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
     if cfg.attacked is not None:
         path = Path(cfg.attacked)
         if not (path.is_file() or (path / ATTACKED_FILE).is_file()):
             raise ConfigError(
                 f"--attacked {path}: no {ATTACKED_FILE} there; expected {ATTACKED_FORMAT}"
             )
+        load_attacked(path, header_only=True)  # a corrupt or foreign file is refused here
+    check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
 
 
 def parse_eps_list(text: str | None) -> tuple[float, ...] | None:
@@ -165,11 +166,14 @@ ATTACKED_FORMAT = (
 )
 
 
-def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_attacked(
+    run: str | Path, header_only: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensors and metadata of an attack run (`attacked.safetensors`).
 
     Args:
         run: the attack run folder, or its attacked.safetensors file.
+        header_only: read only the header and check names and shapes (returns shapes).
 
     Raises:
         ConfigError: no such file, not a readable safetensors file, or tensors missing or
@@ -178,17 +182,19 @@ def load_attacked(run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     path = Path(run)
     if path.is_dir():
         path = path / ATTACKED_FILE
-    tensors, meta = read_safetensors(path, flag="--attacked", expected=ATTACKED_FORMAT)
+    tensors, meta = read_safetensors(
+        path, flag="--attacked", expected=ATTACKED_FORMAT, header_only=header_only
+    )
     absent = [k for k in ("x", "x_adv", "y") if k not in tensors]
     if absent:
         raise ConfigError(
             f"--attacked {path}: tensors {', '.join(absent)} absent; expected {ATTACKED_FORMAT}"
         )
-    x, x_adv, y = tensors["x"], tensors["x_adv"], tensors["y"]
-    if x.shape != x_adv.shape or x.dim() != 4 or y.shape != (x.shape[0],):
+    x, x_adv, y = (tuple(getattr(tensors[k], "shape", tensors[k])) for k in ("x", "x_adv", "y"))
+    if x != x_adv or len(x) != 4 or y != (x[0],):
         raise ConfigError(
-            f"--attacked {path}: x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)}, y "
-            f"{tuple(y.shape)} do not fit together; expected {ATTACKED_FORMAT}"
+            f"--attacked {path}: x {x}, x_adv {x_adv}, y {y} do not fit together; "
+            f"expected {ATTACKED_FORMAT}"
         )
     return tensors, meta
 

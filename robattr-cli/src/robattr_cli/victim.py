@@ -27,7 +27,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from labshared.data.image_classification import build_dataset, get_dataset_info
+from labshared.data.image_classification import (
+    build_dataset,
+    check_data_files,
+    get_dataset_info,
+)
 from labshared.errors import ConfigError
 from labshared.launch import CONFIG_FILE, read_header
 from robattr_cli.config import needs_data_root
@@ -49,18 +53,25 @@ def training_data_root(ckpt: str | Path) -> str | None:
 def check_victim(checkpoint: str, which: str, data_root: str | None) -> None:
     """What `load_victim` needs, checked before a run folder is made.
 
+    The weights are loaded once here, on the CPU (a LeNet or ResNet-18: well under a
+    second), so a corrupt or foreign model.safetensors is refused before the folder exists.
+
     Raises:
-        ConfigError: no checkpoint there, a meta.json that cannot rebuild the model, or a
-            dataset that needs a data root and neither --data-root nor the training run
-            names one.
+        ConfigError: no checkpoint there, a meta.json that cannot rebuild the model, weights
+            that do not load, or a dataset that needs a data root and neither --data-root
+            nor the training run names one.
+        DataLayoutError: the test split's files are not where the data root says.
     """
     ckpt = resolve_checkpoint(checkpoint, which)
     dataset = read_meta(ckpt)["dataset"]
-    if needs_data_root(dataset) and not (data_root or training_data_root(ckpt)):
+    root = data_root or training_data_root(ckpt)
+    if needs_data_root(dataset) and not root:
         raise ConfigError(
             f"--data-root: the model of {ckpt} was trained on {dataset}, and its training "
             f"run's config.json names no data root; expected:\n{get_dataset_info(dataset).layout}"
         )
+    check_data_files(dataset, root, ("test",))
+    load_trained(ckpt, "cpu")
 
 
 def load_victim(

@@ -56,8 +56,8 @@ def eval_cmd(
     backbone: Annotated[
         str | None,
         typer.Option(
-            help="open_clip architecture: ViT-B-32 (default), ViT-L-14, ViT-H-14, ViT-bigG-14, "
-            "tiny-clip-toy, or local-dir:PATH.",
+            help="open_clip architecture: ViT-B-32 (default; tiny-clip-toy for --dataset toy), "
+            "ViT-L-14, ViT-H-14, ViT-bigG-14, tiny-clip-toy, or local-dir:PATH.",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -196,7 +196,7 @@ def eval_cmd(
 
     started = start_run(
         "rtd", "eval", cfg, version=__version__, output_dir=output_dir, overwrite=overwrite,
-        device=device, precision=precision, seed=seed, validate=validate,
+        device=device, precision=precision, seed=seed, validate=validate, resumable=False,
     )  # fmt: skip
     result = evaluate.run_eval(cfg, started.dir, started.runtime, benches, use_cache=not no_cache)
     if as_json:

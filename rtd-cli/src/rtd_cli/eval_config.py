@@ -24,6 +24,8 @@ from rtd_cli.projection import default_prompt_style as base_default_prompt
 from rtd_cli.tower_file import read_text_tower_config
 
 FIQ_ORDERS = ("both", "single")
+DEFAULT_BACKBONE = "ViT-B-32"  # the real benchmarks' default (`--backbone`)
+TOY_BACKBONE = "tiny-clip-toy"  # the toy benchmark's: fitted offline, as `--preset toy` uses
 DECODES = ("cpu", "gpu", "auto")  # where `rtd eval` decodes JPEGs (rtd_cli.gallery_loader)
 
 
@@ -36,7 +38,9 @@ class EvalConfig:
         split: val | test (None: the dataset's default: test for GeneCIS, val otherwise).
         base: pic2word | searle | lincir (projection type, checkpoint format, prompts).
         phi: the projection checkpoint (official format; required).
-        backbone, pretrained: open_clip architecture and weights (see `model.build_clip`).
+        backbone, pretrained: open_clip architecture and weights (see `model.build_clip`);
+            the backbone defaults to `tiny-clip-toy` for the toy benchmark (the CLIP its
+            world was made for; nothing to download), else ViT-B-32 (`resolve_eval`).
         quick_gelu: `--quick-gelu on|off` for a local checkpoint (None: from the weights).
         text_encoder: a text tower saved by `rtd train`; None keeps the CLIP's own.
         data_root: the benchmark folder in its official layout, or `hf`.
@@ -60,7 +64,7 @@ class EvalConfig:
     dataset: str | None = None
     base: str = "lincir"
     phi: Path | None = None
-    backbone: str = "ViT-B-32"
+    backbone: str | None = None
     split: str | None = None
     pretrained: str | None = None
     quick_gelu: bool | None = None
@@ -110,6 +114,9 @@ def resolve_eval(overrides: Mapping[str, Any]) -> EvalConfig:
         ConfigError: a bad flag, or a `--text-encoder` file that is not a tower of `rtd train`.
     """
     cfg = resolve({"eval": EvalConfig()}, "eval", overrides, validate=validate_eval)
+    if cfg.backbone is None:
+        backbone = TOY_BACKBONE if cfg.dataset == "toy" else DEFAULT_BACKBONE
+        cfg = dataclasses.replace(cfg, backbone=backbone)
     tower = read_text_tower_config(cfg.text_encoder) if cfg.text_encoder else None
     if cfg.prompt is None:
         cfg = dataclasses.replace(cfg, prompt=default_prompt_style(cfg.base, tower))

@@ -55,6 +55,7 @@ from rtd_cli.features import benchmarks_features
 from rtd_cli.model import (
     BASES,
     build_clip_bundle,
+    check_clip,
     clip_dims,
     load_projection,
     phi_provenance_mismatch,
@@ -135,10 +136,10 @@ def load_benchmarks(cfg: EvalConfig) -> list[CIRBenchmark]:
 
 
 def check_inputs(cfg: EvalConfig) -> list[CIRBenchmark]:
-    """`start_run`'s validation of `rtd eval`: `--phi` loads and the benchmark reads (a
-    wrong `--split`, `--data-root` or `--parts` fails here, before the run folder exists).
-    Returns the benchmark's parts, to score."""
-    load_projection(cfg.phi, cfg.base)
+    """`start_run`'s validation of `rtd eval`: the CLIP weights are at hand, `--phi` loads
+    and fits them, and the benchmark reads (a wrong `--split`, `--data-root` or `--parts`
+    fails here, before the run folder exists). Returns the benchmark's parts, to score."""
+    check_clip(cfg.backbone, cfg.pretrained, cfg.phi, cfg.base, cfg.quick_gelu)
     return load_benchmarks(cfg)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from labshared import tinyclip
-from labshared.clip import RANDOM, ClipBundle, create_clip
+from labshared.clip import RANDOM, ClipBundle, create_clip, fetch_weights
 from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_write_json
@@ -92,16 +92,8 @@ def build_clip_bundle(
     """
     if backbone == TINY_BACKBONE and pretrained is None:
         pretrained = str(tinyclip.ensure_tiny_clip())
-    elif pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")):
-        pretrained = BACKBONES.get(backbone)
-        if pretrained is None and backbone in open_clip.list_models():
-            tags = open_clip.list_pretrained_tags_by_model(backbone)
-            raise ConfigError(
-                f"--backbone {backbone} has no default weights here ({', '.join(BACKBONES)} "
-                f"do); pass --pretrained with one of its open_clip tags "
-                f"({', '.join(tags) or 'none known'}), a local checkpoint file or "
-                f"'{RANDOM_WEIGHTS}'"
-            )
+    else:
+        pretrained = default_weights(backbone, pretrained)
     bundle = create_clip(
         backbone,
         pretrained,
@@ -111,6 +103,54 @@ def build_clip_bundle(
     )
     log(f"CLIP {bundle.info.describe()}")
     return bundle
+
+
+def default_weights(backbone: str, pretrained: str | None) -> str | None:
+    """`--pretrained`, else the backbone's default tag (`BACKBONES`); None for `local-dir:`
+    / `hf-hub:` models and for `tiny-clip-toy` (its fitted weights are made, not fetched).
+
+    Raises:
+        ConfigError: an open_clip architecture without a default here and no --pretrained.
+    """
+    if pretrained is not None or backbone.startswith(("local-dir:", "hf-hub:")):
+        return pretrained
+    if backbone == TINY_BACKBONE:
+        return None
+    pretrained = BACKBONES.get(backbone)
+    if pretrained is None and backbone in open_clip.list_models():
+        tags = open_clip.list_pretrained_tags_by_model(backbone)
+        raise ConfigError(
+            f"--backbone {backbone} has no default weights here ({', '.join(BACKBONES)} "
+            f"do); pass --pretrained with one of its open_clip tags "
+            f"({', '.join(tags) or 'none known'}), a local checkpoint file or "
+            f"'{RANDOM_WEIGHTS}'"
+        )
+    return pretrained
+
+
+def check_clip(
+    backbone: str,
+    pretrained: str | None,
+    phi: str | Path | None,
+    base: str,
+    quick_gelu: bool | None = None,
+) -> None:
+    """Before a run folder is made: the backbone and its weights resolve (an open_clip
+    tag's file is in the cache or downloaded now; offline, one error within seconds), and
+    `phi` (when given) fits the backbone's widths. The model is built on the `meta`
+    device: no memory, no weights read."""
+    weights = default_weights(backbone, pretrained)
+    # a local file is only hashed and read by the real build; its widths are the
+    # architecture's (a file that does not fit it is refused when it loads)
+    shape_only = weights is not None and Path(weights).is_file()
+    bundle = create_clip(
+        backbone, None if shape_only else weights, quick_gelu=quick_gelu, device="meta",
+        load_weights=False, option_names=("--backbone", "--pretrained"),
+    )  # fmt: skip
+    fetch_weights(backbone, weights, option_names=("--backbone", "--pretrained"))
+    if phi is not None:
+        embed_dim, token_dim = clip_dims(bundle.model)
+        load_projection(phi, base, in_dim=embed_dim, token_dim=token_dim)
 
 
 def build_clip(

@@ -331,9 +331,10 @@ class Inputs:
 
 
 def check_inputs(cfg: TrainConfig) -> Inputs:
-    """`start_run`'s validation of `rtd train`: `--phi` loads, the triplets and the validation
-    benchmark read. What was read is kept for the run."""
-    M.load_projection(cfg.phi, cfg.base)
+    """`start_run`'s validation of `rtd train`: the CLIP weights are at hand and `--phi`
+    loads and fits them, the triplets and the validation benchmark read. What was read is
+    kept for the run."""
+    M.check_clip(cfg.backbone, cfg.pretrained, cfg.phi, cfg.base, cfg.quick_gelu)
     triplets = read_triplets(cfg)
     val_benches = evaluate.load_benchmarks(val_config(cfg)) if cfg.val_dataset else []
     return Inputs(triplets, val_benches)

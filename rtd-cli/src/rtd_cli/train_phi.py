@@ -319,9 +319,10 @@ class Inputs:
 
 
 def check_inputs(cfg: PhiConfig) -> Inputs:
-    """`start_run`'s validation of `rtd train-phi`: the captions read, the keyword backend
-    loads. What was made is kept for the run."""
+    """`start_run`'s validation of `rtd train-phi`: the keyword backend loads, the CLIP
+    weights are at hand, the captions read. What was made is kept for the run."""
     masker = load_masker(cfg.keywords, M.get_base(cfg.base).symbol)  # first: it is cheap
+    M.check_clip(cfg.backbone, cfg.pretrained, None, cfg.base, cfg.quick_gelu)
     return Inputs(read_captions(cfg), masker)
 
 

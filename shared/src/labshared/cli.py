@@ -77,7 +77,8 @@ OverwriteOpt = Annotated[
     bool,
     typer.Option(
         "--overwrite",
-        help="Empty a non-empty --output-dir and start again.",
+        help="Delete the run in --output-dir and start again (only a run folder of these "
+        "tools: never other files, nor a folder holding other runs).",
         rich_help_panel="Run folder",
     ),
 ]

@@ -53,14 +53,16 @@ from typing import Any, NamedTuple
 
 import open_clip
 import torch
-from open_clip.constants import HF_SAFE_WEIGHTS_NAME
+from huggingface_hub import try_to_load_from_cache
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.transformer import QuickGELU
 from torch import nn
 
 from labshared.config import unknown_name
 from labshared.console import log
 from labshared.errors import ConfigError
-from labshared.runs import atomic_write_json
+from labshared.offline import download_blocked, hub_endpoint
+from labshared.runs import atomic_write_json, torch_load_reason
 
 RANDOM = "random"  # weights: architecture only, random initialisation
 SIDECAR_SUFFIX = ".clip.json"  # <checkpoint file name> + this: how to build that file's model
@@ -444,12 +446,68 @@ def _unknown_weights(backbone: str, weights: str, option_names: tuple[str, str])
     )
 
 
+def fetch_weights(
+    backbone: str,
+    weights: str | Path | None,
+    *,
+    cache_dir: str | None = None,
+    option_names: tuple[str, str] = ("backbone", "weights"),
+) -> str | None:
+    """The local file of `backbone`'s open_clip tag `weights` (from the cache, else
+    downloaded now), for a check before a run folder is made; None for a local file,
+    `random` or a schema backbone (nothing to download).
+
+    Raises:
+        ConfigError: within seconds when the weights are not cached and cannot be
+            downloaded (offline, no network): one line naming the file and its source.
+    """
+    if weights is None or str(weights) == RANDOM or backbone.startswith(_SCHEMAS):
+        return None
+    tag_cfg = open_clip.get_pretrained_cfg(backbone, str(weights))
+    if not tag_cfg:
+        return None
+    return _fetch_tag(backbone, str(weights), tag_quick_gelu(backbone, str(weights)), cache_dir,
+                      option_names)  # fmt: skip
+
+
+def _cached_tag_file(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+    """Where `open_clip.download_pretrained` keeps a tag's file, if it is there already
+    (the hub's cache, or open_clip's URL cache), found without any network call."""
+    if hub := tag_cfg.get("hf_hub", ""):
+        repo, name = os.path.split(hub)
+        name = name or HF_WEIGHTS_NAME
+        # open_clip prefers a .safetensors twin of the named file
+        twins = [HF_SAFE_WEIGHTS_NAME] if name == HF_WEIGHTS_NAME else []
+        if name.endswith((".bin", ".pth")):
+            twins.append(name.rsplit(".", 1)[0] + ".safetensors")
+        for candidate in (*twins, name):
+            found = try_to_load_from_cache(repo, candidate, cache_dir=cache_dir)
+            if isinstance(found, str):
+                return found
+        return None
+    if url := tag_cfg.get("url", ""):
+        path = Path(cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(url)
+        return str(path) if path.is_file() else None
+    return None
+
+
 def _fetch_tag(
     backbone: str, tag: str, qg: bool, cache_dir: str | None, option_names: tuple[str, str]
 ) -> str:
-    """The local path of a tag's weights, downloading them if allowed."""
+    """The local path of a tag's weights, downloading them if allowed (and possible: an
+    unreachable network is one error within seconds, not a minute of retries)."""
     b_opt, w_opt = option_names
     cfg = open_clip.get_pretrained_cfg(backbone, tag)
+    if cached := _cached_tag_file(cfg, cache_dir):
+        return cached
+    hub = bool(cfg.get("hf_hub")) and open_clip.pretrained.has_hf_hub()
+    if blocked := download_blocked(hub_endpoint() if hub else cfg.get("url", ""), hub=hub):
+        raise ConfigError(
+            f"{b_opt} {backbone} {w_opt} {tag}: the weights are not in the local cache and "
+            f"cannot be downloaded now ({blocked}); fetch {_source(cfg)} where there is "
+            f"network (into the Hugging Face cache, or anywhere) and pass the file: {w_opt} "
+            f"PATH --quick-gelu {'on' if qg else 'off'} (this tag's activation)"
+        )
     try:
         path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as exc:  # offline (HF_HUB_OFFLINE), no network, hub errors, bad checksum
@@ -495,11 +553,11 @@ def _load_checkpoint(
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
     except Exception as exc:  # unpickling, safetensors header, missing/unexpected keys, shapes
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         what = option_names[1] if kind == "file" else f"cached weights of {option_names[1]}"
         raise ConfigError(
             f"{what} {path}: not a loadable open_clip checkpoint of {backbone} "
-            f"({reason[:200]}); expected an open_clip state dict (.safetensors, .pt, .bin)"
+            f"({torch_load_reason(exc)}); expected an open_clip state dict (.safetensors, "
+            ".pt, .bin)"
         ) from None
 
 

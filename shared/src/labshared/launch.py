@@ -6,12 +6,15 @@ In this order, so that a mistake costs nothing:
    (`--resume` and `--overwrite` exclude each other; `--resume` needs `--output-dir`);
 2. the runtime (`labshared.device.setup_runtime`: device, precision, TF32, seed, torchrun);
 3. on rank 0 only, the run folder: a fresh one is created; a non-empty one is refused
-   unless `--overwrite` (emptied) or `--resume` (its saved config is compared with this
-   one by `labshared.config.check_resume`); then the config header is written. The path,
-   or the error, is broadcast to the other ranks, which raise the same error.
+   unless `--resume` (its saved config is compared with this one by
+   `labshared.config.check_resume`) or `--overwrite` of one of our own run folders
+   (`labshared.run_folder.claim_output_dir`: never a folder of other files, nor one
+   holding other runs); then the config header is written. The path, or the error, is
+   broadcast to the other ranks, which raise the same error.
 
-A command that fails any check before step 3 leaves no folder behind, so the corrected
-rerun with the same `-o` just works.
+The folder rule is also checked, read-only, before step 1: an occupied `--output-dir` is
+refused before the tool's checks read data or weights. A command that fails any check
+before step 3 leaves no folder behind, so the corrected rerun with the same `-o` just works.
 
 The header (`config.json`, secrets scrubbed) is the same for all tools::
 
@@ -43,6 +46,7 @@ from labshared.config import RUNTIME_KNOBS, check_resume
 from labshared.console import log
 from labshared.device import Runtime, setup_runtime
 from labshared.errors import ConfigError, LabError
+from labshared.run_folder import CONFIG_FILE, claim_output_dir
 from labshared.runs import (
     atomic_write_json,
     default_run_dir,
@@ -52,8 +56,6 @@ from labshared.runs import (
     to_jsonable,
 )
 from labshared.training.state import init_source
-
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def start_run(
     init_from: str | Path | None = None,
     batch_size: int | None = None,
     preset_processes: int | None = None,
+    resumable: bool = True,
 ) -> Run:
     """Validate, set up the runtime, then create (or reopen) the run folder on rank 0.
 
@@ -114,18 +117,13 @@ def start_run(
             averaged (DDP under torchrun).
         preset_processes: the process count the preset was designed for (None: no
             design); another count logs one warning naming the global batch.
+        resumable: the command has `--resume` (a refusal suggests it only then).
 
     Raises:
         ConfigError: any failed check; no folder is created by a failed fresh start.
         RunFinished: `--resume` of a finished run (the CLI says so and exits 0).
     """
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
-    if resume and output_dir is None:
-        raise ConfigError("--resume needs --output-dir naming the run to continue")
-    init_path = None
-    if init_from is not None:
-        init_path = init_source(Path(init_from))
+    init_path = _check_run_flags(output_dir, resume, overwrite, resumable, init_from)
     if validate is not None:
         validate()
     runtime = setup_runtime(device, precision, seed, deterministic)
@@ -146,19 +144,13 @@ def start_run(
     if runtime.is_main:
         try:
             outcome[0] = str(
-                _open_run_dir(header, output_dir, resume, overwrite, set(allowed_on_resume))
+                _open_run_dir(
+                    header, output_dir, resume, overwrite, set(allowed_on_resume), resumable
+                )
             )
         except LabError as exc:
             outcome[0] = exc
-    if runtime.world_size > 1:
-        shared = [str(outcome[0]) if isinstance(outcome[0], str) else f"!{outcome[0]}"]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        outcome[0] = shared[0] if not shared[0].startswith("!") else ConfigError(shared[0][1:])
-    if isinstance(outcome[0], LabError):
-        raise outcome[0]
-    if isinstance(outcome[0], str) and outcome[0].startswith(_FINISHED):
-        raise RunFinished(outcome[0][len(_FINISHED) :])
-    run_dir = Path(outcome[0])
+    run_dir = _agreed_run_dir(outcome[0], runtime)
     mismatch = process_mismatch(preset, preset_processes, batch_size, runtime.world_size)
     if mismatch:
         log(f"[yellow]{mismatch}[/yellow]")
@@ -167,6 +159,41 @@ def start_run(
         f"{'resumed' if resume else 'run folder'} {run_dir}"
     )
     return Run(run_dir, runtime, resumed=resume, init_from=init_path)
+
+
+def _check_run_flags(
+    output_dir: str | Path | None,
+    resume: bool,
+    overwrite: bool,
+    resumable: bool,
+    init_from: str | Path | None,
+) -> Path | None:
+    """The run-folder flags, checked before anything else (cheap, read-only, every rank);
+    returns the weights file of `--init-from` (None without it). Rank 0 checks the folder
+    again when it writes."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if resume and output_dir is None:
+        raise ConfigError("--resume needs --output-dir naming the run to continue")
+    if resume:
+        read_header(output_dir)
+    elif output_dir is not None:
+        claim_output_dir(output_dir, overwrite=overwrite, resumable=resumable)
+    return init_source(Path(init_from)) if init_from is not None else None
+
+
+def _agreed_run_dir(outcome: Any, runtime: Runtime) -> Path:
+    """Rank 0's outcome (the folder, a finished run, or an error), shared with every rank;
+    the same error or notice is raised everywhere."""
+    if runtime.world_size > 1:
+        shared = [str(outcome) if isinstance(outcome, str) else f"!{outcome}"]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        outcome = shared[0] if not shared[0].startswith("!") else ConfigError(shared[0][1:])
+    if isinstance(outcome, LabError):
+        raise outcome
+    if outcome.startswith(_FINISHED):
+        raise RunFinished(outcome[len(_FINISHED) :])
+    return Path(outcome)
 
 
 def batch_layout(
@@ -209,10 +236,10 @@ def _open_run_dir(
     resume: bool,
     overwrite: bool,
     allowed: set[str],
+    resumable: bool = True,
 ) -> Path:
     """Rank 0's part: decide the folder, check a resume, write the header."""
     run_dir = Path(output_dir) if output_dir else default_run_dir(header["tool"], header["command"])
-    occupied = run_dir.is_dir() and any(run_dir.iterdir())
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     if resume:
         saved = read_header(run_dir)
@@ -225,13 +252,8 @@ def _open_run_dir(
         check_resume(_compared(saved), now, str(run_dir), allowed)
         header = {**saved, "runtime": header["runtime"], "git_commit": header["git_commit"]}
         header["resumed_at"] = [*saved.get("resumed_at", []), stamp]
-    elif occupied and not overwrite:
-        raise ConfigError(
-            f"--output-dir {run_dir} is not empty; pass --resume to continue it or "
-            "--overwrite to start again"
-        )
     else:
-        if occupied:
+        if claim_output_dir(run_dir, overwrite=overwrite, resumable=resumable):
             shutil.rmtree(run_dir)
         header["started_at"] = stamp
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -105,17 +105,46 @@ def read_torch_file(
     try:
         return safe_torch_load(path, map_location=map_location)
     except Exception as exc:  # any unreadable file: zip, pickle or tensor-storage errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"{flag} {path}: not a readable torch checkpoint ({reason[:200]}); expected {expected}"
+            f"{flag} {path}: not a readable torch checkpoint ({torch_load_reason(exc)}); "
+            f"expected {expected}"
         ) from None
 
 
+_UNSAFE_ADVICE = re.compile(r"weights_only\W*(=|set to)\W*False", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """Why a weights-only `torch.load` failed, in a few words, without torch's advice to
+    retry with `weights_only=False` (which runs whatever code the file holds: never
+    something to suggest for a file of unknown origin)."""
+    text = _ANSI.sub("", str(exc)).strip()
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return (
+            f"it pickles a Python object ({found.group(1)}); only tensors and plain "
+            "containers are loaded, never code"
+        )
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        operand = re.search(r"Unsupported operand \d+", text)
+        detail = f": {operand.group(0).lower()}" if operand else ""
+        return f"not a pickle of tensors and plain containers as torch.save writes{detail}"
+    reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    if _UNSAFE_ADVICE.search(reason):
+        return type(exc).__name__
+    return reason[:200]
+
+
 def read_safetensors(
-    path: str | Path, *, flag: str, expected: str, device: str = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path: str | Path, *, flag: str, expected: str, device: str = "cpu", header_only: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
     """(tensors, metadata) of a safetensors file the user named; failures are one
-    `ConfigError` naming the flag, the file and the expected format."""
+    `ConfigError` naming the flag, the file and the expected format.
+
+    With `header_only`, {name: shape tuple} instead of tensors: nothing but the header is
+    read (safetensors still checks that the data covers the whole file, so a truncated
+    file fails here too), for checks before a run folder is made.
+    """
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
@@ -123,7 +152,10 @@ def read_safetensors(
     try:
         with safe_open(str(path), framework="pt", device=device) as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+            if header_only:
+                tensors = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+            else:
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # header too large, invalid JSON header, truncated data, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
@@ -201,53 +233,6 @@ def default_run_dir(tool: str, command: str, root: str | Path = "runs") -> Path:
     return Path(root) / tool / command / time.strftime("%Y%m%d-%H%M%S")
 
 
-def create_run_dir(
-    tool: str,
-    command: str,
-    output_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> Path:
-    """Make the run folder. A non-empty `output_dir` is refused unless `resume` (keep it
-    and continue) or `overwrite` (empty it first), as open_clip_train does."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
-    run_dir = Path(output_dir) if output_dir else default_run_dir(tool, command)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise ConfigError(
-                f"--output-dir {run_dir} is not empty; pass --resume to continue it or "
-                "--overwrite to start again"
-            )
-    elif resume and output_dir is None:
-        raise ConfigError("--resume needs --output-dir naming the run to continue")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def write_config(run_dir: str | Path, config: Any, **extra: Any) -> Path:
-    """Write config.json: the resolved config plus `extra` (runtime, versions), secrets removed."""
-    payload = {"config": to_jsonable(config), **to_jsonable(extra)}
-    payload.setdefault("git_commit", git_commit())
-    payload.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return atomic_write_json(Path(run_dir) / "config.json", scrub_secrets(payload))
-
-
-def read_config(run_dir: str | Path) -> dict:
-    """The `config.json` payload of a run folder.
-
-    Raises:
-        ConfigError: the folder has no `config.json`.
-    """
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found; is {run_dir} a run folder?")
-    return json.loads(path.read_text())
-
-
 def write_metrics(
     run_dir: str | Path, metrics: Mapping[str, Any], name: str = "metrics.json"
 ) -> Path:
@@ -321,7 +306,12 @@ def load_checkpoint(
         raise ConfigError(f"{ckpt_dir} is not a checkpoint folder (no model.safetensors)")
     model_state = load_file(str(ckpt_dir / "model.safetensors"), device=str(map_location))
     state_path = ckpt_dir / "state.pt"
-    train_state = safe_torch_load(state_path, map_location) if state_path.is_file() else None
+    train_state = None
+    if state_path.is_file():
+        train_state = read_torch_file(
+            state_path, flag="checkpoint", expected="the optimizer and RNG state a run saved",
+            map_location=map_location,
+        )  # fmt: skip
     meta = json.loads((ckpt_dir / "meta.json").read_text())
     return model_state, train_state, meta
 

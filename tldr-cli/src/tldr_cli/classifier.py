@@ -45,6 +45,7 @@ from labshared import toy
 from labshared.cache import cache_key, cache_root
 from labshared.console import log
 from labshared.errors import ConfigError
+from labshared.offline import download_blocked
 from labshared.runs import (
     atomic_save_safetensors,
     atomic_write_json,
@@ -153,6 +154,7 @@ def _resnet50_backbone(weights: str | None) -> nn.Module:
                 f"--backbone-weights {weights!r}: expected a file, none, or one of "
                 f"{', '.join(w.name for w in ResNet50_Weights)}"
             ) from None
+        check_backbone_weights(weights)
         try:
             net = resnet50(weights=enum)
         except (OSError, RuntimeError) as exc:  # offline, or a broken download
@@ -162,6 +164,24 @@ def _resnet50_backbone(weights: str | None) -> nn.Module:
             ) from None
     net.fc = nn.Identity()
     return net
+
+
+def check_backbone_weights(weights: str | None) -> None:
+    """A torchvision weights name (`IMAGENET1K_V1`) must be in torch's cache or
+    downloadable now: offline, one error within seconds naming the file and its URL
+    (torchvision would otherwise retry the connection). Files and `none` pass."""
+    if weights is None or weights.lower() == "none" or weights not in ResNet50_Weights.__members__:
+        return
+    url = ResNet50_Weights[weights].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if cached.is_file():
+        return
+    if blocked := download_blocked(url):
+        raise ConfigError(
+            f"--backbone-weights {weights}: torchvision's ResNet-50 weights are not in the "
+            f"local cache ({cached}) and cannot be downloaded now ({blocked}); fetch {url} "
+            f"where there is network and put it there, or pass --backbone-weights PATH"
+        )
 
 
 def _load_state_file(path: Path, flag: str, expected: str) -> dict[str, torch.Tensor]:

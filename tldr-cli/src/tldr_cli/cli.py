@@ -433,6 +433,7 @@ def _config_and_run(ctx: typer.Context, command: str, *, resume: bool = False):
         output_dir=p["output_dir"],
         resume=resume,
         overwrite=p["overwrite"],
+        resumable=command == "erm",  # filter and retrain have no --resume
         device=p["device"],
         precision=p["precision"],
         seed=p["seed"],

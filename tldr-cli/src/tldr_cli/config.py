@@ -18,7 +18,7 @@ from pathlib import Path
 from labshared.config import unknown_name
 from labshared.data.group_shift import GROUP_SHIFT_DATASETS
 from labshared.errors import ConfigError
-from tldr_cli.classifier import CLASSIFIER_FORMAT
+from tldr_cli.classifier import CLASSIFIER_FORMAT, check_backbone_weights, load_classifier
 from tldr_cli.dfr import C_GRID
 from tldr_cli.wordlists import load_wordlists
 
@@ -268,8 +268,9 @@ def needs_projector(cfg: TLDRConfig, command: str) -> bool:
 
 def validate_inputs(cfg: TLDRConfig, command: str) -> None:
     """What a `filter` / `retrain` / `erm` run reads must be there before its run folder is
-    made: the dataset folder, the word lists (parsed; for retrain none empty), the
-    classifier and the gap pairs.
+    made, the cheap checks first: the dataset folder, the classifier file, the word lists
+    (parsed; for retrain none empty), the gap pairs; then the weights (the classifier
+    loaded, CLIP's and ERM's ImageNet weights in the cache or downloadable now).
 
     Raises:
         ConfigError / DataLayoutError: naming the flag, the file and what was expected.
@@ -285,14 +286,17 @@ def validate_inputs(cfg: TLDRConfig, command: str) -> None:
                 f"--data-root {cfg.data_root}: folder not found; expected the {cfg.dataset} "
                 f"layout:\n{GROUP_SHIFT_DATASETS[cfg.dataset]}"
             )
-    if command == "erm":
-        return
-    if cfg.classifier is not None and not Path(cfg.classifier).exists():
-        raise ConfigError(
-            f"--classifier {cfg.classifier}: does not exist; expected {CLASSIFIER_FORMAT}"
-        )
-    if not needs_projector(cfg, command):
-        return
+    if command != "erm":
+        if cfg.classifier is not None and not Path(cfg.classifier).exists():
+            raise ConfigError(
+                f"--classifier {cfg.classifier}: does not exist; expected {CLASSIFIER_FORMAT}"
+            )
+        if needs_projector(cfg, command):
+            _check_projector_inputs(cfg, command)
+    _check_weights(cfg, command)
+
+
+def _check_projector_inputs(cfg: TLDRConfig, command: str) -> None:
     if cfg.words is None:
         raise ConfigError(
             f"--method {cfg.method} needs --words (the JSON written by `tldr filter` or "
@@ -306,6 +310,23 @@ def validate_inputs(cfg: TLDRConfig, command: str) -> None:
             f"--gap-pairs {cfg.gap_pairs}: not found; expected a COCO captions folder, a "
             "JSONL file of image-caption pairs, or 'toy'"
         )
+
+
+def _check_weights(cfg: TLDRConfig, command: str) -> None:
+    """The weights the run loads: a corrupt `--classifier` or missing CLIP / ImageNet
+    weights (offline) is refused here, in seconds, before the run folder exists."""
+    if cfg.arch == "resnet50" and (command == "erm" or cfg.classifier is None):
+        check_backbone_weights(cfg.backbone_weights)  # ERM training starts from them
+    if command == "erm":
+        return
+    if cfg.classifier is not None:
+        load_classifier(cfg.classifier)  # a ResNet-50 in about a second; loaded again later
+    if needs_projector(cfg, command) and cfg.clip_model != "tiny-clip-toy":
+        # open_clip loads only when a command runs, so `tldr --help` stays fast
+        from labshared.clip import fetch_weights
+
+        fetch_weights(cfg.clip_model, cfg.clip_pretrained,
+                      option_names=("--clip-model", "--clip-pretrained"))  # fmt: skip
 
 
 def _check_words(cfg: TLDRConfig, command: str) -> None:

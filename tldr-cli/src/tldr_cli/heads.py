@@ -8,7 +8,8 @@
 
 `features` are the classifier's penultimate features (`Classifier.forward_features`, what
 `tldr retrain` caches; `tldr_cli.rescore.run_features` rebuilds them from the run's
-config.json, through the same cache); `pred` is the predicted class and `score` the head's probability for it.
+config.json, through the same cache); `pred` is the predicted class and `score` the head's
+probability for it.
 Both heads read those features directly: TLDR's new Linear (its projector only
 carried text into this space during training) and DFR's standardised logistic
 regression.

@@ -270,6 +270,43 @@ def build_dataset(
     return _imagenet100(Path(root), split, transform, allow_missing_classes)
 
 
+def check_data_files(name: str, root: str | Path | None, splits: Iterable[str] = SPLITS) -> None:
+    """What `build_dataset` will open, checked by name only (no file is read): seconds
+    saved before a run folder is made. CIFAR-10: the batch files of each split (or a
+    `save_to_disk` folder); ImageNet-100: each split's folder and its 100 class folders;
+    `hf:` sources and MNIST-5k are left to the loader.
+
+    Raises:
+        ConfigError: no root for a dataset that needs one.
+        DataLayoutError: the first missing file or folder, with the expected layout.
+    """
+    info = get_dataset_info(name)
+    if name == "mnist":
+        return
+    if root is None or str(root) == "":
+        raise ConfigError(f"dataset {name} needs --data-root; expected layout:\n{info.layout}")
+    if str(root).startswith("hf:"):
+        return
+    path = Path(root)
+    if not path.is_dir():
+        raise DataLayoutError(path, "missing (no such folder)", info.layout)
+    for split in ("test" if s == "val" else s for s in splits):
+        if name == "cifar10":
+            _check_cifar_files(path, split)
+        else:
+            _imagenet100(path, split, None, allow_missing=False, list_files=False)
+
+
+def _check_cifar_files(path: Path, split: str) -> None:
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return
+    batches_dir = path if (path / "test_batch").exists() else path / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    for name in names:
+        if not (batches_dir / name).is_file():
+            raise DataLayoutError(batches_dir / name, "missing", CIFAR10_LAYOUT)
+
+
 # --------------------------------------------------------------------------- CIFAR-10
 def _numpy_core(module: str) -> Any:
     """numpy._core.<module> (numpy 2), else numpy.core.<module> (numpy 1)."""
@@ -417,7 +454,11 @@ def imagenet100_wnids() -> tuple[str, ...]:
     return wnids
 
 
-def _imagenet100(root: Path, split: str, transform: Callable, allow_missing: bool) -> Dataset:
+def _imagenet100(
+    root: Path, split: str, transform: Callable | None, allow_missing: bool, list_files=True
+) -> Dataset | None:
+    """The split's images; with `list_files` False, only its folders are checked (the
+    directory listing of ~130,000 files is left to the real load) and None returned."""
     if not root.is_dir():
         raise DataLayoutError(root, "missing", IMAGENET100_LAYOUT)
     candidates = ["train"] if split == "train" else ["val", "test"]
@@ -437,6 +478,8 @@ def _imagenet100(root: Path, split: str, transform: Callable, allow_missing: boo
             f"(first: {', '.join(missing[:3])})",
             IMAGENET100_LAYOUT,
         )
+    if not list_files:
+        return None
     samples: list[tuple[Path, int]] = []
     for label, wnid in enumerate(classes):
         folder = split_dir / wnid
