@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,77 @@ def cache_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def file_fingerprint(path: str | Path) -> dict[str, Any]:
-    """Size and mtime of a file: cheap, and changes whenever the file is rewritten."""
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+#: Names the rule below; it opens every digest, so changing the rule changes every key.
+FINGERPRINT_RULE = "labshared-files-v1"
+_FLUSH_LINES = 8192  # lines hashed per update: memory stays flat for any number of files
+
+
+def fingerprint_files(root: str | Path, paths: Iterable[str | Path] | None = None) -> str:
+    """16 hex digits of SHA-256 over (path relative to `root`, size, mtime_ns) of every file.
+
+    The one fingerprint rule of every loader: each file a loader reads (annotations and
+    every image) enters its dataset's cache key this way, so rewriting any of them (new
+    size or new mtime) is a cache miss. Contents are not read: a stat per file. Sorted, so
+    the order the loader lists files in does not matter; a listed file that is absent
+    hashes as absent (the loader fails on it later, with its own message). The root itself
+    is not hashed (callers that want a moved copy to miss add it to their key).
+
+    Limit: a file rewritten with the same size within the file system's timestamp
+    granularity (a few ms) keeps its fingerprint, as in any stat-based cache (git, make).
+
+    Args:
+        root: the dataset folder; paths are hashed relative to it.
+        paths: files, either relative to `root` or built as `root / name` (absolute or
+            not); a path outside `root` is hashed as `../...`. None: every file under
+            `root`, walked with `os.scandir` (hidden files included).
+    """
+    base = os.fspath(root)
+    names = _walk(base) if paths is None else _relative_names(base, paths)
+    h = hashlib.sha256(f"{FINGERPRINT_RULE}\n".encode())
+    lines: list[str] = []
+    stat, join = os.stat, os.path.join
+    for name in sorted(names):
+        try:
+            st = stat(join(base, name))
+            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n")
+        except OSError:
+            lines.append(f"{name}\tabsent\n")
+        if len(lines) >= _FLUSH_LINES:
+            h.update("".join(lines).encode("utf-8", "surrogateescape"))
+            lines.clear()
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def _relative_names(base: str, paths: Iterable[str | Path]) -> set[str]:
+    """`paths` as names relative to `base` (a set: a file listed twice is hashed once)."""
+    prefixes = tuple(
+        {b.rstrip(os.sep) + os.sep for b in (base, os.path.abspath(base)) if b not in ("", ".")}
+    )
+    absolute = os.path.abspath(base)
+    out = set()
+    for p in map(os.fspath, paths):
+        if prefixes and p.startswith(prefixes):
+            p = p[len(next(x for x in prefixes if p.startswith(x))) :]
+        elif os.path.isabs(p):
+            p = os.path.relpath(p, absolute)
+        out.add(p)
+    return out
+
+
+def _walk(base: str) -> list[str]:
+    """Every file under `base`, relative to it (`os.scandir`: no stat to tell files apart)."""
+    out, stack = [], [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(base, rel) if rel else base) as it:
+            for entry in it:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir():
+                    stack.append(name)
+                elif entry.is_file():
+                    out.append(name)
+    return out
 
 
 def cached_tensors(
