@@ -30,6 +30,13 @@ def cache_root() -> Path:
     return Path(base) / "labshared"
 
 
+def hf_datasets_cache() -> Path:
+    """Where Hugging Face `datasets` writes the Arrow copies of local folders it loads
+    (`cache_dir=`): under `cache_root()`, not `~/.cache/huggingface`. Hub ids keep the
+    Hugging Face cache they were downloaded to."""
+    return cache_root() / "hf-datasets"
+
+
 def cache_key(spec: Mapping[str, Any]) -> str:
     """16 hex digits of SHA-256 over the canonical JSON of `spec`."""
     canonical = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
