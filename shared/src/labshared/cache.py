@@ -67,43 +67,64 @@ def fingerprint_files(root: str | Path, paths: Iterable[str | Path] | None = Non
             not); a path outside `root` is hashed as `../...`. None: every file under
             `root`, walked with `os.scandir` (hidden files included).
     """
-    base = os.fspath(root)
-    names = _walk(base) if paths is None else _relative_names(base, paths)
+    base = os.fspath(root) or "."
+    stats = _walk(base) if paths is None else _stat_names(base, _relative_names(base, paths))
     h = hashlib.sha256(f"{FINGERPRINT_RULE}\n".encode())
-    lines: list[str] = []
-    stat, join = os.stat, os.path.join
-    for name in sorted(names):
-        try:
-            st = stat(join(base, name))
-            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n")
-        except OSError:
-            lines.append(f"{name}\tabsent\n")
-        if len(lines) >= _FLUSH_LINES:
-            h.update("".join(lines).encode("utf-8", "surrogateescape"))
-            lines.clear()
-    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    stats.sort()
+    for i in range(0, len(stats), _FLUSH_LINES):
+        lines = (
+            f"{name}\t{size}\t{mtime}\n" if size is not None else f"{name}\tabsent\n"
+            for name, size, mtime in stats[i : i + _FLUSH_LINES]
+        )
+        h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
+
+
+_Stat = tuple[str, int | None, int | None]  # name, size, mtime_ns (None, None: absent)
 
 
 def _relative_names(base: str, paths: Iterable[str | Path]) -> set[str]:
     """`paths` as names relative to `base` (a set: a file listed twice is hashed once)."""
-    prefixes = tuple(
-        {b.rstrip(os.sep) + os.sep for b in (base, os.path.abspath(base)) if b not in ("", ".")}
-    )
-    absolute = os.path.abspath(base)
+    given = "" if base == "." else base.rstrip(os.sep) + os.sep
+    absolute = os.path.abspath(base).rstrip(os.sep) + os.sep
     out = set()
     for p in map(os.fspath, paths):
-        if prefixes and p.startswith(prefixes):
-            p = p[len(next(x for x in prefixes if p.startswith(x))) :]
+        if given and p.startswith(given):
+            p = p[len(given) :]
+        elif p.startswith(absolute):
+            p = p[len(absolute) :]
         elif os.path.isabs(p):
             p = os.path.relpath(p, absolute)
         out.add(p)
     return out
 
 
-def _walk(base: str) -> list[str]:
-    """Every file under `base`, relative to it (`os.scandir`: no stat to tell files apart)."""
-    out, stack = [], [""]
+def _stat_names(base: str, names: Iterable[str]) -> list[_Stat]:
+    """(name, size, mtime_ns) of each name under `base`: one `stat` relative to an open
+    descriptor of `base` (no path joining, the root resolved once)."""
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no root: every file is absent
+        return [(name, None, None) for name in names]
+    out: list[_Stat] = []
+    stat = os.stat
+    try:
+        for name in names:
+            try:
+                st = stat(name, dir_fd=fd)
+                out.append((name, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((name, None, None))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _walk(base: str) -> list[_Stat]:
+    """(name relative to `base`, size, mtime_ns) of every file under `base`, walked with
+    `os.scandir` (its entry types need no stat; each file's stat is its one syscall)."""
+    out: list[_Stat] = []
+    stack = [""]
     while stack:
         rel = stack.pop()
         with os.scandir(os.path.join(base, rel) if rel else base) as it:
@@ -112,7 +133,8 @@ def _walk(base: str) -> list[str]:
                 if entry.is_dir():
                     stack.append(name)
                 elif entry.is_file():
-                    out.append(name)
+                    st = entry.stat()
+                    out.append((name, st.st_size, st.st_mtime_ns))
     return out
 
 
