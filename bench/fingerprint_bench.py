@@ -5,6 +5,8 @@ Every loader keys its caches by (relative path, size, mtime_ns) of every file it
 000001.jpg` ..., 16 bytes each, plus the attribute and partition CSVs) in a temporary
 folder and times, best of `--repeats`:
 
+- `bare_stat`: a plain `os.stat` of each listed file, nothing else: the floor any
+  stat-based fingerprint pays on this machine at this moment;
 - `listed`: `fingerprint_files(root, names)` over the 202,599 listed names (how the
   file-list loaders call it);
 - `walk`: `fingerprint_files(root)`, the `os.scandir` walk of the whole folder (how the
@@ -78,6 +80,8 @@ def main() -> None:
         t0 = time.perf_counter()
         names = write_celeba_layout(root, args.n)
         write_s = time.perf_counter() - t0
+        paths = [os.path.join(tmp, n) for n in names]
+        bare = best_of(lambda: [os.stat(p) for p in paths], args.repeats)
         listed = best_of(lambda: fingerprint_files(root, names), args.repeats)
         walk = best_of(lambda: fingerprint_files(root), args.repeats)
         load = best_of(
@@ -87,15 +91,17 @@ def main() -> None:
         "files": args.n,
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        "load_avg_1min": round(os.getloadavg()[0], 1),
         "write_s": round(write_s, 2),
+        "bare_stat_s": round(bare, 3),
         "listed_s": round(listed, 3),
         "walk_s": round(walk, 3),
         "load_celeba_3_splits_s": round(load, 3),
         "listed_us_per_file": round(listed / args.n * 1e6, 2),
     }
     print(
-        f"{args.n:,} files: fingerprint of the listed names {listed:.2f} s "
-        f"({result['listed_us_per_file']} us/file), scandir walk {walk:.2f} s, "
+        f"{args.n:,} files: bare os.stat loop {bare:.2f} s, fingerprint of the listed names "
+        f"{listed:.2f} s ({result['listed_us_per_file']} us/file), scandir walk {walk:.2f} s, "
         f"load_celeba train+val+test {load:.2f} s (fingerprint included)"
     )
     print(json.dumps(result))
