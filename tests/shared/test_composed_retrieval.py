@@ -1,6 +1,8 @@
 """labshared.data.composed_retrieval on fixture files written in each official layout."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -338,3 +340,40 @@ def test_registry_errors(monkeypatch, tmp_path):
         build_benchmarks("cir", "/nowhere")
     with pytest.raises(ConfigError, match="--data-root is required"):
         build_benchmarks("circo", None)
+
+
+def _touch_later(path):
+    """Move `path`'s mtime on by one second (a rewrite the stat fingerprint must see)."""
+    mtime = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(mtime, mtime))
+
+
+@pytest.mark.parametrize(
+    "write,load",
+    [
+        (_fashioniq, lambda r: load_fashioniq(r, "val", ["dress"])),
+        (_cirr, lambda r: load_cirr(r, "val")),
+        (_circo, lambda r: load_circo(r, "val")),
+        (_genecis, lambda r: load_genecis(r, "test", ["change_object", "focus_attribute"])),
+    ],
+)
+def test_inverted_images_and_rewritten_annotations_change_every_key(tmp_path, write, load):
+    write(tmp_path)
+    before = [b.fingerprint() for b in load(tmp_path)]
+    for bench in load(tmp_path):
+        images = bench.images
+        files = (
+            images.paths.values()
+            if hasattr(images, "paths")
+            else [p for p, _ in images.boxes.values()]
+        )
+        for path in set(files):  # inverted colours, same names, annotations untouched
+            with Image.open(path) as img:
+                Image.eval(img.convert("RGB"), lambda v: 255 - v).save(path)
+            _touch_later(path)
+    after = [b.fingerprint() for b in load(tmp_path)]
+    assert all(a != b for a, b in zip(after, before, strict=True))
+    for bench in load(tmp_path):  # an annotation file rewritten alone: a new key too
+        _touch_later(Path(bench.annotation_files[0]))
+    again = [b.fingerprint() for b in load(tmp_path)]
+    assert all(a != b for a, b in zip(again, after, strict=True))

@@ -1,5 +1,8 @@
 """Group-shift loaders on fixture files written in the official layouts."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,7 @@ from labshared.data.group_shift import (
     load_toy,
     load_waterbirds,
 )
+from labshared.data.group_shift.spuco import _SPUCO_FOLDERS
 from labshared.errors import ConfigError, DataLayoutError
 
 
@@ -259,3 +263,91 @@ def test_registry_errors():
         build_group_shift("celebaa", "/x", "train")
     with pytest.raises(ConfigError, match="needs --data-root"):
         build_group_shift("waterbirds", None, "train")
+
+
+# --------------------------------------------------------------------------- cache keys
+def invert_images(paths):
+    """Rewrite every image with inverted colours, each file's mtime moved on by one
+    second (a rewrite within the file system's timestamp granularity, with the same size,
+    is the one a stat fingerprint cannot see)."""
+    for path in paths:
+        mtime = path.stat().st_mtime_ns
+        with Image.open(path) as img:
+            inverted = Image.eval(img.convert("RGB"), lambda v: 255 - v)
+        inverted.save(path)
+        os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+
+
+def _spuco(root):
+    for sub, cls, place, *_ in _SPUCO_FOLDERS:
+        _img(root / sub / "test" / cls / place / "0.jpg")
+
+
+@pytest.mark.parametrize(
+    "name,write,annotations",
+    [
+        ("waterbirds", write_waterbirds, ["metadata.csv"]),
+        ("celeba", write_celeba, ["list_attr_celeba.csv", "list_eval_partition.csv"]),
+        ("spuco-animals", _spuco, []),
+    ],
+)
+def test_rewritten_images_change_the_key_with_annotations_untouched(
+    tmp_path, name, write, annotations
+):
+    write(tmp_path)
+    before = build_group_shift(name, tmp_path, "test")
+    stamps = {a: (tmp_path / a).stat().st_mtime_ns for a in annotations}
+    pixel = before.image(0).getpixel((0, 0))
+    invert_images(before.paths)
+    after = build_group_shift(name, tmp_path, "test")
+    assert {a: (tmp_path / a).stat().st_mtime_ns for a in annotations} == stamps
+    assert after.paths == before.paths
+    inverted = after.image(0).getpixel((0, 0))  # JPEG: within 3 of 255 - v
+    assert all(abs(a - (255 - b)) <= 3 for a, b in zip(inverted, pixel, strict=True))
+    assert after.fingerprint != before.fingerprint
+    assert build_group_shift(name, tmp_path, "test").fingerprint == after.fingerprint  # stable
+    for a in annotations:  # an annotation rewritten alone changes it too
+        os.utime(tmp_path / a, ns=(stamps[a] + 10**9, stamps[a] + 10**9))
+        assert build_group_shift(name, tmp_path, "test").fingerprint != after.fingerprint
+        os.utime(tmp_path / a, ns=(stamps[a], stamps[a]))
+
+
+def test_a_rewritten_saved_dataset_file_changes_the_hf_key(tmp_path):
+    """A save_to_disk folder keeps its stored `datasets` fingerprint when its Arrow file
+    is rewritten: the key also holds every file's fingerprint."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (4, 4), (9, 9, 9))] * 2, "label": [0, 1], "place": [1, 0]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "label": datasets.Value("int64"),
+             "place": datasets.Value("int64")}
+        ),
+    )  # fmt: skip
+    datasets.DatasetDict({"test": ds}).save_to_disk(tmp_path / "wb")
+    before = load_hf_group_shift(str(tmp_path / "wb"), "test")
+    (arrow,) = (tmp_path / "wb" / "test").glob("*.arrow")
+    mtime = arrow.stat().st_mtime_ns
+    os.utime(arrow, ns=(mtime + 10**9, mtime + 10**9))
+    after = load_hf_group_shift(str(tmp_path / "wb"), "test")
+    assert after.fingerprint["hf_fingerprint"] == before.fingerprint["hf_fingerprint"]
+    assert after.fingerprint != before.fingerprint
+
+
+def test_toy_key_holds_the_wheel_files_and_the_toy_code(tmp_path, monkeypatch):
+    from labshared.toy import sources
+
+    fp = load_toy("test", 8).fingerprint
+    assert fp["toy"] == sources.toy_fingerprint() and set(fp["toy"]) == {
+        "code",
+        "digits",
+        "backgrounds",
+    }
+    assert fp["seed"] == 0 and load_toy("test", 8, seed=1).fingerprint["seed"] == 1
+    # a rewritten digits file (a reinstalled wheel) is a new key: a copy stands in for it
+    copy = tmp_path / "mnist_5k.csv.gz"
+    copy.write_bytes(Path(sources.MNIST5K_CSV).read_bytes())
+    monkeypatch.setattr(sources, "MNIST5K_CSV", str(copy))
+    same = sources.toy_fingerprint()["digits"]
+    os.utime(copy, ns=(copy.stat().st_mtime_ns + 10**9,) * 2)
+    assert sources.toy_fingerprint()["digits"] != same

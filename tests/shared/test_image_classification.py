@@ -17,6 +17,7 @@ from labshared.data.image_classification import (
     load_cifar_batch,
 )
 from labshared.errors import ConfigError, DataLayoutError
+from labshared.toy.sources import digit_files_fingerprint
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -239,3 +240,79 @@ def test_unknown_dataset_and_split():
         build_dataset("cifar-10", None, "train", False)
     with pytest.raises(ConfigError, match="split 'dev'"):
         build_dataset("mnist", None, "dev", False)
+
+
+def _write_parquet_cifar(root):
+    folder = root / "plain_text"
+    folder.mkdir(parents=True)
+    for split, seed in (("train", 0), ("test", 1)):
+        ds, _ = _hf_cifar(seed=seed, image_col="image")
+        ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+
+
+def test_hf_local_folder_copy_lives_under_labshared_cache(tmp_path):
+    """`hf:<local folder>`: the Arrow copy `datasets` builds goes under LABSHARED_CACHE;
+    nothing is written to the Hugging Face cache (HF_HOME, read when `datasets` is
+    imported, hence a fresh process)."""
+    import subprocess
+    import sys
+
+    _write_parquet_cifar(tmp_path / "pq")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "LABSHARED_CACHE": str(tmp_path / "c")}
+    env.pop("HF_DATASETS_CACHE", None)
+    code = (
+        "from labshared.data.image_classification import build_dataset; "
+        f"ds = build_dataset('cifar10', 'hf:{tmp_path / 'pq'}', 'test', False); "
+        "print(len(ds), ds.labels.tolist())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[0] == "3 [1, 5, 9]"
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*"))
+    assert any(p.suffix == ".arrow" for p in (tmp_path / "c" / "hf-datasets").rglob("*"))
+
+
+# --------------------------------------------------------------------------- cache keys
+def _later(path):
+    """Move a file's mtime on by one second (a rewrite the fingerprint must see even when
+    it falls within the file system's timestamp granularity)."""
+    mtime = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_rewritten_files_change_every_fingerprint(tmp_path):
+    import datasets
+
+    # CIFAR-10 batches: the test batch rewritten with other pixels, same labels
+    written = write_cifar(tmp_path / "cifar")
+    before = build_dataset("cifar10", tmp_path / "cifar", "test", False).fingerprint
+    assert before["dataset"] == "cifar10" and before["split"] == "test"
+    data, labels = written["test_batch"]
+    entry = {b"data": 255 - data, b"labels": labels}
+    with (tmp_path / "cifar" / "cifar-10-batches-py" / "test_batch").open("wb") as f:
+        pickle.dump(entry, f, protocol=2)
+    _later(tmp_path / "cifar" / "cifar-10-batches-py" / "test_batch")
+    assert build_dataset("cifar10", tmp_path / "cifar", "test", False).fingerprint != before
+    # ImageNet-100 folders: every image inverted, names untouched
+    write_imagenet(tmp_path / "in", "val", ["n01440764"])
+    load = lambda: build_dataset(  # noqa: E731
+        "imagenet100", tmp_path / "in", "test", False, allow_missing_classes=True
+    )
+    before = load().fingerprint
+    for path in (tmp_path / "in" / "val" / "n01440764").iterdir():
+        with Image.open(path) as img:
+            Image.eval(img, lambda v: 255 - v).save(path, format="JPEG")
+        _later(path)
+    assert load().fingerprint != before
+    # a save_to_disk folder: an Arrow file rewritten
+    train, _ = _hf_cifar()
+    datasets.DatasetDict({"train": train, "test": train}).save_to_disk(str(tmp_path / "hf"))
+    before = build_dataset("cifar10", tmp_path / "hf", "test", False).fingerprint
+    (arrow,) = (tmp_path / "hf" / "test").glob("*.arrow")
+    _later(arrow)
+    assert build_dataset("cifar10", tmp_path / "hf", "test", False).fingerprint != before
+    # MNIST-5k: the wheel file it is parsed from, and the split seed
+    mnist = build_dataset("mnist", None, "test", False).fingerprint
+    assert mnist["files"] == digit_files_fingerprint("mnist") and mnist["data_seed"] == 0
+    assert build_dataset("mnist", None, "test", False, data_seed=1).fingerprint != mnist

@@ -1,13 +1,15 @@
 """Image-caption pairs for the modality gap: COCO captions layout and JSONL."""
 
 import json
+import os
 
 import pytest
 import torch
 from PIL import Image
 
 from labshared.errors import DataLayoutError
-from tldr_cli.gap import load_gap_pairs
+from labshared.toy.sources import toy_fingerprint
+from tldr_cli.gap import gap_pairs_fingerprint, load_gap_pairs
 
 
 def _img(path, value):
@@ -46,3 +48,40 @@ def test_jsonl_and_errors(tmp_path):
         load_gap_pairs(str(tmp_path / "bad.jsonl"), 5, torch.Generator())
     with pytest.raises(DataLayoutError, match="captions_val2014.json: caption file not found"):
         load_gap_pairs(str(tmp_path / "im"), 5, torch.Generator())
+
+
+def _later(path):
+    """Move a file's mtime on by a second (a same-size rewrite must still be seen)."""
+    mtime = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_gap_pairs_key_sees_every_image_and_the_captions_file(tmp_path):
+    images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in (1, 2)]
+    anns = [{"image_id": 1, "caption": "a red bus"}, {"image_id": 2, "caption": "two cats"}]
+    captions = tmp_path / "coco" / "annotations" / "captions_val2014.json"
+    captions.parent.mkdir(parents=True)
+    captions.write_text(json.dumps({"images": images, "annotations": anns}))
+    for i, value in ((1, 10), (2, 200)):
+        _img(tmp_path / "coco" / "val2014" / f"COCO_val2014_{i:012d}.jpg", value)
+    _img(tmp_path / "im" / "a.png", 5)
+    (tmp_path / "pairs.jsonl").write_text('{"image": "im/a.png", "caption": "a thing"}\n')
+    for source, files in (
+        (
+            tmp_path / "coco",
+            [tmp_path / "coco" / "val2014" / "COCO_val2014_000000000002.jpg", captions],
+        ),
+        (tmp_path / "pairs.jsonl", [tmp_path / "im" / "a.png", tmp_path / "pairs.jsonl"]),
+    ):
+        before = gap_pairs_fingerprint(str(source))
+        assert gap_pairs_fingerprint(str(source)) == before
+        image, annotation = files
+        with Image.open(image) as im:  # an image inverted, annotations untouched: a new key
+            Image.eval(im, lambda v: 255 - v).save(image)
+        _later(image)
+        after = gap_pairs_fingerprint(str(source))
+        assert after != before
+        _later(annotation)  # the captions file rewritten alone: a new key too
+        assert gap_pairs_fingerprint(str(source)) not in (before, after)
+    toy = gap_pairs_fingerprint("toy")
+    assert toy == {"source": "toy", "toy": toy_fingerprint()}

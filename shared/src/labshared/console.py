@@ -1,7 +1,9 @@
 """One stderr console for logs and progress bars; stdout is kept for results.
 
 Only rank 0 prints (set by `labshared.distributed`), and bars switch off when stderr is
-not a terminal so CI logs stay readable.
+not a terminal so CI logs stay readable. Log lines are never wrapped: off a terminal rich
+would break them at 80 columns (a cache path on a line of its own), which breaks grep and
+copy-paste; a terminal folds long lines itself.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from labshared.distributed import is_main
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def log(*objects, **kwargs) -> None:

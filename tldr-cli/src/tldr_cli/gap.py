@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
 from labshared import toy
+from labshared.cache import fingerprint_files
 from labshared.errors import DataLayoutError
+from labshared.toy.sources import toy_fingerprint
 
 COCO_LAYOUT = """\
 <root>/
@@ -41,10 +44,15 @@ _COCO_JSON = (
 _COCO_IMAGES = ("val2014", "validation/data", "images", ".")
 
 
-def _coco_pairs(root: Path) -> list[tuple[Path, str]]:
+def _coco_captions_file(root: Path) -> Path:
     ann_path = next((root / p for p in _COCO_JSON if (root / p).is_file()), None)
     if ann_path is None:
         raise DataLayoutError(root / _COCO_JSON[0], "caption file not found", COCO_LAYOUT)
+    return ann_path
+
+
+def _coco_pairs(root: Path) -> list[tuple[Path, str]]:
+    ann_path = _coco_captions_file(root)
     try:
         data = json.loads(ann_path.read_text())
         files = {int(im["id"]): im["file_name"] for im in data["images"]}
@@ -122,3 +130,20 @@ def load_gap_pairs(
             ) from None
         captions.append(cap)
     return images, captions
+
+
+def gap_pairs_fingerprint(source: str) -> dict[str, Any]:
+    """What determines the gap pairs, for the gap's cache key: the toy world's
+    fingerprint, or `fingerprint_files` (path, size, mtime) of the captions file (COCO
+    JSON or JSONL) and every image it lists.
+
+    Raises:
+        DataLayoutError: the source is missing or malformed.
+    """
+    if source == "toy":
+        return {"source": "toy", "toy": toy_fingerprint()}
+    path = Path(source)
+    pairs = list_gap_pairs(source)
+    root, captions = (path, _coco_captions_file(path)) if path.is_dir() else (path.parent, path)
+    files = [captions, *(image for image, _ in pairs)]
+    return {"source": str(path.resolve()), "files": fingerprint_files(root, files)}

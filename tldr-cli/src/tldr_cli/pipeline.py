@@ -51,7 +51,7 @@ from tldr_cli.features import (
     image_loader,
     load_splits,
 )
-from tldr_cli.gap import load_gap_pairs
+from tldr_cli.gap import gap_pairs_fingerprint, load_gap_pairs
 from tldr_cli.projector import Projector, modality_gap, ridge_statistics, solve_gap_ridge_from_stats
 
 
@@ -215,12 +215,9 @@ def gap_vector(
     if not cfg.gap_pairs:
         raise ConfigError("--gap-pairs is required: a COCO captions folder, a JSONL file, or 'toy'")
     source = cfg.gap_pairs
-    fp: Any = source if source == "toy" else str(Path(source).resolve())
-    if source != "toy" and Path(source).is_file():
-        fp = {"path": fp, "digest": file_digest(Path(source))}
     spec = {
         "clip": clip.ident,
-        "pairs": fp,
+        "pairs": gap_pairs_fingerprint(source),
         "n": cfg.n_gap_pairs,
         "seed": runtime.seed,
         "preprocess_embed": cfg.preprocess_embed,

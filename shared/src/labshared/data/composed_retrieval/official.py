@@ -99,7 +99,7 @@ def load_fashioniq(
         )
         ext = ".png" if png_only else ".jpg"
         paths = {n: root / "images" / f"{n}{ext}" for n in names}
-        images = FileImages(paths, root, FASHIONIQ_LAYOUT)
+        images = FileImages(paths, root, FASHIONIQ_LAYOUT, (cap_path, split_path))
         out.append(
             CIRBenchmark(
                 "fashioniq", split, queries, gallery, images, cat, [str(cap_path), str(split_path)]
@@ -146,7 +146,7 @@ def load_cirr(root: str | Path, split: str = "val") -> list[CIRBenchmark]:
         raise DataLayoutError(
             split_path, f"reference images absent from the split file: {missing[:3]}", CIRR_LAYOUT
         )
-    images = FileImages(paths, image_root, CIRR_LAYOUT)
+    images = FileImages(paths, image_root, CIRR_LAYOUT, (cap_path, split_path))
     return [
         CIRBenchmark(
             "cirr", split, queries, list(relpaths), images, None, [str(cap_path), str(split_path)]
@@ -192,7 +192,7 @@ def load_circo(root: str | Path, split: str = "val") -> list[CIRBenchmark]:
             f"image ids used by {ann_path.name} are not listed: {unknown[:3]}",
             CIRCO_LAYOUT,
         )
-    images = FileImages(paths, root, CIRCO_LAYOUT)
+    images = FileImages(paths, root, CIRCO_LAYOUT, (ann_path, info_path))
     return [
         CIRBenchmark(
             "circo", split, queries, list(paths), images, None, [str(ann_path), str(info_path)]
@@ -256,10 +256,10 @@ def load_genecis(
             boxes = {
                 k: (root / "VG_100K_all" / f"{img}.jpg", box) for k, (img, box) in files.items()
             }
-            images: ImageSource = CroppedImages(boxes, root, GENECIS_LAYOUT)
+            images: ImageSource = CroppedImages(boxes, root, GENECIS_LAYOUT, (path,))
         else:
             images = FileImages(
-                {k: root / "val2017" / p for k, p in files.items()}, root, GENECIS_LAYOUT
+                {k: root / "val2017" / p for k, p in files.items()}, root, GENECIS_LAYOUT, (path,)
             )
         out.append(CIRBenchmark("genecis", split, queries, [], images, task, [str(path)]))
     return out

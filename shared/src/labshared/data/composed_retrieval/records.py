@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
+from labshared.cache import fingerprint_files
 from labshared.errors import ConfigError, DataLayoutError
 
 GENECIS_DILATION = 0.7  # genecis datasets/vaw_dataset.py DILATION
@@ -103,37 +104,27 @@ def _open_rgb(path: Path, layout: str) -> Image.Image:
         return img.convert("RGB")
 
 
-def _stat_digest(paths: Iterable[Path]) -> str:
-    """Hash of every file's path, size and mtime: a rewritten or replaced image changes the
-    feature-cache key (missing files hash as absent and fail later, at load time)."""
-    h = hashlib.sha256()
-    for path in sorted(str(p) for p in paths):
-        try:
-            st = Path(path).stat()
-            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{path}|absent\n".encode())
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class FileImages:
-    """Images on disk: `paths[name]`."""
+    """Images on disk: `paths[name]`; `annotations` are the files the loader read them
+    from (they join the fingerprint: one rule for every file a loader reads)."""
 
     paths: Mapping[str, Path]
     root: Path
     layout: str = ""
+    annotations: Sequence[Path] = ()
 
     def load(self, name: str) -> Image.Image:
         """Image `name` as RGB; a missing file raises `DataLayoutError` with the layout."""
         return _open_rgb(self.paths[name], self.layout)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The root and a digest of every file's path, size and mtime."""
+        """The root and `fingerprint_files` of every image and annotation file (path,
+        size, mtime): a rewritten or replaced image changes the feature-cache key."""
         return {
             "kind": "files",
             "root": str(self.root.resolve()),
-            "files": _stat_digest(self.paths.values()),
+            "files": fingerprint_files(self.root, [*self.paths.values(), *self.annotations]),
         }
 
 
@@ -145,6 +136,7 @@ class CroppedImages:
     boxes: Mapping[str, tuple[Path, tuple[float, float, float, float]]]
     root: Path
     layout: str = ""
+    annotations: Sequence[Path] = ()
 
     def load(self, name: str) -> Image.Image:
         """The dilated, square-padded crop `name` as RGB."""
@@ -160,29 +152,33 @@ class CroppedImages:
         return square
 
     def fingerprint(self) -> dict[str, Any]:
-        """The root, a digest of the source files and the dilation."""
+        """The root, `fingerprint_files` of the source images and annotation file, and the
+        dilation."""
+        files = [*(p for p, _ in self.boxes.values()), *self.annotations]
         return {
             "kind": "genecis-crops",
             "root": str(self.root.resolve()),
-            "files": _stat_digest({p for p, _ in self.boxes.values()}),
+            "files": fingerprint_files(self.root, files),
             "dilation": GENECIS_DILATION,
         }
 
 
 @dataclass
 class TensorImages:
-    """In-memory uint8 (3, H, W) images (the toy world)."""
+    """In-memory uint8 (3, H, W) images (the toy world); `sources` fingerprints what they
+    were generated from (`labshared.toy.sources.toy_fingerprint`)."""
 
     tensors: Mapping[str, Any]
     tag: str
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def load(self, name: str) -> Image.Image:
         """Tensor `name` as an RGB PIL image."""
         return Image.fromarray(self.tensors[name].permute(1, 2, 0).contiguous().numpy())
 
     def fingerprint(self) -> dict[str, Any]:
-        """The tag naming what generated the tensors (e.g. the toy world's settings)."""
-        return {"kind": "tensors", "tag": self.tag}
+        """The tag naming the generator's settings and the fingerprint of its sources."""
+        return {"kind": "tensors", "tag": self.tag, "sources": dict(self.sources)}
 
 
 @dataclass
@@ -199,8 +195,13 @@ class ColumnImages:
         return self.table[self.rows[name]][self.column].convert("RGB")
 
     def fingerprint(self) -> dict[str, Any]:
-        """The tag naming the hub dataset and split."""
-        return {"kind": "hf", "tag": self.tag}
+        """The tag naming the hub dataset and split, and the `datasets` fingerprint of the
+        table (derived from its Arrow files in the Hugging Face cache)."""
+        return {
+            "kind": "hf",
+            "tag": self.tag,
+            "hf_fingerprint": getattr(self.table, "_fingerprint", None),
+        }
 
 
 # --------------------------------------------------------------------------- JSON helpers

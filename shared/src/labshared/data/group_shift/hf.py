@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from labshared.cache import fingerprint_files
 from labshared.data.group_shift.records import GroupShiftSplit, check_split
 from labshared.errors import DataLayoutError
 
@@ -127,6 +128,14 @@ def _to_binary(values: Any, column: str, source: str) -> np.ndarray:
     return (arr > 0).astype(np.int64)
 
 
+def _local_files(source: str) -> dict[str, Any]:
+    """A `save_to_disk` folder's root and `fingerprint_files` of every file in it (its
+    stored `datasets` fingerprint survives an edit of the Arrow files); {} for a hub id."""
+    if not Path(source).is_dir():
+        return {}
+    return {"root": str(Path(source).resolve()), "files": fingerprint_files(source)}
+
+
 def load_hf_group_shift(
     source: str,
     split: str,
@@ -183,6 +192,7 @@ def load_hf_group_shift(
             "dataset": f"hf:{source}",
             "split": split,
             "hf_fingerprint": ds._fingerprint,
+            **_local_files(source),
             "label": y_col,
             "spurious": a_col,
         },

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labshared.cache import fingerprint_files
 from labshared.data.group_shift.records import GroupShiftSplit, check_split
 from labshared.errors import DataLayoutError
 
@@ -74,6 +75,6 @@ def load_spuco_animals(root: str | Path, split: str) -> GroupShiftSplit:
             "dataset": "spuco-animals",
             "split": split,
             "root": str(root.resolve()),
-            "files": [(str(p.relative_to(root)), p.stat().st_size) for p in paths],
+            "files": fingerprint_files(root, paths),
         },
     )

@@ -10,15 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from labshared import toy
-from labshared.cache import file_fingerprint
 from labshared.data.group_shift.records import GroupShiftSplit, check_split
-from labshared.toy import rendering, sources, vocabulary
-from labshared.toy import spurious as spurious_sampler
-
-#: The toy modules whose code determines what `spurious_split` returns (palette and names,
-#: source pixels and split bands, the renderer, the sampler). Their file fingerprints enter
-#: every toy split's fingerprint: a changed renderer is new data.
-TOY_CODE_MODULES = (vocabulary, sources, rendering, spurious_sampler)
+from labshared.toy.sources import toy_fingerprint
 
 
 def load_toy(
@@ -63,6 +56,8 @@ def load_toy(
             "seed": seed,
             "class_fn": class_fn,
             "spurious": list(spurious),
-            "toy_code": [file_fingerprint(m.__file__) for m in TOY_CODE_MODULES],
+            # the toy code and the wheel files its pixels come from (a changed renderer
+            # or photo is new data)
+            "toy": toy_fingerprint(),
         },
     )

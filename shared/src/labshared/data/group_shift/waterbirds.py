@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labshared.cache import file_fingerprint
+from labshared.cache import fingerprint_files
 from labshared.data.group_shift.records import (
     SPLIT_CODE,
     GroupShiftSplit,
@@ -45,8 +45,8 @@ def load_waterbirds(root: str | Path, split: str) -> GroupShiftSplit:
     splits = int_column(df, "split", meta_path, (0, 1, 2), WATERBIRDS_LAYOUT)
     place = int_column(df, "place", meta_path, (0, 1), WATERBIRDS_LAYOUT)
     keep = splits == SPLIT_CODE[split]
-    files = df["img_filename"].to_numpy()[keep]
-    paths = [root / str(f) for f in files]
+    files = [str(f) for f in df["img_filename"].to_numpy()[keep]]
+    paths = [root / f for f in files]
     if paths and not paths[0].is_file():
         raise DataLayoutError(paths[0], "image listed in metadata.csv not found", WATERBIRDS_LAYOUT)
     return GroupShiftSplit(
@@ -62,6 +62,8 @@ def load_waterbirds(root: str | Path, split: str) -> GroupShiftSplit:
         fingerprint={
             "dataset": "waterbirds",
             "split": split,
-            "metadata": file_fingerprint(meta_path),
+            "root": str(root.resolve()),
+            # metadata.csv and every image of the split: a rewritten image is a cache miss
+            "files": fingerprint_files(root, ["metadata.csv", *files]),
         },
     )
