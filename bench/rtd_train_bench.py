@@ -48,9 +48,9 @@ from labshared.config import resolve
 from labshared.console import render_table
 from labshared.data.text_triplets import load_text_triplets
 from labshared.device import resolve_precision, setup_runtime
+from labshared.training import BatchSampler
 from rtd_cli import config as C
 from rtd_cli import model as M
-from rtd_cli.loop import BatchSampler
 from rtd_cli.rtd_step import (
     StepSource,
     build_parts,

@@ -514,7 +514,10 @@ def test_cli_refuses_a_used_run_folder_and_missing_key(llm, tmp_path, monkeypatc
     out.mkdir()
     (out / "x").write_text("")
     r = CliRunner().invoke(app, ["generate", "--offline-toy", "-o", str(out)])
-    assert r.exit_code == 1 and "--resume" in r.output
+    shown = " ".join(r.output.split())
+    # a folder of other files is never a run to resume or overwrite (issue 18)
+    assert r.exit_code == 1 and "is not a run folder" in shown and "it holds x" in shown
+    assert (out / "x").is_file()
     r = CliRunner().invoke(
         app, ["generate", "--preset", "toy", "--model", "gpt-4o-mini", "-o", str(tmp_path / "r2")]
     )

@@ -46,7 +46,6 @@ from labshared import distributed
 from labshared.console import log
 from labshared.data.image_classification import build_dataset, get_dataset_info
 from labshared.device import Runtime, make_grad_scaler
-from labshared.errors import ConfigError
 from labshared.training import (
     Interrupt,
     MetricLogger,
@@ -123,14 +122,8 @@ def run(
         parts.model, parts.optimizer, {"noise": noise_generator(runtime)}, parts.scheduler,
         parts.scaler, progress=new_progress(),
     )  # fmt: skip
-    if resume:
-        try:
-            restore_state(run_dir, state, runtime)
-        except KeyError as exc:  # state.pt of the format before the training kit
-            raise ConfigError(
-                f"--resume {run_dir}: its checkpoint's state.pt has no {exc} (written by an "
-                f"older robattr); start a new run from its weights: --init-from {run_dir}"
-            ) from None
+    if resume:  # a checkpoint from before the kit is one error naming --init-from
+        restore_state(run_dir, state, runtime)
     elif init_from is not None:
         load_init_weights(init_from, parts.model)
     n_images = {"train": len(train_set), "val": len(val_set)}  # recorded in metrics.json

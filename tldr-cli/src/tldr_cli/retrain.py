@@ -80,13 +80,14 @@ def train_text_head(
     epochs: int,
     generator: torch.Generator,
     runtime: Runtime,
-    logger: MetricLogger,
+    logger: MetricLogger | None = None,
     template_draw: str = "all",
     normalize: bool = False,
 ) -> tuple[nn.Linear, list[float]]:
     """Train a fresh head on projected text pairs; returns (head, mean loss per epoch).
 
-    Every step goes to `logger` (the retrain run's metrics.jsonl and `--report-to`). The
+    Every step goes to `logger` (the retrain run's metrics.jsonl and `--report-to`; None:
+    not logged, as in the benches). The
     head's state is the kit's `TrainState`, but it is never checkpointed: it trains in
     seconds inside `tldr retrain` (no `--resume`), and a rerun of an interrupted retrain
     takes the ERM classifier, features and embeddings from the cache.
@@ -125,12 +126,13 @@ def train_text_head(
                 n += len(idx)
                 state.progress["step"] += 1
                 seconds = time.perf_counter() - t0
-                logger.log(
-                    state.step,
-                    {"loss": value, "lr": state.optimizer.param_groups[0]["lr"],
-                     "pairs_per_s": round(len(idx) / seconds, 1) if seconds > 0 else None},
-                    epoch=round(epoch + b / per_epoch, 4),
-                )  # fmt: skip
+                if logger is not None:
+                    logger.log(
+                        state.step,
+                        {"loss": value, "lr": state.optimizer.param_groups[0]["lr"],
+                         "pairs_per_s": round(len(idx) / seconds, 1) if seconds > 0 else None},
+                        epoch=round(epoch + b / per_epoch, 4),
+                    )  # fmt: skip
                 bar.update(state.step, f"epoch {epoch + 1} loss {total / n:.3f}")
             state.progress["epoch"] = epoch + 1
             state.progress["epoch_losses"].append(total / max(n, 1))
