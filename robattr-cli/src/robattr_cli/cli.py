@@ -14,14 +14,19 @@ from typing import Annotated
 import typer
 
 from labshared.cli import (
+    BootstrapSeedOpt,
     DeterministicOpt,
     DeviceOpt,
     InitFromOpt,
+    IntersectOpt,
+    JsonOpt,
+    MarkdownOpt,
     OutputDirOpt,
     OverwriteOpt,
     PrecisionOpt,
     PresetOpt,
     ReportToOpt,
+    ResamplesOpt,
     ResumeOpt,
     SeedOpt,
     make_app,
@@ -525,13 +530,11 @@ def compare_cmd(
     name: Annotated[
         list[str] | None, typer.Option(help="Label of each run, in order (repeat).")
     ] = None,
-    intersect: Annotated[
-        bool, typer.Option(help="Compare on the images every run scored, if they differ.")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
-    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    intersect: IntersectOpt = False,
+    seed: BootstrapSeedOpt = 0,
+    resamples: ResamplesOpt = 10_000,
+    markdown: MarkdownOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compare `robattr eval` runs image by image: every shared measure with its 95 %
     interval, and each run's paired difference to the first with its interval and p-value."""

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from labshared.cli import BootstrapSeedOpt, IntersectOpt, JsonOpt, ResamplesOpt
 from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import render_table
 from labshared.errors import ConfigError
@@ -224,12 +225,10 @@ def compare_cmd(
     chart: Annotated[Path | None, typer.Option(help="Write a PNG of grouped bars here.")] = None,
     metric: Annotated[str, typer.Option(help="Metric of the chart.")] = "R@1",
     title: Annotated[str | None, typer.Option(help="Title of the chart.")] = None,
-    intersect: Annotated[
-        bool, typer.Option(help="Compare on the queries every run scored, if they differ.")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    intersect: IntersectOpt = False,
+    seed: BootstrapSeedOpt = 0,
+    resamples: ResamplesOpt = 10_000,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compare `rtd eval` runs query by query: each metric with its 95 % interval, the
     paired difference to the first run with its interval and p-value, the toy's

@@ -125,6 +125,22 @@ ReportToOpt = Annotated[
 ]
 
 
+# The options of the three `compare` commands (labshared.compare): the same names, defaults
+# and meaning in every tool.
+IntersectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--intersect",
+        help="Compare on the items (queries, images) every run scored, when the runs scored "
+        "different ones (without it, such runs are refused, naming the difference).",
+    ),
+]
+BootstrapSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")]
+ResamplesOpt = Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")]
+MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")]
+
+
 class OnOff(str, Enum):
     """The values of an on/off flag (`--quick-gelu on|off`)."""
 

@@ -195,36 +195,29 @@ def scrub_secrets(obj: Any) -> Any:
     return obj
 
 
+def _git(args: list[str], cwd: str | Path | None) -> subprocess.CompletedProcess | None:
+    """`git <args>` in the checkout holding `cwd` (default: this package); None without git."""
+    try:
+        return subprocess.run(["git", *args], cwd=cwd or Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The short commit hash of the checkout holding `cwd` (default: this package), or
     None outside a git checkout or without git."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=cwd or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+    out = _git(["rev-parse", "--short", "HEAD"], cwd)
+    return (out.stdout.strip() or None) if out is not None else None
 
 
 def git_dirty(cwd: str | Path | None = None) -> bool | None:
     """Whether the checkout holding `cwd` (default: this package) has uncommitted changes
     to tracked files, or None outside a git checkout or without git."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+    out = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    if out is None or out.returncode != 0:
         return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    return bool(out.stdout.strip())
 
 
 # --------------------------------------------------------------------------- run folders

@@ -20,9 +20,13 @@ from typing import Annotated, Any
 import typer
 
 from labshared.cli import (
+    BootstrapSeedOpt,
     DeterministicOpt,
     DeviceOpt,
     InitFromOpt,
+    IntersectOpt,
+    JsonOpt,
+    MarkdownOpt,
     NoCacheOpt,
     OutputDirOpt,
     OverwriteOpt,
@@ -30,6 +34,7 @@ from labshared.cli import (
     PresetOpt,
     QuickGeluOpt,
     ReportToOpt,
+    ResamplesOpt,
     ResumeOpt,
     SeedOpt,
     make_app,
@@ -589,13 +594,11 @@ def compare(
             "RUN:METHOD (e.g. runs/x:TLDR); two or more methods in all."
         ),
     ],
-    intersect: Annotated[
-        bool, typer.Option(help="Compare on the images every run scored, if they differ.")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
-    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    intersect: IntersectOpt = False,
+    seed: BootstrapSeedOpt = 0,
+    resamples: ResamplesOpt = 10_000,
+    markdown: MarkdownOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compare methods image by image on the same test images: worst-group, average
     (train-weighted), class-balanced and plain accuracy, each with its 95 % interval, and
