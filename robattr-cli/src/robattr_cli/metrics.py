@@ -20,8 +20,6 @@ functions, vectorised over the batch (no Python loops over pixels).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -256,9 +254,3 @@ def insertion_curve(
 def aopc(curve: torch.Tensor) -> torch.Tensor:
     """Area over the ratios: mean probability along an insertion curve, (B, R) -> (B,)."""
     return curve.mean(1)
-
-
-def finite_mean(values: torch.Tensor) -> float:
-    """Mean of the finite entries (nan when none)."""
-    values = values[torch.isfinite(values)]
-    return float(values.mean()) if values.numel() else math.nan

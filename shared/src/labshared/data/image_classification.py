@@ -137,16 +137,6 @@ def get_dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
-    """`labshared.config.unknown_name`'s message in this module's earlier wording.
-
-    "unknown model 'vgg99'; known: lenet, mnist-cnn, ...; did you mean ...?" (known names
-    sorted), which robattr still prints and tests; new code raises `unknown_name` itself.
-    """
-    message = str(unknown_name(kind, name, sorted(known)))
-    return f"unknown {kind} {name!r}" + message.removeprefix(f"{kind} {name!r} is unknown")
-
-
 # --------------------------------------------------------------------------- transforms
 def build_transform(name: str, train: bool) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised tensor, with the official augmentation when `train`."""
