@@ -71,12 +71,7 @@ def save_attack_figure(
                 ax.set_title(label, fontsize=9)
             if col == 0 and "y" in tensors:
                 ax.set_ylabel(f"label {int(tensors['y'][row])}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return _save(fig, path, title)
 
 
 def save_pair_figure(
@@ -136,12 +131,7 @@ def save_pair_figure(
         ax.set_ylabel("digits", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, loc="upper left", frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return _save(fig, path, title)
 
 
 def _bare(ax, title: str) -> None:
@@ -149,3 +139,15 @@ def _bare(ax, title: str) -> None:
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=8)
+
+
+def _save(fig, path, title: str | None):
+    """Title, tight layout, an atomic PNG write and the figure closed; returns the path."""
+    import matplotlib.pyplot as plt  # the callers' lazy import (the Agg backend set there)
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return out
