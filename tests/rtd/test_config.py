@@ -147,7 +147,7 @@ def test_eval_cli_resolves_that_prompt(base, tmp_path):
 # Flags that are not config fields: how and where a run is carried out, not what it computes.
 RUN_LEVEL = {"preset", "device", "precision", "deterministic", "output_dir", "resume",
              "overwrite", "no_cache", "dry_run", "stop_after", "as_json", "init_from",
-             "report_to"}  # fmt: skip
+             "report_to", "config_file"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labshared.config import RUNTIME_KNOBS, unknown_name
+from labshared.config import RUNTIME_KNOBS
 from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
+from labshared.options import opt, quick_gelu_field, seed_field
 
 BASE_NAMES = ("lincir", "searle", "pic2word")
 
@@ -55,112 +56,208 @@ TOY_EVAL_DISTRACTORS = 1000
 TRAIN_KNOBS = RUNTIME_KNOBS | {"compile", "grad_checkpointing", "cache_anchors"}
 
 
+TRAIN_PANEL = "Training"
+DATA_PANEL = "Data"
+VAL_PANEL = "Validation"
+CLIP_PANEL = "CLIP"
+
+
+# The fields `rtd train`, `rtd train-phi` (and `rtd eval`) share: one declaration each.
+def backbone_field(default: str | None = "ViT-B-32") -> str | None:
+    return opt(
+        default,
+        "open_clip architecture (ViT-B-32, ViT-L-14, tiny-clip-toy, ...).",
+        panel=CLIP_PANEL,
+    )
+
+
+def pretrained_field(default: str | None = "openai") -> str | None:
+    return opt(
+        default,
+        "open_clip weight tag or local checkpoint; 'random' for none (none: the "
+        "backbone's default weights).",
+        panel=CLIP_PANEL,
+    )
+
+
+def toyseed_field() -> int:
+    return opt(
+        0,
+        "Data seed of the toy world: draws the toy captions / triplets and the toy "
+        "benchmark's queries, gallery and distractors (--seed is the training seed).",
+        panel=DATA_PANEL,
+    )
+
+
+def _steps_field(default: int) -> int:
+    return opt(default, "Optimizer steps.", panel=TRAIN_PANEL)
+
+
+def _checkpoint_every_field(default: int) -> int:
+    return opt(
+        default,
+        "Steps between resumable checkpoints (the last step always saves).",
+        panel=TRAIN_PANEL,
+    )
+
+
+def _keep_last_field() -> int:
+    return opt(2, "Resumable checkpoints kept on disk (older ones are deleted).", panel=TRAIN_PANEL)
+
+
+def _log_every_field(default: int) -> int:
+    return opt(default, "Steps between log lines (and metrics.jsonl rows).", panel=TRAIN_PANEL)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """`rtd train`: RTD fine-tuning of the CLIP text tower (brief section 1.3).
+    """`rtd train`: RTD fine-tuning of the CLIP text tower (brief section 1.3). Each field
+    is the flag of the same name; its help says what it is."""
 
-    Attributes:
-        backbone / pretrained: open_clip model name and weight tag (`None`: the backbone's
-            default weights, `random`: none).
-        quick_gelu: `--quick-gelu on|off` for a local checkpoint file (None: from the
-            weights; see `labshared.clip`).
-        base: which projection plugs the pseudo token in: lincir / searle (Phi, `$`) or
-            pic2word (IM2TEXT, `*`).
-        prompt: query prompt style, as `rtd eval --prompt`: `rtd` ("a photo of $ that {mod}")
-            or `base` (the base repo's own; Pic2Word "a photo of * , {mod}"). None: `base`
-            for pic2word (its own token), `rtd` for lincir/searle (the RTD repo).
-        phi: path of the projection checkpoint (`{'Phi': sd}` or Pic2Word's
-            `state_dict_img2text`); required.
-        triplets: `toy`, a .json/.jsonl file, a save_to_disk folder or a hub dataset id.
-        toy_seed: the toy world's data seed: it draws the `toy` triplets (and the toy
-            validation benchmark); separate from `seed`, the training seed.
-        noise_scale: sigma of the phi-input noise, e + sigma * U(0,1) * N(0, I).
-        tau: temperature of the contrastive loss.
-        steps / batch_size: optimizer steps and triplets per process per step.
-        lr / weight_decay: AdamW on the trainable tower, constant LR.
-        train_layers: comma-separated parameter-name prefixes to train (None: all).
-        gather_negatives: all-gather queries/anchors across ranks (off in the paper).
-        checkpoint_every: steps between resumable checkpoints (the last step always saves).
-        val_dataset / val_root / val_every: periodic `rtd eval` during training (off if None).
-        keep_best: also keep the checkpoint best on this validation metric.
-        cache_anchors: encode the frozen anchors (T_t, T_r) of the whole set once and cache
-            them (keyed by the CLIP weights, the set and the precision) instead of in each
-            step; pays when the set is read more than once (epochs, repeated runs).
-        compile: `torch.compile` the trainable tower.
-        grad_checkpointing: recompute the trainable tower's activations in the backward
-            pass (open_clip's per-block checkpointing): less memory, ~1/3 more compute.
-    """
-
-    backbone: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    quick_gelu: bool | None = None
-    base: str = "lincir"
-    phi: str | None = None
-    prompt: str | None = None
-    triplets: str | None = None
-    triplet_columns: str | None = None
-    triplet_split: str = "train"
-    triplet_limit: int | None = None
-    toy_seed: int = 0
-    noise_scale: float = 0.5
-    tau: float = 0.07
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = None
-    train_layers: str | None = None
-    gather_negatives: bool = False
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    val_dataset: str | None = None
-    val_root: str | None = None
-    val_every: int = 100
-    keep_best: str | None = None
-    cache_anchors: bool = False
-    compile: bool = False
-    grad_checkpointing: bool = False
-    log_every: int = 10
-    seed: int = 12345
+    backbone: str = backbone_field()
+    pretrained: str | None = pretrained_field()
+    quick_gelu: bool | None = quick_gelu_field()
+    base: str = opt(
+        "lincir",
+        "Base method of --phi: lincir, searle (Phi, '$') or pic2word (IM2TEXT, '*').",
+        choices=BASE_NAMES,
+    )
+    phi: str | None = opt(
+        None,
+        "Projection checkpoint of the base ({'Phi': ...} or Pic2Word's "
+        "state_dict_img2text); required.",
+    )
+    prompt: str | None = opt(
+        None,
+        "Query prompt style, as `rtd eval --prompt`: rtd ('a photo "
+        "of $ that {mod}') or base (the base's own; Pic2Word 'a photo of "
+        "* , {mod}'). Default: base for pic2word, rtd otherwise.",
+        choices=("rtd", "base"),
+    )
+    triplets: str | None = opt(
+        None,
+        "Text triplets: LLM_triplets.json, a .jsonl file, a "
+        "save_to_disk folder, a hub id, or toy[:N].",
+        panel=DATA_PANEL,
+    )
+    triplet_columns: str | None = opt(
+        None,
+        "Column map, e.g. 'ref=source_caption,cond=instruction,target=target_caption'.",
+        panel=DATA_PANEL,
+    )
+    triplet_split: str = opt("train", "Split of a hub dataset or DatasetDict.", panel=DATA_PANEL)
+    triplet_limit: int | None = opt(None, "Use only the first N rows.", panel=DATA_PANEL)
+    toy_seed: int = toyseed_field()
+    noise_scale: float = opt(
+        0.5, "sigma of the phi-input noise e + sigma*U(0,1)*N(0,I) (paper 0.5).", panel=TRAIN_PANEL
+    )
+    tau: float = opt(0.07, "Temperature of the contrastive loss (paper 0.07).", panel=TRAIN_PANEL)
+    steps: int = _steps_field(2000)
+    batch_size: int = opt(
+        128,
+        "Triplets per process per step (paper 128: the official 4 GPUs "
+        "never averaged gradients, so one process at 128).",
+        panel=TRAIN_PANEL,
+    )
+    lr: float = opt(1e-5, "AdamW learning rate, constant (paper 1e-5).", panel=TRAIN_PANEL)
+    weight_decay: float = opt(0.01, "AdamW weight decay (paper 0.01).", panel=TRAIN_PANEL)
+    max_grad_norm: float | None = opt(
+        None, "Clip the gradient norm (paper: no clipping).", panel=TRAIN_PANEL
+    )
+    train_layers: str | None = opt(
+        None,
+        "Train only these comma-separated parameter prefixes, "
+        "e.g. 'transformer.resblocks.11,ln_final,text_projection' "
+        "(none: the whole tower).",
+        panel=TRAIN_PANEL,
+    )
+    gather_negatives: bool = opt(
+        False,
+        "All-gather negatives across torchrun ranks (paper: local, per GPU).",
+        panel=TRAIN_PANEL,
+        flag="--gather-negatives/--local-negatives",
+    )
+    checkpoint_every: int = _checkpoint_every_field(500)
+    keep_last: int = _keep_last_field()
+    val_dataset: str | None = opt(
+        None,
+        "Validate every --val-every steps on this `rtd eval` dataset (toy, cirr, ...).",
+        panel=VAL_PANEL,
+        choices=tuple(DATASETS),
+    )
+    val_root: str | None = opt(None, "Root folder of --val-dataset.", panel=VAL_PANEL)
+    val_every: int = opt(100, "Steps between validations.", panel=VAL_PANEL)
+    keep_best: str | None = opt(
+        None,
+        "Also keep the tower best on this validation metric in "
+        "best/ (none: report the fixed-step model only).",
+        panel=VAL_PANEL,
+    )
+    cache_anchors: bool = opt(
+        False,
+        "Encode the frozen anchors (T_t, T_r) of the whole triplet "
+        "set once (cached) instead of in every step; pays when the set "
+        "is read more than once.",
+        panel=TRAIN_PANEL,
+    )
+    compile: bool = opt(False, "torch.compile the trainable text tower.", panel=TRAIN_PANEL)
+    grad_checkpointing: bool = opt(
+        False,
+        "Recompute the trainable tower's activations in "
+        "backward (less memory, ~1/3 more compute; for ViT-H/bigG).",
+        panel=TRAIN_PANEL,
+    )
+    log_every: int = _log_every_field(10)
+    seed: int = seed_field(12345)
 
 
 @dataclass(frozen=True)
 class PhiConfig:
-    """`rtd train-phi`: LinCIR-style text-only training of the projection.
+    """`rtd train-phi`: LinCIR-style text-only training of the projection (keyword masking
+    + MSE). Each field is the flag of the same name."""
 
-    Attributes:
-        captions: `toy`, a .txt file (one caption a line), a .json list of strings or of
-            objects, a .jsonl file, a save_to_disk folder or a hub dataset id.
-        caption_column: the field holding the caption in objects / datasets.
-        toy_seed: the toy world's data seed, which draws the `toy` captions; separate from
-            `seed`, the training seed.
-        keywords: keyword backend, auto / spacy / builtin (see `rtd_cli.keywords`); the
-            lincir presets insist on spacy, LinCIR's rule.
-        noise_scale: sigma of the input noise (LinCIR 1.0).
-        dropout: projection dropout while training (None: the base's, Phi 0.5 as
-            LinCIR, IM2TEXT 0.1 as Pic2Word).
-        quick_gelu: as `TrainConfig.quick_gelu`.
-    """
-
-    backbone: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    quick_gelu: bool | None = None
-    base: str = "lincir"
-    captions: str | None = None
-    caption_column: str = "text"
-    caption_limit: int | None = None
-    toy_seed: int = 0
-    keywords: str = "auto"
-    noise_scale: float = 1.0
-    dropout: float | None = None
-    steps: int = 50000
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    checkpoint_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 50
-    seed: int = 0
+    backbone: str = backbone_field()
+    pretrained: str | None = pretrained_field()
+    quick_gelu: bool | None = quick_gelu_field()
+    base: str = opt(
+        "lincir",
+        "Projection to train: lincir/searle (Phi, '$') or pic2word (IM2TEXT, '*').",
+        choices=BASE_NAMES,
+    )
+    captions: str | None = opt(
+        None,
+        "Captions: .txt (one a line), .json, .jsonl, a save_to_disk folder, a hub id, or toy[:N].",
+        panel=DATA_PANEL,
+    )
+    caption_column: str = opt(
+        "text", "Field holding the caption (LinCIR's hub sets: text).", panel=DATA_PANEL
+    )
+    caption_limit: int | None = opt(None, "Use only the first N captions.", panel=DATA_PANEL)
+    toy_seed: int = toyseed_field()
+    keywords: str = opt(
+        "auto",
+        "Keyword masking: spacy (LinCIR's rule with en_core_web_sm; "
+        "the lincir presets' default, which stops if it is not installed), "
+        "builtin (the built-in approximation), auto (spacy if installed, else "
+        "builtin).",
+        panel=TRAIN_PANEL,
+        choices=("auto", "spacy", "builtin"),
+    )
+    noise_scale: float = opt(1.0, "sigma of the input noise (LinCIR 1.0).", panel=TRAIN_PANEL)
+    dropout: float | None = opt(
+        None,
+        "Projection dropout while training (none: the base's, "
+        "Phi 0.5 as LinCIR, IM2TEXT 0.1 as Pic2Word).",
+        panel=TRAIN_PANEL,
+    )
+    steps: int = _steps_field(50000)
+    batch_size: int = opt(256, "Captions per process per step (LinCIR 256).", panel=TRAIN_PANEL)
+    lr: float = opt(1e-4, "AdamW learning rate (LinCIR 1e-4).", panel=TRAIN_PANEL)
+    weight_decay: float = opt(0.01, "AdamW weight decay (LinCIR 0.01).", panel=TRAIN_PANEL)
+    checkpoint_every: int = _checkpoint_every_field(1000)
+    keep_last: int = _keep_last_field()
+    log_every: int = _log_every_field(50)
+    seed: int = seed_field(0)
 
 
 # The values shared by every RTD preset: the official run's (RTD README / run.sh).
@@ -251,8 +348,6 @@ RENAMED_PRESETS = {
 
 def _check_common(cfg: TrainConfig | PhiConfig) -> None:
     """The checks `rtd train` and `rtd train-phi` share, naming the flag."""
-    if cfg.base not in BASE_NAMES:
-        raise unknown_name("--base", cfg.base, BASE_NAMES)
     positive = {"steps": cfg.steps, "batch-size": cfg.batch_size, "lr": cfg.lr,
                 "checkpoint-every": cfg.checkpoint_every, "log-every": cfg.log_every}  # fmt: skip
     for flag, value in positive.items():
@@ -267,8 +362,6 @@ def _check_common(cfg: TrainConfig | PhiConfig) -> None:
 def validate_train(cfg: TrainConfig) -> None:
     """Reject a bad `rtd train` config before anything loads, naming the flag and the fix."""
     _check_common(cfg)
-    if cfg.prompt not in (None, "rtd", "base"):
-        raise ConfigError(f"--prompt {cfg.prompt!r}: expected rtd or base")
     if cfg.tau <= 0:
         raise ConfigError(f"--tau must be positive, got {cfg.tau}")
     if cfg.phi is None:
@@ -280,8 +373,6 @@ def validate_train(cfg: TrainConfig) -> None:
         raise ConfigError(
             "--triplets is required (a .json/.jsonl file, a folder, a hub id or 'toy')"
         )
-    if cfg.val_dataset is not None and cfg.val_dataset not in DATASETS:
-        raise unknown_name("--val-dataset", cfg.val_dataset, DATASETS)
     if cfg.keep_best and not cfg.val_dataset:
         raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
     if cfg.val_dataset and cfg.val_every <= 0:

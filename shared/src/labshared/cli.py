@@ -12,6 +12,7 @@ as one red line on stderr and exit 1; other errors keep their traceback.
 """
 
 import functools
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -41,12 +42,8 @@ PrecisionOpt = Annotated[
         rich_help_panel="Runtime",
     ),
 ]
-SeedOpt = Annotated[
-    int,
-    typer.Option(
-        "--seed", help="Random seed (each torchrun rank adds its rank).", rich_help_panel="Runtime"
-    ),
-]
+SEED_HELP = "Random seed (each torchrun rank adds its rank)."
+SeedOpt = Annotated[int, typer.Option("--seed", help=SEED_HELP, rich_help_panel="Runtime")]
 DeterministicOpt = Annotated[
     bool,
     typer.Option(
@@ -148,13 +145,16 @@ class OnOff(str, Enum):
     off = "off"
 
 
+QUICK_GELU_HELP = (
+    "Activation of a local CLIP checkpoint file: on (QuickGELU, all OpenAI weights) or off "
+    "(GELU). Default: from the tag's open_clip config, else the file's <file>.clip.json "
+    "record (written the first time this flag is given)."
+)
 QuickGeluOpt = Annotated[
     OnOff | None,
     typer.Option(
         "--quick-gelu",
-        help="Activation of a local CLIP checkpoint file: on (QuickGELU, all OpenAI weights) "
-        "or off (GELU). Default: from the tag's open_clip config, else the file's "
-        "<file>.clip.json record (written the first time this flag is given).",
+        help=QUICK_GELU_HELP,
         case_sensitive=False,
         rich_help_panel="CLIP",
     ),
@@ -179,9 +179,14 @@ class LabTyper(typer.Typer):
     """A Typer whose commands print our own errors (LabError) as one red line, exit 1."""
 
     def command(self, *args, **kwargs):
-        """Typer's `command` decorator, with the function wrapped by `guard`."""
-        register = super().command(*args, **kwargs)
-        return lambda fn: register(guard(fn))
+        """Typer's `command` decorator, with the function wrapped by `guard`; a command
+        built by `labshared.options.config_command` gets its help-aware command class."""
+
+        def register(fn):
+            cls = kwargs.get("cls") or getattr(fn, "command_class", None)
+            return super(LabTyper, self).command(*args, **{**kwargs, "cls": cls})(guard(fn))
+
+        return register
 
 
 def make_app(name: str, help: str, version: str) -> typer.Typer:
@@ -231,6 +236,13 @@ def _report(exc: LabError) -> int:
     label = "[bold red]error:[/bold red]" if code == 1 else "[bold yellow]note:[/bold yellow]"
     console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
     return code
+
+
+def print_json(obj) -> None:
+    """A command's machine-readable result on stdout (logs go to stderr)."""
+    from labshared.runs import to_jsonable
+
+    typer.echo(json.dumps(to_jsonable(obj), indent=2))
 
 
 def guard(fn):

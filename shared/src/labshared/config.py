@@ -34,6 +34,7 @@ RUNTIME_KNOBS: frozenset[str] = frozenset(
         "data_root",
         "log_every",
         "checkpoint_every",
+        "keep_last",
         "save_every",
         "val_every",
         "eval_every",
@@ -87,6 +88,9 @@ def resolve(
     if unknown:
         raise ConfigError(f"settings {unknown} are not fields of {type(base).__name__}")
     cfg = dataclasses.replace(base, **given)  # type: ignore[type-var]
+    from labshared.options import check_choices  # lazy: options builds on this module
+
+    check_choices(cfg)
     if validate is not None:
         validate(cfg)
     return cfg

@@ -1,0 +1,480 @@
+"""Options declared once: a config field carries its own flag, and commands are built from it.
+
+A config is a frozen dataclass whose fields say how they appear on the command line::
+
+    @dataclass(frozen=True)
+    class TrainConfig:
+        steps: int = opt(2000, "Optimizer steps.", panel=TRAIN)
+        gather_negatives: bool = opt(False, "All-gather negatives across ranks.",
+                                     flag="--gather-negatives/--local-negatives")
+        name: str = ""          # not a flag: named in the command's `not_flags`
+
+and a command is the workflow body, with the config and the run-level flags already
+resolved::
+
+    @config_command(TrainConfig, presets=TRAIN_PRESETS, default_preset="rtd-vit-l14",
+                    run=TRAINING_RUN)
+    def train_cmd(cfg: TrainConfig, run: RunFlags, stop_after: StopAfterOpt = None):
+        started = run.start("rtd", "train", cfg, version=__version__)
+
+`config_command` builds the Typer signature from the fields (each `--flag` defaults to None,
+"keep the preset's value"), adds the run-level options the command names, `--preset`,
+`--config FILE` and `--dry-run`, and resolves: dataclass defaults < preset < config file <
+flags passed (`labshared.config.resolve`). One mechanism for all three tools, so a flag can
+no longer be silently dropped on its way into the config: every field is a flag unless the
+command names it in `not_flags`, with the reason, and `tests/shared/test_options_walk.py`
+passes every flag of every command and checks it reaches its field.
+
+`--help` shows each option's value under the preset given on the same command line (or the
+command's default preset), not a bare type: `ConfigCommand` reads `--preset` before click
+prints the help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+from labshared import cli as labcli
+from labshared.config import resolve, unknown_name
+from labshared.errors import ConfigError
+
+CONFIG_PANEL = "Config"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """How a config field appears on the command line (kept in the field's metadata)."""
+
+    help: str
+    panel: str | None = None
+    decls: tuple[str, ...] = ()
+    cli_type: Any = None
+    parse: Callable[[Any], Any] | None = None
+    metavar: str | None = None
+    choices: tuple[Any, ...] = ()
+
+
+def opt(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    panel: str | None = None,
+    flag: str | tuple[str, ...] = (),
+    cli_type: Any = None,
+    parse: Callable[[Any], Any] | None = None,
+    metavar: str | None = None,
+    choices: Iterable[Any] = (),
+) -> Any:
+    """A dataclass field with its flag: default, help text, help panel, and optionally the
+    flag's names (`"--x/--no-x"`, a short alias), the type the command line reads when it
+    differs from the field's (`cli_type`, e.g. str for a tuple) and how that value becomes
+    the field's (`parse`). `choices`: the values it accepts; any other is refused with the
+    one "did you mean" message (`labshared.config.unknown_name`), naming the flag."""
+    decls = (flag,) if isinstance(flag, str) else tuple(flag)
+    meta = {"flag": Flag(help, panel, decls, cli_type, parse, metavar, tuple(choices))}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def quick_gelu_field(panel: str = "CLIP") -> bool | None:
+    """`--quick-gelu on|off` of a local CLIP checkpoint file (None: from the weights)."""
+    return opt(None, labcli.QUICK_GELU_HELP, panel=panel, cli_type=labcli.OnOff,
+               parse=labcli.on_off)  # fmt: skip
+
+
+def seed_field(default: int = 0) -> int:
+    """`--seed` as a config field, with the one help text of every tool."""
+    return opt(default, labcli.SEED_HELP, panel="Runtime")
+
+
+def split_commas(value: str | None) -> tuple[str, ...] | None:
+    """`"a, b,c"` -> ("a", "b", "c"); an empty list -> None (all)."""
+    if value is None:
+        return None
+    return tuple(p.strip() for p in str(value).split(",") if p.strip()) or None
+
+
+def float_list(value: str) -> tuple[float, ...]:
+    """`"1,0.7,0.3"` -> (1.0, 0.7, 0.3); a bad number is a ConfigError naming it."""
+    parts = split_commas(value) or ()
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(f"expected comma-separated numbers, got {value!r}") from exc
+
+
+def check_choices(cfg: Any) -> None:
+    """Each field declared with `choices` holds one of them (None aside), else the one "did
+    you mean" error naming its flag. `labshared.config.resolve` calls it on every config."""
+    for f in dataclasses.fields(cfg):
+        flag, value = flag_of(f), getattr(cfg, f.name)
+        if flag is not None and flag.choices and value is not None and value not in flag.choices:
+            raise unknown_name(flag_name(f), value, flag.choices)
+
+
+def flag_of(field: dataclasses.Field) -> Flag | None:
+    """The field's `Flag`, or None when it is not a command-line option."""
+    return field.metadata.get("flag")
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    """The long option that sets `field` (`--steps`; `--gather-negatives` for a switch)."""
+    flag = flag_of(field)
+    decls = flag.decls if flag else ()
+    longs = [d.split("/")[0] for d in decls if d.startswith("--")]
+    return longs[0] if longs else "--" + field.name.replace("_", "-")
+
+
+# --------------------------------------------------------------------------- run flags
+@dataclasses.dataclass(frozen=True)
+class RunFlags:
+    """The run-level flags of a command (not fields of its config), resolved."""
+
+    preset: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int | None = None
+    deterministic: bool = False
+    output_dir: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    init_from: Path | None = None
+    report_to: str | None = None
+    no_cache: bool = False
+    config_file: Path | None = None
+
+    def seed_for(self, cfg: Any) -> int:
+        """The run's seed: the config's `seed` field where it has one, else `--seed`."""
+        seed = getattr(cfg, "seed", None)
+        return int(seed if seed is not None else (self.seed or 0))
+
+    def start(self, tool: str, command: str, cfg: Any, *, version: str, **kwargs: Any):
+        """`labshared.launch.start_run` with these flags (so no command passes them by hand);
+        `kwargs` are start_run's command-specific arguments (validate, batch_size, ...)."""
+        from labshared.launch import start_run
+
+        return start_run(
+            tool, command, cfg, version=version, preset=self.preset,
+            output_dir=self.output_dir, resume=self.resume, overwrite=self.overwrite,
+            device=self.device, precision=self.precision, seed=self.seed_for(cfg),
+            deterministic=self.deterministic, init_from=self.init_from, **kwargs,
+        )  # fmt: skip
+
+
+#: The run-level options a command may take, declared once in `labshared.cli`.
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "device": (labcli.DeviceOpt, "auto"),
+    "precision": (labcli.PrecisionOpt, "auto"),
+    "seed": (Annotated[int | None, typer.Option("--seed", help=labcli.SEED_HELP,
+                                                 rich_help_panel="Runtime")], None),
+    "deterministic": (labcli.DeterministicOpt, False),
+    "output_dir": (labcli.OutputDirOpt, None),
+    "resume": (labcli.ResumeOpt, False),
+    "overwrite": (labcli.OverwriteOpt, False),
+    "init_from": (labcli.InitFromOpt, None),
+    "report_to": (labcli.ReportToOpt, None),
+    "no_cache": (labcli.NoCacheOpt, False),
+}  # fmt: skip
+#: A training command's run flags; an evaluation's (no resume, no init, no trackers).
+TRAINING_RUN = tuple(RUN_OPTIONS)
+EVAL_RUN = ("device", "precision", "seed", "deterministic", "output_dir", "overwrite",
+            "report_to", "no_cache")  # fmt: skip
+
+ConfigFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Replay a run: its config.json (or a JSON object of config fields). Precedence: "
+        "defaults < preset < this file < the flags given.",
+        rich_help_panel=CONFIG_PANEL,
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the resolved config as JSON and exit (nothing is read or written).",
+        rich_help_panel=CONFIG_PANEL,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- config files
+def read_config_file(path: Path, config_type: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields, header) of a `--config` file: a run's config.json header (its `config`
+    object, and the header for the preset and seed) or a JSON object of fields.
+
+    Raises:
+        ConfigError: unreadable JSON, not an object, a field the config does not have, or
+            a value of the wrong type, each naming the file and the field.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of config fields")
+    header = data if isinstance(data.get("config"), dict) and "tool" in data else {}
+    fields = dict(header["config"]) if header else data
+    hints = typing.get_type_hints(config_type)
+    known = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: {', '.join(unknown)} are not fields of {config_type.__name__} "
+            f"(its fields: {', '.join(sorted(known))})"
+        )
+    return {k: _from_json(v, hints[k], path, k) for k, v in fields.items()}, header
+
+
+def _from_json(value: Any, hint: Any, path: Path, name: str) -> Any:
+    """A JSON value as the field's type: lists become tuples, strings Paths, ints floats."""
+    if value is None:
+        return None
+    base = _strip_none(hint)
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"--config {path}: field {name!r} expects a list, got {value!r}")
+        (item, *_) = typing.get_args(base) or (Any,)
+        return tuple(float(v) if item is float else v for v in value)
+    if base is Path:
+        return Path(value)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base in (int, float, str, bool) and not isinstance(value, base):
+        raise ConfigError(f"--config {path}: field {name!r} expects {base.__name__}, got {value!r}")
+    return value
+
+
+def _strip_none(hint: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+# --------------------------------------------------------------------------- the command
+@dataclasses.dataclass(frozen=True)
+class ConfigSpec:
+    """What `config_command` knows of a command: its config, presets and flags."""
+
+    config_type: type
+    presets: Mapping[str, Any] | None
+    default_preset: str | None
+    run: tuple[str, ...]
+    not_flags: Mapping[str, str]
+    validate: Callable[[Any], None] | None
+    finish: Callable[[Any], Any] | None
+    renamed: Mapping[str, str] | None
+    panel: str
+
+    def flag_fields(self) -> list[dataclasses.Field]:
+        """The config fields that are command-line options, in declaration order."""
+        return [f for f in dataclasses.fields(self.config_type) if f.name not in self.not_flags]
+
+    def base(self, preset: str | None) -> Any:
+        """The config of `preset` (or the dataclass defaults when there are no presets)."""
+        if self.presets is None:
+            return self.config_type()
+        name = preset or self.default_preset
+        return self.presets.get(name) if name in self.presets else None
+
+    def overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The flags given (None: not given), parsed into field values, by field name."""
+        given = {}
+        for f in self.flag_fields():
+            value = params.get(f.name)
+            flag = flag_of(f)
+            if value is not None and flag is not None and flag.parse is not None:
+                value = flag.parse(value)
+            given[f.name] = value
+        return given
+
+    def resolve(self, params: Mapping[str, Any]) -> tuple[Any, str | None, dict[str, Any]]:
+        """(config, preset, the --config file's header) from the parsed parameters."""
+        file_fields, header = {}, {}
+        if params.get("config_file") is not None:
+            file_fields, header = read_config_file(params["config_file"], self.config_type)
+        preset = params.get("preset")
+        if self.presets is not None and preset is None:
+            saved = header.get("preset")
+            preset = saved if saved in self.presets else self.default_preset
+        presets = self.presets if self.presets is not None else {"": self.config_type()}
+        merged = {
+            **file_fields,
+            **{k: v for k, v in self.overrides(params).items() if v is not None},
+        }
+        cfg = resolve(presets, preset or "", merged, validate=self.validate, renamed=self.renamed)
+        if self.finish is not None:
+            cfg = self.finish(cfg)
+        return cfg, preset, header
+
+
+def _field_param(spec: ConfigSpec, f: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    """The Typer parameter of config field `f`: `--field-name`, default None."""
+    flag = flag_of(f)
+    if flag is None:
+        raise TypeError(
+            f"{spec.config_type.__name__}.{f.name} has no flag (declare it with opt(...)) and "
+            "is not in the command's not_flags"
+        )
+    cli_type = flag.cli_type if flag.cli_type is not None else _strip_none(hint)
+    if typing.get_origin(cli_type) is tuple:
+        raise TypeError(f"{spec.config_type.__name__}.{f.name}: give a tuple field a cli_type")
+    decls = flag.decls or (
+        (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",)
+        if cli_type is bool
+        else (f"--{f.name.replace('_', '-')}",)
+    )
+    info = typer.Option(
+        *decls, help=flag.help, rich_help_panel=flag.panel or spec.panel, metavar=flag.metavar,
+        show_default=False, case_sensitive=False,
+    )  # fmt: skip
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[cli_type | None, info],
+    )  # fmt: skip
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)  # fmt: skip
+
+
+def config_command(
+    config_type: type,
+    *,
+    presets: Mapping[str, Any] | None = None,
+    default_preset: str | None = None,
+    run: Iterable[str] = (),
+    not_flags: Mapping[str, str] | None = None,
+    validate: Callable[[Any], None] | None = None,
+    finish: Callable[[Any], Any] | None = None,
+    renamed: Mapping[str, str] | None = None,
+    panel: str = "Options",
+):
+    """Decorator: a command body `fn(cfg, run, **own options)` becomes a Typer command whose
+    options are the config's fields, the named run-level options, `--preset` (with
+    presets), `--config` and `--dry-run`. The body's own keyword parameters (Annotated
+    Typer options) are kept as they are: options that are neither fields nor run flags.
+
+    Args:
+        config_type: the frozen dataclass; its fields carry their flags (`opt`).
+        presets, default_preset: name -> complete config, and the preset without --preset.
+        run: names from `RUN_OPTIONS`.
+        not_flags: field -> why it is not an option (a preset's name, a derived value).
+        validate: checks of the resolved config (ConfigError naming the flag).
+        finish: completes a resolved config (defaults that depend on other fields).
+        renamed: old preset name -> its replacement, for a clear message.
+        panel: the help panel of fields that name none.
+    """
+    run = tuple(run)
+    unknown = sorted(set(run) - set(RUN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown run options {unknown}; known: {sorted(RUN_OPTIONS)}")
+    spec = ConfigSpec(
+        config_type, presets, default_preset, run, dict(not_flags or {}), validate, finish,
+        renamed, panel,
+    )  # fmt: skip
+    field_names = {f.name for f in dataclasses.fields(config_type)}
+    stale = sorted(set(spec.not_flags) - field_names)
+    if stale:
+        raise TypeError(f"not_flags names {stale}, which are not fields of {config_type.__name__}")
+
+    def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(config_type)
+        params: list[inspect.Parameter] = []
+        if presets is not None:
+            # None, not the default preset: a --config file's preset applies unless given
+            params.append(_keyword("preset", labcli.PresetOpt, None))
+        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()]
+        own = list(inspect.signature(body).parameters.values())[2:]
+        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        taken = {p.name for p in params}
+        for name in run:
+            if name == "seed" and "seed" in field_names:
+                continue  # the config's own `seed` field is the flag
+            if name in taken:
+                raise TypeError(f"{body.__name__}: option {name!r} is declared twice")
+            annotation, default = RUN_OPTIONS[name]
+            params.append(_keyword(name, annotation, default))
+        params.append(_keyword("config_file", ConfigFileOpt, None))
+        params.append(_keyword("dry_run", DryRunOpt, False))
+        own_names = [p.name for p in own]
+
+        @functools.wraps(body)
+        def command(**kwargs: Any) -> Any:
+            cfg, preset, header = spec.resolve(kwargs)
+            if kwargs.get("dry_run"):
+                labcli.print_json({"preset": preset, "config": cfg})
+                return None
+            flags = {k: kwargs[k] for k in run if k in kwargs}
+            if kwargs.get("seed") is None and "seed" in flags:
+                flags["seed"] = header.get("runtime", {}).get("seed")  # replay the run's seed
+            runflags = RunFlags(preset=preset, config_file=kwargs.get("config_file"), **flags)
+            return body(cfg, runflags, **{k: kwargs[k] for k in own_names})
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # Typer must read the built signature, not the body's
+        command.config_spec = spec  # type: ignore[attr-defined]
+        command.command_class = type("ConfigCommand", (ConfigCommand,), {"spec": spec})  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+class ConfigCommand(TyperCommand):
+    """A Typer command whose `--help` shows each field's value under the chosen preset."""
+
+    spec: ConfigSpec
+
+    def parse_args(self, ctx, args):  # noqa: ANN001 - click's signature
+        """Click's parsing; before it, `--help` gets the preset's values as defaults."""
+        if any(a in ctx.help_option_names for a in args):
+            self._show_preset_values(_preset_in(args))
+        return super().parse_args(ctx, args)
+
+    def _show_preset_values(self, preset: str | None) -> None:
+        """Only for `--help` (which exits before anything runs): each field's default
+        becomes its value under the preset, so the help shows it; without --help the
+        defaults stay None, "not given"."""
+        base = self.spec.base(preset)
+        if base is None:
+            return  # an unknown preset: resolve() names it when the command runs
+        names = {f.name for f in self.spec.flag_fields()}
+        for param in self.params:
+            if param.name == "preset":
+                param.default, param.show_default = self.spec.default_preset, True
+            if param.name in names:
+                param.default = getattr(base, param.name)
+                param.show_default = True
+        if self.spec.presets is not None:
+            shown = preset or self.spec.default_preset
+            self.help = (self.help or "") + (
+                f"\n\nThe defaults shown are those of --preset {shown} "
+                "(`--preset NAME --help` shows another's)."
+            )
+
+
+def _preset_in(args: list[str]) -> str | None:
+    """The value of `--preset` / `-p` in raw arguments (None when absent)."""
+    for i, arg in enumerate(args):
+        if arg in ("--preset", "-p") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
