@@ -26,3 +26,19 @@ def test_terminal_table_keeps_the_cells_and_title():
     text = render_table(["part", "R@1"], [["toy", "12.50"]], title="toy val")
     assert text.splitlines()[0].strip() == "toy val"
     assert "toy" in text and "12.50" in text and "|" not in text
+
+
+def test_floats_are_rounded_by_one_rule_in_every_table():
+    """Issue 15 item 4: no table shows `92.0999984741211` (a float32 turned float)."""
+    import numpy as np
+    import torch
+
+    from labshared.console import format_cell
+
+    cells = [92.0999984741211, np.float32(92.1), torch.tensor(0.07431), 12345.678, 0.0,
+             float("nan"), 3, "x"]  # fmt: skip
+    assert [format_cell(c) for c in cells] == [
+        "92.10", "92.10", "0.0743", "12,345.7", "0.00", "nan", "3", "x"
+    ]  # fmt: skip
+    table = render_table(["m", "v"], [["a", np.float32(92.1)]], markdown=True)
+    assert table.splitlines()[-1] == "| a | 92.10 |"

@@ -69,6 +69,22 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             progress.advance(task)
 
 
+def format_cell(value: Any) -> str:
+    """A table cell as text: a float (Python's or a 0-d tensor's / numpy's) rounded by one
+    rule, so no table shows `92.0999984741211`: 2 decimals from 1 up, 4 below, one decimal
+    with thousands separators from 1,000; nan as "nan"; anything else `str()`."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if not isinstance(value, float):
+        return str(value)
+    if value != value:
+        return "nan"
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.1f}"
+    return f"{value:.2f}" if size >= 1 or size == 0 else f"{value:.4f}"
+
+
 def render_table(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
@@ -81,7 +97,8 @@ def render_table(
 
     Args:
         columns: header cells.
-        rows: cells, already formatted (`f"{x:.2f}"`) or anything `str()` renders.
+        rows: cells, already formatted (`f"{x:.2f}"`) or anything `format_cell` renders
+            (a float is rounded by one rule in every tool).
         title: printed above the table (rich) or as a bold line (markdown).
         markdown: a GitHub Markdown table (for README files and `demo_table.md`) instead
             of rich's box drawing (for the terminal and stdout).
@@ -91,7 +108,7 @@ def render_table(
     Returns:
         The table as a string without trailing newline, ready for stdout or a file.
     """
-    rows = [[str(c) for c in row] for row in rows]
+    rows = [[format_cell(c) for c in row] for row in rows]
     letters = align[: len(columns)] + align[-1] * (len(columns) - len(align))
     justify = ["left" if a == "l" else "right" for a in letters]
     if markdown:
