@@ -18,8 +18,13 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from labshared import clip as C
-from labshared import tinyclip
 from labshared.errors import ConfigError
+from labshared.tinyclip.model import (
+    MODEL_CONFIG,
+    TINY_CLIP_NAME,
+    create_random_tiny_clip,
+    save_tiny_clip,
+)
 
 # The architectures the tools support (rtd BACKBONES, tldr presets) and their QuickGELU
 # twins, which open_clip lists separately.
@@ -295,11 +300,11 @@ def test_schema_backbone_takes_the_folders_config(tmp_path, test_arch):
 # --------------------------------------------------------------------------- the tiny CLIP
 def test_tiny_clip_config_is_the_packaged_json_and_goes_through_the_factory(tmp_path):
     path = C.MODEL_CONFIG_DIR / "tiny-clip-toy.json"
-    assert json.loads(path.read_text()) == tinyclip.MODEL_CONFIG
+    assert json.loads(path.read_text()) == MODEL_CONFIG
     assert "tiny-clip-toy" in C.own_model_names() and "tiny-clip-toy" in open_clip.list_models()
-    model = tinyclip.create_random_tiny_clip(seed=5)
-    weights = tinyclip.save_tiny_clip(model, tmp_path / "tiny.safetensors")
-    bundle = C.create_clip(tinyclip.TINY_CLIP_NAME, weights)
+    model = create_random_tiny_clip(seed=5)
+    weights = save_tiny_clip(model, tmp_path / "tiny.safetensors")
+    bundle = C.create_clip(TINY_CLIP_NAME, weights)
     # labshared's own architecture: its config decides, nothing is written beside the file
     assert bundle.info.quick_gelu_source == "labshared architecture config"
     assert not C.sidecar_path(weights).exists()
@@ -352,9 +357,7 @@ def test_tldr_clip_ident_holds_activation_and_version(tmp_path):
     from tldr_cli.config import PRESETS
     from tldr_cli.pipeline import CLIP_CACHE_VERSION, load_clip
 
-    weights = tinyclip.save_tiny_clip(
-        tinyclip.create_random_tiny_clip(seed=2), tmp_path / "tiny.safetensors"
-    )
+    weights = save_tiny_clip(create_random_tiny_clip(seed=2), tmp_path / "tiny.safetensors")
     cfg = dataclasses.replace(PRESETS["toy"], clip_pretrained=str(weights))
     handle = load_clip(cfg, torch.device("cpu"))
     assert handle.ident == {**handle.info.cache_identity(), "version": CLIP_CACHE_VERSION}
