@@ -20,7 +20,8 @@ import open_clip
 import torch
 from torch import nn
 
-from labshared.clip import RANDOM, ClipBundle, create_clip, fetch_weights
+from labshared.clip import ClipBundle, create_clip
+from labshared.clip_weights import RANDOM, fetch_weights
 from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_write_json
