@@ -10,12 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from labshared.data.image_classification import (
-    DATASETS,
-    build_dataset,
-    imagenet100_wnids,
-    load_cifar_batch,
-)
+from labshared.data.image_classification import DATASETS, build_dataset
+from labshared.data.image_classification.cifar10 import load_cifar_batch
+from labshared.data.image_classification.imagenet100 import imagenet100_wnids
 from labshared.errors import ConfigError, DataLayoutError
 from labshared.toy.sources import digit_files_fingerprint
 
