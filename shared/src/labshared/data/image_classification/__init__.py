@@ -74,29 +74,6 @@ class DatasetInfo:
     std: tuple[float, ...]
     layout: str = ""
 
-    def stats(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) as float32 tensors of shape (1, C, 1, 1) for broadcasting on a batch."""
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        return mean, std
-
-    def normalized_bounds(
-        self, device: torch.device | str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel (low, high), shape (1, C, 1, 1): pixels 0 and 1 in normalised units."""
-        mean, std = self.stats(device)
-        return (0.0 - mean) / std, (1.0 - mean) / std
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) pixels in [0, 1] -> normalised network input."""
-        mean, std = self.stats(pixels.device)
-        return (pixels - mean.to(pixels.dtype)) / std.to(pixels.dtype)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised network input (B, C, H, W) -> pixels in [0, 1] (not clamped)."""
-        mean, std = self.stats(x.device)
-        return x * std.to(x.dtype) + mean.to(x.dtype)
-
 
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
