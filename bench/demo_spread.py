@@ -12,7 +12,7 @@ gate's margin (value - threshold, thresholds imported from the gate modules), as
 Each run gets its own empty cache (`LABSHARED_CACHE=<run>/cache`): a run must not reuse
 what an earlier run trained (tldr caches its toy backbone, ERM classifier and features),
 or the spread would be zero by construction. Only the tiny CLIP's full fit (fitted once per
-machine at pinned threads, `labshared.tinyclip.FIT_THREADS`) and the toy world's source
+machine at pinned threads, `labshared.tinyclip.fit.FIT_THREADS`) and the toy world's source
 data are shared, linked from the machine cache ($LABSHARED_CACHE or ~/.cache/labshared).
 The spread is over thread counts on THIS machine; another CPU (instruction set, torch
 build) may give other figures, and its tiny CLIP fit differs too.
@@ -119,9 +119,9 @@ def machine_cache() -> Path:
 
 def ensure_full_tiny_clip() -> str:
     """Fit (or find) the full tiny CLIP in the machine cache before any run links it."""
-    from labshared import tinyclip
+    from labshared.tinyclip.fit import FitConfig, ensure_tiny_clip
 
-    return str(tinyclip.ensure_tiny_clip(fit=tinyclip.FitConfig()))
+    return str(ensure_tiny_clip(fit=FitConfig()))
 
 
 def fresh_cache(run_dir: Path, shared: Path) -> Path:

@@ -10,13 +10,14 @@ import json
 
 import pytest
 
-from labshared import tinyclip
+from labshared.tinyclip.fit import FitConfig, default_fit
+from labshared.tinyclip.report import report
 
 
 @pytest.mark.effects
 def test_tiny_clip_sees_digit_colour_and_background():
-    assert tinyclip.default_fit() == tinyclip.FitConfig()
-    figures = tinyclip.report()
+    assert default_fit() == FitConfig()
+    figures = report()
     print("\ntiny CLIP:", json.dumps(figures, indent=1))
     assert figures["n"] >= 500
     assert figures["zeroshot_digit"] >= 0.85, figures

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from labshared.data.image_classification import imagenet100_wnids
+from labshared.data.image_classification.imagenet100 import imagenet100_wnids
 from robattr_cli.cli import app
 
 runner = CliRunner()

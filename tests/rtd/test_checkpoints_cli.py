@@ -91,7 +91,7 @@ def test_train_phi_option(files, kind, tmp_path):
 
 @pytest.fixture(scope="module")
 def tower_file(tmp_path_factory):
-    from labshared.tinyclip import register_tiny_clip
+    from labshared.tinyclip.model import register_tiny_clip
     from rtd_cli.model import build_clip
 
     register_tiny_clip()

@@ -31,7 +31,7 @@ def _invoke(args, command="eval"):
 @pytest.fixture(scope="module")
 def tiny_random(tmp_path_factory):
     """An untrained tiny-clip-toy (no fit needed) and random phis for it."""
-    from labshared.tinyclip import register_tiny_clip
+    from labshared.tinyclip.model import register_tiny_clip
 
     register_tiny_clip()
     model, _, _ = build_clip("tiny-clip-toy", "random")
@@ -44,7 +44,7 @@ def tiny_random(tmp_path_factory):
 
 
 def test_toy_eval_end_to_end_with_the_tiny_clip(tiny_random, tmp_path):
-    from labshared.tinyclip import load_tiny_clip
+    from labshared.tinyclip.fit import load_tiny_clip
 
     model, _, _ = load_tiny_clip()
     common = [

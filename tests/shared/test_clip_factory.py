@@ -18,8 +18,14 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from labshared import clip as C
-from labshared import tinyclip
+from labshared import clip_weights as W
 from labshared.errors import ConfigError
+from labshared.tinyclip.model import (
+    MODEL_CONFIG,
+    TINY_CLIP_NAME,
+    create_random_tiny_clip,
+    save_tiny_clip,
+)
 
 # The architectures the tools support (rtd BACKBONES, tldr presets) and their QuickGELU
 # twins, which open_clip lists separately.
@@ -82,11 +88,11 @@ def test_decision_for_every_pretrained_pair(backbone, tag):
     architecture's own flag where the config already sets it (the -quickgelu names)."""
     tag_flag = bool(open_clip.get_pretrained_cfg(backbone, tag).get("quick_gelu", False))
     arch_flag = bool((open_clip.get_model_config(backbone) or {}).get("quick_gelu", False))
-    assert C.tag_quick_gelu(backbone, tag) == (tag_flag or arch_flag)
+    assert W.tag_quick_gelu(backbone, tag) == (tag_flag or arch_flag)
     if backbone.removesuffix("-quickgelu") in SUPPORTED:
-        assert C.tag_quick_gelu(backbone, tag) == tag_flag  # exactly the tag's config
+        assert W.tag_quick_gelu(backbone, tag) == tag_flag  # exactly the tag's config
     if (backbone, tag) in HAND_FACTS:
-        assert C.tag_quick_gelu(backbone, tag) is HAND_FACTS[(backbone, tag)]
+        assert W.tag_quick_gelu(backbone, tag) is HAND_FACTS[(backbone, tag)]
 
 
 @pytest.mark.parametrize("backbone, tag", SUPPORTED_PAIRS)
@@ -199,7 +205,7 @@ def _save_random(path: Path, backbone: str, seed: int = 0) -> nn.Module:
 def test_local_file_flag_sidecar_and_fallback(tmp_path, test_arch, capsys):
     weights = tmp_path / "ckpt.pt"
     saved = _save_random(weights, test_arch)
-    side = C.sidecar_path(weights)
+    side = W.sidecar_path(weights)
     assert side.name == "ckpt.pt.clip.json"
 
     # nothing recorded: the architecture default, said in the log
@@ -214,7 +220,7 @@ def test_local_file_flag_sidecar_and_fallback(tmp_path, test_arch, capsys):
     assert on.info.quick_gelu is True and _acts(on.model) == {QuickGELU}
     record = json.loads(side.read_text())
     assert record["quick_gelu"] is True and record["backbone"] == test_arch
-    assert record["sha256"] == on.info.sha256 == C.file_sha256(weights)
+    assert record["sha256"] == on.info.sha256 == W.file_sha256(weights)
 
     # the next run without the flag reads the record, silently
     again = C.create_clip(test_arch, weights)
@@ -237,10 +243,10 @@ def test_local_file_flag_sidecar_and_fallback(tmp_path, test_arch, capsys):
 def test_malformed_sidecar_names_the_file_and_field(tmp_path, test_arch):
     weights = tmp_path / "w.pt"
     _save_random(weights, test_arch)
-    C.sidecar_path(weights).write_text(json.dumps({"quick_gelu": "yes"}))
+    W.sidecar_path(weights).write_text(json.dumps({"quick_gelu": "yes"}))
     with pytest.raises(ConfigError, match=r"w.pt.clip.json: field 'quick_gelu' must be true"):
         C.create_clip(test_arch, weights)
-    C.sidecar_path(weights).write_text("{")
+    W.sidecar_path(weights).write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         C.create_clip(test_arch, weights)
 
@@ -256,7 +262,7 @@ def test_cache_identity_is_content_and_activation_not_path(tmp_path, test_arch):
         == ib
         == {
             "backbone": test_arch,
-            "weights": {"sha256": C.file_sha256(a)},
+            "weights": {"sha256": W.file_sha256(a)},
             "quick_gelu": True,
         }
     )
@@ -270,11 +276,11 @@ def test_cache_identity_is_content_and_activation_not_path(tmp_path, test_arch):
 def test_published_checksums_name_their_tags():
     """OpenAI URLs carry the full SHA-256, open_clip releases its first 8 hex digits."""
     openai_b32 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
-    assert C.tag_for_digest("ViT-B-32", openai_b32) == "openai"
-    assert C.tag_for_digest("ViT-B-32-quickgelu", openai_b32) == "openai"
-    assert C.tag_for_digest("ViT-B-32", "46683a32" + "0" * 56) == "laion400m_e32"
-    assert C.tag_for_digest("ViT-L-14", openai_b32) is None  # another architecture's file
-    assert C.tag_for_digest("ViT-B-32", "0" * 64) is None
+    assert W.tag_for_digest("ViT-B-32", openai_b32) == "openai"
+    assert W.tag_for_digest("ViT-B-32-quickgelu", openai_b32) == "openai"
+    assert W.tag_for_digest("ViT-B-32", "46683a32" + "0" * 56) == "laion400m_e32"
+    assert W.tag_for_digest("ViT-L-14", openai_b32) is None  # another architecture's file
+    assert W.tag_for_digest("ViT-B-32", "0" * 64) is None
 
 
 def test_schema_backbone_takes_the_folders_config(tmp_path, test_arch):
@@ -295,22 +301,24 @@ def test_schema_backbone_takes_the_folders_config(tmp_path, test_arch):
 # --------------------------------------------------------------------------- the tiny CLIP
 def test_tiny_clip_config_is_the_packaged_json_and_goes_through_the_factory(tmp_path):
     path = C.MODEL_CONFIG_DIR / "tiny-clip-toy.json"
-    assert json.loads(path.read_text()) == tinyclip.MODEL_CONFIG
+    assert json.loads(path.read_text()) == MODEL_CONFIG
     assert "tiny-clip-toy" in C.own_model_names() and "tiny-clip-toy" in open_clip.list_models()
-    model = tinyclip.create_random_tiny_clip(seed=5)
-    weights = tinyclip.save_tiny_clip(model, tmp_path / "tiny.safetensors")
-    bundle = C.create_clip(tinyclip.TINY_CLIP_NAME, weights)
+    model = create_random_tiny_clip(seed=5)
+    weights = save_tiny_clip(model, tmp_path / "tiny.safetensors")
+    bundle = C.create_clip(TINY_CLIP_NAME, weights)
     # labshared's own architecture: its config decides, nothing is written beside the file
     assert bundle.info.quick_gelu_source == "labshared architecture config"
-    assert not C.sidecar_path(weights).exists()
+    assert not W.sidecar_path(weights).exists()
     assert bundle.tokenizer(["a red seven"]).shape == (1, 16)
     for k, v in model.state_dict().items():
         assert torch.equal(bundle.model.state_dict()[k], v), k
 
 
-def test_clip_module_imports_no_tool_code_and_nothing_inside_functions():
-    """No import cycle with tinyclip, and none dodged by function-level imports."""
-    tree = ast.parse(Path(C.__file__).read_text())
+@pytest.mark.parametrize("module", [C, W], ids=["clip", "clip_weights"])
+def test_clip_module_imports_no_tool_code_and_nothing_inside_functions(module):
+    """No import cycle with tinyclip (nor between the factory and its weight sources: the
+    factory uses them, never the reverse), and none dodged by function-level imports."""
+    tree = ast.parse(Path(module.__file__).read_text())
     top = {
         n.module if isinstance(n, ast.ImportFrom) else a.name
         for n in tree.body
@@ -318,6 +326,7 @@ def test_clip_module_imports_no_tool_code_and_nothing_inside_functions():
         for a in n.names
     }
     assert not any("tinyclip" in (m or "") for m in top)
+    assert "labshared.clip" not in top
     nested = [
         n
         for f in ast.walk(tree)
@@ -352,9 +361,7 @@ def test_tldr_clip_ident_holds_activation_and_version(tmp_path):
     from tldr_cli.config import PRESETS
     from tldr_cli.pipeline import CLIP_CACHE_VERSION, load_clip
 
-    weights = tinyclip.save_tiny_clip(
-        tinyclip.create_random_tiny_clip(seed=2), tmp_path / "tiny.safetensors"
-    )
+    weights = save_tiny_clip(create_random_tiny_clip(seed=2), tmp_path / "tiny.safetensors")
     cfg = dataclasses.replace(PRESETS["toy"], clip_pretrained=str(weights))
     handle = load_clip(cfg, torch.device("cpu"))
     assert handle.ident == {**handle.info.cache_identity(), "version": CLIP_CACHE_VERSION}

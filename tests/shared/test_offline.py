@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from labshared import offline
-from labshared.clip import create_clip, fetch_weights
+from labshared.clip import create_clip
+from labshared.clip_weights import fetch_weights
 from labshared.errors import ConfigError
 from labshared.runs import read_torch_file
 

@@ -72,13 +72,6 @@ def test_state_loads_with_weights_only(tmp_path):
     assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.ones(2))
 
 
-def test_rng_state_roundtrip():
-    state = runs.rng_state()
-    a = torch.rand(4)
-    runs.set_rng_state(state)
-    assert torch.equal(torch.rand(4), a)
-
-
 @pytest.mark.parametrize("content", [b"", b"garbage that is not a checkpoint", b"PK\x03\x04xx"])
 def test_read_torch_file_turns_any_bad_file_into_one_config_error(tmp_path, content):
     from labshared.runs import read_torch_file

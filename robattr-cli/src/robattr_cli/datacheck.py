@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from labshared.data.image_classification import FileListDataset, build_dataset, get_dataset_info
+from labshared.data.image_classification import build_dataset, get_dataset_info
+from labshared.data.image_classification.records import FileListDataset
 from labshared.errors import DataLayoutError
 from robattr_cli.config import TrainConfig
 

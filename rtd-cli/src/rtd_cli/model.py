@@ -20,11 +20,12 @@ import open_clip
 import torch
 from torch import nn
 
-from labshared import tinyclip
-from labshared.clip import RANDOM, ClipBundle, create_clip, fetch_weights
+from labshared.clip import ClipBundle, create_clip
+from labshared.clip_weights import RANDOM, fetch_weights
 from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_write_json
+from labshared.tinyclip.fit import ensure_tiny_clip, tiny_clip_path
 
 # The projections and the base registry live in projection.py; re-exported so callers keep
 # one import (`from rtd_cli import model as M; M.load_projection(...)`).
@@ -91,7 +92,7 @@ def build_clip_bundle(
             that is not a checkpoint of the backbone, no default weights for the backbone.
     """
     if backbone == TINY_BACKBONE and pretrained is None:
-        pretrained = str(tinyclip.ensure_tiny_clip())
+        pretrained = str(ensure_tiny_clip())
     else:
         pretrained = default_weights(backbone, pretrained)
     bundle = create_clip(
@@ -348,7 +349,7 @@ def weights_identity(backbone: str, pretrained: str | None) -> str:
     if pretrained is not None:
         return str(pretrained)
     if backbone == TINY_BACKBONE:
-        return tinyclip.tiny_clip_path().stem
+        return tiny_clip_path().stem
     return BACKBONES.get(backbone) or RANDOM_WEIGHTS
 
 

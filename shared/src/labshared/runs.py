@@ -307,18 +307,3 @@ def load_checkpoint(
         )  # fmt: skip
     meta = json.loads((ckpt_dir / "meta.json").read_text())
     return model_state, train_state, meta
-
-
-def rng_state() -> dict[str, Any]:
-    """Torch CPU (and CUDA) RNG state as tensors, for exact resume."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the RNG state saved by `rng_state` (CUDA only where available)."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-#: Threads of the toy fits (as `labshared.tinyclip.FIT_THREADS`): 2 is what CI and the
+#: Threads of the toy fits (as `labshared.tinyclip.fit.FIT_THREADS`): 2 is what CI and the
 #: `make demo` machines have, and what the README's figures were measured at.
 TOY_FIT_THREADS = 2
 

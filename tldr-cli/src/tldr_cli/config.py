@@ -323,7 +323,7 @@ def _check_weights(cfg: TLDRConfig, command: str) -> None:
         load_classifier(cfg.classifier)  # a ResNet-50 in about a second; loaded again later
     if needs_projector(cfg, command) and cfg.clip_model != "tiny-clip-toy":
         # open_clip loads only when a command runs, so `tldr --help` stays fast
-        from labshared.clip import fetch_weights
+        from labshared.clip_weights import fetch_weights
 
         fetch_weights(cfg.clip_model, cfg.clip_pretrained,
                       option_names=("--clip-model", "--clip-pretrained"))  # fmt: skip

@@ -35,7 +35,8 @@ from labshared.console import log, track
 from labshared.data.group_shift import GroupShiftSplit
 from labshared.device import Runtime, autocast
 from labshared.errors import ConfigError
-from labshared.tinyclip import TINY_CLIP_NAME, ensure_tiny_clip
+from labshared.tinyclip.fit import ensure_tiny_clip
+from labshared.tinyclip.model import TINY_CLIP_NAME
 from tldr_cli import __version__
 from tldr_cli.classifier import build_classifier, classifier_transform, load_classifier
 from tldr_cli.config import TLDRConfig
