@@ -28,7 +28,7 @@ from tldr_cli.wordlists import WordLists
 
 #: Caption forms of the toy world that the tiny CLIP is fitted on for every word form of
 #: the toy lists ("seven", "red seven", "grass", "digit on grass", ...; see
-#: `labshared.tinyclip.PARTIAL_TEMPLATES`).
+#: `labshared.tinyclip.captions.PARTIAL_TEMPLATES`).
 TOY_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a {}", "{}")
 
 
