@@ -1,5 +1,6 @@
-"""`rtd compare`: two or more `rtd eval` runs, paired query by query, plus the toy's
-per-attribute table and a bar chart (the rtd demo's last step).
+"""The maths and tables of `rtd compare` (the command: `rtd_cli.commands.compare`): two or
+more `rtd eval` runs, paired query by query, plus the toy's per-attribute table and a bar
+chart (the rtd demo's last step).
 
     rtd compare runs/demo-rtd/eval-base runs/demo-rtd/eval-rtd \
         --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/demo-rtd/rtd_toy_r1.png
@@ -25,12 +26,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
-from labshared.cli import BootstrapSeedOpt, IntersectOpt, JsonOpt, ResamplesOpt
 from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import render_table
 from labshared.errors import ConfigError
@@ -215,32 +214,3 @@ def write_chart(
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="`rtd eval` run folders (two or more).")],
-    name: Annotated[
-        list[str] | None, typer.Option(help="Row label of each run, in order (repeat).")
-    ] = None,
-    chart: Annotated[Path | None, typer.Option(help="Write a PNG of grouped bars here.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric of the chart.")] = "R@1",
-    title: Annotated[str | None, typer.Option(help="Title of the chart.")] = None,
-    intersect: IntersectOpt = False,
-    seed: BootstrapSeedOpt = 0,
-    resamples: ResamplesOpt = 10_000,
-    as_json: JsonOpt = False,
-) -> None:
-    """Compare `rtd eval` runs query by query: each metric with its 95 % interval, the
-    paired difference to the first run with its interval and p-value, the toy's
-    per-attribute table, and optionally a bar chart."""
-    result, heads = paired_comparison(runs, name, seed=seed, n_resamples=resamples,
-                                      intersect=intersect)  # fmt: skip
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(format_comparison(result, heads))
-        by_attribute = attribute_table(runs, name)
-        if by_attribute:
-            typer.echo(f"\nby changed attribute (number of queries):\n{by_attribute}")
-    if chart:
-        typer.echo(f"\nchart: {write_chart(runs, chart, name, metric, title)}")

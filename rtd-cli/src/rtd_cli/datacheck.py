@@ -108,6 +108,15 @@ def check_part(bench) -> PartReport:
     return report
 
 
+def load_benchmarks(cfg) -> list:
+    """The parts of an `EvalConfig`'s benchmark, as `rtd eval` and `rtd train
+    --val-dataset` read them: annotations, not yet images (so checking them needs no model)."""
+    toy = cfg.dataset == "toy"
+    toy_kwargs = {"n_queries": cfg.toy_queries, "n_distractors": cfg.toy_distractors,
+                  "seed": cfg.toy_seed} if toy else {}  # fmt: skip
+    return CR.build_benchmarks(cfg.dataset, cfg.data_root, cfg.split, cfg.parts, **toy_kwargs)
+
+
 def check_layout(
     dataset: str, root: str | Path | None, split: str | None = None, parts=None
 ) -> list[PartReport]:
