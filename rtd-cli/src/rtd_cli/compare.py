@@ -2,8 +2,8 @@
 more `rtd eval` runs, paired query by query, plus the toy's per-attribute table and a bar
 chart (the rtd demo's last step).
 
-    rtd compare runs/demo-rtd/eval-base runs/demo-rtd/eval-rtd \
-        --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/demo-rtd/rtd_toy_r1.png
+    rtd compare runs/rtd/demo/seed-0/eval-base runs/rtd/demo/seed-0/eval-rtd \
+        --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/rtd/demo/seed-0/rtd_toy_r1.png
 
 Reads each run folder's metrics.json and items/queries.parquet (written by `rtd eval`)
 and prints:
@@ -140,11 +140,14 @@ def attribute_groups(data: Sequence[dict[str, Any]]) -> list[str]:
     return [g for g in groups[0] if all(g in other for other in groups[1:])] if groups else []
 
 
-def attribute_table(runs: Sequence[str | Path], names: Sequence[str] | None = None) -> str:
-    """Markdown table of the toy world's metrics by changed attribute: for all queries and
-    for those changing the digit / the colour / the background, one row per run and a
-    difference row, with the number of queries. Empty when a run has no per-attribute
-    metrics (not a toy evaluation)."""
+def attribute_table(
+    runs: Sequence[str | Path], names: Sequence[str] | None = None, markdown: bool = True
+) -> str:
+    """Table of the toy world's metrics by changed attribute: for all queries and for those
+    changing the digit / the colour / the background, one row per run and a difference row,
+    with the number of queries. Markdown (the demo's report) or, `markdown=False`, the
+    terminal's box table, as the paired table beside it. Empty when a run has no
+    per-attribute metrics (not a toy evaluation)."""
     names = _names(runs, names)
     data = [read_metrics(r) for r in runs]
     groups = attribute_groups(data)
@@ -156,7 +159,7 @@ def attribute_table(runs: Sequence[str | Path], names: Sequence[str] | None = No
     for group in groups:
         n = data[0].get("attribute_queries", {}).get(group, "?")
         rows += _rows(f"{group} ({n})", names, [d["by_attribute"][group] for d in data], cols)
-    return render_table(["queries changing", "model", *cols], rows, markdown=True, align="llr")
+    return render_table(["queries changing", "model", *cols], rows, markdown=markdown, align="llr")
 
 
 def write_chart(

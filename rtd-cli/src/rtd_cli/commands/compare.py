@@ -34,7 +34,7 @@ def compare_cmd(
         typer.echo(json.dumps(result, indent=2))
     else:
         typer.echo(format_comparison(result, heads))
-        by_attribute = attribute_table(runs, name)
+        by_attribute = attribute_table(runs, name, markdown=False)
         if by_attribute:
             typer.echo(f"\nby changed attribute (number of queries):\n{by_attribute}")
     if chart:
