@@ -3,6 +3,7 @@ import cycle, `rtd train`'s validation loads no part of the eval stack, one thin
 module per command, and no source file over 450 lines."""
 
 import ast
+import re
 from pathlib import Path
 
 import typer
@@ -90,3 +91,19 @@ def test_no_source_file_over_450_lines():
         p.name: n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450
     }
     assert not long, long
+
+
+def test_the_readme_method_map_names_functions_that_exist():
+    """Each `rtd_cli/<file>.py:<function>` (or `Class.method`) of the README's method map
+    is defined in that file, so the map cannot drift from the code."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    section = readme.split("## Method map", 1)[1].split("\n## ", 1)[0]
+    refs = re.findall(r"`rtd_cli/([\w/]+\.py):([\w.]+)`", section)
+    assert len(refs) >= 10, refs
+    for path, name in refs:
+        tree = ast.parse((PACKAGE / path).read_text())
+        scope = tree.body
+        for part in name.split("."):
+            found = [n for n in scope if getattr(n, "name", None) == part]
+            assert found, f"README method map: {path}:{name} is not defined"
+            scope = found[0].body
