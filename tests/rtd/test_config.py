@@ -143,6 +143,24 @@ def test_eval_cli_resolves_that_prompt(base, tmp_path):
     assert json.loads(res.stdout)["config"]["prompt"] == "rtd"
 
 
+def test_eval_replays_a_config_file_with_flags_on_top(tmp_path):
+    """`rtd eval --config FILE`: the file's fields (lists, paths), then the flags given."""
+    fields = {"dataset": "fashioniq", "phi": "p.pt", "parts": ["dress", "shirt"],
+              "toy_queries": 7, "split": "val"}  # fmt: skip
+    (tmp_path / "eval.json").write_text(json.dumps(fields))
+    res = runner.invoke(app, ["eval", "--config", str(tmp_path / "eval.json"), "--split", "test",
+                              "--dry-run"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.stdout)["config"]
+    assert (cfg["dataset"], cfg["phi"], cfg["parts"], cfg["toy_queries"]) == (
+        "fashioniq", "p.pt", ["dress", "shirt"], 7)  # fmt: skip
+    assert cfg["split"] == "test"  # the flag over the file
+    assert (cfg["backbone"], cfg["prompt"]) == ("ViT-B-32", "rtd")  # completed as without it
+    res = runner.invoke(app, ["eval", "--dataset", "toy", "--phi", "p.pt", "--decode", "gpx",
+                              "--dry-run"])  # fmt: skip
+    assert res.exit_code == 1 and "--decode" in res.output and "gpu" in res.output
+
+
 # --------------------------------------------------------------------------- flags
 # (that each flag reaches its config field: tests/shared/test_options_walk.py, every tool)
 def test_seed_is_the_shared_option_everywhere():
