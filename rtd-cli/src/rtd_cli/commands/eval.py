@@ -15,8 +15,9 @@ from rtd_cli.config import DEFAULT_BACKBONE, PROMPT_STYLES, TOY_BACKBONE, EvalCo
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")]
 
-#: eval's run-level options: no --resume / --init-from (nothing trains).
-EVAL_RUN = ("device", "precision", "seed", "output_dir", "overwrite", "no_cache")
+#: eval's run-level options, those it had before (`labshared.options.EVAL_RUN` adds
+#: --report-to, which eval does not send metrics to yet, and --deterministic).
+RUN_FLAGS = ("device", "precision", "seed", "output_dir", "overwrite", "no_cache")
 
 
 def default_prompt_style(base: str, tower_config: Mapping[str, Any] | None = None) -> str:
@@ -47,7 +48,7 @@ def finish_eval(cfg: EvalConfig) -> EvalConfig:
     return cfg
 
 
-@config_command(EvalConfig, run=EVAL_RUN, validate=validate_eval, finish=finish_eval)
+@config_command(EvalConfig, run=RUN_FLAGS, validate=validate_eval, finish=finish_eval)
 def eval_cmd(cfg: EvalConfig, run: RunFlags, as_json: JsonOpt = False) -> None:
     """Score a ZS-CIR method (Pic2Word / SEARLE / LinCIR, optionally + an RTD text tower).
 
