@@ -1,7 +1,7 @@
 # rtd: demo, bench and paper-reproduction targets (included by the root Makefile, which
 # defines BIN, DATA_ROOT and the offline HF variables).
 RTD := $(BIN)/rtd
-RTD_DEMO := runs/demo-rtd
+RTD_DEMO := runs/rtd/demo
 NPROC ?= 1
 TRIPLETS ?=
 PHI ?=
@@ -16,9 +16,10 @@ BENCHES += bench-rtd
 # train --preset toy` (RTD) -> `rtd eval` (+ RTD) -> `rtd compare`: paired (intervals, p-values), overall and
 # per-attribute tables (queries changing the digit / colour / background) and a bar chart,
 # on the toy test split at `rtd eval`'s default size (1,000 queries, 2,000-image gallery).
-# Each command is printed before it runs; TOY_SEED=N re-draws captions, triplets and benchmark.
+# Each command is printed before it runs; TOY_SEED=N re-draws captions, triplets and benchmark,
+# into its own folder runs/rtd/demo/seed-N (seed 0's runs stay).
 demo-rtd: install
-	$(BIN)/python -m rtd_cli.demo --toy-seed $(TOY_SEED) --out $(RTD_DEMO)
+	$(BIN)/python -m rtd_cli.demo --toy-seed $(TOY_SEED) --out $(RTD_DEMO)/seed-$(TOY_SEED)
 
 # One training step of a ViT-B-32-sized text tower (random weights): batch 16 on CPU, and
 # batch 128 on a GPU when one is present.

@@ -103,6 +103,7 @@ def test_attribute_table_has_all_queries_then_each_attribute(toy_runs):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "by changed attribute" in result.output and "digit (3)" in result.output
+    assert "| :---" not in result.output  # terminal tables, as the paired one: no Markdown
     assert "chart:" in result.output and chart.is_file()
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from labshared.config import resolve
 from rtd_cli import config as C
 from rtd_cli.cli import app
-from rtd_cli.eval_config import default_prompt_style as eval_default
+from rtd_cli.commands.eval import default_prompt_style as eval_default
 from rtd_cli.projection import BASES, prompt_for
 from rtd_cli.projection import default_prompt_style as base_default
 from rtd_cli.rtd_step import prompt_style as train_prompt_style
@@ -143,39 +143,26 @@ def test_eval_cli_resolves_that_prompt(base, tmp_path):
     assert json.loads(res.stdout)["config"]["prompt"] == "rtd"
 
 
-# --------------------------------------------------------------------------- flags
-# Flags that are not config fields: how and where a run is carried out, not what it computes.
-RUN_LEVEL = {"preset", "device", "precision", "deterministic", "output_dir", "resume",
-             "overwrite", "no_cache", "dry_run", "stop_after", "as_json", "init_from",
-             "report_to", "config_file"}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "command,config",
-    [("train", C.TrainConfig), ("train-phi", C.PhiConfig), ("eval", None)],
-)
-def test_every_flag_is_the_config_field_of_the_same_name(command, config):
-    import dataclasses
-
-    import typer
-
-    from rtd_cli.eval_config import EvalConfig
-
-    config = config or EvalConfig
-    click_command = typer.main.get_command(app).commands[command]
-    flags = {p.name for p in click_command.params}
-    fields = {f.name for f in dataclasses.fields(config)}
-    run_level = RUN_LEVEL | ({"seed"} if config is EvalConfig else set())  # eval: runtime's
-    assert flags - run_level <= fields, flags - run_level - fields
-    assert "seed" in fields or config is EvalConfig
-    # every flag that names a field reaches it: a distinctive value per flag, in dry-run
-    required = {"train": ["--phi", "p.pt", "--triplets", "t.json"], "train-phi": ["--captions",
-                "c.txt"], "eval": ["--dataset", "toy", "--phi", "p.pt"]}[command]  # fmt: skip
-    res = runner.invoke(app, [command, *required, "--toy-seed", "7", "--dry-run"])
+def test_eval_replays_a_config_file_with_flags_on_top(tmp_path):
+    """`rtd eval --config FILE`: the file's fields (lists, paths), then the flags given."""
+    fields = {"dataset": "fashioniq", "phi": "p.pt", "parts": ["dress", "shirt"],
+              "toy_queries": 7, "split": "val"}  # fmt: skip
+    (tmp_path / "eval.json").write_text(json.dumps(fields))
+    res = runner.invoke(app, ["eval", "--config", str(tmp_path / "eval.json"), "--split", "test",
+                              "--dry-run"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["config"]["toy_seed"] == 7
+    cfg = json.loads(res.stdout)["config"]
+    assert (cfg["dataset"], cfg["phi"], cfg["parts"], cfg["toy_queries"]) == (
+        "fashioniq", "p.pt", ["dress", "shirt"], 7)  # fmt: skip
+    assert cfg["split"] == "test"  # the flag over the file
+    assert (cfg["backbone"], cfg["prompt"]) == ("ViT-B-32", "rtd")  # completed as without it
+    res = runner.invoke(app, ["eval", "--dataset", "toy", "--phi", "p.pt", "--decode", "gpx",
+                              "--dry-run"])  # fmt: skip
+    assert res.exit_code == 1 and "--decode" in res.output and "gpu" in res.output
 
 
+# --------------------------------------------------------------------------- flags
+# (that each flag reaches its config field: tests/shared/test_options_walk.py, every tool)
 def test_seed_is_the_shared_option_everywhere():
     """--seed is labshared's one declaration (help and panel) in all three commands."""
     import typer

@@ -398,7 +398,7 @@ def test_dry_run_prints_the_resolved_config(tiny_random):
 
 def test_validator_for_rtd_train_tracks_the_tower(tiny_random):
     from labshared.device import setup_runtime
-    from rtd_cli.eval_config import EvalConfig
+    from rtd_cli.config import EvalConfig
     from rtd_cli.evaluate import make_validator
 
     model, _, _ = build_clip("tiny-clip-toy", "random")
@@ -421,7 +421,7 @@ def test_prompt_defaults_to_the_style_the_tower_was_trained_with(tiny_random, tm
     """A Pic2Word tower trained on its own '*' prompt is scored with that prompt unless
     --prompt says otherwise; without a recorded style (or a tower) the base's default is
     used: Pic2Word's own prompt, RTD's for SEARLE/LinCIR."""
-    from rtd_cli.eval_config import default_prompt_style
+    from rtd_cli.commands.eval import default_prompt_style
     from rtd_cli.tower_file import read_text_tower_config
 
     model, _, _ = build_clip("tiny-clip-toy", "random")

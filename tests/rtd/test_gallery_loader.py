@@ -222,7 +222,7 @@ def test_the_decode_path_keys_the_feature_cache(monkeypatch, preprocess, photos)
     """The tensor path's pixels differ (within 1/255), so its features get their own key; the
     PIL path's key is unchanged (its pixels are the same as before the split transform)."""
     from labshared.data.composed_retrieval import CIRBenchmark, CIRQuery
-    from rtd_cli.eval_config import EvalConfig
+    from rtd_cli.config import EvalConfig
 
     specs = []
 

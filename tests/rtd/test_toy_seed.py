@@ -3,6 +3,7 @@ draws toy data, stays apart from the training seed, and never mixes training dat
 benchmark."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +12,7 @@ from labshared import toy
 from labshared.data.composed_retrieval import load_toy
 from labshared.data.text_triplets import load_captions, load_text_triplets
 from rtd_cli.cli import app
-from rtd_cli.demo import DemoConfig, demo_commands
+from rtd_cli.demo import DemoConfig, demo_commands, demo_dir
 
 runner = CliRunner()
 
@@ -74,6 +75,19 @@ def test_demo_passes_the_toy_seed_to_every_command(tmp_path):
     assert demo_commands(DemoConfig(train_args=("--lr", "1e-12")), tmp_path)[2][1][-2:] == [
         "--lr", "1e-12"]  # fmt: skip
     assert train[-1] == "--overwrite"
+
+
+def test_each_toy_seed_has_its_own_demo_folder(tmp_path):
+    """`make demo-rtd TOY_SEED=1` must not overwrite seed 0's runs: runs/rtd/demo/seed-N,
+    and every command writes under its seed's folder."""
+    assert demo_dir(0) == Path("runs/rtd/demo/seed-0") != demo_dir(1)
+    out = demo_dir(3, tmp_path)
+    assert out == tmp_path / "seed-3"
+    for _, argv in demo_commands(DemoConfig(toy_seed=3), out):
+        written = argv[argv.index("-o") + 1]
+        assert Path(written).parent == out, argv
+    make = (Path(__file__).resolve().parents[2] / "rtd-cli" / "rtd.mk").read_text()
+    assert "--out $(RTD_DEMO)/seed-$(TOY_SEED)" in make and "RTD_DEMO := runs/rtd/demo" in make
 
 
 def test_seen_triplet_split_counts_the_benchmark_triplets_met_in_training(tmp_path):

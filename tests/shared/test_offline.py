@@ -148,7 +148,10 @@ def test_clip_checkpoint_file_errors_drop_the_advice(tmp_path):
 
 
 def test_toy_eval_defaults_to_the_tiny_clip():
-    from rtd_cli.eval_config import resolve_eval
+    from rtd_cli.commands.eval import eval_cmd
+
+    def resolve_eval(flags):  # as `rtd eval` resolves its flags (finish hook included)
+        return eval_cmd.config_spec.resolve(flags)[0]
 
     assert resolve_eval({"dataset": "toy", "phi": "p.pt"}).backbone == "tiny-clip-toy"
     assert resolve_eval({"dataset": "cirr", "phi": "p.pt"}).backbone == "ViT-B-32"

@@ -32,6 +32,7 @@ NOT_CONFIG_COMMANDS = {("rtd", "compare"), ("rtd", "check-data"), ("tldr", "comp
 REQUIRED: dict[tuple[str, str], list[str]] = {
     ("rtd", "train"): ["--preset", "toy", "--phi", "p.pt"],
     ("rtd", "train-phi"): ["--preset", "toy"],
+    ("rtd", "eval"): ["--dataset", "toy", "--phi", "p.pt"],
 }
 
 

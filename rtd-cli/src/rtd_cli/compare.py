@@ -1,8 +1,9 @@
-"""`rtd compare`: two or more `rtd eval` runs, paired query by query, plus the toy's
-per-attribute table and a bar chart (the rtd demo's last step).
+"""The maths and tables of `rtd compare` (the command: `rtd_cli.commands.compare`): two or
+more `rtd eval` runs, paired query by query, plus the toy's per-attribute table and a bar
+chart (the rtd demo's last step).
 
-    rtd compare runs/demo-rtd/eval-base runs/demo-rtd/eval-rtd \
-        --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/demo-rtd/rtd_toy_r1.png
+    rtd compare runs/rtd/demo/seed-0/eval-base runs/rtd/demo/seed-0/eval-rtd \
+        --name "LinCIR (toy phi)" --name "+ RTD" --chart runs/rtd/demo/seed-0/rtd_toy_r1.png
 
 Reads each run folder's metrics.json and items/queries.parquet (written by `rtd eval`)
 and prints:
@@ -25,12 +26,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
-from labshared.cli import BootstrapSeedOpt, IntersectOpt, JsonOpt, ResamplesOpt
 from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import render_table
 from labshared.errors import ConfigError
@@ -141,11 +140,14 @@ def attribute_groups(data: Sequence[dict[str, Any]]) -> list[str]:
     return [g for g in groups[0] if all(g in other for other in groups[1:])] if groups else []
 
 
-def attribute_table(runs: Sequence[str | Path], names: Sequence[str] | None = None) -> str:
-    """Markdown table of the toy world's metrics by changed attribute: for all queries and
-    for those changing the digit / the colour / the background, one row per run and a
-    difference row, with the number of queries. Empty when a run has no per-attribute
-    metrics (not a toy evaluation)."""
+def attribute_table(
+    runs: Sequence[str | Path], names: Sequence[str] | None = None, markdown: bool = True
+) -> str:
+    """Table of the toy world's metrics by changed attribute: for all queries and for those
+    changing the digit / the colour / the background, one row per run and a difference row,
+    with the number of queries. Markdown (the demo's report) or, `markdown=False`, the
+    terminal's box table, as the paired table beside it. Empty when a run has no
+    per-attribute metrics (not a toy evaluation)."""
     names = _names(runs, names)
     data = [read_metrics(r) for r in runs]
     groups = attribute_groups(data)
@@ -157,7 +159,7 @@ def attribute_table(runs: Sequence[str | Path], names: Sequence[str] | None = No
     for group in groups:
         n = data[0].get("attribute_queries", {}).get(group, "?")
         rows += _rows(f"{group} ({n})", names, [d["by_attribute"][group] for d in data], cols)
-    return render_table(["queries changing", "model", *cols], rows, markdown=True, align="llr")
+    return render_table(["queries changing", "model", *cols], rows, markdown=markdown, align="llr")
 
 
 def write_chart(
@@ -215,32 +217,3 @@ def write_chart(
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="`rtd eval` run folders (two or more).")],
-    name: Annotated[
-        list[str] | None, typer.Option(help="Row label of each run, in order (repeat).")
-    ] = None,
-    chart: Annotated[Path | None, typer.Option(help="Write a PNG of grouped bars here.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric of the chart.")] = "R@1",
-    title: Annotated[str | None, typer.Option(help="Title of the chart.")] = None,
-    intersect: IntersectOpt = False,
-    seed: BootstrapSeedOpt = 0,
-    resamples: ResamplesOpt = 10_000,
-    as_json: JsonOpt = False,
-) -> None:
-    """Compare `rtd eval` runs query by query: each metric with its 95 % interval, the
-    paired difference to the first run with its interval and p-value, the toy's
-    per-attribute table, and optionally a bar chart."""
-    result, heads = paired_comparison(runs, name, seed=seed, n_resamples=resamples,
-                                      intersect=intersect)  # fmt: skip
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(format_comparison(result, heads))
-        by_attribute = attribute_table(runs, name)
-        if by_attribute:
-            typer.echo(f"\nby changed attribute (number of queries):\n{by_attribute}")
-    if chart:
-        typer.echo(f"\nchart: {write_chart(runs, chart, name, metric, title)}")

@@ -1,47 +1,37 @@
-"""Presets for `rtd train` and `rtd train-phi`: frozen dataclasses, complete and runnable.
+"""The configs of `rtd train`, `rtd train-phi` and `rtd eval`, and the train presets:
+frozen dataclasses whose fields carry their flags (`labshared.options.opt`).
 
-Precedence: dataclass defaults < preset < flags actually passed (`None` = keep the preset),
-applied by `labshared.config.resolve` with `validate_train` / `validate_phi` and
-`RENAMED_PRESETS`.
+Precedence: dataclass defaults < preset < `--config` file < flags actually passed (`None` =
+keep the preset), applied by `labshared.options.config_command` with `validate_train` /
+`validate_phi` / `validate_eval` and `RENAMED_PRESETS`. `rtd eval` has no presets: its
+defaults are `EvalConfig`'s.
 
-Presets are named for what they are, `<method>-<backbone>`:
-
-- `rtd train --preset rtd-vit-l14` is what the official RTD run computed
-  (`jaeseokbyun/RTD:README.md` / `run.sh`, CLIP ViT-L/14 OpenAI; method brief section 1.4):
-  AdamW lr 1e-5, weight decay 0.01, constant LR, 2000 steps, seed 12345, noise 0.5, tau
-  0.07, batch 128 in ONE process. `run.sh` launches 4 GPUs x 128, but
-  `train_text_encoder.py` (line 262) calls the trainable tower as
-  `encode_with_pseudo_tokens_HF(text_encoder_train.module, ...)`, past the DDP wrapper, and
-  that is its only call in a step: DDP's reducer never runs, each rank trains its own copy on
-  its own 128 triplets, and the saved model is rank 0's (`is_main_process`, lines 285-322).
-  `tests/rtd/test_ddp_module_bypass.py` shows the mechanism with two gloo processes.
-  `rtd-vit-l14-ddp4` keeps the run `run.sh` seems to describe: 4 processes x 128 with
-  gradients averaged by DDP (512 triplets per step). `rtd-vit-b32` and `rtd-vit-bigg14`
-  reuse the one-process values on the other backbones of the paper (ViT-B/32 for every
-  base, ViT-G/14 for LinCIR): the paper reports those runs but the repository gives no
-  command for them, so their values are ours.
-- `rtd train-phi --preset lincir-vit-l14` is LinCIR's README command
-  (`navervision/lincir:README.md`, `--clip_model_name large`): batch 64 per GPU on 8 GPUs,
-  20000 steps, seed 12345, constant LR, with `train_phi.py`'s defaults for the rest (AdamW
-  lr 1e-4, weight decay 0.01, phi dropout 0.5, noise 1.0). The README says to change only
-  `--clip_model_name` for ViT-G (`giga`), so `lincir-vit-bigg14` keeps those values;
-  `lincir-vit-b32` (LinCIR names no B/32 command) keeps them too, which is ours.
-- `toy` (both commands): the tiny CLIP of the toy world, minutes on 2 CPU cores.
-
-bigG weights: open_clip `ViT-bigG-14` / `laion2b_s39b_b160k`, the LAION-2B model LinCIR
-loads as `Geonmo/CLIP-Giga-config-fixed` (method brief section 1.2).
+Presets are named for what they are, `<method>-<backbone>`; where each value comes from is
+said beside it (the official RTD run, LinCIR's README command, or ours), and README
+"Defaults and how to change them" tells the story, with "One process, not four" for why
+`rtd-vit-l14` is one process at batch 128. `toy` (both commands): the tiny CLIP of the toy
+world, minutes on 2 CPU cores. bigG weights: open_clip `ViT-bigG-14` / `laion2b_s39b_b160k`,
+the LAION-2B model LinCIR loads as `Geonmo/CLIP-Giga-config-fixed` (method brief 1.2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from labshared.config import RUNTIME_KNOBS
 from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
-from labshared.options import opt, quick_gelu_field, seed_field
+from labshared.options import opt, quick_gelu_field, seed_field, split_commas
 
+#: The bases (`projection.BASES`) and prompt styles (`projection.PROMPT_STYLES`) the flags
+#: accept; kept here so that reading a config imports no model code.
 BASE_NAMES = ("lincir", "searle", "pic2word")
+PROMPT_STYLES = ("rtd", "base")
+FIQ_ORDERS = ("both", "single")
+DECODES = ("cpu", "gpu", "auto")  # where `rtd eval` decodes JPEGs (rtd_cli.gallery_loader)
+DEFAULT_BACKBONE = "ViT-B-32"  # `rtd eval --backbone` on the real benchmarks
+TOY_BACKBONE = "tiny-clip-toy"  # and on the toy's: fitted offline, as `--preset toy` uses
 
 #: The toy benchmark `rtd eval --dataset toy` scores by default (and so the demo and its
 #: effect gate): 1,000 composed queries, whose 1,000 targets plus 1,000 random distractors
@@ -60,6 +50,8 @@ TRAIN_PANEL = "Training"
 DATA_PANEL = "Data"
 VAL_PANEL = "Validation"
 CLIP_PANEL = "CLIP"
+BENCH_PANEL = "Benchmark"
+MODEL_PANEL = "Model"
 
 
 # The fields `rtd train`, `rtd train-phi` (and `rtd eval`) share: one declaration each.
@@ -80,12 +72,12 @@ def pretrained_field(default: str | None = "openai") -> str | None:
     )
 
 
-def toyseed_field() -> int:
+def toyseed_field(panel: str = DATA_PANEL) -> int:
     return opt(
         0,
         "Data seed of the toy world: draws the toy captions / triplets and the toy "
-        "benchmark's queries, gallery and distractors (--seed is the training seed).",
-        panel=DATA_PANEL,
+        "benchmark's queries, gallery and distractors (--seed is the run's own seed).",
+        panel=panel,
     )
 
 
@@ -132,7 +124,7 @@ class TrainConfig:
         "Query prompt style, as `rtd eval --prompt`: rtd ('a photo "
         "of $ that {mod}') or base (the base's own; Pic2Word 'a photo of "
         "* , {mod}'). Default: base for pic2word, rtd otherwise.",
-        choices=("rtd", "base"),
+        choices=PROMPT_STYLES,
     )
     triplets: str | None = opt(
         None,
@@ -283,18 +275,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
     # Tiny CLIP of the toy world: minutes on 2 CPU cores. A larger LR because the tiny
     # tower trains from a poorer start and for 60 steps only.
-    "toy": TrainConfig(
-        backbone="tiny-clip-toy",
-        pretrained=None,  # the fitted toy weights (labshared.tinyclip)
-        triplets="toy",
-        steps=60,
-        batch_size=64,
-        lr=1e-4,
-        checkpoint_every=20,
-        val_every=20,
-        log_every=5,
-    ),
-}
+    # (pretrained None: the fitted toy weights, labshared.tinyclip)
+    "toy": TrainConfig(backbone="tiny-clip-toy", pretrained=None, triplets="toy", steps=60,
+                       batch_size=64, lr=1e-4, checkpoint_every=20, val_every=20,
+                       log_every=5),
+}  # fmt: skip
 
 # LinCIR's README command (8 GPUs x 64, 20000 steps, seed 12345) over train_phi.py's
 # defaults (lr 1e-4, weight decay 0.01, noise 1.0, dropout 0.5).
@@ -317,18 +302,10 @@ PHI_PRESETS: dict[str, PhiConfig] = {
     ),
     # Ours: LinCIR gives no ViT-B/32 command; the README run's values on ViT-B/32 OpenAI.
     "lincir-vit-b32": PhiConfig(backbone="ViT-B-32", pretrained="openai", **_LINCIR_RUN),
-    "toy": PhiConfig(
-        backbone="tiny-clip-toy",
-        pretrained=None,  # the fitted toy weights (labshared.tinyclip)
-        captions="toy",
-        steps=200,
-        batch_size=128,
-        lr=1e-3,
-        checkpoint_every=100,
-        log_every=25,
-        keywords="builtin",
-    ),
-}
+    "toy": PhiConfig(backbone="tiny-clip-toy", pretrained=None, captions="toy", steps=200,
+                     batch_size=128, lr=1e-3, checkpoint_every=100, log_every=25,
+                     keywords="builtin"),
+}  # fmt: skip
 
 
 #: LinCIR's `train_phi.py` calls phi through the DDP wrapper (`phi(input_features)`, line
@@ -346,24 +323,25 @@ RENAMED_PRESETS = {
 }
 
 
+def _check_signs(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()):
+    """Each named field (None aside) is > 0 / >= 0, else one error naming its flag."""
+    for name in (*positive, *non_negative):
+        value, strict = getattr(cfg, name), name in positive
+        if value is not None and (value <= 0 if strict else value < 0):
+            want = "positive" if strict else ">= 0"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value}")
+
+
 def _check_common(cfg: TrainConfig | PhiConfig) -> None:
     """The checks `rtd train` and `rtd train-phi` share, naming the flag."""
-    positive = {"steps": cfg.steps, "batch-size": cfg.batch_size, "lr": cfg.lr,
-                "checkpoint-every": cfg.checkpoint_every, "log-every": cfg.log_every}  # fmt: skip
-    for flag, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"--{flag} must be positive, got {value}")
-    for flag, value in {"noise-scale": cfg.noise_scale, "weight-decay": cfg.weight_decay,
-                        "toy-seed": cfg.toy_seed}.items():  # fmt: skip
-        if value < 0:
-            raise ConfigError(f"--{flag} must be >= 0, got {value}")
+    _check_signs(cfg, ("steps", "batch_size", "lr", "checkpoint_every", "log_every"),
+                 ("noise_scale", "weight_decay", "toy_seed"))  # fmt: skip
 
 
 def validate_train(cfg: TrainConfig) -> None:
     """Reject a bad `rtd train` config before anything loads, naming the flag and the fix."""
     _check_common(cfg)
-    if cfg.tau <= 0:
-        raise ConfigError(f"--tau must be positive, got {cfg.tau}")
+    _check_signs(cfg, ("tau", "max_grad_norm"))
     if cfg.phi is None:
         raise ConfigError(
             "--phi is required: the projection checkpoint of the base method (LinCIR/SEARLE "
@@ -375,10 +353,8 @@ def validate_train(cfg: TrainConfig) -> None:
         )
     if cfg.keep_best and not cfg.val_dataset:
         raise ConfigError("--keep-best needs --val-dataset (the metric is computed on it)")
-    if cfg.val_dataset and cfg.val_every <= 0:
-        raise ConfigError(f"--val-every must be positive, got {cfg.val_every}")
-    if cfg.max_grad_norm is not None and cfg.max_grad_norm <= 0:
-        raise ConfigError(f"--max-grad-norm must be positive, got {cfg.max_grad_norm}")
+    if cfg.val_dataset:
+        _check_signs(cfg, ("val_every",))
 
 
 def validate_phi(cfg: PhiConfig) -> None:
@@ -390,3 +366,82 @@ def validate_phi(cfg: PhiConfig) -> None:
         )
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """`rtd eval`: score a projection-based ZS-CIR method, with or without an RTD text
+    tower (the resolved config saved in config.json). Each field is the flag of the same
+    name. `backbone` and `prompt` left unset are completed when the command resolves
+    (`rtd_cli.commands.eval.finish_eval`)."""
+
+    dataset: str | None = opt(None, "Benchmark: fashioniq, cirr, circo, genecis or toy; "
+                              "required.", panel=BENCH_PANEL, choices=tuple(DATASETS))  # fmt: skip
+    base: str = opt("lincir", "Base method: pic2word (IM2TEXT), searle or lincir (Phi).",
+                    panel=MODEL_PANEL, choices=BASE_NAMES)  # fmt: skip
+    phi: Path | None = opt(
+        None, "Projection checkpoint of --base in its official format ({'Phi': ...} or "
+        "Pic2Word's {'state_dict_img2text': ...}); required.", panel=MODEL_PANEL,
+    )  # fmt: skip
+    backbone: str | None = opt(
+        None, f"open_clip architecture: {DEFAULT_BACKBONE}, ViT-L-14, ViT-H-14, ViT-bigG-14, "
+        f"{TOY_BACKBONE} or local-dir:PATH (none: {TOY_BACKBONE} for --dataset toy, else "
+        f"{DEFAULT_BACKBONE}).", panel=MODEL_PANEL,
+    )  # fmt: skip
+    split: str | None = opt(None, "val or test (none: val; test for genecis). CIRR/CIRCO test "
+                            "write server files.", panel=BENCH_PANEL)  # fmt: skip
+    pretrained: str | None = opt(
+        None, "open_clip weight tag or local checkpoint file (none: openai for B-32/L-14, "
+        "laion2b_s32b_b79k for H-14, laion2b_s39b_b160k for bigG, the fitted toy weights for "
+        "tiny-clip-toy); 'random' for none.", panel=MODEL_PANEL,
+    )  # fmt: skip
+    quick_gelu: bool | None = quick_gelu_field(MODEL_PANEL)
+    text_encoder: Path | None = opt(
+        None, "Text tower trained by `rtd train` (text_tower.safetensors or its folder); none: "
+        "the backbone's own text tower.", panel=MODEL_PANEL,
+    )  # fmt: skip
+    data_root: Path | None = opt(
+        None, "Benchmark folder in its official layout (see README), or 'hf' for the Hugging "
+        "Face copies of CIRR/FashionIQ; not needed for toy.", panel=BENCH_PANEL,
+    )  # fmt: skip
+    prompt: str | None = opt(
+        None, "rtd: 'a photo of $ that {mod}' for every base (RTD's evaluation); base: each "
+        "base repo's own prompt (Pic2Word 'a photo of * , {mod}'). None: the style the "
+        "--text-encoder was trained with, else the base's (as `rtd train`): base for "
+        "pic2word, rtd for searle/lincir.", panel=MODEL_PANEL, choices=PROMPT_STYLES,
+    )  # fmt: skip
+    fiq_orders: str | None = opt(
+        None, "FashionIQ captions: both (c1 and c2 + c2 and c1, averaged; SEARLE/LinCIR/RTD) "
+        "or single (Pic2Word's c2 and c1). None: follows --prompt and --base.",
+        panel=BENCH_PANEL, choices=FIQ_ORDERS,
+    )  # fmt: skip
+    parts: tuple[str, ...] | None = opt(
+        None, "Comma-separated FashionIQ categories (dress,shirt,toptee) or GeneCIS tasks "
+        "(focus_attribute,change_attribute,focus_object,change_object); none: all.",
+        panel=BENCH_PANEL, cli_type=str, parse=split_commas,
+    )  # fmt: skip
+    batch_size: int = opt(128, "Images per encoding batch.")
+    text_batch_size: int = opt(256, "Prompts per text-encoding batch.")
+    workers: int | None = opt(None, "DataLoader workers decoding images (none: on CUDA every "
+                              "core of this process's share but one, on CPU 0).")  # fmt: skip
+    decode: str = opt(
+        "cpu", "Where JPEGs are decoded: cpu (PIL in the workers), gpu (torchvision "
+        "decode_jpeg on the CUDA device, pixels within 1/255 of PIL's; other files stay on "
+        "PIL) or auto (gpu where available, else cpu).", choices=DECODES,
+    )  # fmt: skip
+    toy_queries: int = opt(TOY_EVAL_QUERIES, "Toy benchmark: composed queries, whose targets "
+                           "open the gallery.", panel=BENCH_PANEL)  # fmt: skip
+    toy_distractors: int | None = opt(
+        TOY_EVAL_DISTRACTORS, "Toy benchmark: random images of the split added to the gallery.",
+        panel=BENCH_PANEL,
+    )  # fmt: skip
+    toy_seed: int = toyseed_field(BENCH_PANEL)
+
+
+def validate_eval(cfg: EvalConfig) -> None:
+    """Reject a bad `rtd eval` config before anything loads, naming the flag (the choices
+    of --dataset, --base, --prompt, --fiq-orders and --decode are their fields')."""
+    if cfg.dataset is None or cfg.phi is None:
+        raise ConfigError("--dataset and --phi are required")
+    _check_signs(cfg, ("batch_size", "text_batch_size", "toy_queries"),
+                 ("toy_distractors", "workers", "toy_seed"))  # fmt: skip

@@ -19,6 +19,7 @@ import labshared.data.composed_retrieval as CR
 from labshared.console import render_table
 from labshared.errors import DataLayoutError
 from rtd_cli.aspects import circo_semantic_aspects
+from rtd_cli.config import EvalConfig
 
 MISSING_SHOWN = 5  # missing files listed per part (all are counted)
 
@@ -106,6 +107,15 @@ def check_part(bench) -> PartReport:
     report.n_missing = len(absent)
     report.missing = absent[:MISSING_SHOWN]
     return report
+
+
+def load_benchmarks(cfg: EvalConfig) -> list[CR.CIRBenchmark]:
+    """The parts of an `EvalConfig`'s benchmark, as `rtd eval` and `rtd train
+    --val-dataset` read them: annotations, not yet images (so checking them needs no model)."""
+    toy = cfg.dataset == "toy"
+    toy_kwargs = {"n_queries": cfg.toy_queries, "n_distractors": cfg.toy_distractors,
+                  "seed": cfg.toy_seed} if toy else {}  # fmt: skip
+    return CR.build_benchmarks(cfg.dataset, cfg.data_root, cfg.split, cfg.parts, **toy_kwargs)
 
 
 def check_layout(

@@ -17,7 +17,8 @@ eval`'s defaults give (`config.TOY_EVAL_QUERIES` queries; their targets plus
 `config.TOY_EVAL_DISTRACTORS` distractors in the gallery). The toy seed (`--toy-seed`)
 draws the captions, the triplets and the benchmark; the training seeds are the presets'.
 
-Run: `python -m rtd_cli.demo [--out runs/demo-rtd] [--toy-seed 0]`.
+Run: `python -m rtd_cli.demo [--toy-seed 0] [--out runs/rtd/demo/seed-0]`: each toy seed
+has its own folder (`demo_dir`), so another seed does not overwrite seed 0's runs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from rtd_cli.cli import app
 from rtd_cli.model import TINY_BACKBONE, weights_identity
 
 NAMES = ("LinCIR-style phi (toy)", "+ RTD text tower")
+DEMO_ROOT = Path("runs/rtd/demo")
 CHART = "rtd_toy_by_attribute.png"
 TABLE = "demo_table.md"
 
@@ -72,6 +74,11 @@ class DemoConfig:
     device: str = "cpu"
     train_args: tuple[str, ...] = ()
     threads: int = 1
+
+
+def demo_dir(toy_seed: int, root: Path = DEMO_ROOT) -> Path:
+    """The demo's folder for one toy seed: `runs/rtd/demo/seed-N` (`make demo-rtd`)."""
+    return Path(root) / f"seed-{toy_seed}"
 
 
 def demo_commands(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str]]]:
@@ -243,12 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rtd_cli.demo", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo-rtd"), help="run folder")
+    parser.add_argument("--out", type=Path, help=f"run folder (default {DEMO_ROOT}/seed-N)")
     parser.add_argument("--toy-seed", type=int, default=0, help="the toy world's data seed")
     parser.add_argument("--split", default="test", choices=("val", "test"), help="toy split")
     parser.add_argument("--device", default="cpu", help="device of every step (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    args.out = args.out or demo_dir(args.toy_seed)
     try:
         cfg = DemoConfig(args.toy_seed, args.split, args.device, threads=args.threads)
         result = run_demo(cfg, args.out)

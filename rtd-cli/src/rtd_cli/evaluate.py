@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from labshared.console import log, track
-from labshared.data.composed_retrieval import DEFAULT_SPLIT, CIRBenchmark, build_benchmarks
+from labshared.data.composed_retrieval import DEFAULT_SPLIT, CIRBenchmark
+from labshared.device import resolve_device
 from labshared.items import write_items
 from labshared.runs import write_metrics
 from labshared.stats import BootstrapSpec, intervals, intervals_dict
@@ -50,8 +51,10 @@ from rtd_cli import metrics as M
 from rtd_cli import submission
 from rtd_cli.aspects import circo_semantic_aspects
 from rtd_cli.compare import ITEMS
-from rtd_cli.eval_config import EvalConfig
+from rtd_cli.config import EvalConfig
+from rtd_cli.datacheck import load_benchmarks
 from rtd_cli.features import benchmarks_features
+from rtd_cli.gallery_loader import resolve_decode
 from rtd_cli.model import (
     BASES,
     build_clip_bundle,
@@ -125,20 +128,12 @@ def compose_queries(
 
 
 # --------------------------------------------------------------------------- the recipe
-def load_benchmarks(cfg: EvalConfig) -> list[CIRBenchmark]:
-    """The parts of `cfg.dataset`'s benchmark (annotations read, images not yet)."""
-    toy_kwargs = (
-        {"n_queries": cfg.toy_queries, "n_distractors": cfg.toy_distractors, "seed": cfg.toy_seed}
-        if cfg.dataset == "toy"
-        else {}
-    )
-    return build_benchmarks(cfg.dataset, cfg.data_root, cfg.split, cfg.parts, **toy_kwargs)
-
-
-def check_inputs(cfg: EvalConfig) -> list[CIRBenchmark]:
-    """`start_run`'s validation of `rtd eval`: the CLIP weights are at hand, `--phi` loads
-    and fits them, and the benchmark reads (a wrong `--split`, `--data-root` or `--parts`
-    fails here, before the run folder exists). Returns the benchmark's parts, to score."""
+def check(cfg: EvalConfig, device: str = "auto") -> list[CIRBenchmark]:
+    """`start_run`'s validation of `rtd eval`: `--decode gpu` has a CUDA device, the CLIP
+    weights are at hand, `--phi` loads and fits them, and the benchmark reads (a wrong
+    `--split`, `--data-root` or `--parts` fails here, before the run folder exists).
+    Returns the benchmark's parts, to score."""
+    resolve_decode(cfg.decode, resolve_device(device))
     check_clip(cfg.backbone, cfg.pretrained, cfg.phi, cfg.base, cfg.quick_gelu)
     return load_benchmarks(cfg)
 
@@ -168,7 +163,7 @@ def prepare(
     benches: list[CIRBenchmark] | None = None,
     use_cache: bool = True,
 ) -> Prepared:
-    """Load models and (cached) image features for `cfg`; `benches` as `check_inputs` read
+    """Load models and (cached) image features for `cfg`; `benches` as `check` read
     them (None: read them here)."""
     split = cfg.split or DEFAULT_SPLIT.get(cfg.dataset, "val")
     benches = benches if benches is not None else load_benchmarks(cfg)
@@ -230,7 +225,7 @@ def _parts(prep: Prepared, results: list[PartResult]) -> dict[str, dict[str, flo
     }
 
 
-def run_eval(
+def run(
     cfg: EvalConfig,
     run_dir: Path,
     runtime,

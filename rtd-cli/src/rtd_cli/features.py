@@ -75,7 +75,7 @@ def benchmarks_features(
 
     Args:
         benches: the benchmark's parts.
-        cfg: an `eval_config.EvalConfig` (batch_size, workers, decode).
+        cfg: an `rtd_cli.config.EvalConfig` (batch_size, workers, decode).
         clip_info: what `model.build_clip_bundle` built (backbone, weights, activation).
         use_cache: read and write the feature cache (`--no-cache`: recompute).
 

@@ -44,7 +44,7 @@ from torchvision import transforms as T
 from labshared.console import log
 from labshared.data.composed_retrieval import FileImages
 from labshared.errors import ConfigError
-from rtd_cli.eval_config import DECODES
+from rtd_cli.config import DECODES
 
 # Bump when the tensor path's pixels change (it keys the feature cache under --decode gpu).
 TENSOR_PATH_VERSION = 1

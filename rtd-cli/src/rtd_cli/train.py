@@ -38,10 +38,9 @@ from labshared.errors import ConfigError
 from labshared.launch import Run
 from labshared.runs import to_jsonable, write_metrics
 from labshared.training import BatchSampler, Interrupt, MetricLogger, StepProgress, TrainState
-from rtd_cli import evaluate
 from rtd_cli import model as M
-from rtd_cli.config import TrainConfig
-from rtd_cli.eval_config import EvalConfig
+from rtd_cli.config import EvalConfig, TrainConfig
+from rtd_cli.datacheck import load_benchmarks
 from rtd_cli.loop import NOISE, Schedule, begin, end_step, fork_generator, mean_loss
 from rtd_cli.rtd_step import (
     Parts,
@@ -176,7 +175,7 @@ def train(
         cfg: the resolved config (validated).
         run_dir: the run folder (same path on every rank), started by `start_run`.
         runtime: the run's runtime.
-        triplets: the training triplets, as `check_inputs` read them before the run folder
+        triplets: the training triplets, as `check` read them before the run folder
             existed (None: read them here).
         resume: continue from the latest checkpoint in `run_dir`.
         stop_after: leave after this many steps of this invocation, with a checkpoint
@@ -330,13 +329,14 @@ class Inputs:
     val_benches: list  # the parts of the --val-dataset benchmark ([] without one)
 
 
-def check_inputs(cfg: TrainConfig) -> Inputs:
+def check(cfg: TrainConfig) -> Inputs:
     """`start_run`'s validation of `rtd train`: the CLIP weights are at hand and `--phi`
-    loads and fits them, the triplets and the validation benchmark read. What was read is
-    kept for the run."""
+    loads and fits them, the triplets and the validation benchmark's annotations read (not
+    the eval stack: that loads in `run`, with `--val-dataset` only). What was read is kept
+    for the run."""
     M.check_clip(cfg.backbone, cfg.pretrained, cfg.phi, cfg.base, cfg.quick_gelu)
     triplets = read_triplets(cfg)
-    val_benches = evaluate.load_benchmarks(val_config(cfg)) if cfg.val_dataset else []
+    val_benches = load_benchmarks(val_config(cfg)) if cfg.val_dataset else []
     return Inputs(triplets, val_benches)
 
 
@@ -352,6 +352,8 @@ def run(
     """What `rtd train` does in its started run: the validator (rank 0), then training."""
     validator = None
     if cfg.val_dataset and started.runtime.is_main:
+        from rtd_cli import evaluate  # the eval stack, only for a run that validates
+
         validator = evaluate.make_validator(
             val_config(cfg), started.runtime, inputs.val_benches, use_cache=not no_cache
         )

@@ -220,14 +220,14 @@ def train_phi(
 
     Writes `phi.pt` (official format) with `phi.json` (which CLIP it was trained on),
     `checkpoints/step-*` (resumable), `data.json`, `metrics.jsonl` (the logged steps) and
-    `metrics.json`; `inputs` are the captions and keyword masker `check_inputs` made before
+    `metrics.json`; `inputs` are the captions and keyword masker `check` made before
     the run folder existed (None: make them here). `init_from` starts a new run from those
     weights (`--init-from`), `report_to` names the trackers besides metrics.jsonl.
 
     Raises:
         Interrupted: SIGINT / SIGTERM; the step's checkpoint is saved.
     """
-    inputs = inputs if inputs is not None else check_inputs(cfg)
+    inputs = inputs if inputs is not None else check(cfg)
     data = inputs.captions
     if runtime.is_main:
         write_metrics(run_dir, caption_report(data), name=DATA_FILE)
@@ -318,7 +318,7 @@ class Inputs:
     masker: KeywordMasker
 
 
-def check_inputs(cfg: PhiConfig) -> Inputs:
+def check(cfg: PhiConfig) -> Inputs:
     """`start_run`'s validation of `rtd train-phi`: the keyword backend loads, the CLIP
     weights are at hand, the captions read. What was made is kept for the run."""
     masker = load_masker(cfg.keywords, M.get_base(cfg.base).symbol)  # first: it is cheap
