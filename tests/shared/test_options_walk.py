@@ -32,6 +32,10 @@ NOT_CONFIG_COMMANDS = {("rtd", "compare"), ("rtd", "check-data"), ("tldr", "comp
 REQUIRED: dict[tuple[str, str], list[str]] = {
     ("rtd", "train"): ["--preset", "toy", "--phi", "p.pt"],
     ("rtd", "train-phi"): ["--preset", "toy"],
+    ("tldr", "generate"): ["--preset", "toy", "--model", "m"],
+    ("tldr", "filter"): ["--words", "w.json"],
+    ("tldr", "retrain"): ["--preset", "toy"],
+    ("tldr", "erm"): ["--preset", "toy"],
 }
 
 

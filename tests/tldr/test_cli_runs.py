@@ -15,10 +15,10 @@ import tldr_cli.erm
 import tldr_cli.filter
 import tldr_cli.retrain
 from labshared.launch import read_header
+from labshared.options import RUN_OPTIONS
 from tldr_cli import __version__
-from tldr_cli.cli import RUN_OPTIONS, app
-from tldr_cli.config import TLDRConfig
-from tldr_cli.generate import GenerateConfig
+from tldr_cli.cli import app
+from tldr_cli.config import GenerateConfig, TLDRConfig
 from tldr_cli.wordimport import builtin_path
 
 WORDS = str(builtin_path("toy"))
@@ -56,9 +56,9 @@ def seen(monkeypatch):
         calls["erm"] = (cfg, resume)
         return {"worst_group_acc": 0.5, "average_acc": 0.5, "class_balanced_acc": 0.5}, "table"
 
-    monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_filter)
-    monkeypatch.setattr(tldr_cli.retrain, "run_retrain", fake_retrain)
-    monkeypatch.setattr(tldr_cli.erm, "run_erm", fake_erm)
+    monkeypatch.setattr(tldr_cli.filter, "run", fake_filter)
+    monkeypatch.setattr(tldr_cli.retrain, "run", fake_retrain)
+    monkeypatch.setattr(tldr_cli.erm, "run", fake_erm)
     return calls
 
 
@@ -154,6 +154,10 @@ def test_erm_unknown_dataset_leaves_no_folder_and_resume_follows_the_one_rule(tm
     assert seen["erm"][1] is True  # a run-time knob may change on resume
 
 
+#: What every command has besides its config's fields and the run options.
+COMMAND_OPTIONS = {"preset", "config_file", "dry_run"}
+
+
 def test_every_flag_sets_the_config_field_of_its_own_name():
     """Parameters of every command are config fields (or the shared run options)."""
     command = typer.main.get_command(app)
@@ -167,7 +171,7 @@ def test_every_flag_sets_the_config_field_of_its_own_name():
     for name, sub in command.commands.items():
         if name == "compare":  # reads run folders; starts no run and has no config
             continue
-        params = {p.name for p in sub.params} - RUN_OPTIONS - {"ctx"}
+        params = {p.name for p in sub.params} - set(RUN_OPTIONS) - COMMAND_OPTIONS
         assert params <= fields[name], (name, params - fields[name])
         flags = {o for p in sub.params for o in p.opts if p.name in params}
         assert flags == {"--" + p.replace("_", "-") for p in params}, name
