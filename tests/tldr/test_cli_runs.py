@@ -175,3 +175,33 @@ def test_every_flag_sets_the_config_field_of_its_own_name():
         assert params <= fields[name], (name, params - fields[name])
         flags = {o for p in sub.params for o in p.opts if p.name in params}
         assert flags == {"--" + p.replace("_", "-") for p in params}, name
+
+
+def test_a_runs_config_json_replays_with_flags_on_top(tmp_path, seen, monkeypatch):
+    """`--config` (issue 15 item 4): defaults < preset < the run's config.json < flags."""
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
+    erm_out, gen_out = tmp_path / "erm", tmp_path / "gen"
+    args = ["erm", "--erm-recipe", "paper-repo", "--toy-n-train", "64", *CPU, "-o", erm_out]
+    assert invoke(args).exit_code == 0
+    result = invoke(["erm", "--config", erm_out / "config.json", "--toy-seed", "3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["preset"] == "toy"
+    assert {k: shown["config"][k] for k in ("erm_recipe", "toy_n_train", "toy_seed")} == {
+        "erm_recipe": "paper-repo", "toy_n_train": 64, "toy_seed": 3
+    }  # fmt: skip
+    assert invoke(["generate", "--offline-toy", "--target", "7", "-o", gen_out]).exit_code == 0
+    result = invoke(["generate", "--config", gen_out / "config.json", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert config["target"] == 7 and config["from_file"] == ["builtin:toy"]
+    assert config["preset"] == "toy"
+
+
+def test_filter_and_retrain_have_dry_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run would make runs/tldr/... here
+    for command in ("filter", "retrain"):
+        result = invoke([command, "--words", WORDS, "--ridge-lambda", "2", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["config"]["ridge_lambda"] == 2.0
+    assert not list(tmp_path.iterdir())  # no run folder

@@ -328,7 +328,7 @@ class GenerateConfig:
 
     preset: str | None = opt(
         None, "Dataset whose lists are built: waterbirds, celeba, spuco-animals or toy "
-        "(classes, spurious values, anchors, LLM descriptions).",
+        "(classes, spurious values, anchors, LLM descriptions).", flag=("--preset", "-p"),
     )  # fmt: skip
     model: str | None = opt(
         None, "LLM name as the server knows it (gpt-4o-mini, a vLLM/Ollama model, ...); "

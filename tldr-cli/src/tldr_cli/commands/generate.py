@@ -17,7 +17,8 @@ def preview(cfg: GenerateConfig) -> dict[str, Any]:
     """`--dry-run` also shows the first request of every list (nothing is sent)."""
     from tldr_cli import generate as workflow
 
-    return {"config": workflow.public_config(cfg), "requests": workflow.preview_prompts(cfg)}
+    return {"preset": cfg.preset, "config": workflow.public_config(cfg),
+            "requests": workflow.preview_prompts(cfg)}  # fmt: skip
 
 
 @config_command(GenerateConfig, run=("output_dir", "resume", "overwrite", "no_cache"),
