@@ -1,8 +1,10 @@
 # tldr: demo, benchmark and paper reproductions (included by the root Makefile, which
 # defines BIN, DATA_ROOT and the offline HF variables).
 #
-#   make demo-tldr        toy world, offline: ERM vs TLDR vs DFR (tiny CLIP, shipped toy words),
-#                         then `tldr compare`: paired differences, 95 % intervals, p-values
+#   make demo-tldr [TOY_SEED=N]  toy world, offline: ERM vs TLDR vs DFR (tiny CLIP, shipped
+#                         toy words), then the `tldr compare` table: paired differences,
+#                         95 % intervals, p-values (tldr_cli/demo.py). Runs and
+#                         demo_table.md go to runs/tldr/demo/seed-N.
 #   make bench-tldr       projector solve + one retraining epoch at CelebA scale (synthetic)
 #   make reproduce-waterbirds DATA_ROOT=/data/waterbird_complete95_forest2water2 \
 #        GAP_PAIRS=/data/coco2014 WORDS=waterbirds_words.json
@@ -23,6 +25,7 @@ BENCHES += bench-tldr
 
 TLDR_RUNS ?= runs/tldr
 TLDR_DEVICE ?= auto
+TLDR_DEMO_DEVICE ?= cpu
 GAP_PAIRS ?= $(DATA_ROOT)/coco2014
 BACKBONE_WEIGHTS ?= IMAGENET1K_V1
 CLIP_PRETRAINED ?= openai
@@ -31,12 +34,8 @@ TLDR_RECIPES := paper-repo dfr
 .PHONY: demo-tldr bench-tldr reproduce-waterbirds reproduce-celeba
 
 demo-tldr: install
-	$(BIN)/tldr generate --offline-toy -o $(TLDR_RUNS)/demo/generate --overwrite
-	$(BIN)/tldr filter --preset toy --toy-seed $(TOY_SEED) \
-		--words $(TLDR_RUNS)/demo/generate/wordlists.json -o $(TLDR_RUNS)/demo/filter --overwrite
-	$(BIN)/tldr retrain --preset toy --toy-seed $(TOY_SEED) --method both \
-		--words $(TLDR_RUNS)/demo/filter/wordlists.json -o $(TLDR_RUNS)/demo/retrain --overwrite
-	$(BIN)/tldr compare $(TLDR_RUNS)/demo/retrain --seed $(TOY_SEED)
+	$(BIN)/python -m tldr_cli.demo --toy-seed $(TOY_SEED) --device $(TLDR_DEMO_DEVICE) \
+		--out $(TLDR_RUNS)/demo/seed-$(TOY_SEED)
 
 bench-tldr: install
 	$(BIN)/python bench/tldr_bench.py --device $(if $(filter auto,$(TLDR_DEVICE)),cpu,$(TLDR_DEVICE))

@@ -1,45 +1,27 @@
 """Gate: TLDR debiases the toy classifier (issue 9, items 2 and 5).
 
-Runs the `make demo-tldr` pipeline (the same three commands, through the CLI app) on the
-toy spurious split of data seed `TOY_SEED`, and fails unless, on the balanced test split,
-TLDR's worst-group accuracy beats ERM's by >= 25 points and TLDR's average (train-weighted,
-as the paper) is >= 65 %. DFR, which uses group labels, is printed as the reference.
+Runs `make demo-tldr`'s pipeline (`tldr_cli.demo.run_demo`: generate, filter, retrain,
+each through the CLI app) on the toy spurious split of data seed `TOY_SEED`, and fails
+unless, on the balanced test split, TLDR's worst-group accuracy beats ERM's by >= 25
+points and TLDR's average (train-weighted, as the paper) is >= 65 %. DFR, which uses group
+labels, is printed as the reference.
 """
 
-import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from tldr_cli.cli import app
+from tldr_cli.demo import DemoConfig, format_markdown, run_demo
 
 MIN_WORST_GROUP_GAIN = 0.25  # TLDR - ERM worst-group accuracy on the balanced test split
 MIN_AVERAGE = 0.65  # TLDR's average accuracy (train-weighted, as the paper)
 
 
-def _run(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def run_pipeline(out: Path, toy_seed: int) -> tuple[dict, str]:
-    """`make demo-tldr`'s three commands into `out`: (the test split's metrics per method,
-    the filter and retrain output). Also run by bench/demo_spread.py."""
-    seed = ["--toy-seed", str(toy_seed)]
-    _run(["generate", "--offline-toy", "-o", str(out / "generate"), "--overwrite"])
-    filt = _run(
-        ["filter", "--preset", "toy", *seed, "--words", str(out / "generate/wordlists.json")]
-        + ["-o", str(out / "filter"), "--overwrite", "--device", "cpu"]
-    )
-    table = _run(
-        ["retrain", "--preset", "toy", *seed, "--method", "both"]
-        + ["--words", str(out / "filter/wordlists.json")]
-        + ["-o", str(out / "retrain"), "--overwrite", "--device", "cpu"]
-    )
-    test = json.loads((out / "retrain/metrics.json").read_text())["test"]
-    return test, f"{filt}\n{table}"
+    """`make demo-tldr`'s pipeline into `out` (on the CPU): (the test split's metrics per
+    method, the demo's report). Also run by bench/demo_spread.py."""
+    result = run_demo(DemoConfig(toy_seed=toy_seed, device="cpu"), out)
+    return result["test"], format_markdown(result)
 
 
 @pytest.mark.effects

@@ -410,7 +410,7 @@ def test_tldr_cli_quick_gelu_flag_reaches_the_config(tmp_path, monkeypatch):
         stats = {"before": empty, "after": empty, "removed_stage1": 0, "removed_stage2": 0}
         return run_dir / "wordlists.json", stats, None
 
-    monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_run_filter)
+    monkeypatch.setattr(tldr_cli.filter, "run", fake_run_filter)
     args = ["filter", "--words", str(builtin_path("toy")), "--device", "cpu"]
     for flag, value in (("on", True), ("off", False), (None, None)):
         extra = ["--quick-gelu", flag] if flag else []

@@ -33,6 +33,10 @@ REQUIRED: dict[tuple[str, str], list[str]] = {
     ("rtd", "train"): ["--preset", "toy", "--phi", "p.pt"],
     ("rtd", "train-phi"): ["--preset", "toy"],
     ("rtd", "eval"): ["--dataset", "toy", "--phi", "p.pt"],
+    ("tldr", "generate"): ["--preset", "toy", "--model", "m"],
+    ("tldr", "filter"): ["--words", "w.json"],
+    ("tldr", "retrain"): ["--preset", "toy"],
+    ("tldr", "erm"): ["--preset", "toy"],
 }
 
 

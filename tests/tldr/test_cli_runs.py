@@ -15,10 +15,10 @@ import tldr_cli.erm
 import tldr_cli.filter
 import tldr_cli.retrain
 from labshared.launch import read_header
+from labshared.options import RUN_OPTIONS
 from tldr_cli import __version__
-from tldr_cli.cli import RUN_OPTIONS, app
-from tldr_cli.config import TLDRConfig
-from tldr_cli.generate import GenerateConfig
+from tldr_cli.cli import app
+from tldr_cli.config import GenerateConfig, TLDRConfig
 from tldr_cli.wordimport import builtin_path
 
 WORDS = str(builtin_path("toy"))
@@ -56,9 +56,9 @@ def seen(monkeypatch):
         calls["erm"] = (cfg, resume)
         return {"worst_group_acc": 0.5, "average_acc": 0.5, "class_balanced_acc": 0.5}, "table"
 
-    monkeypatch.setattr(tldr_cli.filter, "run_filter", fake_filter)
-    monkeypatch.setattr(tldr_cli.retrain, "run_retrain", fake_retrain)
-    monkeypatch.setattr(tldr_cli.erm, "run_erm", fake_erm)
+    monkeypatch.setattr(tldr_cli.filter, "run", fake_filter)
+    monkeypatch.setattr(tldr_cli.retrain, "run", fake_retrain)
+    monkeypatch.setattr(tldr_cli.erm, "run", fake_erm)
     return calls
 
 
@@ -154,6 +154,10 @@ def test_erm_unknown_dataset_leaves_no_folder_and_resume_follows_the_one_rule(tm
     assert seen["erm"][1] is True  # a run-time knob may change on resume
 
 
+#: What every command has besides its config's fields and the run options.
+COMMAND_OPTIONS = {"preset", "config_file", "dry_run"}
+
+
 def test_every_flag_sets_the_config_field_of_its_own_name():
     """Parameters of every command are config fields (or the shared run options)."""
     command = typer.main.get_command(app)
@@ -167,7 +171,37 @@ def test_every_flag_sets_the_config_field_of_its_own_name():
     for name, sub in command.commands.items():
         if name == "compare":  # reads run folders; starts no run and has no config
             continue
-        params = {p.name for p in sub.params} - RUN_OPTIONS - {"ctx"}
+        params = {p.name for p in sub.params} - set(RUN_OPTIONS) - COMMAND_OPTIONS
         assert params <= fields[name], (name, params - fields[name])
         flags = {o for p in sub.params for o in p.opts if p.name in params}
         assert flags == {"--" + p.replace("_", "-") for p in params}, name
+
+
+def test_a_runs_config_json_replays_with_flags_on_top(tmp_path, seen, monkeypatch):
+    """`--config` (issue 15 item 4): defaults < preset < the run's config.json < flags."""
+    monkeypatch.setenv("LABSHARED_CACHE", str(tmp_path / "cache"))
+    erm_out, gen_out = tmp_path / "erm", tmp_path / "gen"
+    args = ["erm", "--erm-recipe", "paper-repo", "--toy-n-train", "64", *CPU, "-o", erm_out]
+    assert invoke(args).exit_code == 0
+    result = invoke(["erm", "--config", erm_out / "config.json", "--toy-seed", "3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["preset"] == "toy"
+    assert {k: shown["config"][k] for k in ("erm_recipe", "toy_n_train", "toy_seed")} == {
+        "erm_recipe": "paper-repo", "toy_n_train": 64, "toy_seed": 3
+    }  # fmt: skip
+    assert invoke(["generate", "--offline-toy", "--target", "7", "-o", gen_out]).exit_code == 0
+    result = invoke(["generate", "--config", gen_out / "config.json", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert config["target"] == 7 and config["from_file"] == ["builtin:toy"]
+    assert config["preset"] == "toy"
+
+
+def test_filter_and_retrain_have_dry_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run would make runs/tldr/... here
+    for command in ("filter", "retrain"):
+        result = invoke([command, "--words", WORDS, "--ridge-lambda", "2", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["config"]["ridge_lambda"] == 2.0
+    assert not list(tmp_path.iterdir())  # no run folder

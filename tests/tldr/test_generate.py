@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 
 from labshared.errors import ConfigError
 from tldr_cli.cli import app
-from tldr_cli.generate import REPLIES_FILE, GenerateConfig, generate_list, run
+from tldr_cli.config import GenerateConfig
+from tldr_cli.generate import REPLIES_FILE, run
+from tldr_cli.growlist import generate_list
 from tldr_cli.llm import ChatClient, LLMUnavailableError, ReplyCache, redact_url
 from tldr_cli.prompts import PromptSet, load_prompts, parse_word_reply
 from tldr_cli.wordlists import load_wordlists, word_key

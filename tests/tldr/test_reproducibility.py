@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from labshared.options import check_choices
 from tldr_cli.cli import app
 
 SMALL = ["--preset", "toy", "--toy-n-train", "200", "--toy-n-val", "40", "--toy-n-test", "40",
@@ -147,7 +148,7 @@ def test_features_are_fp32_by_default_and_the_precision_keys_the_cache(tmp_path,
             handle, data, dataclasses.replace(cfg, feature_precision="bf16"), bf16, True
         )
     with pytest.raises(ConfigError, match="--feature-precision 'fp64'"):
-        dataclasses.replace(cfg, feature_precision="fp64")
+        check_choices(dataclasses.replace(cfg, feature_precision="fp64"))  # as resolve() does
 
 
 def test_tf32_keys_the_feature_cache(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from labshared.data.group_shift import load_toy
 from labshared.device import setup_runtime
 from labshared.threads import TOY_FIT_THREADS, pinned_threads
-from tldr_cli import classifier, erm
+from tldr_cli import classifier, erm, toybackbone
 from tldr_cli.classifier import build_classifier
 from tldr_cli.config import ErmRecipe
 
@@ -39,17 +39,17 @@ def test_pinned_threads_restores_the_callers_count(threads):
 
 
 def test_toy_backbone_pretraining_does_not_depend_on_the_callers_threads(monkeypatch, threads):
-    small = {**classifier.TOY_PRETRAIN, "n": 512, "epochs": 1}
-    monkeypatch.setattr(classifier, "TOY_PRETRAIN", small)
+    small = {**toybackbone.TOY_PRETRAIN, "n": 512, "epochs": 1}
+    monkeypatch.setattr(toybackbone, "TOY_PRETRAIN", small)
     digests = []
     for n_threads in (1, 2):
         torch.set_num_threads(n_threads)
-        state, _ = classifier._pretrain_toy_backbone()
+        state, _ = toybackbone._pretrain_toy_backbone()
         assert torch.get_num_threads() == n_threads
         digests.append(_digest(state))
     assert digests[0] == digests[1]
     torch.set_num_threads(1)
-    unpinned, _ = classifier._pretrain_toy_backbone_pinned()  # what 1 thread alone gives
+    unpinned, _ = toybackbone._pretrain_toy_backbone_pinned()  # what 1 thread alone gives
     assert _digest(unpinned) != digests[0]
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from labshared.config import resolve
 from labshared.errors import ConfigError
 from tldr_cli.config import PRESETS, TLDRConfig
 from tldr_cli.features import load_splits
@@ -34,10 +35,13 @@ def test_template_sets_and_config_validation():
     assert len(caption_templates("imagenet")) == 80
     assert PRESETS["toy"].templates == "toy" and PRESETS["waterbirds"].templates == "imagenet"
     assert PRESETS["waterbirds"].preprocess_embed == "none"  # script.sh
+    # names are checked by the fields' `choices` whenever a config resolves (flags, --config)
     with pytest.raises(ConfigError, match="--preprocess-embed 'l2'"):
-        TLDRConfig(name="x", dataset="toy", preprocess_embed="l2")
+        resolve(PRESETS, "toy", {"preprocess_embed": "l2"})
     with pytest.raises(ConfigError, match="--templates 'coco'"):
-        TLDRConfig(name="x", dataset="toy", templates="coco")
+        resolve(PRESETS, "toy", {"templates": "coco"})
+    with pytest.raises(ConfigError, match="--ridge-lambda 0"):  # a range: checked on creation
+        TLDRConfig(name="x", dataset="toy", ridge_lambda=0)
 
 
 def test_toy_seed_redraws_the_spurious_split_and_keeps_its_statistics():

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from labshared.errors import ConfigError, DataLayoutError
-from tldr_cli.generate import GenerateConfig, run
+from tldr_cli.config import GenerateConfig
+from tldr_cli.generate import run
 from tldr_cli.presets import get_preset
 from tldr_cli.wordimport import import_lists
 from tldr_cli.wordlists import load_wordlists

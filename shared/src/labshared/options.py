@@ -280,6 +280,7 @@ class ConfigSpec:
     finish: Callable[[Any], Any] | None
     renamed: Mapping[str, str] | None
     panel: str
+    preview: Callable[[Any], Mapping[str, Any]] | None = None
 
     def flag_fields(self) -> list[dataclasses.Field]:
         """The config fields that are command-line options, in declaration order."""
@@ -308,7 +309,8 @@ class ConfigSpec:
         file_fields, header = {}, {}
         if params.get("config_file") is not None:
             file_fields, header = read_config_file(params["config_file"], self.config_type)
-        preset = params.get("preset")
+        # without presets, a config field may be called `preset` (tldr generate's dataset)
+        preset = params.get("preset") if self.presets is not None else None
         if self.presets is not None and preset is None:
             saved = header.get("preset")
             preset = saved if saved in self.presets else self.default_preset
@@ -365,6 +367,7 @@ def config_command(
     finish: Callable[[Any], Any] | None = None,
     renamed: Mapping[str, str] | None = None,
     panel: str = "Options",
+    preview: Callable[[Any], Mapping[str, Any]] | None = None,
 ):
     """Decorator: a command body `fn(cfg, run, **own options)` becomes a Typer command whose
     options are the config's fields, the named run-level options, `--preset` (with
@@ -380,6 +383,8 @@ def config_command(
         finish: completes a resolved config (defaults that depend on other fields).
         renamed: old preset name -> its replacement, for a clear message.
         panel: the help panel of fields that name none.
+        preview: what `--dry-run` prints besides the config (`tldr generate`: the first
+            request of every list); its keys are added to, or replace, the JSON's.
     """
     run = tuple(run)
     unknown = sorted(set(run) - set(RUN_OPTIONS))
@@ -387,7 +392,7 @@ def config_command(
         raise TypeError(f"unknown run options {unknown}; known: {sorted(RUN_OPTIONS)}")
     spec = ConfigSpec(
         config_type, presets, default_preset, run, dict(not_flags or {}), validate, finish,
-        renamed, panel,
+        renamed, panel, preview,
     )  # fmt: skip
     field_names = {f.name for f in dataclasses.fields(config_type)}
     stale = sorted(set(spec.not_flags) - field_names)
@@ -419,7 +424,8 @@ def config_command(
         def command(**kwargs: Any) -> Any:
             cfg, preset, header = spec.resolve(kwargs)
             if kwargs.get("dry_run"):
-                labcli.print_json({"preset": preset, "config": cfg})
+                extra = spec.preview(cfg) if spec.preview is not None else {}
+                labcli.print_json({"preset": preset, "config": cfg, **extra})
                 return None
             flags = {k: kwargs[k] for k in run if k in kwargs}
             if kwargs.get("seed") is None and "seed" in flags:

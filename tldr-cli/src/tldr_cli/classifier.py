@@ -35,15 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file
 from torch import nn
 from torchvision import transforms as T
 from torchvision.models import ResNet50_Weights, resnet50
 
-from labshared import toy
-from labshared.cache import cache_key, cache_root
-from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.offline import download_blocked
 from labshared.runs import (
@@ -52,7 +47,8 @@ from labshared.runs import (
     read_safetensors,
     read_torch_file,
 )
-from labshared.threads import pinned_threads
+from tldr_cli.nets import Classifier, ToyCNN
+from tldr_cli.toybackbone import pretrained_toy_backbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,54 +60,6 @@ CLASSIFIER_FORMAT = (
     "torchvision ResNet-50 state dict (.pt/.pth, or .safetensors) with fc.weight/fc.bias"
 )
 BACKBONE_FORMAT = "a torchvision ResNet-50 state dict (.pt/.pth/.bin, or .safetensors)"
-
-
-class ToyCNN(nn.Module):
-    """32 px input -> (B, 128) post-ReLU average-pooled features."""
-
-    feature_dim = 128
-
-    def __init__(self) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
-
-        self.net = nn.Sequential(
-            *block(3, 16), nn.MaxPool2d(2),  # 16 px
-            *block(16, 32), *block(32, 32), nn.MaxPool2d(2),  # 8 px
-            *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class Classifier(nn.Module):
-    """phi (`backbone`) and the linear head (`fc`), with timm-like seams."""
-
-    def __init__(self, arch: str, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.arch, self.feature_dim, self.num_classes = arch, feature_dim, num_classes
-        self.backbone = backbone
-        self.fc = nn.Linear(feature_dim, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) post-ReLU
-        return self.backbone(x)
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(feats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.feature_dim, num_classes)
 
 
 @torch.no_grad()
@@ -376,87 +324,3 @@ def _load_checkpoint_folder(folder: Path, flag: str) -> tuple[Classifier, dict]:
             f"names ({_first_line(exc)})"
         ) from None
     return model.eval(), meta
-
-
-# --------------------------------------------------------------------------- toy backbone
-# 8,000 fresh renders x 6 epochs: 0.975 digit accuracy on 2,000 toy test renders (held-out
-# digit instances); 4,000 x 3 gave 0.850, too weak a stand-in for ImageNet features.
-TOY_PRETRAIN = {
-    "n": 8000,
-    "epochs": 6,
-    "lr": 0.05,
-    "batch_size": 128,
-    "seed": 0,
-    "size": 32,
-    "version": 3,
-}
-
-
-def pretrained_toy_backbone() -> dict[str, torch.Tensor]:
-    """ToyCNN weights pretrained on unbiased 10-way digit classification of toy images
-    (`labshared.toy.make_split`: every digit on every background and colour), fitted once
-    and cached content-keyed (the analogue of ImageNet weights)."""
-    spec = {"what": "tldr-toy-backbone", **TOY_PRETRAIN}
-    path = cache_root() / "tldr" / f"toy-backbone-{cache_key(spec)}.safetensors"
-    if path.is_file():
-        log(f"[dim]cache hit: {path}[/dim]")
-        return load_file(str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_suffix(".lock"))):
-        if path.is_file():
-            return load_file(str(path))
-        state, accuracy = _pretrain_toy_backbone()
-        atomic_save_safetensors(path, state)
-        atomic_write_json(
-            path.with_suffix(".json"), {"spec": spec, "test_digit_accuracy": accuracy}
-        )
-        log(f"[dim]cache written: {path}[/dim]")
-        return state
-
-
-def _pretrain_toy_backbone() -> tuple[dict[str, torch.Tensor], float]:
-    """(backbone weights, 10-way digit accuracy on 2,000 toy test renders), fitted at
-    `labshared.threads.TOY_FIT_THREADS` threads whatever the caller set: the conv weight
-    gradients are reduced per thread, so the weights (and every tldr demo figure after
-    them) would otherwise depend on the thread count."""
-    with pinned_threads():
-        return _pretrain_toy_backbone_pinned()
-
-
-def _pretrain_toy_backbone_pinned() -> tuple[dict[str, torch.Tensor], float]:
-    p = TOY_PRETRAIN
-    log(
-        "pretraining the toy CNN on 10-way digit classification "
-        f"({p['n']} images, {p['epochs']} epochs)"
-    )
-    data = toy.make_split("train", p["n"], size=p["size"], seed=p["seed"] + 101)
-    x = (data.images.float() / 255.0 - 0.5) / 0.25
-    y = data.digit
-    gen = torch.Generator().manual_seed(p["seed"])
-    torch.manual_seed(p["seed"])
-    model = Classifier("toy-cnn", ToyCNN(), ToyCNN.feature_dim, 10)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=p["lr"], momentum=0.9, weight_decay=5e-4, nesterov=True
-    )
-    steps = p["epochs"] * (len(x) // p["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=steps)
-    model.train()
-    for _ in range(p["epochs"]):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(len(x) // p["batch_size"]):
-            idx = perm[i * p["batch_size"] : (i + 1) * p["batch_size"]]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    test = toy.make_split("test", 2000, size=p["size"], seed=p["seed"] + 7)
-    with torch.no_grad():
-        acc = (
-            (model((test.images.float() / 255.0 - 0.5) / 0.25).argmax(1) == test.digit)
-            .float()
-            .mean()
-        )
-    log(f"toy CNN digit accuracy on 2000 toy test images: {acc:.3f}")
-    return {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}, float(acc)

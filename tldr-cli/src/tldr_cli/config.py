@@ -1,26 +1,31 @@
-"""Run presets for `tldr erm`, `tldr filter` and `tldr retrain` (frozen dataclasses).
+"""The configs of every tldr command (frozen dataclasses), each field declared once with
+its flag (`labshared.options.opt`): `TLDRConfig` and its presets for `tldr erm`, `filter`
+and `retrain` (and `check-data`), `GenerateConfig` for `tldr generate`.
 
-Precedence: dataclass defaults < preset < flags actually passed (`labshared.config.resolve`:
-options default to None, meaning "keep the preset"). Every flag of those commands has the
-name of the field it sets (`--erm-recipe` <-> `erm_recipe`, `--head-lr` <-> `head_lr`).
-`validate_inputs` checks what a config names on disk before a run folder is made. The `waterbirds`
-and `celeba` presets carry the paper repo's settings (`TLDR:script.sh`): lambda 50, AdamW
-lr 1e-4, wd 1e-4, batch 128, 1 epoch, ViT-B/32 OpenAI CLIP, ResNet-50 ImageNet weights,
-1000 COCO-2014-val caption pairs for the gap, DFR's C grid and 20 retrains. `toy` is the
+Precedence: dataclass defaults < preset < `--config FILE` < flags actually passed
+(`labshared.options.config_command`). Every flag has the name of the field it sets
+(`--erm-recipe` <-> `erm_recipe`, `--head-lr` <-> `head_lr`). What a config names on disk
+is checked by `tldr_cli.inputs` before a run folder is made. The `waterbirds` and `celeba`
+presets carry the paper repo's settings (`TLDR:script.sh`): lambda 50, AdamW lr 1e-4, wd
+1e-4, batch 128, 1 epoch, ViT-B/32 OpenAI CLIP, ResNet-50 ImageNet weights, 1000
+COCO-2014-val caption pairs for the gap, DFR's C grid and 20 retrains. `toy` is the
 offline world (tiny CLIP, toy CNN) sized to run in seconds on a CPU.
+
+This module imports no model code: the commands read it to build their options, and
+`tldr --help` stays fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from labshared.config import unknown_name
+from labshared.config import RUNTIME_KNOBS
 from labshared.data.group_shift import GROUP_SHIFT_DATASETS
 from labshared.errors import ConfigError
-from tldr_cli.classifier import CLASSIFIER_FORMAT, check_backbone_weights, load_classifier
-from tldr_cli.dfr import C_GRID
-from tldr_cli.wordlists import load_wordlists
+from labshared.options import float_list, opt, quick_gelu_field
+from tldr_cli.presets import get_preset
 
 
 @dataclass(frozen=True)
@@ -87,123 +92,133 @@ TEMPLATE_SETS = ("imagenet", "toy")
 PREPROCESS_EMBEDS = ("none", "clip_normalize")
 METHODS = ("tldr", "dfr", "both")
 CLIP_INPUTS = ("clip", "classifier")
+ARCHS = ("resnet50", "toy-cnn")
 PREPROCESSES = ("dataset", "dfr")
 # Precision of the frozen forward passes (classifier features, CLIP image embeddings).
 # "runtime" follows --precision (bf16 autocast on recent GPUs); the others are explicit.
 FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "runtime")
+#: DFR's grid of inverse L1 strengths (`dfr_evaluate_spurious.py` L25).
+C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+
+DATA, CLASSIFIER, CLIP, PROJECTOR, HEAD, DFR, RUNTIME = (
+    "Data", "Classifier", "CLIP", "Projector", "Head", "DFR", "Runtime"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TLDRConfig:
-    """Every setting of a filter / retrain / erm run.
-
-    Attributes (each set by the flag of the same name: `erm_recipe` by `--erm-recipe`):
-        words: word-list JSON, the input of `filter` and of `retrain` with TLDR.
-        classifier: a trained classifier (`tldr erm` run folder, checkpoint folder or
-            ResNet-50 state dict); None: ERM is trained with `erm_recipe` (cached).
-        method: what `retrain` fits: tldr, dfr or both.
-        dataset: toy, waterbirds, celeba, spuco-animals or hf.
-        data_root: dataset folder or HF id / save_to_disk folder.
-        arch: classifier architecture, resnet50 or toy-cnn.
-        backbone_weights: ImageNet initialisation of ERM: a torchvision weights enum name
-            (IMAGENET1K_V1, downloads once), a local .pth/.safetensors file, or none.
-        erm_recipe: key of ERM_RECIPES.
-        clip_model, clip_pretrained: open_clip name and tag or file.
-        quick_gelu: QuickGELU for a local CLIP file (`--quick-gelu on|off`); None: from
-            the weights (`labshared.clip`).
-        clip_input: "clip" (CLIP sees its own preprocessing; default) or "classifier"
-            (the official quirk: CLIP sees the classifier's ImageNet-normalised pixels).
-        gap_pairs: "toy" or a COCO-captions folder or a JSONL file.
-        n_gap_pairs: caption pairs used for the mean gap (1000 in the paper repo).
-        preprocess_embed: "none" (raw CLIP embeddings, `script.sh`) or "clip_normalize"
-            (the official option: image embeddings, gap and word embeddings L2-normalised
-            before the projector).
-        ridge_lambda: ridge penalty lambda of the projector.
-        head_lr, head_weight_decay, head_batch_size, head_epochs: the new last layer.
-        templates: the caption templates each word pair is embedded in: "imagenet" (the 80
-            OpenAI ImageNet templates, as the paper) or "toy" (the caption forms the tiny
-            CLIP was fitted on; `textdata.TOY_TEMPLATES`).
-        template_draw: "all" (uniform over the templates) or "official" (randint(0, T-1):
-            the last template is never drawn).
-        dfr_c_grid, dfr_retrains: the DFR baseline.
-        toy_*: sizes, train correlation and data seed of the toy world (`toy_seed` draws
-            the spurious split: which digits, colours and crops).
-        feature_batch_size, num_workers: frozen-feature extraction.
-        feature_precision: autocast of the frozen forward passes (classifier features, CLIP
-            image embeddings): fp32 (default; TLDR and DFR extract
-            classifier features in fp32 and open_clip runs CLIP in fp32), bf16, fp16 (CUDA
-            only) or runtime (follow --precision, bf16 on recent GPUs). Part of the
-            feature cache keys.
-    """
+    """Every setting of a filter / retrain / erm run; each field is set by the flag of the
+    same name (`erm_recipe` by `--erm-recipe`), its help is in `opt(...)`. `name` is the
+    preset's own name (not a flag)."""
 
     name: str
-    dataset: str
-    words: Path | None = None
-    classifier: str | None = None
-    method: str = "both"
-    data_root: str | None = None
-    arch: str = "resnet50"
-    backbone_weights: str | None = "IMAGENET1K_V1"
-    erm_recipe: str = "paper-repo"
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "openai"
-    quick_gelu: bool | None = None
-    clip_input: str = "clip"
-    gap_pairs: str | None = None
-    n_gap_pairs: int = 1000
-    preprocess_embed: str = "none"
-    ridge_lambda: float = 50.0
-    head_lr: float = 1e-4
-    head_weight_decay: float = 1e-4
-    head_batch_size: int = 128
-    head_epochs: int = 1
-    templates: str = "imagenet"
-    template_draw: str = "all"
-    dfr_c_grid: tuple[float, ...] = C_GRID
-    dfr_retrains: int = 20
-    toy_n_train: int = 2000
-    toy_n_val: int = 400
-    toy_n_test: int = 800
-    toy_corr: float = 0.95
+    dataset: str = opt(
+        help="Dataset: toy, waterbirds, celeba, spuco-animals, or hf (a Hugging Face copy).",
+        panel=DATA, choices=GROUP_SHIFT_DATASETS,
+    )  # fmt: skip
+    words: Path | None = opt(
+        None, "Word-list JSON (from `tldr generate`, or `tldr filter` for retrain); needed by "
+        "filter and by retrain with --method tldr/both.",
+    )  # fmt: skip
+    classifier: str | None = opt(
+        None, "Trained classifier: a `tldr erm` run folder, a checkpoint folder, or a "
+        "torchvision ResNet-50 state dict. Without it ERM is trained with the preset's "
+        "recipe (cached).", panel=CLASSIFIER,
+    )  # fmt: skip
+    method: str = opt(
+        "both", "tldr (text, no group labels), dfr (group-labelled val images) or both.",
+        choices=METHODS,
+    )  # fmt: skip
+    data_root: str | None = opt(
+        None, "Dataset folder in its official layout (for hf: hub id or save_to_disk folder).",
+        panel=DATA,
+    )  # fmt: skip
+    arch: str = opt(
+        "resnet50", "Classifier architecture for ERM: resnet50 or toy-cnn.", panel=CLASSIFIER,
+        choices=ARCHS,
+    )  # fmt: skip
+    backbone_weights: str | None = opt(
+        "IMAGENET1K_V1", "ERM initialisation: torchvision enum (IMAGENET1K_V1, downloads "
+        "once), a local .pth/.safetensors ResNet-50 state dict, toy-digits (toy CNN), or none.",
+        panel=CLASSIFIER,
+    )  # fmt: skip
+    erm_recipe: str = opt(
+        "paper-repo", "ERM recipe: paper-repo (TLDR script.sh), dfr-waterbirds, dfr-celeba or "
+        "toy.", panel=CLASSIFIER, choices=ERM_RECIPES,
+    )  # fmt: skip
+    clip_model: str = opt(
+        "ViT-B-32", "open_clip model name (ViT-B-32), or tiny-clip-toy.", panel=CLIP
+    )
+    clip_pretrained: str = opt(
+        "openai", "open_clip pretrained tag (openai) or a local weights file.", panel=CLIP
+    )
+    quick_gelu: bool | None = quick_gelu_field(CLIP)
+    clip_input: str = opt(
+        "clip", "What CLIP embeds for the projector: clip (its own preprocessing) or "
+        "classifier (the official code's ImageNet-normalised tensors).", panel=CLIP,
+        choices=CLIP_INPUTS,
+    )  # fmt: skip
+    gap_pairs: str | None = opt(
+        None, "Image-caption pairs for the modality gap: a COCO captions folder, a JSONL "
+        "file, or toy.", panel=PROJECTOR,
+    )  # fmt: skip
+    n_gap_pairs: int = opt(1000, "Pairs used for the mean gap (paper repo 1000).",
+                           panel=PROJECTOR)  # fmt: skip
+    preprocess_embed: str = opt(
+        "none", "CLIP embeddings into the projector: none (raw, the paper's script) or "
+        "clip_normalize (the official option: L2-normalised images, gap and words).",
+        panel=PROJECTOR, choices=PREPROCESS_EMBEDS,
+    )  # fmt: skip
+    ridge_lambda: float = opt(
+        50.0, "Ridge penalty lambda of the projector (paper presets 50; toy: see the preset).",
+        panel=PROJECTOR,
+    )  # fmt: skip
+    head_lr: float = opt(
+        1e-4, "AdamW learning rate of the new head (paper presets 1e-4; toy 3e-2).", panel=HEAD
+    )
+    head_weight_decay: float = opt(1e-4, "AdamW weight decay of the new head (1e-4).",
+                                   panel=HEAD)  # fmt: skip
+    head_batch_size: int = opt(128, "Text pairs per batch (128).", panel=HEAD)
+    head_epochs: int = opt(1, "Epochs of the new head (paper presets 1; toy 200).", panel=HEAD)
+    templates: str = opt(
+        "imagenet", "Caption templates the words are embedded in: imagenet (the 80 OpenAI "
+        "ImageNet templates, paper presets) or toy (the tiny CLIP's caption forms, "
+        "`textdata.TOY_TEMPLATES`; toy preset).", panel=HEAD, choices=TEMPLATE_SETS,
+    )  # fmt: skip
+    template_draw: str = opt(
+        "all", "Template draw: all (uniform over the templates) or official (randint(0, 79): "
+        "the last template is never drawn).", panel=HEAD, choices=TEMPLATE_DRAWS,
+    )  # fmt: skip
+    dfr_c_grid: tuple[float, ...] = opt(
+        C_GRID, "DFR's grid of inverse L1 strengths C, comma-separated (DFR: 1,0.7,0.3,0.1,"
+        "0.07,0.03,0.01).", panel=DFR, cli_type=str, parse=float_list,
+    )  # fmt: skip
+    dfr_retrains: int = opt(20, "DFR fits averaged (20).", panel=DFR)
+    toy_n_train: int = opt(2000, "Toy world: training images.", panel=DATA)
+    toy_n_val: int = opt(400, "Toy world: validation images (DFR's group-labelled set).",
+                         panel=DATA)  # fmt: skip
+    toy_n_test: int = opt(800, "Toy world: test images.", panel=DATA)
+    toy_corr: float = opt(
+        0.95, "Toy world: share of training images whose background agrees with their "
+        "class (the spurious correlation, 0..1).", panel=DATA,
+    )  # fmt: skip
     toy_size: int = 32
-    toy_seed: int = 0
-    feature_batch_size: int = 256
-    num_workers: int = 4
-    feature_precision: str = "fp32"
+    toy_seed: int = opt(
+        0, "Toy world: data seed of the spurious split (which digits, colours and crops); "
+        "separate from --seed, which drives training.", panel=DATA,
+    )  # fmt: skip
+    feature_batch_size: int = opt(256, "Batch size of frozen-feature extraction.",
+                                  panel=RUNTIME)  # fmt: skip
+    num_workers: int = opt(4, "DataLoader worker processes.", panel=RUNTIME)
+    feature_precision: str = opt(
+        "fp32", "Autocast of the frozen classifier / CLIP image forward passes: fp32 (default, "
+        "as the official code), bf16, fp16 (CUDA) or runtime (follow --precision). Part of "
+        "the feature cache keys.", panel=RUNTIME, choices=FEATURE_PRECISIONS,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.dataset not in GROUP_SHIFT_DATASETS:
-            raise unknown_name("--dataset", self.dataset, GROUP_SHIFT_DATASETS)
-        if self.erm_recipe not in ERM_RECIPES:
-            raise unknown_name("--erm-recipe", self.erm_recipe, ERM_RECIPES)
+        # the names are checked by `choices` (labshared.config.resolve); these are ranges
         checks = [
-            (self.method in METHODS, f"--method {self.method!r}: expected tldr, dfr or both"),
-            (
-                self.preprocess_embed in PREPROCESS_EMBEDS,
-                f"--preprocess-embed {self.preprocess_embed!r}: expected one of "
-                f"{', '.join(PREPROCESS_EMBEDS)}",
-            ),
-            (
-                self.templates in TEMPLATE_SETS,
-                f"--templates {self.templates!r}: expected one of {', '.join(TEMPLATE_SETS)}",
-            ),
-            (
-                self.template_draw in TEMPLATE_DRAWS,
-                f"--template-draw {self.template_draw!r}: expected all or official",
-            ),
-            (
-                self.feature_precision in FEATURE_PRECISIONS,
-                f"--feature-precision {self.feature_precision!r}: expected one of "
-                f"{', '.join(FEATURE_PRECISIONS)}",
-            ),
-            (
-                self.clip_input in CLIP_INPUTS,
-                f"--clip-input {self.clip_input!r}: expected clip or classifier",
-            ),
-            (
-                self.arch in ("resnet50", "toy-cnn"),
-                f"--arch {self.arch!r}: expected resnet50 or toy-cnn",
-            ),
             (self.ridge_lambda > 0, f"--ridge-lambda {self.ridge_lambda}: expected > 0"),
             (self.head_epochs >= 1, f"--head-epochs {self.head_epochs}: expected >= 1"),
             (self.head_lr > 0, f"--head-lr {self.head_lr}: expected > 0"),
@@ -211,6 +226,7 @@ class TLDRConfig:
             (self.n_gap_pairs >= 1, f"--n-gap-pairs {self.n_gap_pairs}: expected >= 1"),
             (self.dfr_retrains >= 1, f"--dfr-retrains {self.dfr_retrains}: expected >= 1"),
             (0.0 <= self.toy_corr <= 1.0, f"--toy-corr {self.toy_corr}: expected a probability"),
+            (len(self.dfr_c_grid) >= 1, "--dfr-c-grid: expected at least one value of C"),
         ]
         for ok, message in checks:
             if not ok:
@@ -260,87 +276,156 @@ PRESETS: dict[str, TLDRConfig] = {
 }
 
 
+#: Fields that are no flag of a command, with the reason. `filter`, `retrain` and `erm`
+#: share TLDRConfig; each exposes the fields its workflow reads.
+_PRESET_NAME = {"name": "the preset's own name (--preset chooses it)"}
+_TOY_SIZE = {"toy_size": "the toy CNN and the tiny CLIP are fitted on 32 px images"}
+_HEAD = "the new head is trained by `tldr retrain` only"
+_DFR = "DFR is fitted by `tldr retrain` only"
+FILTER_NOT_FLAGS = {
+    **_PRESET_NAME, **_TOY_SIZE,
+    "method": "the filter always fits the projector (--method is retrain's)",
+    **{k: _HEAD for k in ("head_lr", "head_weight_decay", "head_batch_size", "head_epochs",
+                          "templates", "template_draw")},
+    **{k: _DFR for k in ("dfr_c_grid", "dfr_retrains")},
+    **{k: "the filter reads the training split only" for k in ("toy_n_val", "toy_n_test")},
+}  # fmt: skip
+RETRAIN_NOT_FLAGS = {**_PRESET_NAME, **_TOY_SIZE}
+ERM_NOT_FLAGS = {
+    **_PRESET_NAME, **_TOY_SIZE,
+    **{k: _HEAD for k in ("head_lr", "head_weight_decay", "head_batch_size", "head_epochs",
+                          "templates", "template_draw")},
+    **{k: _DFR for k in ("dfr_c_grid", "dfr_retrains")},
+    **{k: "ERM training uses no CLIP, words or projector" for k in (
+        "words", "method", "clip_model", "clip_pretrained", "quick_gelu", "clip_input",
+        "gap_pairs", "n_gap_pairs", "preprocess_embed", "ridge_lambda")},
+    "classifier": "ERM trains the classifier (--init-from starts from saved weights)",
+    "toy_n_val": "ERM trains on the training split and reports the test split",
+}  # fmt: skip
+
+
 def needs_projector(cfg: TLDRConfig, command: str) -> bool:
     """Whether `command` fits CLIP's projector (and so reads words and gap pairs): the
     filter always, retrain unless it fits DFR alone."""
     return command == "filter" or (command == "retrain" and cfg.method != "dfr")
 
 
-def validate_inputs(cfg: TLDRConfig, command: str) -> None:
-    """What a `filter` / `retrain` / `erm` run reads must be there before its run folder is
-    made, the cheap checks first: the dataset folder, the classifier file, the word lists
-    (parsed; for retrain none empty), the gap pairs; then the weights (the classifier
-    loaded, CLIP's and ERM's ImageNet weights in the cache or downloadable now).
+# --------------------------------------------------------------------------- generate
+LLM, RETRIES = "LLM", "Retries"
+
+
+def repeated(values: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A repeatable flag's values (or one value) as a tuple; none given -> None (keep)."""
+    if isinstance(values, str):
+        values = [values]
+    return tuple(values or ()) or None
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Resolved options of `tldr generate` (never holds the API key itself); each field is
+    set by the flag of the same name (`per_call` by `--per-call`)."""
+
+    preset: str | None = opt(
+        None, "Dataset whose lists are built: waterbirds, celeba, spuco-animals or toy "
+        "(classes, spurious values, anchors, LLM descriptions).", flag=("--preset", "-p"),
+    )  # fmt: skip
+    model: str | None = opt(
+        None, "LLM name as the server knows it (gpt-4o-mini, a vLLM/Ollama model, ...); "
+        "unset when every list comes from --from-file.", panel=LLM,
+    )  # fmt: skip
+    base_url: str | None = opt(
+        None, "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM) or "
+        "http://localhost:11434/v1 (Ollama); default api.openai.com.", panel=LLM,
+    )  # fmt: skip
+    key_env_var: str = opt(
+        "OPENAI_API_KEY", "Environment variable holding the API key. The key is never "
+        "written anywhere.", panel=LLM,
+    )  # fmt: skip
+    temperature: float = opt(1.0, "Sampling temperature sent with every request.", panel=LLM)
+    target: int = opt(200, "Words wanted per list (200, as in the official lists).")
+    per_call: int = opt(50, "Words asked for per request.", panel=LLM)
+    max_calls: int = opt(
+        0, "Requests per list before giving up on --target (0: 3 x ceil(target/per-call) "
+        "+ 2).", panel=LLM,
+    )  # fmt: skip
+    patience: int = opt(
+        3, "Stop a list after this many calls in a row brought no new word (or no readable "
+        "reply).", panel=LLM,
+    )  # fmt: skip
+    max_tokens: int | None = opt(
+        4096, "Reply token limit per request (0: not sent, for models that reject "
+        "max_tokens).", panel=LLM,
+    )  # fmt: skip
+    timeout: float = opt(120.0, "Seconds per HTTP request (the openai client's timeout).",
+                         panel=RETRIES)  # fmt: skip
+    max_retries: int = opt(
+        5, "Retries of a request by the openai client on 408/409/429/5xx, timeouts, dropped "
+        "connections and unreadable bodies, with its backoff (0.5 s doubling to 8 s) or the "
+        "server's Retry-After up to 120 s.", panel=RETRIES,
+    )  # fmt: skip
+    prompts: Path | None = opt(None, "JSON/TOML file replacing the prompts (see --dry-run).",
+                               panel=LLM)  # fmt: skip
+    from_file: tuple[str, ...] = opt(
+        (), "Import lists instead of asking the LLM: [LIST=]PATH of a word-list JSON, a "
+        "{list: \\[words]} JSON or a one-word-per-line text file; or builtin:toy. "
+        "Repeatable; lists not imported are generated with --model.",
+        cli_type=list[str], parse=repeated,
+    )  # fmt: skip
+    show_prompts: bool = opt(False, "Print each prompt as it is sent (stderr).",
+                             flag="--show-prompts/--hide-prompts")  # fmt: skip
+    offline_toy: bool = opt(
+        False, "Use the shipped toy word lists (= --preset toy --from-file builtin:toy).",
+        flag="--offline-toy/--no-offline-toy",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.target >= 1, f"--target {self.target}: expected at least 1 word per list"),
+            (self.per_call >= 1, f"--per-call {self.per_call}: expected at least 1"),
+            (self.max_calls >= 0, f"--max-calls {self.max_calls}: expected 0 (auto) or more"),
+            (self.patience >= 1, f"--patience {self.patience}: expected at least 1"),
+            (0.0 <= self.temperature <= 2.0, f"--temperature {self.temperature}: expected 0..2"),
+            (self.timeout > 0, f"--timeout {self.timeout}: expected seconds > 0"),
+            (self.max_retries >= 0, f"--max-retries {self.max_retries}: expected 0 or more"),
+            (
+                self.max_tokens in (None, 0) or self.max_tokens >= 16,
+                f"--max-tokens {self.max_tokens}: expected 0 (not sent) or at least 16",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def calls_limit(self) -> int:
+        return self.max_calls or 3 * math.ceil(self.target / self.per_call) + 2
+
+
+def validate_generate(cfg: GenerateConfig) -> None:
+    """The words must come from somewhere: an LLM (--model) or files (--from-file).
 
     Raises:
-        ConfigError / DataLayoutError: naming the flag, the file and what was expected.
+        ConfigError: neither is given, or --preset names no word-list preset.
     """
-    if cfg.dataset != "toy":
-        if cfg.data_root is None:
-            raise ConfigError(
-                f"--dataset {cfg.dataset} needs --data-root; expected layout:\n"
-                f"{GROUP_SHIFT_DATASETS[cfg.dataset]}"
-            )
-        if cfg.dataset != "hf" and not Path(cfg.data_root).is_dir():
-            raise ConfigError(
-                f"--data-root {cfg.data_root}: folder not found; expected the {cfg.dataset} "
-                f"layout:\n{GROUP_SHIFT_DATASETS[cfg.dataset]}"
-            )
-    if command != "erm":
-        if cfg.classifier is not None and not Path(cfg.classifier).exists():
-            raise ConfigError(
-                f"--classifier {cfg.classifier}: does not exist; expected {CLASSIFIER_FORMAT}"
-            )
-        if needs_projector(cfg, command):
-            _check_projector_inputs(cfg, command)
-    _check_weights(cfg, command)
-
-
-def _check_projector_inputs(cfg: TLDRConfig, command: str) -> None:
-    if cfg.words is None:
+    if cfg.model is None and not cfg.from_file and not cfg.offline_toy:
         raise ConfigError(
-            f"--method {cfg.method} needs --words (the JSON written by `tldr filter` or "
-            "`tldr generate`)"
+            "tell tldr generate where the words come from: --model NAME (with "
+            "--base-url for vLLM/Ollama) or --from-file PATH, or --offline-toy"
         )
-    _check_words(cfg, command)
-    if not cfg.gap_pairs:
-        raise ConfigError("--gap-pairs is required: a COCO captions folder, a JSONL file, or 'toy'")
-    if cfg.gap_pairs != "toy" and not Path(cfg.gap_pairs).exists():
-        raise ConfigError(
-            f"--gap-pairs {cfg.gap_pairs}: not found; expected a COCO captions folder, a "
-            "JSONL file of image-caption pairs, or 'toy'"
-        )
+    if cfg.preset is not None:
+        get_preset(cfg.preset)
 
 
-def _check_weights(cfg: TLDRConfig, command: str) -> None:
-    """The weights the run loads: a corrupt `--classifier` or missing CLIP / ImageNet
-    weights (offline) is refused here, in seconds, before the run folder exists."""
-    if cfg.arch == "resnet50" and (command == "erm" or cfg.classifier is None):
-        check_backbone_weights(cfg.backbone_weights)  # ERM training starts from them
-    if command == "erm":
-        return
-    if cfg.classifier is not None:
-        load_classifier(cfg.classifier)  # a ResNet-50 in about a second; loaded again later
-    if needs_projector(cfg, command) and cfg.clip_model != "tiny-clip-toy":
-        # open_clip loads only when a command runs, so `tldr --help` stays fast
-        from labshared.clip_weights import fetch_weights
-
-        fetch_weights(cfg.clip_model, cfg.clip_pretrained,
-                      option_names=("--clip-model", "--clip-pretrained"))  # fmt: skip
+def finish_generate(cfg: GenerateConfig) -> GenerateConfig:
+    """`--offline-toy` is `--preset toy --from-file builtin:toy` (the preset given wins)."""
+    if not cfg.offline_toy:
+        return cfg
+    extra = () if "builtin:toy" in cfg.from_file else ("builtin:toy",)
+    return replace(cfg, preset=cfg.preset or "toy", from_file=(*cfg.from_file, *extra))
 
 
-def _check_words(cfg: TLDRConfig, command: str) -> None:
-    """The word lists parse; the new head of `retrain` needs words in every list."""
-    wl = load_wordlists(cfg.words)
-    if command != "retrain":
-        return
-    empty = [
-        f"{kind}.{name}"
-        for kind, lists in (("classes", wl.classes), ("spurious", wl.spurious))
-        for name, words in lists.items()
-        if not words
-    ]
-    if empty:
-        raise ConfigError(
-            f"--words {cfg.words}: lists {empty} are empty (the filter removed every word?)"
-        )
+#: Fields of `generate` a resumed run may change besides RUNTIME_KNOBS: they change how
+#: the requests are sent or shown (HTTP timeout, the client's retries, printing the
+#: prompts), never a request or its cache key.
+GENERATE_KNOBS = RUNTIME_KNOBS | {"timeout", "max_retries", "show_prompts"}

@@ -27,9 +27,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from tldr_cli.config import C_GRID  # DFR's grid (dfr_evaluate_spurious.py:L25)
 from tldr_cli.sampling import balanced_indices
 
-C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # dfr_evaluate_spurious.py:L25
 NUM_RETRAINS = 20  # dfr_on_validation_eval(num_retrains=20)
 
 

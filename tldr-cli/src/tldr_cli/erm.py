@@ -70,6 +70,7 @@ from tldr_cli.features import (
     load_splits,
 )
 from tldr_cli.heads import scores
+from tldr_cli.inputs import check_run
 from tldr_cli.outputs import evaluate_methods, write_predictions
 from tldr_cli.report import summary_table
 
@@ -299,7 +300,15 @@ def _end_epoch(state: TrainState, run_dir: Path, runtime: Runtime, meta: dict) -
     return True
 
 
-def run_erm(
+def check(cfg: TLDRConfig, init_from: Path | None = None) -> None:
+    """Everything `run` reads (dataset, ImageNet weights, `--init-from`'s architecture),
+    validated before the run folder exists."""
+    if init_from is not None:
+        check_init_from(init_from, cfg)
+    check_run(cfg, "erm")
+
+
+def run(
     cfg: TLDRConfig,
     runtime: Runtime,
     run_dir: Path,

@@ -30,6 +30,7 @@ from labshared.device import Runtime
 from labshared.runs import atomic_write_json
 from tldr_cli.config import TLDRConfig
 from tldr_cli.features import load_splits
+from tldr_cli.inputs import check_run
 from tldr_cli.labels import align_wordlists
 from tldr_cli.pipeline import embed_space, prepare
 from tldr_cli.wordlists import WordLists, load_wordlists, save_wordlists
@@ -141,10 +142,16 @@ def run_filters(
     return filtered, removed
 
 
-def run_filter(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: bool):
+def check(cfg: TLDRConfig) -> None:
+    """Everything `run` reads (words, classifier, gap pairs, weights), validated before the
+    run folder exists."""
+    check_run(cfg, "filter")
+
+
+def run(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, *, use_cache: bool):
     """`tldr filter`: fit the projector (needs the classifier and CLIP), run both stages on
     `cfg.words`, write `wordlists.json` (the kept words) and `filter_report.json` (every
-    removed word). `cfg` has passed `config.validate_inputs(cfg, "filter")`."""
+    removed word). `cfg` has passed ``check``."""
     wl = load_wordlists(cfg.words)
     splits = load_splits(cfg, ("train",))
     train = splits["train"]

@@ -20,11 +20,9 @@ log `replies.jsonl`, `config.json` and `metrics.json`.
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,110 +32,27 @@ from labshared.console import log, render_table
 from labshared.errors import ConfigError
 from labshared.runs import to_jsonable
 from tldr_cli import __version__
-from tldr_cli.llm import ChatClient, LLMUnavailableError, ReplyCache, redact_url, request_key
+from tldr_cli.config import GenerateConfig
+from tldr_cli.growlist import ListResult, generate_list, now
+from tldr_cli.llm import ChatClient, LLMUnavailableError, ReplyCache, redact_url
 from tldr_cli.presets import DatasetPreset, get_preset
-from tldr_cli.prompts import PromptSet, build_messages, load_prompts, parse_word_reply
+from tldr_cli.prompts import PromptSet, build_messages, load_prompts
 from tldr_cli.wordimport import ImportedLists, import_lists
-from tldr_cli.wordlists import WordLists, dedupe_words, save_wordlists
+from tldr_cli.wordlists import WordLists, save_wordlists
 
 WORDLISTS_FILE = "wordlists.json"
 REPLIES_FILE = "replies.jsonl"
 PLACEHOLDER_KEY = "EMPTY"  # what vLLM/Ollama accept when they check no key
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
-    """Resolved options of `tldr generate` (never holds the API key itself). Each field is
-    set by the flag of the same name (`per_call` by `--per-call`).
-
-    Attributes:
-        preset: dataset preset name (classes, spurious values, anchors, descriptions).
-        model: LLM name; None when every list comes from --from-file.
-        base_url: OpenAI-compatible endpoint; None means api.openai.com.
-        key_env_var: environment variable holding the API key.
-        temperature: sampling temperature sent with every request.
-        target: words wanted per list.
-        per_call: words asked for in one request.
-        max_calls: requests per list before giving up on reaching `target` (0: automatic,
-            3 x ceil(target / per_call) + 2).
-        patience: stop a list after this many calls in a row added no new word.
-        max_tokens: reply token limit sent to the server (0 or None: not sent, the
-            server's default; needed for models that reject `max_tokens`).
-        timeout: seconds per HTTP request (the openai client's `timeout`).
-        max_retries: retries per request by the openai client (`max_retries`; its policy
-            is in `tldr_cli.llm`).
-        prompts: JSON/TOML file overriding the prompts.
-        from_file: `[LIST=]PATH` sources imported instead of asking the LLM.
-        show_prompts: print each prompt as it is sent.
-    """
-
-    preset: str | None = None
-    model: str | None = None
-    base_url: str | None = None
-    key_env_var: str = "OPENAI_API_KEY"
-    temperature: float = 1.0
-    target: int = 200
-    per_call: int = 50
-    max_calls: int = 0
-    patience: int = 3
-    max_tokens: int | None = 4096
-    timeout: float = 120.0
-    max_retries: int = 5
-    prompts: Path | None = None
-    from_file: tuple[str, ...] = ()
-    show_prompts: bool = False
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.target >= 1, f"--target {self.target}: expected at least 1 word per list"),
-            (self.per_call >= 1, f"--per-call {self.per_call}: expected at least 1"),
-            (self.max_calls >= 0, f"--max-calls {self.max_calls}: expected 0 (auto) or more"),
-            (self.patience >= 1, f"--patience {self.patience}: expected at least 1"),
-            (0.0 <= self.temperature <= 2.0, f"--temperature {self.temperature}: expected 0..2"),
-            (self.timeout > 0, f"--timeout {self.timeout}: expected seconds > 0"),
-            (self.max_retries >= 0, f"--max-retries {self.max_retries}: expected 0 or more"),
-            (
-                self.max_tokens in (None, 0) or self.max_tokens >= 16,
-                f"--max-tokens {self.max_tokens}: expected 0 (not sent) or at least 16",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    @property
-    def calls_limit(self) -> int:
-        return self.max_calls or 3 * math.ceil(self.target / self.per_call) + 2
-
-    def public(self) -> dict[str, Any]:
-        """The config as recorded in config.json and provenance (base URL redacted)."""
-        out = to_jsonable(self)
-        out["base_url"] = redact_url(self.base_url)
-        return out
+def public_config(cfg: GenerateConfig) -> dict[str, Any]:
+    """The config as recorded in config.json and provenance (base URL redacted)."""
+    out = to_jsonable(cfg)
+    out["base_url"] = redact_url(cfg.base_url)
+    return out
 
 
-#: `tldr generate` has no presets of its own (its --preset is the `preset` field, the
-#: word-list dataset): its config resolves from the defaults and the flags.
-DEFAULT = "defaults"
-DEFAULTS = {DEFAULT: GenerateConfig()}
-
-
-def check_sources(cfg: GenerateConfig) -> None:
-    """The words must come from somewhere: an LLM (--model) or files (--from-file).
-
-    Raises:
-        ConfigError: neither is given, or --preset names no word-list preset.
-    """
-    if cfg.model is None and not cfg.from_file:
-        raise ConfigError(
-            "tell tldr generate where the words come from: --model NAME (with "
-            "--base-url for vLLM/Ollama) or --from-file PATH, or --offline-toy"
-        )
-    if cfg.preset is not None:
-        get_preset(cfg.preset)
-
-
-def check_inputs(cfg: GenerateConfig) -> None:
+def check(cfg: GenerateConfig) -> None:
     """Before the run folder is made: the prompts file and imported files read, every
     list has a source, and the API key is set when the LLM will be asked.
 
@@ -146,18 +61,6 @@ def check_inputs(cfg: GenerateConfig) -> None:
     """
     if make_plan(cfg).missing:
         resolve_api_key(cfg)
-
-
-@dataclass
-class ListResult:
-    """One generated list and how it was obtained."""
-
-    words: list[str]
-    calls: int = 0
-    cached_calls: int = 0
-    unreadable_replies: int = 0
-    stop_reason: str = ""
-    keys: list[str] = field(default_factory=list)
 
 
 def resolve_api_key(cfg: GenerateConfig) -> str:
@@ -179,98 +82,6 @@ def resolve_api_key(cfg: GenerateConfig) -> str:
         f"{redact_url(cfg.base_url)}[/dim]"
     )
     return PLACEHOLDER_KEY
-
-
-def generate_list(
-    client: ChatClient,
-    cache: ReplyCache,
-    cfg: GenerateConfig,
-    prompts: PromptSet,
-    *,
-    dataset: str,
-    kind: str,
-    name: str,
-    description: str,
-    on_prompt: Callable[[list[dict[str, str]]], None] | None = None,
-) -> ListResult:
-    """Grow one list to `cfg.target` words over several requests (see module docstring).
-
-    Every reply is stored in `cache` before its words are used; a cached reply is reused
-    instead of a request, so replaying a run reproduces the same prompts and keys.
-    """
-    result = ListResult(words=[])
-    reask = False
-    no_new = 0
-    unreadable_in_row = 0
-    while len(result.words) < cfg.target:
-        if result.calls >= cfg.calls_limit:
-            result.stop_reason = f"call limit ({cfg.calls_limit}) reached"
-            break
-        n = min(cfg.per_call, cfg.target - len(result.words))
-        messages = build_messages(
-            prompts,
-            dataset=dataset,
-            kind=kind,
-            name=name,
-            description=description,
-            n=n,
-            so_far=result.words,
-            reminder=reask,
-        )
-        key = request_key(
-            cfg.model or "", cfg.base_url, messages, result.calls, cfg.temperature, cfg.max_tokens
-        )
-        result.keys.append(key)
-        entry = cache.get(key)
-        if entry is None:
-            if on_prompt is not None:
-                on_prompt(messages)
-            reply = client.complete(
-                messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens
-            )
-            entry = cache.put(
-                key,
-                {
-                    "list": f"{kind}.{name}",
-                    "call": result.calls,
-                    "model": cfg.model,
-                    "messages": messages,
-                    "received_at": _now(),
-                    **reply,
-                },
-            )
-        else:
-            result.cached_calls += 1
-            client.stats.cached += 1
-        result.calls += 1
-        words = parse_word_reply(entry["content"])
-        if words is None:
-            result.unreadable_replies += 1
-            unreadable_in_row += 1
-            log(
-                f"[yellow]{kind}.{name}: call {result.calls} reply unreadable; "
-                "asking again[/yellow]"
-            )
-            reask = True
-            if unreadable_in_row >= cfg.patience:
-                result.stop_reason = f"{cfg.patience} unreadable replies in a row"
-                break
-            continue
-        reask = False
-        unreadable_in_row = 0
-        new = dedupe_words(words, seen=result.words)[: cfg.target - len(result.words)]
-        result.words += new
-        no_new = 0 if new else no_new + 1
-        if no_new >= cfg.patience:
-            result.stop_reason = f"{cfg.patience} calls in a row added no new word"
-            break
-    if not result.stop_reason:
-        result.stop_reason = "target reached"
-    return result
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass
@@ -369,7 +180,7 @@ def run(
     provenance: dict[str, Any] = {
         "source": _source_kind(per_list),
         "tool": f"tldr-cli {__version__}",
-        "created_at": _now(),
+        "created_at": now(),
         "model": cfg.model,
         "base_url": redact_url(cfg.base_url),
         "temperature": cfg.temperature if missing else None,

@@ -53,7 +53,7 @@ from tldr_cli.features import (
     load_splits,
 )
 from tldr_cli.gap import gap_pairs_fingerprint, load_gap_pairs
-from tldr_cli.projector import Projector, modality_gap, ridge_statistics, solve_gap_ridge_from_stats
+from tldr_cli.projector import Projector, modality_gap, solve_gap_ridge
 
 
 # --------------------------------------------------------------------------- classifier
@@ -251,8 +251,7 @@ def fit_projector(
     x_clip: torch.Tensor, y_phi: torch.Tensor, gap: torch.Tensor, lam: float
 ) -> Projector:
     """The frozen Linear + ReLU projector from CLIP to phi space (closed form, float64)."""
-    chunks = ((x_clip[i : i + 16384], y_phi[i : i + 16384]) for i in range(0, len(x_clip), 16384))
-    w, b = solve_gap_ridge_from_stats(ridge_statistics(chunks), gap, lam)
+    w, b = solve_gap_ridge(x_clip, y_phi, gap, lam)
     return Projector(w, b, relu=True)
 
 

@@ -8,15 +8,21 @@ from typing import Any
 
 from labshared.console import render_table
 
-COLUMNS = (("worst_group_acc", "worst-group"), ("average_acc", "average (train-weighted)"),
-           ("class_balanced_acc", "class-bal."), ("accuracy", "plain acc."))  # fmt: skip
+COLUMNS = (("worst_group_acc", "worst-group (%)"), ("average_acc", "average (train-weighted, %)"),
+           ("class_balanced_acc", "class-bal. (%)"), ("accuracy", "plain acc. (%)"))  # fmt: skip
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, as `tldr compare` prints it
+    (`outputs.headlines`, digits 1): 0.92099998 -> '92.1'."""
+    return f"{100 * float(x):.1f}"
 
 
 def _cell(m: dict[str, Any], key: str) -> str:
-    """'79.5% [75.0, 84.0]': the figure with its 95 % interval when it has one."""
+    """'79.5 [75.0, 84.0]': the figure with its 95 % interval when it has one (the look of
+    `labshared.compare.format_comparison`)."""
     ci = m.get("intervals", {}).get(key)
-    text = f"{100 * m[key]:.1f}%"
-    return f"{text} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else text
+    return f"{pct(m[key])} [{pct(ci[0])}, {pct(ci[1])}]" if ci else pct(m[key])
 
 
 def summary_table(results: dict[str, dict[str, Any]], class_names, spurious_names) -> str:
@@ -38,10 +44,11 @@ def summary_table(results: dict[str, dict[str, Any]], class_names, spurious_name
                 f"{class_names[g['y']]}, {spurious_names[g['a']]}",
                 g["n"],
                 g["train_n"],
-                *(f"{100 * results[m]['groups'][i]['acc']:.1f}%" for m in results),
+                *(pct(results[m]["groups"][i]["acc"]) for m in results),
             ]
         )
-    groups = render_table(["group (class, spurious)", "n test", "n train", *results], rows)
+    heads = ["group (class, spurious)", "n test", "n train", *(f"{m} (%)" for m in results)]
+    groups = render_table(heads, rows)
     return f"{methods}\n\n{groups}"
 
 

@@ -36,6 +36,7 @@ from tldr_cli.config import TLDRConfig, needs_projector
 from tldr_cli.dfr import LinearModel, run_dfr
 from tldr_cli.features import load_splits
 from tldr_cli.heads import StandardisedLinear, save_dfr_head, save_tldr_head, scores
+from tldr_cli.inputs import check_run
 from tldr_cli.labels import align_wordlists
 from tldr_cli.outputs import evaluate_methods, write_predictions
 from tldr_cli.pipeline import embed_space, prepare
@@ -162,7 +163,13 @@ def method_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_retrain(
+def check(cfg: TLDRConfig) -> None:
+    """Everything `run` reads (words unless --method dfr, classifier, gap pairs, weights),
+    validated before the run folder exists."""
+    check_run(cfg, "retrain")
+
+
+def run(
     cfg: TLDRConfig,
     runtime: Runtime,
     run_dir: Path,
@@ -172,7 +179,7 @@ def run_retrain(
 ):
     """`tldr retrain`: prepare (classifier, features, CLIP, gap, projector), train the
     TLDR head and/or DFR (`cfg.method`), evaluate ERM and them on test, write metrics,
-    table and chart. `cfg` has passed `config.validate_inputs(cfg, "retrain")` (word
+    table and chart. `cfg` has passed ``check`` (word
     lists present and none empty when TLDR is fitted). The head's steps and the final
     test metrics go to the run's metrics.jsonl and the `--report-to` trackers."""
     run_dir = Path(run_dir)
@@ -183,7 +190,7 @@ def run_retrain(
 
 
 def _retrain(cfg: TLDRConfig, runtime: Runtime, run_dir: Path, use_cache: bool, logger):
-    """The body of `run_retrain`; returns (results, info, printed text)."""
+    """The body of `run`; returns (results, info, printed text)."""
     wl = load_wordlists(cfg.words) if needs_projector(cfg, "retrain") else None
     splits = load_splits(cfg, ("train",))
     if wl is not None:  # by name, before any model is built
