@@ -20,7 +20,8 @@ import typer
 from typer.testing import CliRunner
 
 from labshared.cli import OnOff
-from labshared.options import ConfigCommand, _strip_none, flag_name, flag_of
+from labshared.config import flag_name, flag_of
+from labshared.options import ConfigCommand, _strip_none
 
 runner = CliRunner()
 

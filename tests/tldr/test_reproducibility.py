@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from labshared.options import check_choices
+from labshared.config import check_choices
 from tldr_cli.cli import app
 
 SMALL = ["--preset", "toy", "--toy-n-train", "200", "--toy-n-val", "40", "--toy-n-test", "40",

@@ -44,6 +44,42 @@ RUNTIME_KNOBS: frozenset[str] = frozenset(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """How a config field appears on the command line (kept in the field's metadata)."""
+
+    help: str
+    panel: str | None = None
+    decls: tuple[str, ...] = ()
+    cli_type: Any = None
+    parse: Callable[[Any], Any] | None = None
+    metavar: str | None = None
+    choices: tuple[Any, ...] = ()
+
+
+def check_choices(cfg: Any) -> None:
+    """Each field declared with `choices` holds one of them (None aside), else the one "did
+    you mean" error naming its flag. `labshared.config.resolve` calls it on every config."""
+    for f in dataclasses.fields(cfg):
+        flag, value = flag_of(f), getattr(cfg, f.name)
+        if flag is not None and flag.choices and value is not None and value not in flag.choices:
+            raise unknown_name(flag_name(f), value, flag.choices)
+
+
+def flag_of(field: dataclasses.Field) -> Flag | None:
+    """The field's `Flag`, or None when it is not a command-line option."""
+    return field.metadata.get("flag")
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    """The long option that sets `field` (`--steps`; `--gather-negatives` for a switch)."""
+    flag = flag_of(field)
+    decls = flag.decls if flag else ()
+    longs = [d.split("/")[0] for d in decls if d.startswith("--")]
+    return longs[0] if longs else "--" + field.name.replace("_", "-")
+
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> ConfigError:
     """The error for a name outside `known`: lists the known names and the closest one.
 
@@ -88,8 +124,6 @@ def resolve(
     if unknown:
         raise ConfigError(f"settings {unknown} are not fields of {type(base).__name__}")
     cfg = dataclasses.replace(base, **given)  # type: ignore[type-var]
-    from labshared.options import check_choices  # lazy: options builds on this module
-
     check_choices(cfg)
     if validate is not None:
         validate(cfg)

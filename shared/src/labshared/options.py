@@ -46,23 +46,10 @@ import typer
 from typer.core import TyperCommand
 
 from labshared import cli as labcli
-from labshared.config import resolve, unknown_name
+from labshared.config import Flag, flag_of, resolve
 from labshared.errors import ConfigError
 
 CONFIG_PANEL = "Config"
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """How a config field appears on the command line (kept in the field's metadata)."""
-
-    help: str
-    panel: str | None = None
-    decls: tuple[str, ...] = ()
-    cli_type: Any = None
-    parse: Callable[[Any], Any] | None = None
-    metavar: str | None = None
-    choices: tuple[Any, ...] = ()
 
 
 def opt(
@@ -111,28 +98,6 @@ def float_list(value: str) -> tuple[float, ...]:
         return tuple(float(p) for p in parts)
     except ValueError as exc:
         raise ConfigError(f"expected comma-separated numbers, got {value!r}") from exc
-
-
-def check_choices(cfg: Any) -> None:
-    """Each field declared with `choices` holds one of them (None aside), else the one "did
-    you mean" error naming its flag. `labshared.config.resolve` calls it on every config."""
-    for f in dataclasses.fields(cfg):
-        flag, value = flag_of(f), getattr(cfg, f.name)
-        if flag is not None and flag.choices and value is not None and value not in flag.choices:
-            raise unknown_name(flag_name(f), value, flag.choices)
-
-
-def flag_of(field: dataclasses.Field) -> Flag | None:
-    """The field's `Flag`, or None when it is not a command-line option."""
-    return field.metadata.get("flag")
-
-
-def flag_name(field: dataclasses.Field) -> str:
-    """The long option that sets `field` (`--steps`; `--gather-negatives` for a switch)."""
-    flag = flag_of(field)
-    decls = flag.decls if flag else ()
-    longs = [d.split("/")[0] for d in decls if d.startswith("--")]
-    return longs[0] if longs else "--" + field.name.replace("_", "-")
 
 
 # --------------------------------------------------------------------------- run flags
@@ -407,7 +372,11 @@ def config_command(
             params.append(_keyword("preset", labcli.PresetOpt, None))
         params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()]
         own = list(inspect.signature(body).parameters.values())[2:]
-        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        # resolved in the body's own module (which may use `from __future__ import annotations`)
+        own_hints = typing.get_type_hints(body, include_extras=True)
+        for p in own:
+            hint = own_hints.get(p.name, p.annotation)
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hint))
         taken = {p.name for p in params}
         for name in run:
             if name == "seed" and "seed" in field_names:

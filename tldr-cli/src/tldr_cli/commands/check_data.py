@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from labshared.cli import PresetOpt
-from labshared.config import resolve
-from labshared.options import flag_name, flag_of
+from labshared.config import flag_name, flag_of, resolve
 from tldr_cli.config import PRESETS, TLDRConfig
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TLDRConfig)}
