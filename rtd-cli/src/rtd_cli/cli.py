@@ -15,12 +15,14 @@ app = make_app(
     "RTD: fine-tune a CLIP text encoder on text triplets for zero-shot composed image "
     "retrieval, and evaluate Pic2Word / SEARLE / LinCIR with or without it.",
     __version__,
+    commands={
+        "train": train_cmd,
+        "train-phi": train_phi_cmd,
+        "eval": eval_cmd,
+        "compare": compare_cmd,
+        "check-data": check_data_cmd,
+    },
 )
-app.command("train")(train_cmd)
-app.command("train-phi")(train_phi_cmd)
-app.command("eval")(eval_cmd)
-app.command("compare")(compare_cmd)
-app.command("check-data")(check_data_cmd)
 
 
 def main() -> None:

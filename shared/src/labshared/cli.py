@@ -189,18 +189,18 @@ class LabTyper(typer.Typer):
         return register
 
 
-def make_app(name: str, help: str, version: str) -> typer.Typer:
-    """A Typer app with `--version`, no local-variable dumps in tracebacks (an API key
-    may be in scope), and `--help` on a bare call."""
-    app = LabTyper(
-        cls=_RecordingGroup,
-        name=name,
-        help=help,
-        no_args_is_help=True,
-        pretty_exceptions_show_locals=False,
-        add_completion=False,
-        rich_markup_mode="rich",
-    )
+#: Every tool's app: `--help` on a bare call, no local-variable dumps in tracebacks (an
+#: API key may be in scope), no shell-completion commands, rich markup in help texts.
+APP_SETTINGS = {"no_args_is_help": True, "pretty_exceptions_show_locals": False,
+                "add_completion": False, "rich_markup_mode": "rich"}  # fmt: skip
+
+
+def make_app(name: str, help: str, version: str, commands=None) -> typer.Typer:
+    """A Typer app with `--version` and `APP_SETTINGS`; `commands`: name -> command
+    function, registered in that order (a tool's `cli.py` is only this call)."""
+    app = LabTyper(cls=_RecordingGroup, name=name, help=help, **APP_SETTINGS)
+    for command_name, fn in (commands or {}).items():
+        app.command(command_name)(fn)
 
     def _version(value: bool) -> None:
         if value:

@@ -17,15 +17,15 @@ app = make_app(
     "TLDR: debias an image classifier by retraining its last layer on LLM-generated words "
     "projected from CLIP's text space.",
     __version__,
+    commands={
+        "generate": generate_cmd,
+        "filter": filter_cmd,
+        "retrain": retrain_cmd,
+        "erm": erm_cmd,
+        "compare": compare_cmd,
+        "check-data": check_data_cmd,
+    },
 )
-
-
-app.command("generate")(generate_cmd)
-app.command("filter")(filter_cmd)
-app.command("retrain")(retrain_cmd)
-app.command("erm")(erm_cmd)
-app.command("compare")(compare_cmd)
-app.command("check-data")(check_data_cmd)
 
 
 def main() -> None:

@@ -91,6 +91,22 @@ def feature_precision(cfg: TLDRConfig, runtime: Runtime) -> Precision:
     return resolve_precision(cfg.feature_precision, runtime.device)
 
 
+def split_feature_spec(
+    role: str,
+    ident: Any,
+    data: GroupShiftSplit,
+    transform,
+    precision: Precision,
+    runtime: Runtime,
+) -> dict[str, Any]:
+    """The cache spec of a split's frozen features: the model (`role`: classifier or clip,
+    and its identity), the split's file fingerprint, the transform, the autocast and TF32
+    (process-wide, so it applies under any feature precision) and the code version."""
+    code = FEATURE_CODE_VERSION
+    return {role: ident, "data": data.fingerprint, "transform": repr(transform),
+            "precision": precision.name, "tf32": runtime.tf32, "code": code}  # fmt: skip
+
+
 def image_loader(data: GroupShiftSplit, transform, cfg: TLDRConfig):
     """Batches of (image tensor, index) in split order, for frozen forward passes."""
     return torch.utils.data.DataLoader(
@@ -113,14 +129,7 @@ def classifier_features(
         dataset_kind(data), handle.model.arch, preprocess=handle.preprocess
     )
     precision = feature_precision(cfg, runtime)
-    spec = {
-        "classifier": handle.ident,
-        "data": data.fingerprint,
-        "transform": repr(transform),
-        "precision": precision.name,
-        "tf32": runtime.tf32,  # process-wide, so it applies under any feature precision
-        "code": FEATURE_CODE_VERSION,
-    }
+    spec = split_feature_spec("classifier", handle.ident, data, transform, precision, runtime)
 
     def compute():
         model = handle.model.to(runtime.device).eval()

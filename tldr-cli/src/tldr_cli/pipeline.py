@@ -51,6 +51,7 @@ from tldr_cli.features import (
     file_digest,
     image_loader,
     load_splits,
+    split_feature_spec,
 )
 from tldr_cli.gap import gap_pairs_fingerprint, load_gap_pairs
 from tldr_cli.projector import Projector, modality_gap, solve_gap_ridge
@@ -186,14 +187,7 @@ def clip_image_embeddings(
         else classifier_transform(dataset_kind(data), arch, preprocess=preprocess)
     )
     precision = feature_precision(cfg, runtime)
-    spec = {
-        "clip": clip.ident,
-        "data": data.fingerprint,
-        "transform": repr(transform),
-        "precision": precision.name,
-        "tf32": runtime.tf32,  # process-wide, so it applies under any feature precision
-        "code": FEATURE_CODE_VERSION,
-    }
+    spec = split_feature_spec("clip", clip.ident, data, transform, precision, runtime)
 
     def compute():
         out = []
