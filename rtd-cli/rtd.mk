@@ -21,13 +21,15 @@ BENCHES += bench-rtd
 demo-rtd: install
 	$(BIN)/python -m rtd_cli.demo --toy-seed $(TOY_SEED) --out $(RTD_DEMO)/seed-$(TOY_SEED)
 
+# $(call cpu_then_cuda,SCRIPT,TARGET): a bench on the CPU, then on CUDA when one is present.
+cpu_then_cuda = $(BIN)/python $(1) --device cpu && \
+	if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; \
+	then $(BIN)/python $(1) --device cuda; else echo "$(2): no CUDA device, GPU rows skipped"; fi
+
 # One training step of a ViT-B-32-sized text tower (random weights): batch 16 on CPU, and
 # batch 128 on a GPU when one is present.
 bench-rtd: install
-	$(BIN)/python bench/rtd_train_bench.py --device cpu
-	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
-		$(BIN)/python bench/rtd_train_bench.py --device cuda; \
-	else echo "bench-rtd: no CUDA device, GPU row skipped"; fi
+	$(call cpu_then_cuda,bench/rtd_train_bench.py,bench-rtd)
 
 # rtd eval's ranking core at CIRCO scale (1,000 queries x 123,403 gallery features, 768-d,
 # top-50): chunked top-k vs one full matrix product (+ top-k / + argsort), time and peak
@@ -35,10 +37,7 @@ bench-rtd: install
 BENCHES += bench-rtd-retrieval
 .PHONY: bench-rtd-retrieval
 bench-rtd-retrieval: install
-	$(BIN)/python bench/rtd_retrieval_bench.py --device cpu
-	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
-		$(BIN)/python bench/rtd_retrieval_bench.py --device cuda; \
-	else echo "bench-rtd-retrieval: no CUDA device, GPU rows skipped"; fi
+	$(call cpu_then_cuda,bench/rtd_retrieval_bench.py,bench-rtd-retrieval)
 
 # rtd eval's gallery loader alone (rtd_cli.gallery_loader.ImageBatches): img/s and img/s per
 # worker for 0, 1, 2 DataLoader workers, PIL decode (--decode cpu) and the tensor path
