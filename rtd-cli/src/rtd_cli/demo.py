@@ -35,6 +35,7 @@ import torch
 import typer
 
 from labshared import toy
+from labshared.cli import run_in_process
 from labshared.compare import format_comparison
 from labshared.console import log, render_table
 from labshared.data.text_triplets import load_text_triplets
@@ -103,15 +104,8 @@ def demo_commands(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str]]]:
 
 
 def run_rtd(argv: list[str]) -> None:
-    """Run one `rtd` command in this process, as the console script would.
-
-    Raises:
-        ConfigError: the command exited with a non-zero code (its error is printed).
-    """
-    # The app records `argv` (not the demo's sys.argv) as the run's command line.
-    code = typer.main.get_command(app).main(args=argv, prog_name="rtd", standalone_mode=False)
-    if code not in (None, 0):
-        raise ConfigError(f"`rtd {shlex.join(argv)}` failed with exit code {code}")
+    """Run one `rtd` command in this process (`labshared.cli.run_in_process`)."""
+    run_in_process(app, "rtd", argv)
 
 
 def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:

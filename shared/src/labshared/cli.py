@@ -221,6 +221,22 @@ def make_app(name: str, help: str, version: str, commands=None) -> typer.Typer:
     return app
 
 
+def run_in_process(app: typer.Typer, tool: str, argv: list[str]) -> None:
+    """Run one command of `app` in this process, as the console script would (the demos'
+    steps). The app records `argv`, not the demo's own `sys.argv`, as the run's command line.
+
+    Raises:
+        ConfigError: the command exited with a non-zero code (its error is printed).
+    """
+    import shlex
+
+    from labshared.errors import ConfigError
+
+    code = typer.main.get_command(app).main(args=argv, prog_name=tool, standalone_mode=False)
+    if code not in (None, 0):
+        raise ConfigError(f"`{tool} {shlex.join(argv)}` failed with exit code {code}")
+
+
 def run_app(app: typer.Typer) -> None:
     """Entry point body: run `app`, turning LabError into one red line and exit 1."""
     try:

@@ -30,6 +30,7 @@ from typing import Any
 
 import typer
 
+from labshared.cli import run_in_process
 from labshared.compare import format_comparison
 from labshared.console import log, render_table
 from labshared.errors import ConfigError
@@ -79,15 +80,8 @@ def demo_commands(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str]]]:
 
 
 def run_tldr(argv: list[str]) -> None:
-    """Run one `tldr` command in this process, as the console script would.
-
-    Raises:
-        ConfigError: the command exited with a non-zero code (its error is printed).
-    """
-    # The app records `argv` (not the demo's sys.argv) as the run's command line.
-    code = typer.main.get_command(app).main(args=argv, prog_name="tldr", standalone_mode=False)
-    if code not in (None, 0):
-        raise ConfigError(f"`tldr {shlex.join(argv)}` failed with exit code {code}")
+    """Run one `tldr` command in this process (`labshared.cli.run_in_process`)."""
+    run_in_process(app, "tldr", argv)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
