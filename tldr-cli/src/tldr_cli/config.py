@@ -55,30 +55,15 @@ class ErmRecipe:
     preprocess: str = "dataset"
 
 
+_DFR = {"augment": True, "preprocess": "dfr"}  # DFR's recipes: augmented, DFR's transforms
 ERM_RECIPES: dict[str, ErmRecipe] = {
     r.name: r
     for r in (
         ErmRecipe("paper-repo", epochs=1, lr=1e-4, weight_decay=1e-2, batch_size=32),
-        ErmRecipe(
-            "dfr-waterbirds",
-            epochs=100,
-            lr=1e-3,
-            weight_decay=1e-3,
-            batch_size=32,
-            augment=True,
-            preprocess="dfr",
-        ),
+        ErmRecipe("dfr-waterbirds", epochs=100, lr=1e-3, weight_decay=1e-3, batch_size=32, **_DFR),
         # DFR trains AND evaluates CelebA on the full image (its Waterbirds transforms),
         # not on TLDR's centre crop 178: train and evaluation views must agree.
-        ErmRecipe(
-            "dfr-celeba",
-            epochs=50,
-            lr=1e-3,
-            weight_decay=1e-4,
-            batch_size=128,
-            augment=True,
-            preprocess="dfr",
-        ),
+        ErmRecipe("dfr-celeba", epochs=50, lr=1e-3, weight_decay=1e-4, batch_size=128, **_DFR),
         # toy: starts from the digit-pretrained CNN (design.md); a gentle fine-tune on the
         # biased data, as the real recipes fine-tune ImageNet weights (lr 1e-4 / 1e-3). At
         # lr 2e-2 the toy CNN relearns digits from the 5 % minority (ERM worst group 20 %,
