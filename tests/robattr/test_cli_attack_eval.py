@@ -160,7 +160,7 @@ def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path, method
 def test_official_protocol_scores_the_whole_test_split_misclassified_included(trained, tmp_path):
     """Default sample = the official one: every test digit, in order, wrong ones included;
     --correct-only --num-examples N = the first N the model gets right."""
-    from robattr_cli.evaluate import EvalConfig
+    from robattr_cli.config import EvalConfig
 
     assert EvalConfig("x").rps_eps == (4.0,) and EvalConfig("x").num_examples is None
     result = invoke(
@@ -202,14 +202,14 @@ def test_official_protocol_scores_the_whole_test_split_misclassified_included(tr
     [("4", (4.0,)), ("4,8,16", (4.0, 8.0, 16.0)), (" 2, 4 ", (2.0, 4.0)), ("0", ())],
 )
 def test_rps_eps_list_parses(text, parsed):
-    from robattr_cli.evaluate import parse_eps_list
+    from robattr_cli.config import parse_eps_list
 
     assert parse_eps_list(text) == parsed
 
 
 @pytest.mark.parametrize("text", ["4,x", "-4", "4,4", "0,4"])
 def test_rps_eps_list_rejects(text):
-    from robattr_cli.evaluate import parse_eps_list
+    from robattr_cli.config import parse_eps_list
 
     with pytest.raises(ConfigError, match="--rps-eps"):
         parse_eps_list(text)
@@ -224,7 +224,7 @@ def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
         seen["cfg"] = cfg
         return {}
 
-    monkeypatch.setattr(attack_mod, "run_attack", fake_run)
+    monkeypatch.setattr(attack_mod, "run", fake_run)
     result = invoke(
         "attack", "--checkpoint", trained, "--attack", "frame", "--eps", "2", "--optimizer",
         "pgd", "--method", "smoothgrad", "--sg-samples", "7", "--k", "30", "--device", "cpu",
@@ -348,7 +348,7 @@ def test_correct_is_decided_once_in_fp32_whatever_the_precision(tmp_path, monkey
     bf16 = Runtime(torch.device("cpu"), Precision("bf16", torch.bfloat16, False), seed=0)
     cfg = evaluate.EvalConfig("ck", correct_only=True, batch_size=4, rps_eps=(), n_ratios=0, k=4)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as a GPU run's surroundings would be
-        metrics = evaluate.run_eval(cfg, bf16, tmp_path)
+        metrics = evaluate.run(cfg, bf16, tmp_path)
     assert metrics["clean_accuracy"] == metrics["sample_clean_accuracy"] == 1.0
     assert metrics["num_examples"] == 6
 

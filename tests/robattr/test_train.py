@@ -172,7 +172,9 @@ def test_bad_combinations_fail_before_loading_data(tmp_path):
 def test_dry_run_prints_the_resolved_preset():
     result = invoke("--preset", "cifar10-resnet18", "--lambda-cos", "0.5", "--dry-run")
     assert result.exit_code == 0, result.output
-    cfg = json.loads(result.stdout)
+    out = json.loads(result.stdout)  # {"preset", "config"}, as every command's --dry-run
+    cfg = out["config"]
+    assert out["preset"] == cfg["preset"] == "cifar10-resnet18"
     assert cfg["model"] == "resnet18-cifar" and cfg["optimizer"] == "adamw"
     assert cfg["lambda_cos"] == 0.5 and cfg["lambda_l2"] == 0.01 and cfg["milestones"] == [100, 150]
 

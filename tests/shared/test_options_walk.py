@@ -32,6 +32,9 @@ NOT_CONFIG_COMMANDS = {("rtd", "compare"), ("rtd", "check-data"), ("tldr", "comp
 REQUIRED: dict[tuple[str, str], list[str]] = {
     ("rtd", "train"): ["--preset", "toy", "--phi", "p.pt"],
     ("rtd", "train-phi"): ["--preset", "toy"],
+    ("robattr", "train"): [],
+    ("robattr", "attack"): ["--checkpoint", "run/train"],
+    ("robattr", "eval"): ["--checkpoint", "run/train"],
 }
 
 

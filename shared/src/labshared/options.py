@@ -280,6 +280,7 @@ class ConfigSpec:
     finish: Callable[[Any], Any] | None
     renamed: Mapping[str, str] | None
     panel: str
+    start: Callable[[Mapping[str, Any]], tuple[str, Any]] | None = None
 
     def flag_fields(self) -> list[dataclasses.Field]:
         """The config fields that are command-line options, in declaration order."""
@@ -309,10 +310,13 @@ class ConfigSpec:
         if params.get("config_file") is not None:
             file_fields, header = read_config_file(params["config_file"], self.config_type)
         preset = params.get("preset")
+        presets = self.presets if self.presets is not None else {"": self.config_type()}
         if self.presets is not None and preset is None:
             saved = header.get("preset")
             preset = saved if saved in self.presets else self.default_preset
-        presets = self.presets if self.presets is not None else {"": self.config_type()}
+            if saved not in self.presets and self.start is not None:
+                preset, base = self.start(params)  # a base computed from the other flags
+                presets = {preset: base}
         merged = {
             **file_fields,
             **{k: v for k, v in self.overrides(params).items() if v is not None},
@@ -365,6 +369,7 @@ def config_command(
     finish: Callable[[Any], Any] | None = None,
     renamed: Mapping[str, str] | None = None,
     panel: str = "Options",
+    start: Callable[[Mapping[str, Any]], tuple[str, Any]] | None = None,
 ):
     """Decorator: a command body `fn(cfg, run, **own options)` becomes a Typer command whose
     options are the config's fields, the named run-level options, `--preset` (with
@@ -380,6 +385,10 @@ def config_command(
         finish: completes a resolved config (defaults that depend on other fields).
         renamed: old preset name -> its replacement, for a clear message.
         panel: the help panel of fields that name none.
+        start: without --preset (nor a --config file's preset): (name, config) to start
+            from, computed from the parsed parameters, in place of default_preset's (robattr
+            train: the paper preset of --dataset/--model, or on --resume the run's own
+            config). `--help` still shows default_preset's values.
     """
     run = tuple(run)
     unknown = sorted(set(run) - set(RUN_OPTIONS))
@@ -387,7 +396,7 @@ def config_command(
         raise TypeError(f"unknown run options {unknown}; known: {sorted(RUN_OPTIONS)}")
     spec = ConfigSpec(
         config_type, presets, default_preset, run, dict(not_flags or {}), validate, finish,
-        renamed, panel,
+        renamed, panel, start,
     )  # fmt: skip
     field_names = {f.name for f in dataclasses.fields(config_type)}
     stale = sorted(set(spec.not_flags) - field_names)
@@ -400,7 +409,10 @@ def config_command(
         if presets is not None:
             # None, not the default preset: a --config file's preset applies unless given
             params.append(_keyword("preset", labcli.PresetOpt, None))
-        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()]
+        # a config that records its preset's name in a field `preset` (robattr train): that
+        # field's flag is --preset itself, declared once above
+        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()
+                   if not (presets is not None and f.name == "preset")]  # fmt: skip
         own = list(inspect.signature(body).parameters.values())[2:]
         params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         taken = {p.name for p in params}
