@@ -1,6 +1,7 @@
 """`robattr train -> attack -> eval` end to end on the offline MNIST-5k digits (CliRunner)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -235,6 +236,26 @@ def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
     got = (cfg.eps, cfg.optimizer, cfg.method, cfg.sg_samples, cfg.k)
     assert got == (2, "pgd", "smoothgrad", 7, 30)
     assert cfg.n_iter == 100 and cfg.gamma == 0.5  # untouched defaults (official values)
+
+
+def test_attack_off_a_terminal_prints_timestamped_progress_and_replays(trained, tmp_path, capsys):
+    """Off a terminal (CliRunner, a log file) the attack prints timestamped lines with an
+    ETA (`StepProgress`), always one at the end; `--config` of its config.json replays it."""
+    out = tmp_path / "r"
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "random", "--n-draws", "1",
+        "--num-examples", "6", "--batch-size", "3", "--device", "cpu", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = result.output + capsys.readouterr().err
+    line = r"\[\d\d:\d\d:\d\d\] robattr attack random img 6/6 \(100\.0%\) \S+ img/s ETA 0s"
+    assert re.search(line, text), text
+    replay = invoke("attack", "--config", out / "config.json", "--dry-run")
+    assert replay.exit_code == 0, replay.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert json.loads(replay.stdout) == {"preset": None, "config": saved}
+    result = invoke("eval", "--config", out / "config.json", "--dry-run")  # not eval's
+    assert result.exit_code == 1 and "are not fields of EvalConfig" in result.output
 
 
 def test_bad_options_fail_with_one_line(trained, tmp_path):

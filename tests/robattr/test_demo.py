@@ -114,3 +114,15 @@ def test_worker_pool_keeps_the_order_of_the_calls():
 
     calls = [(pow, base, 3) for base in range(6)]
     assert run_jobs(calls, 2) == run_jobs(calls, 1) == [b**3 for b in range(6)]
+
+
+def test_each_toy_seed_has_its_own_demo_folder():
+    """`make demo-robattr TOY_SEED=N` writes runs/robattr/demo/seed-N (robattr.mk agrees),
+    so another seed does not overwrite seed 0."""
+    from pathlib import Path
+
+    from robattr_cli.demo import demo_dir
+
+    assert demo_dir(0) == Path("runs/robattr/demo/seed-0") != demo_dir(1)
+    mk = (Path(__file__).parents[2] / "robattr-cli" / "robattr.mk").read_text()
+    assert "--toy-seed $(TOY_SEED) --out runs/robattr/demo/seed-$(TOY_SEED)" in mk
