@@ -2,13 +2,14 @@
 `robattr_cli.attack`."""
 
 from labshared.cli import print_json
-from labshared.options import EVAL_RUN, RunFlags, config_command
+from labshared.options import RunFlags, config_command
 from robattr_cli import __version__
 from robattr_cli.checks import validate_attack
+from robattr_cli.commands import EVALUATION_RUN
 from robattr_cli.config import AttackConfig
 
 
-@config_command(AttackConfig, run=EVAL_RUN, validate=validate_attack)
+@config_command(AttackConfig, run=EVALUATION_RUN, validate=validate_attack)
 def attack_cmd(cfg: AttackConfig, run: RunFlags) -> None:
     """Attack the attribution maps of a trained model; save attacked inputs, maps, metrics."""
     from robattr_cli import attack

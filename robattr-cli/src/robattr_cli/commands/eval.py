@@ -3,13 +3,14 @@
 
 import typer
 
-from labshared.options import EVAL_RUN, RunFlags, config_command
+from labshared.options import RunFlags, config_command
 from robattr_cli import __version__
 from robattr_cli.checks import validate_eval
+from robattr_cli.commands import EVALUATION_RUN
 from robattr_cli.config import EvalConfig
 
 
-@config_command(EvalConfig, run=EVAL_RUN, validate=validate_eval)
+@config_command(EvalConfig, run=EVALUATION_RUN, validate=validate_eval)
 def eval_cmd(cfg: EvalConfig, run: RunFlags) -> None:
     """Clean accuracy, RPS, attack similarity and insertion/AOPC; JSON, table and figure."""
     from robattr_cli import evaluate

@@ -18,6 +18,10 @@ from robattr_cli.config import (
     start_preset,
 )
 
+#: `labshared.options.TRAINING_RUN` less --no-cache: robattr caches nothing (a flag must
+#: never be ignored).
+TRAIN_RUN = tuple(name for name in TRAINING_RUN if name != "no_cache")
+
 CheckDataOpt = Annotated[
     bool,
     typer.Option(
@@ -28,7 +32,7 @@ CheckDataOpt = Annotated[
 ]
 
 
-@config_command(TrainConfig, presets=PRESETS, default_preset="mnist-toy", run=TRAINING_RUN,
+@config_command(TrainConfig, presets=PRESETS, default_preset="mnist-toy", run=TRAIN_RUN,
                 validate=validate_train,
                 start=start_preset)  # fmt: skip
 def train_cmd(cfg: TrainConfig, run: RunFlags, check_data: CheckDataOpt = False) -> None:
