@@ -250,6 +250,11 @@ def test_attack_off_a_terminal_prints_timestamped_progress_and_replays(trained, 
     text = result.output + capsys.readouterr().err
     line = r"\[\d\d:\d\d:\d\d\] robattr attack random img 6/6 \(100\.0%\) \S+ img/s ETA 0s"
     assert re.search(line, text), text
+    # stdout: the table eval prints, every number rounded to 4 decimals beside its interval
+    assert re.search(
+        r"similarity_to_clean/pcc\s+\d\.\d{4}\s+\[\d\.\d{4}, \d\.\d{4}\]", result.stdout
+    )
+    assert not re.search(r"\d\.\d{5,}", result.stdout), result.stdout
     replay = invoke("attack", "--config", out / "config.json", "--dry-run")
     assert replay.exit_code == 0, replay.output
     saved = json.loads((out / "config.json").read_text())["config"]

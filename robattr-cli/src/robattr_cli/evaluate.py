@@ -16,7 +16,7 @@ Read top to bottom (brief section 7, in this order):
    official `test_adv_insertion.py`).
 
 `check` runs before the run folder exists; `run` writes metrics.json, figures/eval.png,
-and returns the metrics (the CLI prints them with `format_table`). The model, its test
+and returns the metrics (the command prints them with `tables.format_table`). The model, its test
 split and the sample come from `victim.py`, as for `robattr attack`.
 Maps are recomputed here with the chosen method (default: the attack run's), so an
 attack made against one attribution method can be evaluated with another.
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from labshared.console import log, render_table
+from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.items import write_items
 from labshared.runs import read_safetensors, write_metrics
@@ -337,27 +337,3 @@ def summarise(
 def _batches(tensors: dict[str, torch.Tensor], batch_size: int, device: torch.device):
     for start in range(0, tensors["y"].numel(), batch_size):
         yield {k: v[start : start + batch_size].to(device) for k, v in tensors.items()}
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """The scalar metrics as a table (nested keys joined by '/'; curves, checkpoint paths
-    and the bootstrap record left out), each averaged figure with its 95 % interval."""
-    rows: list[tuple[str, str, str]] = []
-    intervals = metrics.get("intervals", {})
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}/{key}" if prefix else key, sub)
-        elif isinstance(value, float):
-            ci = intervals.get(prefix)
-            rows.append((prefix, f"{value:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
-        elif isinstance(value, int | str) and not prefix.endswith("checkpoint"):
-            rows.append((prefix, str(value), ""))
-
-    skip = ("curve", "intervals", "bootstrap")
-    walk("", {k: v for k, v in metrics.items() if k not in skip})
-    b = metrics.get("bootstrap")
-    title = (f"95 % interval: {b['n_resamples']} bootstrap resamples of the images, seed "
-             f"{b['seed']}") if b else None  # fmt: skip
-    return render_table(("metric", "value", "95 % interval"), rows, align="llr", title=title)

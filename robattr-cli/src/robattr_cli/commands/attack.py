@@ -1,12 +1,14 @@
 """`robattr attack`: the options are `AttackConfig`'s fields; the work is in
 `robattr_cli.attack`."""
 
-from labshared.cli import print_json
+import typer
+
 from labshared.options import RunFlags, config_command
 from robattr_cli import __version__
 from robattr_cli.checks import validate_attack
 from robattr_cli.commands import EVALUATION_RUN
 from robattr_cli.config import AttackConfig
+from robattr_cli.tables import format_table
 
 
 @config_command(AttackConfig, run=EVALUATION_RUN, validate=validate_attack)
@@ -17,4 +19,4 @@ def attack_cmd(cfg: AttackConfig, run: RunFlags) -> None:
     started = run.start("robattr", "attack", cfg, version=__version__, resumable=False,
                         validate=lambda: attack.check(cfg))  # fmt: skip
     metrics = attack.run(cfg, started.runtime, started.dir)
-    print_json({"run_dir": str(started.dir), **metrics})
+    typer.echo(format_table({"run_dir": str(started.dir), **metrics}))

@@ -8,6 +8,7 @@ from robattr_cli import __version__
 from robattr_cli.checks import validate_eval
 from robattr_cli.commands import EVALUATION_RUN
 from robattr_cli.config import EvalConfig
+from robattr_cli.tables import format_table
 
 
 @config_command(EvalConfig, run=EVALUATION_RUN, validate=validate_eval)
@@ -18,4 +19,4 @@ def eval_cmd(cfg: EvalConfig, run: RunFlags) -> None:
     started = run.start("robattr", "eval", cfg, version=__version__, resumable=False,
                         validate=lambda: evaluate.check(cfg))  # fmt: skip
     metrics = evaluate.run(cfg, started.runtime, started.dir)
-    typer.echo(evaluate.format_table({"run_dir": str(started.dir), **metrics}))
+    typer.echo(format_table({"run_dir": str(started.dir), **metrics}))
