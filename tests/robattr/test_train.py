@@ -333,3 +333,12 @@ def test_config_file_sits_between_the_preset_and_the_flags(tmp_path):
     assert (cfg["preset"], cfg["regularizer"], cfg["epochs"], cfg["milestones"]) == (
         "mnist-toy", "none", 3, [1])  # fmt: skip
     assert cfg["lr"] == 3e-3  # the rest: the preset's
+    # a run header of a `custom` (dataset, model) pair replays as itself
+    custom = json.loads(invoke("--dataset", "cifar10", "--model", "resnet18", "--dry-run").stdout)
+    header = tmp_path / "config.json"
+    header.write_text(json.dumps({"tool": "robattr", "command": "train", **custom}))
+    result = invoke("--config", str(header), "--lr", "0.5", "--dry-run")
+    assert result.exit_code == 0, result.output
+    replay = json.loads(result.stdout)
+    assert replay["preset"] == "custom"
+    assert replay["config"] == {**custom["config"], "lr": 0.5}

@@ -21,6 +21,7 @@ knobs (`labshared.config.RUNTIME_KNOBS`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -251,7 +252,22 @@ def start_preset(params: Mapping[str, Any]) -> tuple[str, TrainConfig]:
     if params.get("resume") and params.get("output_dir") is not None:
         saved = saved_config(params["output_dir"])
         return saved.preset, saved
+    custom = _custom_run(params.get("config_file"))
+    if custom is not None:  # --config of a `custom` run: its own config is the base
+        return CUSTOM, custom
     return default_preset(params.get("dataset"), params.get("model"))
+
+
+def _custom_run(path: str | Path | None) -> TrainConfig | None:
+    """The config of a `--config` run header whose preset is `custom` (else None; the
+    file's own errors are reported by `labshared.options.read_config_file`)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("preset") == CUSTOM and "tool" in data:
+        return config_from_dict(data.get("config", {}))
+    return None
 
 
 def resolve_config(
