@@ -9,14 +9,15 @@ names are checked by each workflow's `check` (`train.check`, `attack.check`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from labshared.data.image_classification import DATASETS, check_data_files, get_dataset_info
 from labshared.errors import ConfigError
 from robattr_cli.model import get_model_spec
 
-if TYPE_CHECKING:
-    from robattr_cli.config import AttackConfig, EvalConfig, TrainConfig
+# The configs of `robattr_cli.config` (which imports these checks; so this module does not
+# import it, and no import cycle is hidden behind TYPE_CHECKING or a function-level import).
+TrainConfig = AttackConfig = EvalConfig = Any
 
 
 def needs_data_root(dataset: str) -> bool:

@@ -33,6 +33,7 @@ from labshared.errors import ConfigError
 from labshared.launch import read_header
 from labshared.options import opt
 from robattr_cli.attributions import ATTRIBUTIONS, INTEGRATION_RULES
+from robattr_cli.checks import validate_train
 from robattr_cli.manipulation import OPTIMIZERS as ATTACK_OPTIMIZERS
 from robattr_cli.model import ACTIVATIONS, MODELS
 from robattr_cli.regularizers import PERTURBATIONS, REGULARIZERS
@@ -286,8 +287,6 @@ def resolve_config(
         overrides: the other fields; None means "not passed".
         saved: on --resume, the run's own config (`saved_config`): it replaces the preset.
     """
-    from robattr_cli.checks import validate_train
-
     flags = {"dataset": dataset, "model": model, **overrides}
     if saved is not None:
         presets, flags = {saved.preset: saved}, {"preset": preset, **flags}

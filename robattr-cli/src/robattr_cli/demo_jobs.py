@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -21,8 +21,8 @@ from robattr_cli.metrics import similarity_report
 from robattr_cli.train import run
 from robattr_cli.victim import load_victim
 
-if TYPE_CHECKING:
-    from robattr_cli.demo import DemoConfig
+# `demo.DemoConfig` (demo.py imports these jobs, so this module does not import it)
+DemoConfig = Any
 
 
 def _init_worker() -> None:
