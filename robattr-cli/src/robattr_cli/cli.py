@@ -4,7 +4,7 @@
 `labshared.options.config_command`: defaults < preset < --config file < flags; --dry-run
 prints the resolved config), then start their run through `labshared.launch.start_run`
 (the workflow's `check` first, then the run folder and its one config header) and hand it
-to the workflow's `run`. Torch and the models load only when a command runs.
+to the workflow's `run`. The workflow modules load only when their command runs.
 """
 
 from labshared.cli import make_app, run_app

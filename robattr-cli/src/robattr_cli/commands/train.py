@@ -43,7 +43,7 @@ def train_cmd(cfg: TrainConfig, run: RunFlags, check_data: CheckDataOpt = False)
     --resume continues -o from its own config.json; flags may change only run-time knobs.
     Without --seed: 1234, the official seed.
     """
-    # torch and the models load only when a command runs
+    # the workflow (data loaders, trackers) loads only when the command runs
     from robattr_cli import train
     from robattr_cli.datacheck import check_data as run_check
 
