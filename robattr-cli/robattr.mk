@@ -18,10 +18,11 @@ DEMOS += demo-robattr
 
 # The robattr mini-experiment: none vs l2cos (two training seeds each) on MNIST-5k, the
 # same digits scored by RPS and the top-k attack, paired differences with bootstrap
-# intervals; tables printed and saved to runs/robattr/demo/demo_table.md (robattr_cli/demo.py).
+# intervals; tables printed and saved to runs/robattr/demo/seed-$(TOY_SEED)/demo_table.md
+# (robattr_cli/demo.py; one folder per toy seed, as the gate's runs/effects/seed-N/robattr).
 .PHONY: demo-robattr
 demo-robattr: install
-	$(BIN)/python -m robattr_cli.demo --toy-seed $(TOY_SEED) --out runs/robattr/demo
+	$(BIN)/python -m robattr_cli.demo --toy-seed $(TOY_SEED) --out runs/robattr/demo/seed-$(TOY_SEED)
 
 ROBATTR_RUNS ?= runs/robattr-reproduce
 ROBATTR_DEVICE ?= auto

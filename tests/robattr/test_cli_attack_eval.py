@@ -1,6 +1,7 @@
 """`robattr train -> attack -> eval` end to end on the offline MNIST-5k digits (CliRunner)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -160,7 +161,7 @@ def test_eval_without_attack_reports_rps_and_insertion(trained, tmp_path, method
 def test_official_protocol_scores_the_whole_test_split_misclassified_included(trained, tmp_path):
     """Default sample = the official one: every test digit, in order, wrong ones included;
     --correct-only --num-examples N = the first N the model gets right."""
-    from robattr_cli.evaluate import EvalConfig
+    from robattr_cli.config import EvalConfig
 
     assert EvalConfig("x").rps_eps == (4.0,) and EvalConfig("x").num_examples is None
     result = invoke(
@@ -202,14 +203,14 @@ def test_official_protocol_scores_the_whole_test_split_misclassified_included(tr
     [("4", (4.0,)), ("4,8,16", (4.0, 8.0, 16.0)), (" 2, 4 ", (2.0, 4.0)), ("0", ())],
 )
 def test_rps_eps_list_parses(text, parsed):
-    from robattr_cli.evaluate import parse_eps_list
+    from robattr_cli.config import parse_eps_list
 
     assert parse_eps_list(text) == parsed
 
 
 @pytest.mark.parametrize("text", ["4,x", "-4", "4,4", "0,4"])
 def test_rps_eps_list_rejects(text):
-    from robattr_cli.evaluate import parse_eps_list
+    from robattr_cli.config import parse_eps_list
 
     with pytest.raises(ConfigError, match="--rps-eps"):
         parse_eps_list(text)
@@ -224,7 +225,7 @@ def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
         seen["cfg"] = cfg
         return {}
 
-    monkeypatch.setattr(attack_mod, "run_attack", fake_run)
+    monkeypatch.setattr(attack_mod, "run", fake_run)
     result = invoke(
         "attack", "--checkpoint", trained, "--attack", "frame", "--eps", "2", "--optimizer",
         "pgd", "--method", "smoothgrad", "--sg-samples", "7", "--k", "30", "--device", "cpu",
@@ -235,6 +236,31 @@ def test_flags_reach_the_config(trained, tmp_path, monkeypatch):
     got = (cfg.eps, cfg.optimizer, cfg.method, cfg.sg_samples, cfg.k)
     assert got == (2, "pgd", "smoothgrad", 7, 30)
     assert cfg.n_iter == 100 and cfg.gamma == 0.5  # untouched defaults (official values)
+
+
+def test_attack_off_a_terminal_prints_timestamped_progress_and_replays(trained, tmp_path, capsys):
+    """Off a terminal (CliRunner, a log file) the attack prints timestamped lines with an
+    ETA (`StepProgress`), always one at the end; `--config` of its config.json replays it."""
+    out = tmp_path / "r"
+    result = invoke(
+        "attack", "--checkpoint", trained, "--attack", "random", "--n-draws", "1",
+        "--num-examples", "6", "--batch-size", "3", "--device", "cpu", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = result.output + capsys.readouterr().err
+    line = r"\[\d\d:\d\d:\d\d\] robattr attack random img 6/6 \(100\.0%\) \S+ img/s ETA 0s"
+    assert re.search(line, text), text
+    # stdout: the table eval prints, every number rounded to 4 decimals beside its interval
+    assert re.search(
+        r"similarity_to_clean/pcc\s+\d\.\d{4}\s+\[\d\.\d{4}, \d\.\d{4}\]", result.stdout
+    )
+    assert not re.search(r"\d\.\d{5,}", result.stdout), result.stdout
+    replay = invoke("attack", "--config", out / "config.json", "--dry-run")
+    assert replay.exit_code == 0, replay.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert json.loads(replay.stdout) == {"preset": None, "config": saved}
+    result = invoke("eval", "--config", out / "config.json", "--dry-run")  # not eval's
+    assert result.exit_code == 1 and "are not fields of EvalConfig" in result.output
 
 
 def test_bad_options_fail_with_one_line(trained, tmp_path):
@@ -348,7 +374,7 @@ def test_correct_is_decided_once_in_fp32_whatever_the_precision(tmp_path, monkey
     bf16 = Runtime(torch.device("cpu"), Precision("bf16", torch.bfloat16, False), seed=0)
     cfg = evaluate.EvalConfig("ck", correct_only=True, batch_size=4, rps_eps=(), n_ratios=0, k=4)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as a GPU run's surroundings would be
-        metrics = evaluate.run_eval(cfg, bf16, tmp_path)
+        metrics = evaluate.run(cfg, bf16, tmp_path)
     assert metrics["clean_accuracy"] == metrics["sample_clean_accuracy"] == 1.0
     assert metrics["num_examples"] == 6
 

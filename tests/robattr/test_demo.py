@@ -114,3 +114,31 @@ def test_worker_pool_keeps_the_order_of_the_calls():
 
     calls = [(pow, base, 3) for base in range(6)]
     assert run_jobs(calls, 2) == run_jobs(calls, 1) == [b**3 for b in range(6)]
+
+
+def test_each_toy_seed_has_its_own_demo_folder():
+    """`make demo-robattr TOY_SEED=N` writes runs/robattr/demo/seed-N (robattr.mk agrees),
+    so another seed does not overwrite seed 0."""
+    from pathlib import Path
+
+    from robattr_cli.demo import demo_dir
+
+    assert demo_dir(0) == Path("runs/robattr/demo/seed-0") != demo_dir(1)
+    mk = (Path(__file__).parents[2] / "robattr-cli" / "robattr.mk").read_text()
+    assert "--toy-seed $(TOY_SEED) --out runs/robattr/demo/seed-$(TOY_SEED)" in mk
+
+
+def test_a_demo_training_labels_its_lines(tmp_path, capsys):
+    """The demo trains several models into one log: each training's lines (its progress,
+    each epoch, the start) begin with its model's name and seed."""
+    from dataclasses import replace
+
+    from robattr_cli.demo_jobs import train_job
+
+    cfg = replace(TINY, epochs=1, limit_train=64)
+    job = train_job("none-2", "none", 7, cfg, str(tmp_path / "none-2"))
+    assert job["name"] == "none-2" and job["run_dir"] == str(tmp_path / "none-2")
+    err = capsys.readouterr().err
+    assert "demo none-2 (seed 7): mnist-cnn (softplus) on mnist" in err
+    assert "demo none-2 (seed 7): epoch 1/1:" in err
+    assert "demo none-2 (seed 7) step 1/1 (100.0%)" in err

@@ -172,7 +172,9 @@ def test_bad_combinations_fail_before_loading_data(tmp_path):
 def test_dry_run_prints_the_resolved_preset():
     result = invoke("--preset", "cifar10-resnet18", "--lambda-cos", "0.5", "--dry-run")
     assert result.exit_code == 0, result.output
-    cfg = json.loads(result.stdout)
+    out = json.loads(result.stdout)  # {"preset", "config"}, as every command's --dry-run
+    cfg = out["config"]
+    assert out["preset"] == cfg["preset"] == "cifar10-resnet18"
     assert cfg["model"] == "resnet18-cifar" and cfg["optimizer"] == "adamw"
     assert cfg["lambda_cos"] == 0.5 and cfg["lambda_l2"] == 0.01 and cfg["milestones"] == [100, 150]
 
@@ -294,3 +296,49 @@ def test_paper_presets_train_on_official_cifar_batches(tmp_path, preset, regular
     assert meta["std"] == [0.2023, 0.1994, 0.201] and meta["regularizer"] == regularizer
     # a Hessian-trained ResNet reloads as a plain one (the state_dict keys are unchanged)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("args", "preset", "model"),
+    [
+        ([], "mnist-toy", "mnist-cnn"),
+        (["--dataset", "cifar10"], "cifar10-lenet", "lenet"),
+        (
+            ["--dataset", "cifar10", "--model", "resnet18-cifar"],
+            "cifar10-resnet18",
+            "resnet18-cifar",
+        ),
+        (["--dataset", "cifar10", "--model", "resnet18"], "custom", "resnet18"),
+    ],
+)
+def test_without_preset_train_starts_from_the_preset_of_dataset_and_model(args, preset, model):
+    """`config_command(start=...)`: no --preset -> the paper preset of --dataset/--model,
+    or the dataclass defaults (preset `custom`) for a pair no paper setting covers."""
+    result = invoke(*args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["preset"] == out["config"]["preset"] == preset and out["config"]["model"] == model
+    if preset == "custom":
+        assert out["config"]["epochs"] == 300 and out["config"]["milestones"] == [150, 225]
+    result = invoke("--preset", "custom", "--dry-run")  # never a --preset of its own
+    assert result.exit_code == 1 and "--preset 'custom' is unknown" in result.output
+
+
+def test_config_file_sits_between_the_preset_and_the_flags(tmp_path):
+    path = tmp_path / "fields.json"
+    path.write_text(json.dumps({"regularizer": "none", "epochs": 2, "milestones": [1]}))
+    result = invoke("--config", str(path), "--epochs", "3", "--dry-run")
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)["config"]
+    assert (cfg["preset"], cfg["regularizer"], cfg["epochs"], cfg["milestones"]) == (
+        "mnist-toy", "none", 3, [1])  # fmt: skip
+    assert cfg["lr"] == 3e-3  # the rest: the preset's
+    # a run header of a `custom` (dataset, model) pair replays as itself
+    custom = json.loads(invoke("--dataset", "cifar10", "--model", "resnet18", "--dry-run").stdout)
+    header = tmp_path / "config.json"
+    header.write_text(json.dumps({"tool": "robattr", "command": "train", **custom}))
+    result = invoke("--config", str(header), "--lr", "0.5", "--dry-run")
+    assert result.exit_code == 0, result.output
+    replay = json.loads(result.stdout)
+    assert replay["preset"] == "custom"
+    assert replay["config"] == {**custom["config"], "lr": 0.5}

@@ -38,6 +38,9 @@ REQUIRED: dict[tuple[str, str], list[str]] = {
     ("tldr", "filter"): ["--words", "w.json"],
     ("tldr", "retrain"): ["--preset", "toy"],
     ("tldr", "erm"): ["--preset", "toy"],
+    ("robattr", "train"): [],
+    ("robattr", "attack"): ["--checkpoint", "run/train"],
+    ("robattr", "eval"): ["--checkpoint", "run/train"],
 }
 
 

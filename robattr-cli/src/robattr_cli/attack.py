@@ -1,9 +1,9 @@
 """`robattr attack`: attack the attribution maps of a trained classifier, save what it made.
 
-Read top to bottom: resolve and validate the config (the official defaults < the flags
-passed), rebuild the model from its checkpoint (its meta carries dataset, mean/std,
-activation and the toy's data seed; `victim.py`), take the test images, attack them
-batch by batch, and save into the run folder:
+Read top to bottom: `check` (the config, `config.AttackConfig`, and the files it names,
+before a run folder exists), then `run`: rebuild the model from its checkpoint (its meta
+carries dataset, mean/std, activation and the toy's data seed; `victim.py`), take the test
+images, attack them batch by batch, and save into the run folder:
 
     attacked.safetensors   x, x_adv (normalised), y, pred (clean prediction), index
                            (test-set positions), h_clean, h_adv (maps on the real model)
@@ -23,22 +23,21 @@ The attack maths live in `manipulation.py`; this module is the loop around them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from labshared.config import resolve, unknown_name
-from labshared.console import log, make_progress
+from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, write_metrics
 from labshared.stats import BootstrapSpec, interval
-from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
+from labshared.training.progress import StepProgress
+from robattr_cli.attributions import heatmap
+from robattr_cli.checks import validate_attack
+from robattr_cli.config import AttackConfig
 from robattr_cli.figures import save_attack_figure
 from robattr_cli.manipulation import (
-    OPTIMIZERS,
     attack_surrogate,
     frame_attack,
     frame_target,
@@ -50,6 +49,7 @@ from robattr_cli.metrics import default_topk, similarity_report
 from robattr_cli.victim import (
     ATTACKED_FILE,
     attribution_options,
+    check_victim,
     iter_examples,
     load_victim,
     mean_metrics,
@@ -57,108 +57,18 @@ from robattr_cli.victim import (
     sample_size,
 )
 
-ATTACKS = ("frame", "topk", "random")
-# frame: official --adv_eps 4; random: official --rand_eps 4; topk: Ghorbani et al. 8.
-DEFAULT_EPS = {"frame": 4.0, "topk": 8.0, "random": 4.0}
-#: `robattr attack` has no presets: the dataclass defaults are the official evaluation's.
-DEFAULTS = "official"
 
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """One `robattr attack` run (saved in config.json).
-
-    Attributes:
-        checkpoint: a `robattr train` run folder or one of its checkpoint folders.
-        which: "last" or "best" checkpoint of a run folder.
-        data_root: dataset location (None: the training run's, or none for mnist).
-        attack: frame (official targeted manipulation), topk (Ghorbani) or random (RPS).
-        method: attribution method (`attributions.ATTRIBUTIONS`).
-        eps: l_inf budget in pixels/255 (None: frame 4, topk 8, random 4).
-        n_iter: attack iterations (official 100). gamma: frame map-loss weight (0.5).
-        optimizer: frame attack optimiser, adam (official code) or pgd (sign steps).
-        step_size: sign-step size in pixels/255 (None: 2.5 eps / n_iter).
-        k: top-k size for the attack and the intersection metric (None: 100 per 32x32
-            pixels, at most 1000).
-        n_draws: random draws for `random` (official 10).
-        surrogate_beta: Softplus beta of the surrogate used for ReLU models (official 20).
-        num_examples: attack only the first N test images (None: the whole test split).
-        correct_only: only images the model classifies correctly (default: all, as the
-            official test modules). batch_size: images per batch.
-        ig_steps, ig_rule: IG / path-averaged steps and quadrature rule.
-        sg_samples, sg_noise: SmoothGrad samples and noise level (sigma / input range).
-    """
-
-    checkpoint: str
-    which: str = "last"
-    data_root: str | None = None
-    attack: str = "frame"
-    method: str = "grad"
-    eps: float | None = None
-    n_iter: int = 100
-    gamma: float = 0.5
-    optimizer: str = "adam"
-    step_size: float | None = None
-    k: int | None = None
-    n_draws: int = 10
-    surrogate_beta: float = 20.0
-    num_examples: int | None = None
-    correct_only: bool = False
-    batch_size: int = 50
-    ig_steps: int = 50
-    ig_rule: str = "riemann_trapezoid"
-    sg_samples: int = 50
-    sg_noise: float = 0.1
-
-    @property
-    def budget(self) -> float:
-        return self.eps if self.eps is not None else DEFAULT_EPS[self.attack]
-
-
-def resolve_config(checkpoint: str, flags: Mapping[str, Any]) -> AttackConfig:
-    """The official defaults < the flags passed (None: not passed), validated.
-
-    Args:
-        checkpoint: --checkpoint, the one flag without a default.
-        flags: the other flags, by field name.
-    """
-    base = {DEFAULTS: AttackConfig(checkpoint)}
-    return resolve(base, DEFAULTS, flags, validate=validate)
-
-
-def validate(cfg: AttackConfig) -> None:
-    """Check every field before loading anything; raises ConfigError naming the flag.
-    (The files it names are checked by `victim.check_victim`.)"""
-    for flag, name, known in (
-        ("--attack", cfg.attack, ATTACKS),
-        ("--optimizer", cfg.optimizer, OPTIMIZERS),
-        ("--ig-rule", cfg.ig_rule, INTEGRATION_RULES),
-        ("--which", cfg.which, ("last", "best")),
-    ):
-        if name not in known:
-            raise unknown_name(flag, name, known)
-    check_method(cfg.method)
-    for flag, value in {
-        "--num-examples": 1 if cfg.num_examples is None else cfg.num_examples,
-        "--batch-size": cfg.batch_size,
-        "--n-iter": cfg.n_iter,
-        "--n-draws": cfg.n_draws,
-        "--ig-steps": cfg.ig_steps,
-        "--sg-samples": cfg.sg_samples,
-        "--surrogate-beta": cfg.surrogate_beta,
-    }.items():
-        if not value > 0:
-            raise ConfigError(f"{flag} {value}: must be > 0")
-    if cfg.budget < 0 or (cfg.step_size is not None and cfg.step_size <= 0):
-        raise ConfigError(f"--eps {cfg.eps} / --step-size {cfg.step_size}: must be >= 0 / > 0")
-    if not 0 <= cfg.gamma <= 1:
-        raise ConfigError(f"--gamma {cfg.gamma}: expected a weight in [0, 1]")
+def check(cfg: AttackConfig) -> None:
+    """Everything `run` reads, checked before a run folder is made: the config's values
+    (`checks.validate_attack`) and the checkpoint and test split (`victim.check_victim`)."""
+    validate_attack(cfg)
+    check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
 
 
 # --------------------------------------------------------------------------- the run
-def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
+def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     """Attack, save tensors, metrics and a figure into `run_dir`; return the metrics."""
-    validate(cfg)
+    validate_attack(cfg)
     device = runtime.device
     model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
     generator = torch.Generator(device=device).manual_seed(runtime.seed)
@@ -177,9 +87,10 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
 
     saved: dict[str, list[torch.Tensor]] = {}
     per_image: dict[str, list[torch.Tensor]] = {}
-    with make_progress() as progress:
-        total = sample_size(dataset, cfg.num_examples)
-        task = progress.add_task(f"attack {cfg.attack}", total=total, status="")
+    total, done = sample_size(dataset, cfg.num_examples), 0
+    # a bar on a terminal; off it, a timestamped line with an ETA every few seconds
+    with StepProgress(total, label=f"robattr attack {cfg.attack}", unit="img",
+                      every=5.0) as progress:  # fmt: skip
         for x, y, index, pred in iter_examples(
             model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
         ):  # pred: the fp32 decision the correct-only filter read (victim.predict)
@@ -212,7 +123,8 @@ def run_attack(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                      "h_clean": h_clean, "h_adv": h_adv}  # fmt: skip
             for key, value in batch.items():
                 saved.setdefault(key, []).append(value.detach().cpu())
-            progress.update(task, advance=len(y), status=f"pcc {float(report['pcc'].mean()):.3f}")
+            done += len(y)
+            progress.update(done, status=f"pcc {float(report['pcc'].mean()):.3f}")
     if not saved:
         raise ConfigError(
             f"--checkpoint {cfg.checkpoint}: no test example to attack"

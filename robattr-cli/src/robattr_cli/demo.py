@@ -36,15 +36,15 @@ Every job (one training, or one model's RPS or a slice of its top-k digits) runs
 process with one intra-op thread, `workers` at a time: these tiny convolutions gain
 nothing from a second thread, while two processes keep two cores busy.
 
-Run: `python -m robattr_cli.demo [--out runs/robattr/demo] [--toy-seed 0]`.
+Run: `python -m robattr_cli.demo [--toy-seed N] [--out runs/robattr/demo/seed-N]` (each
+toy seed its own folder, so another seed does not overwrite seed 0's runs). The jobs each
+worker process runs are in `demo_jobs.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,16 +56,13 @@ import typer
 from labshared.compare import Entry, Headline, compare, format_comparison
 from labshared.console import log, render_table
 from labshared.errors import ConfigError
-from labshared.launch import start_run
 from labshared.runs import atomic_write_json, atomic_write_text
 from labshared.stats import BootstrapSpec, Interval, paired
-from robattr_cli import __version__
 from robattr_cli.attributions import heatmap
-from robattr_cli.config import resolve_config
+from robattr_cli.demo_jobs import run_jobs, score_job, train_job
 from robattr_cli.figures import save_pair_figure
-from robattr_cli.manipulation import rps_similarity, topk_attack
+from robattr_cli.manipulation import topk_attack
 from robattr_cli.metrics import similarity_report
-from robattr_cli.train import run
 from robattr_cli.victim import load_victim
 
 #: (name, regularizer, offset added to the training seed)
@@ -96,6 +93,13 @@ GATE_METRIC = "topk_topk"
 FIGURE = "robattr_none_vs_l2cos.png"
 FIGURE_DIGITS = 4  # digits whose maps the figure shows (the first of the attacked ones)
 TOPK_SLICE = 100  # top-k digits per job (jobs of similar length keep both workers busy)
+#: Where `make demo-robattr` writes: one folder per toy seed (`demo_dir`).
+DEMO_ROOT = Path("runs/robattr/demo")
+
+
+def demo_dir(toy_seed: int) -> Path:
+    """The demo's folder for a toy seed: `runs/robattr/demo/seed-<N>`."""
+    return DEMO_ROOT / f"seed-{toy_seed}"
 
 
 @dataclass(frozen=True)
@@ -124,75 +128,6 @@ class DemoConfig:
     workers: int = 2
     epochs: int | None = None
     limit_train: int | None = None
-
-
-# --------------------------------------------------------------------------- jobs
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
-def train_job(name: str, regularizer: str, seed: int, cfg: DemoConfig, out: str) -> dict:
-    """Train one model of the demo into `out`; returns its summary and CPU seconds."""
-    start, cpu = time.perf_counter(), time.process_time()
-    overrides = {"regularizer": regularizer, "toy_seed": cfg.toy_seed}
-    overrides |= {"epochs": cfg.epochs, "limit_train": cfg.limit_train}
-    train_cfg = resolve_config("mnist-toy", None, None, overrides)
-    started = start_run(
-        "robattr", "train", train_cfg, version=__version__, preset=train_cfg.preset,
-        output_dir=out, overwrite=True, device="cpu", precision="fp32", seed=seed,
-    )  # fmt: skip
-    summary = run(train_cfg, started.runtime, started.dir, label=f"seed {seed} {regularizer}")
-    wall = time.perf_counter() - start
-    log(f"demo: trained {name} in {wall:.0f} s (val acc {summary['final_val_acc']:.4f})")
-    return {"name": name, "run_dir": str(started.dir), "seconds": wall,
-            "cpu_seconds": time.process_time() - cpu}  # fmt: skip
-
-
-def score_job(task: str, run_dir: str, indices: list[int], cfg: DemoConfig) -> dict:
-    """Per-digit similarities of one model on test digits `indices`.
-
-    task: "rps" (metrics averaged over `n_draws` noise draws; the noise generator is
-    seeded from the toy seed alone, so every model sees the same draws) or "topk" (the
-    Ghorbani attack on its real model; label-flipping iterates are rejected).
-    Returns {"task", "metrics": {key: list per digit}, "cpu_seconds"}.
-    """
-    start = time.process_time()
-    model, meta, dataset, box = load_victim(run_dir, "last", None, torch.device("cpu"))
-    x = torch.stack([dataset[i][0] for i in indices])
-    y = torch.tensor([dataset[i][1] for i in indices])
-    if task == "rps":
-        noise = torch.Generator().manual_seed(cfg.toy_seed)
-        rep = rps_similarity(model, x, y, box, eps=cfg.eps, n_draws=cfg.n_draws,
-                             noise_generator=noise)  # fmt: skip
-        metrics = {"rps_pcc": rep["pcc"], "rps_topk": rep["topk"]}
-    else:
-        result = topk_attack(model, x, y, box, eps=cfg.eps, n_iter=cfg.n_iter)
-        h_clean = heatmap(model, x, y).detach()
-        h_adv = heatmap(model, result.x_adv, y).detach()
-        rep = similarity_report(h_adv, h_clean)
-        metrics = {"topk_topk": rep["topk"], "topk_pcc": rep["pcc"],
-                   "topk_spearman": rep["spearman"]}  # fmt: skip
-    return {
-        "task": task,
-        "metrics": {k: v.double().tolist() for k, v in metrics.items()},
-        "cpu_seconds": time.process_time() - start,
-    }
-
-
-def run_jobs(calls: list[tuple], workers: int) -> list[Any]:
-    """Run `(function, *args)` calls, `workers` processes at a time (in this process when
-    workers == 1); results in the order of `calls`."""
-    if workers <= 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return [fn(*args) for fn, *args in calls]
-        finally:
-            torch.set_num_threads(threads)
-    context = multiprocessing.get_context("spawn")  # fork after torch threads can hang
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(fn, *args) for fn, *args in calls]
-        return [f.result() for f in futures]
 
 
 # --------------------------------------------------------------------------- the demo
@@ -243,7 +178,8 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
             f"--n-rps {cfg.n_rps} needs more"
         )
     chosen = np.random.default_rng(cfg.toy_seed).permutation(common)[: cfg.n_rps].tolist()
-    log(f"demo: accuracy {accuracy}; {len(common)} digits right by every model")
+    accuracies = ", ".join(f"{name} {acc:.3f}" for name, acc in accuracy.items())
+    log(f"demo: test accuracy {accuracies}; {len(common)} digits right by every model")
 
     calls = []
     for run_dir in run_dirs.values():
@@ -412,7 +348,8 @@ def format_markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(description="robattr mini-experiment on MNIST-5k (offline).")
-    parser.add_argument("--out", type=Path, default=Path("runs/robattr/demo"), help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default {DEMO_ROOT}/seed-<toy seed>)")  # fmt: skip
     parser.add_argument(
         "--toy-seed",
         type=int,
@@ -444,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)  # fmt: skip
     cfg = replace(defaults, toy_seed=args.toy_seed, seed=args.seed, n_rps=args.n_rps,
                   n_topk=args.n_topk, n_iter=args.n_iter, workers=args.workers)  # fmt: skip
-    result = run_demo(cfg, args.out)
+    result = run_demo(cfg, args.out or demo_dir(cfg.toy_seed))
     typer.echo(format_markdown(result))
     verdict = "pass" if gate_passes(result) else "FAIL"
     typer.echo(f"\ngate (l2cos - none on the top-k attack intersection, 95 % interval above 0 "

@@ -15,17 +15,16 @@ Read top to bottom (brief section 7, in this order):
    `--attacked`, Adv-Insertion (clean image, pixels ranked by the attacked map,
    official `test_adv_insertion.py`).
 
-Writes metrics.json, figures/eval.png, and returns the metrics (the CLI prints them with
-`format_table`). The model, its test split and the sample come from `victim.py`, as for
-`robattr attack`.
+`check` runs before the run folder exists; `run` writes metrics.json, figures/eval.png,
+and returns the metrics (the command prints them with `tables.format_table`). The model, its test
+split and the sample come from `victim.py`, as for `robattr attack`.
 Maps are recomputed here with the chosen method (default: the attack run's), so an
 attack made against one attribution method can be evaluated with another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from labshared.config import resolve, unknown_name
-from labshared.console import log, make_progress, render_table
+from labshared.console import log
 from labshared.errors import ConfigError
 from labshared.items import write_items
 from labshared.runs import read_safetensors, write_metrics
 from labshared.stats import BootstrapSpec, interval
-from robattr_cli.attributions import INTEGRATION_RULES, check_method, heatmap
+from labshared.training.progress import StepProgress
+from robattr_cli.attributions import heatmap
+from robattr_cli.checks import validate_eval
+from robattr_cli.config import EvalConfig
 from robattr_cli.figures import save_attack_figure
 from robattr_cli.manipulation import frame_target, rps_similarity
 from robattr_cli.metrics import aopc, default_topk, insertion_curve, similarity_report
@@ -55,84 +56,15 @@ from robattr_cli.victim import (
     split_predictions,
 )
 
-#: `robattr eval` has no presets: the dataclass defaults are the official evaluation's.
-DEFAULTS = "official"
 #: the per-image table of every eval run: items/images.parquet
 ITEMS = "images"
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """One `robattr eval` run (saved in config.json).
-
-    Attributes:
-        checkpoint, which, data_root: the model (as in `robattr attack`).
-        attacked: an attack run folder (holding attacked.safetensors) or None.
-        method: attribution method (None: the attack run's, else grad).
-        num_examples: the first N test images (None: the whole split; ignored with
-            `attacked`, which brings its own images).
-        correct_only: only test images the model classifies correctly.
-        batch_size: images per batch.
-        rps_eps: RPS noise levels in pixels/255 (official 4; empty turns RPS off);
-            n_draws: RPS draws per level (10).
-        n_ratios: insertion ratios (official 20; 0 turns insertion off).
-        k: top-k size for the intersection metric (None: 100 per 32x32 pixels, at most 1000).
-        ig_steps, ig_rule, sg_samples, sg_noise: attribution settings.
-    """
-
-    checkpoint: str
-    which: str = "last"
-    data_root: str | None = None
-    attacked: str | None = None
-    method: str | None = None
-    num_examples: int | None = None
-    correct_only: bool = False
-    batch_size: int = 50
-    rps_eps: tuple[float, ...] = (4.0,)
-    n_draws: int = 10
-    n_ratios: int = 20
-    k: int | None = None
-    ig_steps: int = 50
-    ig_rule: str = "riemann_trapezoid"
-    sg_samples: int = 50
-    sg_noise: float = 0.1
-
-
-def resolve_config(checkpoint: str, flags: Mapping[str, Any]) -> EvalConfig:
-    """The official defaults < the flags passed (None: not passed), validated.
-
-    Args:
-        checkpoint: --checkpoint, the one flag without a default.
-        flags: the other flags, by field name.
-    """
-    return resolve({DEFAULTS: EvalConfig(checkpoint)}, DEFAULTS, flags, validate=validate)
-
-
-def validate(cfg: EvalConfig) -> None:
-    """Check every field before loading anything; raises ConfigError naming the flag.
-    (The files it names are checked by `check_inputs`.)"""
-    if cfg.method is not None:
-        check_method(cfg.method)
-    for flag, name, known in (
-        ("--ig-rule", cfg.ig_rule, INTEGRATION_RULES),
-        ("--which", cfg.which, ("last", "best")),
-    ):
-        if name not in known:
-            raise unknown_name(flag, name, known)
-    n_examples = 1 if cfg.num_examples is None else cfg.num_examples
-    for flag, value in {"--num-examples": n_examples, "--batch-size": cfg.batch_size,
-                        "--n-draws": cfg.n_draws, "--ig-steps": cfg.ig_steps,
-                        "--sg-samples": cfg.sg_samples}.items():  # fmt: skip
-        if not value > 0:
-            raise ConfigError(f"{flag} {value}: must be > 0")
-    if any(e <= 0 for e in cfg.rps_eps) or cfg.n_ratios < 0:
-        eps = ",".join(f"{e:g}" for e in cfg.rps_eps)
-        raise ConfigError(f"--rps-eps {eps} / --n-ratios {cfg.n_ratios}: must be > 0 / >= 0")
-
-
-def check_inputs(cfg: EvalConfig) -> None:
-    """The files `run_eval` reads, checked before a run folder is made: the checkpoint
-    (`victim.check_victim`) and the attack run's file."""
+def check(cfg: EvalConfig) -> None:
+    """Everything `run` reads, checked before a run folder is made: the config's values
+    (`checks.validate_eval`), the checkpoint (`victim.check_victim`) and the attack run's
+    file."""
+    validate_eval(cfg)
     if cfg.attacked is not None:
         path = Path(cfg.attacked)
         if not (path.is_file() or (path / ATTACKED_FILE).is_file()):
@@ -141,23 +73,6 @@ def check_inputs(cfg: EvalConfig) -> None:
             )
         load_attacked(path, header_only=True)  # a corrupt or foreign file is refused here
     check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
-
-
-def parse_eps_list(text: str | None) -> tuple[float, ...] | None:
-    """'4,8,16' -> (4.0, 8.0, 16.0); '0' or '' -> () (RPS off); None -> None (default)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        raise ConfigError(
-            f"--rps-eps {text!r}: expected comma-separated budgets in pixels/255, e.g. 4,8,16"
-        ) from None
-    if values == (0.0,):
-        return ()
-    if any(v <= 0 for v in values) or len(set(values)) != len(values):
-        raise ConfigError(f"--rps-eps {text!r}: expected distinct budgets > 0 (or 0 for off)")
-    return values
 
 
 ATTACKED_FORMAT = (
@@ -205,9 +120,9 @@ def split_labels(dataset, batch_size: int) -> torch.Tensor:
     return torch.cat([y for _, y in loader])
 
 
-def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
+def run(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
     """Evaluate, write metrics.json and figures/eval.png into `run_dir`; return metrics."""
-    validate(cfg)
+    validate_eval(cfg)
     device = runtime.device
     attacked, attack_meta = load_attacked(cfg.attacked) if cfg.attacked else ({}, {})
     model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
@@ -233,8 +148,8 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
 
     per: dict[str, dict[str, list[torch.Tensor]]] = {}
     figure: dict[str, list[torch.Tensor]] = {}
-    with make_progress() as progress:
-        task = progress.add_task("eval", total=total, status="")
+    done = 0
+    with StepProgress(total, label="robattr eval", unit="img", every=5.0) as progress:
         for batch in batches:
             groups, parts = score_batch(
                 model, batch, box, cfg, method=method, opts=opts, generator=generator, k=k,
@@ -246,7 +161,8 @@ def run_eval(cfg: EvalConfig, runtime, run_dir: Path) -> dict[str, Any]:
             for key, value in parts.items():
                 figure.setdefault(key, []).append(value.detach().cpu())
             figure.setdefault("index", []).append(batch["index"].cpu())
-            progress.advance(task, len(batch["y"]))
+            done += len(batch["y"])
+            progress.update(done)
     if not figure:
         raise ConfigError(
             f"--checkpoint {cfg.checkpoint}: no test example to evaluate"
@@ -421,27 +337,3 @@ def summarise(
 def _batches(tensors: dict[str, torch.Tensor], batch_size: int, device: torch.device):
     for start in range(0, tensors["y"].numel(), batch_size):
         yield {k: v[start : start + batch_size].to(device) for k, v in tensors.items()}
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """The scalar metrics as a table (nested keys joined by '/'; curves, checkpoint paths
-    and the bootstrap record left out), each averaged figure with its 95 % interval."""
-    rows: list[tuple[str, str, str]] = []
-    intervals = metrics.get("intervals", {})
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}/{key}" if prefix else key, sub)
-        elif isinstance(value, float):
-            ci = intervals.get(prefix)
-            rows.append((prefix, f"{value:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
-        elif isinstance(value, int | str) and not prefix.endswith("checkpoint"):
-            rows.append((prefix, str(value), ""))
-
-    skip = ("curve", "intervals", "bootstrap")
-    walk("", {k: v for k, v in metrics.items() if k not in skip})
-    b = metrics.get("bootstrap")
-    title = (f"95 % interval: {b['n_resamples']} bootstrap resamples of the images, seed "
-             f"{b['seed']}") if b else None  # fmt: skip
-    return render_table(("metric", "value", "95 % interval"), rows, align="llr", title=title)

@@ -52,10 +52,12 @@ from labshared.training import (
     StepProgress,
     TrainState,
     load_init_weights,
+    parse_report_to,
     restore_state,
     save_state,
     write_status,
 )
+from robattr_cli.checks import check_data_root, validate_train
 from robattr_cli.config import TrainConfig
 from robattr_cli.model import build_model, model_meta, use_elementary_batchnorm
 from robattr_cli.regularizers import NEEDS_CLEAN_GRAD, REGULARIZERS, CleanPass, RegSpec
@@ -88,6 +90,14 @@ def new_progress() -> dict[str, Any]:
             "best_epoch": 0, "history": []}  # fmt: skip
 
 
+def check(cfg: TrainConfig, report_to: str | None = None) -> tuple[str, ...]:
+    """Everything `run` needs, checked before a run folder is made: the config's values,
+    the dataset's files, the `--report-to` trackers; returns the trackers, parsed."""
+    validate_train(cfg)
+    check_data_root(cfg)
+    return parse_report_to(report_to)
+
+
 def run(
     cfg: TrainConfig,
     runtime: Runtime,
@@ -105,7 +115,8 @@ def run(
         resume: continue from the run's latest checkpoint (`--resume`).
         init_from: a new run starts from these weights (`--init-from`, via `start_run`).
         report_to: trackers besides metrics.jsonl (`--report-to`, parsed).
-        label: what the progress lines say (the demo trains several models at once).
+        label: what the progress lines say, and the prefix of every other line (the
+            demo trains several models at once into one log).
 
     Raises:
         Interrupted: SIGINT / SIGTERM; the step's checkpoint is saved first.
@@ -128,7 +139,7 @@ def run(
         load_init_weights(init_from, parts.model)
     n_images = {"train": len(train_set), "val": len(val_set)}  # recorded in metrics.json
     log(
-        f"train {cfg.model} ({cfg.activation}) on {cfg.dataset}: {len(train_set)} train / "
+        f"{label}: {cfg.model} ({cfg.activation}) on {cfg.dataset}: {len(train_set)} train / "
         f"{len(val_set)} val images, regularizer {cfg.regularizer}, "
         f"{sum(p.numel() for p in parts.model.parameters()) / 1e6:.2f} M parameters"
     )
@@ -204,7 +215,7 @@ class Loop:
                 progress["best_val_acc"], progress["best_epoch"] = val_stats["val_acc"], epoch + 1
                 self.save(name="best")
             self.save()
-            log(format_record(record, cfg.epochs))
+            log(f"{self.bar.label}: {format_record(record, cfg.epochs)}")
             write_summary(
                 self.run_dir, cfg, progress, self.runtime, self.started, self.n_images, "running"
             )

@@ -34,7 +34,7 @@ from labshared.data.image_classification import (
 )
 from labshared.errors import ConfigError
 from labshared.launch import CONFIG_FILE, read_header
-from robattr_cli.config import needs_data_root
+from robattr_cli.checks import needs_data_root
 from robattr_cli.manipulation import PixelBox
 from robattr_cli.model import load_trained, read_meta, resolve_checkpoint
 

@@ -246,6 +246,7 @@ class ConfigSpec:
     renamed: Mapping[str, str] | None
     panel: str
     preview: Callable[[Any], Mapping[str, Any]] | None = None
+    start: Callable[[Mapping[str, Any]], tuple[str, Any]] | None = None
 
     def flag_fields(self) -> list[dataclasses.Field]:
         """The config fields that are command-line options, in declaration order."""
@@ -276,10 +277,13 @@ class ConfigSpec:
             file_fields, header = read_config_file(params["config_file"], self.config_type)
         # without presets, a config field may be called `preset` (tldr generate's dataset)
         preset = params.get("preset") if self.presets is not None else None
+        presets = self.presets if self.presets is not None else {"": self.config_type()}
         if self.presets is not None and preset is None:
             saved = header.get("preset")
             preset = saved if saved in self.presets else self.default_preset
-        presets = self.presets if self.presets is not None else {"": self.config_type()}
+            if saved not in self.presets and self.start is not None:
+                preset, base = self.start(params)  # a base computed from the other flags
+                presets = {preset: base}
         merged = {
             **file_fields,
             **{k: v for k, v in self.overrides(params).items() if v is not None},
@@ -333,6 +337,7 @@ def config_command(
     renamed: Mapping[str, str] | None = None,
     panel: str = "Options",
     preview: Callable[[Any], Mapping[str, Any]] | None = None,
+    start: Callable[[Mapping[str, Any]], tuple[str, Any]] | None = None,
 ):
     """Decorator: a command body `fn(cfg, run, **own options)` becomes a Typer command whose
     options are the config's fields, the named run-level options, `--preset` (with
@@ -350,6 +355,10 @@ def config_command(
         panel: the help panel of fields that name none.
         preview: what `--dry-run` prints besides the config (`tldr generate`: the first
             request of every list); its keys are added to, or replace, the JSON's.
+        start: without --preset (nor a --config file's preset): (name, config) to start
+            from, computed from the parsed parameters, in place of default_preset's (robattr
+            train: the paper preset of --dataset/--model, or on --resume the run's own
+            config). `--help` still shows default_preset's values.
     """
     run = tuple(run)
     unknown = sorted(set(run) - set(RUN_OPTIONS))
@@ -357,7 +366,7 @@ def config_command(
         raise TypeError(f"unknown run options {unknown}; known: {sorted(RUN_OPTIONS)}")
     spec = ConfigSpec(
         config_type, presets, default_preset, run, dict(not_flags or {}), validate, finish,
-        renamed, panel, preview,
+        renamed, panel, preview, start,
     )  # fmt: skip
     field_names = {f.name for f in dataclasses.fields(config_type)}
     stale = sorted(set(spec.not_flags) - field_names)
@@ -370,7 +379,10 @@ def config_command(
         if presets is not None:
             # None, not the default preset: a --config file's preset applies unless given
             params.append(_keyword("preset", labcli.PresetOpt, None))
-        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()]
+        # a config that records its preset's name in a field `preset` (robattr train): that
+        # field's flag is --preset itself, declared once above
+        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()
+                   if not (presets is not None and f.name == "preset")]  # fmt: skip
         own = list(inspect.signature(body).parameters.values())[2:]
         # resolved in the body's own module (which may use `from __future__ import annotations`)
         own_hints = typing.get_type_hints(body, include_extras=True)
