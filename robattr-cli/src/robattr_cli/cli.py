@@ -19,11 +19,8 @@ app = make_app(
     "Robust feature attribution by local gradient alignment: train, attack attribution maps, "
     "and measure their robustness.",
     __version__,
+    commands={"train": train_cmd, "attack": attack_cmd, "eval": eval_cmd, "compare": compare_cmd},
 )
-app.command("train")(train_cmd)
-app.command("attack")(attack_cmd)
-app.command("eval")(eval_cmd)
-app.command("compare")(compare_cmd)
 
 
 def main() -> None:
