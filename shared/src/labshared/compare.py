@@ -171,6 +171,21 @@ def _p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def print_comparison(
+    result: dict[str, Any], headlines: Sequence[Headline], *, markdown: bool = False,
+    as_json: bool = False,
+) -> None:  # fmt: skip
+    """A `compare` command's result on stdout: the JSON of `result` (`--json`) or its
+    table (`--markdown`: Markdown, else the terminal's)."""
+    import json
+    import sys
+
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_comparison(result, headlines, markdown=markdown) + "\n")
+
+
 def format_comparison(
     result: dict[str, Any], headlines: Sequence[Headline], markdown: bool = False,
     title: str | None = None,

@@ -1,7 +1,6 @@
 """`robattr compare`: reads `robattr eval` runs, starts none (so no config of its own);
 the work is in `robattr_cli.compare`."""
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -23,13 +22,10 @@ def compare_cmd(
 ) -> None:
     """Compare `robattr eval` runs image by image: every shared measure with its 95 %
     interval, and each run's paired difference to the first with its interval and p-value."""
-    from labshared.compare import format_comparison
+    from labshared.compare import print_comparison
     from labshared.stats import BootstrapSpec
     from robattr_cli.compare import compare_runs
 
-    spec = BootstrapSpec(n_resamples=resamples, seed=seed)
-    result, heads = compare_runs(runs, name, spec, intersect)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(format_comparison(result, heads, markdown=markdown))
+    result, heads = compare_runs(runs, name, BootstrapSpec(n_resamples=resamples, seed=seed),
+                                 intersect)  # fmt: skip
+    print_comparison(result, heads, markdown=markdown, as_json=as_json)

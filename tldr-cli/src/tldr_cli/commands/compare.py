@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -27,12 +26,9 @@ def compare_cmd(
     """Compare methods image by image on the same test images: worst-group, average
     (train-weighted), class-balanced and plain accuracy, each with its 95 % interval, and
     each method's paired difference to the first with its interval and p-value."""
-    from labshared.compare import format_comparison
+    from labshared.compare import print_comparison
     from labshared.stats import BootstrapSpec
     from tldr_cli.outputs import compare_runs, headlines
 
     result = compare_runs(runs, BootstrapSpec(n_resamples=resamples, seed=seed), intersect)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    typer.echo(format_comparison(result, headlines(), markdown=markdown))
+    print_comparison(result, headlines(), markdown=markdown, as_json=as_json)
