@@ -17,17 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from labshared.cli import make_app
+from labshared.config import float_list, read_config_file, split_commas
 from labshared.errors import ConfigError
-from labshared.options import (
-    EVAL_RUN,
-    RunFlags,
-    config_command,
-    float_list,
-    opt,
-    quick_gelu_field,
-    read_config_file,
-    split_commas,
-)
+from labshared.options import EVAL_RUN, RunFlags, config_command, opt, quick_gelu_field
 
 runner = CliRunner()
 

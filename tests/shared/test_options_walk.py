@@ -20,8 +20,8 @@ import typer
 from typer.testing import CliRunner
 
 from labshared.cli import OnOff
-from labshared.config import flag_name, flag_of
-from labshared.options import ConfigCommand, _strip_none
+from labshared.config import flag_name, flag_of, strip_none
+from labshared.options import ConfigCommand
 
 runner = CliRunner()
 
@@ -84,7 +84,7 @@ def test_every_command_resolves_its_config_through_one_mechanism(tool, name):
 def _probe(spec, f, base_value):
     """(argv for the flag, the field value it must produce)."""
     flag = flag_of(f)
-    hint = _strip_none(typing.get_type_hints(spec.config_type)[f.name])
+    hint = strip_none(typing.get_type_hints(spec.config_type)[f.name])
     cli_type = flag.cli_type if flag.cli_type is not None else hint
     name = flag_name(f)
     if cli_type is bool:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from labshared.config import RUNTIME_KNOBS
+from labshared.config import RUNTIME_KNOBS, split_commas
 from labshared.data.composed_retrieval import DATASETS
 from labshared.errors import ConfigError
-from labshared.options import opt, quick_gelu_field, seed_field, split_commas
+from labshared.options import opt, quick_gelu_field, seed_field
 
 #: The bases (`projection.BASES`) and prompt styles (`projection.PROMPT_STYLES`) the flags
 #: accept; kept here so that reading a config imports no model code.

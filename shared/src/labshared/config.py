@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from labshared.errors import ConfigError
@@ -77,7 +81,6 @@ def flag_name(field: dataclasses.Field) -> str:
     decls = flag.decls if flag else ()
     longs = [d.split("/")[0] for d in decls if d.startswith("--")]
     return longs[0] if longs else "--" + field.name.replace("_", "-")
-
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> ConfigError:
@@ -162,3 +165,76 @@ def check_resume(
             f"saved values, or start a new run (only {', '.join(sorted(set(allowed)))} may "
             "change on resume)"
         )
+
+
+def split_commas(value: str | None) -> tuple[str, ...] | None:
+    """`"a, b,c"` -> ("a", "b", "c"); an empty list -> None (all)."""
+    if value is None:
+        return None
+    return tuple(p.strip() for p in str(value).split(",") if p.strip()) or None
+
+
+def float_list(value: str) -> tuple[float, ...]:
+    """`"1,0.7,0.3"` -> (1.0, 0.7, 0.3); a bad number is a ConfigError naming it."""
+    parts = split_commas(value) or ()
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(f"expected comma-separated numbers, got {value!r}") from exc
+
+
+# --------------------------------------------------------------------------- config files
+def read_config_file(path: Path, config_type: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields, header) of a `--config` file: a run's config.json header (its `config`
+    object, and the header for the preset and seed) or a JSON object of fields.
+
+    Raises:
+        ConfigError: unreadable JSON, not an object, a field the config does not have, or
+            a value of the wrong type, each naming the file and the field.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of config fields")
+    header = data if isinstance(data.get("config"), dict) and "tool" in data else {}
+    fields = dict(header["config"]) if header else data
+    hints = typing.get_type_hints(config_type)
+    known = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: {', '.join(unknown)} are not fields of {config_type.__name__} "
+            f"(its fields: {', '.join(sorted(known))})"
+        )
+    return {k: _from_json(v, hints[k], path, k) for k, v in fields.items()}, header
+
+
+def _from_json(value: Any, hint: Any, path: Path, name: str) -> Any:
+    """A JSON value as the field's type: lists become tuples, strings Paths, ints floats."""
+    if value is None:
+        return None
+    base = strip_none(hint)
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"--config {path}: field {name!r} expects a list, got {value!r}")
+        (item, *_) = typing.get_args(base) or (Any,)
+        return tuple(float(v) if item is float else v for v in value)
+    if base is Path:
+        return Path(value)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base in (int, float, str, bool) and not isinstance(value, base):
+        raise ConfigError(f"--config {path}: field {name!r} expects {base.__name__}, got {value!r}")
+    return value
+
+
+def strip_none(hint: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint

@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from labshared.config import RUNTIME_KNOBS
+from labshared.config import RUNTIME_KNOBS, float_list
 from labshared.data.group_shift import GROUP_SHIFT_DATASETS
 from labshared.errors import ConfigError
-from labshared.options import float_list, opt, quick_gelu_field
+from labshared.options import opt, quick_gelu_field
 from tldr_cli.presets import get_preset
 
 

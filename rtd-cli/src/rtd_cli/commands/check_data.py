@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from labshared.cli import print_json
+from labshared.config import split_commas
 from labshared.console import log
-from labshared.options import split_commas
 from rtd_cli.datacheck import check_layout, first_missing_error, format_reports
 
 
