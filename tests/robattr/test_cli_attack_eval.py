@@ -387,3 +387,23 @@ def test_correct_is_decided_once_in_fp32_whatever_the_precision(tmp_path, monkey
     batches = list(iter_examples(Refuses(), data, None, 4, "cpu", True, predictions=given))
     assert torch.cat([b[2] for b in batches]).tolist() == [0, 2, 3, 5]
     assert all((b[3] == 1).all() for b in batches)
+
+
+def test_eval_sends_its_final_metrics_to_report_to(trained, tmp_path):
+    """Issue 15 item 3: `robattr eval --report-to tensorboard` logs the metrics.json numbers
+    as one `final` line of metrics.jsonl and as TensorBoard scalars."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labshared.training.metric_log import read_jsonl
+
+    out = tmp_path / "eval"
+    invoke("eval", "--checkpoint", trained, "--num-examples", "4", "--n-draws", "1",
+           "--n-ratios", "0", "--report-to", "tensorboard", "-o", out)  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    (row,) = read_jsonl(out)
+    assert row["final"]["clean_accuracy"] == pytest.approx(metrics["clean_accuracy"])
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    value = events.Scalars("final/clean_accuracy")[0].value
+    assert value == pytest.approx(metrics["clean_accuracy"], rel=1e-6)

@@ -482,3 +482,23 @@ def test_eval_warns_when_phi_was_trained_on_other_clip_weights(tiny_random, tmp_
     loud = runner.invoke(app, [*args, "--pretrained", "random", "-o", str(tmp_path / "b")])
     assert loud.exit_code == 0, loud.output
     assert "warning" in loud.output and "0123abcd" in loud.output
+
+
+def test_eval_sends_its_final_metrics_to_report_to(tiny_random, tmp_path):
+    """Issue 15 item 3: `rtd eval --report-to tensorboard` logs the summary of metrics.json
+    as one `final` line of metrics.jsonl and as TensorBoard scalars."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labshared.training.metric_log import read_jsonl
+
+    out = tmp_path / "eval"
+    _invoke(["--dataset", "toy", "--backbone", "tiny-clip-toy", "--pretrained", "random",
+             "--phi", str(tiny_random / "lincir.pt"), "--toy-queries", "20",
+             "--toy-distractors", "5", "--report-to", "tensorboard", "-o", str(out)])  # fmt: skip
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    (row,) = read_jsonl(out)
+    assert {k: row["final"][f"summary/{k}"] for k in summary} == pytest.approx(summary)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("final/summary/R@1")[0].value == pytest.approx(summary["R@1"])

@@ -272,3 +272,23 @@ def test_in_process_commands_record_their_own_arguments(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen == [["train", "--lr", "0.5"]]
     assert invocation.command_args() == ["-q"]
+
+
+def test_report_final_sends_an_evaluations_numbers_like_a_trainers(tmp_path):
+    """Issue 15 item 3: an evaluation's final metrics reach metrics.jsonl and TensorBoard
+    the way the trainers' steps do (nested numbers flattened to 'a/b'; text skipped)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labshared.training import report_final
+
+    metrics = {"summary": {"R@1": 47.9, "R@10": 78.0}, "n_queries": {"toy": 1000},
+               "run_dir": "x", "ok": True}  # fmt: skip
+    report_final(tmp_path, metrics, parse_report_to("tensorboard"))
+    (row,) = read_jsonl(tmp_path)
+    assert row["final"] == {"summary/R@1": 47.9, "summary/R@10": 78.0, "n_queries/toy": 1000.0}
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags == {"final/summary/R@1", "final/summary/R@10", "final/n_queries/toy"}
+    assert events.Scalars("final/summary/R@1")[0].value == pytest.approx(47.9)

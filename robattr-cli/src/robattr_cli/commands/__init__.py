@@ -3,5 +3,6 @@
 workflow's `check` (before the run folder exists) and `run`."""
 
 #: The run-level options of `attack` and `eval`: `labshared.options.EVAL_RUN` less
-#: --report-to and --no-cache, which they do not use yet (a flag must never be ignored).
-EVALUATION_RUN = ("device", "precision", "seed", "deterministic", "output_dir", "overwrite")
+#: --no-cache, which they do not use (robattr caches nothing; a flag is never ignored).
+EVALUATION_RUN = ("device", "precision", "seed", "deterministic", "output_dir", "overwrite",
+                  "report_to")  # fmt: skip

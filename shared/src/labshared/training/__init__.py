@@ -14,7 +14,7 @@ robattr train, tldr erm, the tldr head) builds its loop from these parts.
 """
 
 from labshared.training.interrupt import Interrupt, Interrupted, resume_command
-from labshared.training.metric_log import MetricLogger, parse_report_to
+from labshared.training.metric_log import MetricLogger, parse_report_to, report_final
 from labshared.training.order import BatchSampler
 from labshared.training.progress import StepProgress
 from labshared.training.state import (
@@ -34,6 +34,7 @@ __all__ = [
     "TrainState",
     "load_init_weights",
     "parse_report_to",
+    "report_final",
     "restore_state",
     "resume_command",
     "save_state",

@@ -150,6 +150,20 @@ class MetricLogger:
         self.close()
 
 
+def report_final(
+    run_dir: str | Path,
+    metrics: Mapping[str, Any],
+    report_to: tuple[str, ...] = (),
+    *,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """An evaluation's final metrics the way the trainers log theirs: one `final` line in
+    `<run>/metrics.jsonl` (every number, flattened to 'a/b' names) and the same scalars to
+    the `--report-to` trackers."""
+    with MetricLogger(run_dir, report_to, config=config) as logger:
+        logger.log_final(metrics)
+
+
 def read_jsonl(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged steps of a run, in order."""
     path = Path(run_dir) / JSONL_FILE
