@@ -104,17 +104,39 @@ class RunFlags:
         seed = getattr(cfg, "seed", None)
         return int(seed if seed is not None else (self.seed or 0))
 
+    def trackers(self) -> tuple[str, ...]:
+        """`--report-to`'s trackers; a missing package is one red line (ConfigError)."""
+        from labshared.training import parse_report_to
+
+        return parse_report_to(self.report_to)
+
     def start(self, tool: str, command: str, cfg: Any, *, version: str, **kwargs: Any):
         """`labshared.launch.start_run` with these flags (so no command passes them by hand);
-        `kwargs` are start_run's command-specific arguments (validate, batch_size, ...)."""
+        `kwargs` are start_run's command-specific arguments (validate, batch_size, ...).
+        `--report-to`'s packages are checked with the command's checks, before the folder."""
         from labshared.launch import start_run
+
+        validate = kwargs.pop("validate", None)
+
+        def check() -> None:
+            self.trackers()
+            if validate is not None:
+                validate()
 
         return start_run(
             tool, command, cfg, version=version, preset=self.preset,
             output_dir=self.output_dir, resume=self.resume, overwrite=self.overwrite,
             device=self.device, precision=self.precision, seed=self.seed_for(cfg),
-            deterministic=self.deterministic, init_from=self.init_from, **kwargs,
+            deterministic=self.deterministic, init_from=self.init_from, validate=check,
+            **kwargs,
         )  # fmt: skip
+
+    def report_final(self, run_dir: Path, metrics: Mapping[str, Any], cfg: Any) -> None:
+        """An evaluation's final metrics to metrics.jsonl and `--report-to`'s trackers."""
+        from labshared.runs import to_jsonable
+        from labshared.training import report_final
+
+        report_final(run_dir, metrics, self.trackers(), config=to_jsonable(cfg))
 
 
 #: The run-level options a command may take, declared once in `labshared.cli`.

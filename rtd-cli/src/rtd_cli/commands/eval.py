@@ -10,7 +10,6 @@ import typer
 from labshared.cli import print_json
 from labshared.console import log, render_table
 from labshared.options import RunFlags, config_command
-from labshared.runs import to_jsonable
 from rtd_cli import __version__
 from rtd_cli.config import DEFAULT_BACKBONE, PROMPT_STYLES, TOY_BACKBONE, EvalConfig, validate_eval
 
@@ -57,18 +56,16 @@ def eval_cmd(cfg: EvalConfig, run: RunFlags, as_json: JsonOpt = False) -> None:
     toy benchmark is drawn by --toy-seed. `rtd check-data` checks a data layout alone.
     """
     # open_clip and the models load only when a command runs, so `rtd --help` stays fast
-    from labshared.training import parse_report_to, report_final
     from rtd_cli import evaluate
 
-    benches, trackers = [], []  # the benchmark as the check read it; the --report-to trackers
+    benches = []  # the benchmark as the check read it, then scored
 
-    def check() -> None:
-        trackers.extend(parse_report_to(run.report_to))
-        benches.extend(evaluate.check(cfg, run.device))
-
-    started = run.start("rtd", "eval", cfg, version=__version__, resumable=False, validate=check)
+    started = run.start(
+        "rtd", "eval", cfg, version=__version__, resumable=False,
+        validate=lambda: benches.extend(evaluate.check(cfg, run.device)),
+    )  # fmt: skip
     result = evaluate.run(cfg, started.dir, started.runtime, benches, use_cache=not run.no_cache)
-    report_final(started.dir, result, tuple(trackers), config=to_jsonable(cfg))
+    run.report_final(started.dir, result, cfg)
     if as_json:
         print_json(result)
     else:

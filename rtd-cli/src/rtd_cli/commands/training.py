@@ -12,7 +12,6 @@ import typer
 from labshared import distributed
 from labshared.cli import print_json
 from labshared.options import RunFlags
-from labshared.training import parse_report_to
 from rtd_cli import __version__
 from rtd_cli.config import TRAIN_PANEL
 
@@ -37,20 +36,16 @@ def run_training(
     header records the global batch; another count warns). Ctrl-C / SIGTERM saves the step
     and raises `Interrupted` (one line with the resume command, exit 130 / 143); `--resume`
     of a finished run raises `RunFinished` (exit 0)."""
-    inputs = []  # what the checks read: the trackers, then triplets or captions, ...
-
-    def check() -> None:
-        inputs.append(parse_report_to(run.report_to))
-        inputs.append(workflow.check(cfg))
+    inputs = []  # what the check read: the triplets or captions, ...
 
     try:
         started = run.start(
             "rtd", command, cfg, version=__version__, allowed_on_resume=allowed,
-            validate=check, batch_size=cfg.batch_size,
+            validate=lambda: inputs.append(workflow.check(cfg)), batch_size=cfg.batch_size,
             preset_processes=processes.get(run.preset),
         )  # fmt: skip
-        metrics = workflow.run(cfg, started, inputs[1], stop_after=stop_after,
-                               report_to=inputs[0], **run_kwargs)  # fmt: skip
+        metrics = workflow.run(cfg, started, inputs[0], stop_after=stop_after,
+                               report_to=run.trackers(), **run_kwargs)  # fmt: skip
     finally:
         distributed.cleanup()
     if started.runtime.is_main:

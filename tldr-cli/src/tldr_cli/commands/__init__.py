@@ -16,13 +16,5 @@ def start(command: str, cfg: Any, run: RunFlags, check: Callable[[], None], **kw
     """Start the run of `command` (`RunFlags.start`): `--report-to` and the workflow's
     `check` run before the run folder is made, so a failed check leaves no folder behind.
     Returns (the started run, the trackers of `--report-to`)."""
-    from labshared.training import parse_report_to
-
-    trackers: list[str] = []
-
-    def validate() -> None:
-        trackers.extend(parse_report_to(run.report_to))
-        check()
-
-    started = run.start("tldr", command, cfg, version=__version__, validate=validate, **kwargs)
-    return started, tuple(trackers)
+    started = run.start("tldr", command, cfg, version=__version__, validate=check, **kwargs)
+    return started, run.trackers()
