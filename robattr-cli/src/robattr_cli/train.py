@@ -52,7 +52,6 @@ from labshared.training import (
     StepProgress,
     TrainState,
     load_init_weights,
-    parse_report_to,
     restore_state,
     save_state,
     write_status,
@@ -90,12 +89,11 @@ def new_progress() -> dict[str, Any]:
             "best_epoch": 0, "history": []}  # fmt: skip
 
 
-def check(cfg: TrainConfig, report_to: str | None = None) -> tuple[str, ...]:
-    """Everything `run` needs, checked before a run folder is made: the config's values,
-    the dataset's files, the `--report-to` trackers; returns the trackers, parsed."""
+def check(cfg: TrainConfig) -> None:
+    """Everything `run` needs, checked before a run folder is made: the config's values
+    and the dataset's files (`--report-to`'s trackers: `RunFlags.start`)."""
     validate_train(cfg)
     check_data_root(cfg)
-    return parse_report_to(report_to)
 
 
 def run(

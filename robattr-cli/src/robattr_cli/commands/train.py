@@ -52,18 +52,13 @@ def train_cmd(cfg: TrainConfig, run: RunFlags, check_data: CheckDataOpt = False)
         return
     if run.seed is None:
         run = dataclasses.replace(run, seed=TRAIN_SEED)
-    trackers = []  # what the check read: the parsed --report-to
-
-    def check() -> None:  # before the run folder exists
-        trackers.append(train.check(cfg, run.report_to))
-
     try:
         started = run.start(
-            "robattr", "train", cfg, version=__version__, validate=check,
+            "robattr", "train", cfg, version=__version__, validate=lambda: train.check(cfg),
             batch_size=cfg.batch_size, preset_processes=PRESET_PROCESSES.get(run.preset),
         )  # fmt: skip
         summary = train.run(cfg, started.runtime, started.dir, resume=started.resumed,
-                            init_from=started.init_from, report_to=trackers[0])  # fmt: skip
+                            init_from=started.init_from, report_to=run.trackers())  # fmt: skip
     finally:
         distributed.cleanup()
     summary = {k: v for k, v in summary.items() if k != "history"}
