@@ -133,11 +133,12 @@ def test_resume_of_a_checkpoint_of_the_old_format_is_one_line_naming_init_from(t
 def test_demo_runs_record_their_own_command_line(tmp_path):
     """The demo runs each command in process: the header (and so the resume line of a
     Ctrl-C) has that command's argv, not the demo's."""
+    from labshared.cli import run_in_process
     from labshared.launch import read_header
     from labshared.training import resume_command
-    from rtd_cli.demo import run_rtd
+    from rtd_cli.cli import app
 
     argv = [*PHI_ARGS, "--steps", "1", "-o", str(tmp_path / "run")]
-    run_rtd(argv)
+    run_in_process(app, "rtd", argv)
     assert read_header(tmp_path / "run")["argv"] == argv
     assert resume_command(tmp_path / "run").startswith("rtd train-phi --preset toy")

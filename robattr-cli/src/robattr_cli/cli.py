@@ -24,8 +24,5 @@ app = make_app(
 
 
 def main() -> None:
+    """The console script (`python -m robattr_cli` too)."""
     run_app(app)
-
-
-if __name__ == "__main__":
-    main()

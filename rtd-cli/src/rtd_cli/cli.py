@@ -26,8 +26,5 @@ app = make_app(
 
 
 def main() -> None:
+    """The console script (`python -m rtd_cli` too)."""
     run_app(app)
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,9 +34,9 @@ import torch
 import typer
 
 from labshared import toy
-from labshared.cli import run_in_process
+from labshared.cli import run_steps
 from labshared.compare import format_comparison
-from labshared.console import log, render_table
+from labshared.console import render_table
 from labshared.data.text_triplets import load_text_triplets
 from labshared.errors import ConfigError
 from labshared.items import read_items
@@ -103,11 +102,6 @@ def demo_commands(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def run_rtd(argv: list[str]) -> None:
-    """Run one `rtd` command in this process (`labshared.cli.run_in_process`)."""
-    run_in_process(app, "rtd", argv)
-
-
 def seen_triplet_split(out: Path) -> dict[str, dict[str, float]]:
     """R@1 of base and + RTD on the benchmark queries whose text triplet (reference caption,
     modification, target caption) is among RTD's training triplets ("seen") and on the
@@ -152,18 +146,10 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     runs' summaries and per-attribute metrics, the gains, sizes and each step's cost."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        for name, argv in demo_commands(cfg, out):
-            log(f"[bold]$ rtd {shlex.join(argv)}[/bold]")
-            wall, cpu = time.perf_counter(), time.process_time()
-            run_rtd(argv)
-            steps[name] = {
-                "wall_s": round(time.perf_counter() - wall, 1),
-                "cpu_s": round(time.process_time() - cpu, 1),
-            }
+        steps = run_steps(app, "rtd", demo_commands(cfg, out))
     finally:
         torch.set_num_threads(threads)
     runs = [out / "eval-base", out / "eval-rtd"]

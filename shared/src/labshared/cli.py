@@ -237,6 +237,24 @@ def run_in_process(app: typer.Typer, tool: str, argv: list[str]) -> None:
         raise ConfigError(f"`{tool} {shlex.join(argv)}` failed with exit code {code}")
 
 
+def run_steps(app: typer.Typer, tool: str, steps) -> dict[str, dict[str, float]]:
+    """Run a demo's `steps` ((name, argv) pairs) in order in this process, each logged as
+    `$ tool argv`; returns each step's wall and CPU seconds (the demos' cost tables)."""
+    import shlex
+    import time
+
+    from labshared.console import log
+
+    cost = {}
+    for name, argv in steps:
+        log(f"[bold]$ {tool} {shlex.join(argv)}[/bold]")
+        wall, cpu = time.perf_counter(), time.process_time()
+        run_in_process(app, tool, argv)
+        cost[name] = {"wall_s": round(time.perf_counter() - wall, 1),
+                      "cpu_s": round(time.process_time() - cpu, 1)}  # fmt: skip
+    return cost
+
+
 def run_app(app: typer.Typer) -> None:
     """Entry point body: run `app`, turning LabError into one red line and exit 1."""
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 
 import typer
 
-from labshared.cli import run_in_process
+from labshared.cli import run_steps
 from labshared.compare import format_comparison
-from labshared.console import log, render_table
+from labshared.console import render_table
 from labshared.errors import ConfigError
 from labshared.runs import atomic_write_json, atomic_write_text
 from labshared.stats import BootstrapSpec
@@ -79,26 +78,13 @@ def demo_commands(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
-def run_tldr(argv: list[str]) -> None:
-    """Run one `tldr` command in this process (`labshared.cli.run_in_process`)."""
-    run_in_process(app, "tldr", argv)
-
-
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     """Run the demo into `out`; returns (and writes to `demo.json`) the figures: each
     method's test metrics, the filter's counts, the paired comparison and each step's
     cost. Writes `demo_table.md` (`format_markdown`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = {}
-    for name, argv in demo_commands(cfg, out):
-        log(f"[bold]$ tldr {shlex.join(argv)}[/bold]")
-        wall, cpu = time.perf_counter(), time.process_time()
-        run_tldr(argv)
-        steps[name] = {
-            "wall_s": round(time.perf_counter() - wall, 1),
-            "cpu_s": round(time.process_time() - cpu, 1),
-        }
+    steps = run_steps(app, "tldr", demo_commands(cfg, out))
     metrics = json.loads((out / "retrain" / "metrics.json").read_text())
     report = json.loads((out / "filter" / "filter_report.json").read_text())
     paired = compare_runs([str(out / "retrain")], BootstrapSpec(seed=cfg.toy_seed))
