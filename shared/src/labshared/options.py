@@ -240,30 +240,28 @@ class ConfigSpec:
         return cfg, preset, header
 
 
-def _field_param(spec: ConfigSpec, f: dataclasses.Field, hint: Any) -> inspect.Parameter:
-    """The Typer parameter of config field `f`: `--field-name`, default None."""
+def field_option(config_type: type, name: str, panel: str = "Options") -> Any:
+    """The Typer option (an `Annotated` type, default None: "not given") of field `name` of
+    `config_type`, as the field declares it: for a command that is no config command but
+    takes some of a config's fields (`check-data`), so their flags stay declared once."""
+    f = next(f for f in dataclasses.fields(config_type) if f.name == name)
     flag = flag_of(f)
     if flag is None:
         raise TypeError(
-            f"{spec.config_type.__name__}.{f.name} has no flag (declare it with opt(...)) and "
-            "is not in the command's not_flags"
+            f"{config_type.__name__}.{name} has no flag (declare it with opt(...)) and is not "
+            "in the command's not_flags"
         )
+    hint = typing.get_type_hints(config_type)[name]
     cli_type = flag.cli_type if flag.cli_type is not None else strip_none(hint)
     if typing.get_origin(cli_type) is tuple:
-        raise TypeError(f"{spec.config_type.__name__}.{f.name}: give a tuple field a cli_type")
-    decls = flag.decls or (
-        (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",)
-        if cli_type is bool
-        else (f"--{f.name.replace('_', '-')}",)
-    )
+        raise TypeError(f"{config_type.__name__}.{name}: give a tuple field a cli_type")
+    dashed = name.replace("_", "-")
+    decls = flag.decls or ((f"--{dashed}/--no-{dashed}",) if cli_type is bool else (f"--{dashed}",))
     info = typer.Option(
-        *decls, help=flag.help, rich_help_panel=flag.panel or spec.panel, metavar=flag.metavar,
+        *decls, help=flag.help, rich_help_panel=flag.panel or panel, metavar=flag.metavar,
         show_default=False, case_sensitive=False,
     )  # fmt: skip
-    return inspect.Parameter(
-        f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-        annotation=Annotated[cli_type | None, info],
-    )  # fmt: skip
+    return Annotated[cli_type | None, info]
 
 
 def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -320,14 +318,14 @@ def config_command(
         raise TypeError(f"not_flags names {stale}, which are not fields of {config_type.__name__}")
 
     def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
-        hints = typing.get_type_hints(config_type)
         params: list[inspect.Parameter] = []
         if presets is not None:
             # None, not the default preset: a --config file's preset applies unless given
             params.append(_keyword("preset", labcli.PresetOpt, None))
         # a config that records its preset's name in a field `preset` (robattr train): that
         # field's flag is --preset itself, declared once above
-        params += [_field_param(spec, f, hints[f.name]) for f in spec.flag_fields()
+        params += [_keyword(f.name, field_option(config_type, f.name, panel), None)
+                   for f in spec.flag_fields()
                    if not (presets is not None and f.name == "preset")]  # fmt: skip
         own = list(inspect.signature(body).parameters.values())[2:]
         # resolved in the body's own module (which may use `from __future__ import annotations`)

@@ -3,25 +3,20 @@ command (its options are TLDRConfig fields, with their declared help)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from labshared import options
 from labshared.cli import PresetOpt
-from labshared.config import flag_name, flag_of, resolve
+from labshared.config import resolve
 from tldr_cli.config import PRESETS, TLDRConfig
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TLDRConfig)}
 
-
-def field_option(name: str) -> Any:
-    """The option of TLDRConfig field `name` as its config declares it (None: the preset's)."""
-    field = _FIELDS[name]
-    flag = flag_of(field)
-    info = typer.Option(flag_name(field), help=flag.help, rich_help_panel=flag.panel)
-    return Annotated[str | None, info]
+def field_option(name: str):
+    """The option of TLDRConfig field `name`, as the config declares it."""
+    return options.field_option(TLDRConfig, name)
 
 
 def check_data_cmd(
