@@ -33,6 +33,7 @@ from labshared.errors import ConfigError
 from labshared.runs import atomic_save_safetensors, write_metrics
 from labshared.stats import BootstrapSpec, interval
 from labshared.training.progress import StepProgress
+from robattr_cli import victim
 from robattr_cli.attributions import heatmap
 from robattr_cli.checks import validate_attack
 from robattr_cli.config import AttackConfig
@@ -46,23 +47,13 @@ from robattr_cli.manipulation import (
     topk_attack,
 )
 from robattr_cli.metrics import default_topk, similarity_report
-from robattr_cli.victim import (
-    ATTACKED_FILE,
-    attribution_options,
-    check_victim,
-    iter_examples,
-    load_victim,
-    mean_metrics,
-    predict,
-    sample_size,
-)
 
 
 def check(cfg: AttackConfig) -> None:
     """Everything `run` reads, checked before a run folder is made: the config's values
     (`checks.validate_attack`) and the checkpoint and test split (`victim.check_victim`)."""
     validate_attack(cfg)
-    check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
+    victim.check_victim(cfg.checkpoint, cfg.which, cfg.data_root)
 
 
 # --------------------------------------------------------------------------- the run
@@ -70,9 +61,9 @@ def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     """Attack, save tensors, metrics and a figure into `run_dir`; return the metrics."""
     validate_attack(cfg)
     device = runtime.device
-    model, meta, dataset, box = load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
+    model, meta, dataset, box = victim.load_victim(cfg.checkpoint, cfg.which, cfg.data_root, device)
     generator = torch.Generator(device=device).manual_seed(runtime.seed)
-    opts = attribution_options(
+    opts = victim.attribution_options(
         cfg.method, cfg.ig_steps, cfg.ig_rule, cfg.sg_samples, cfg.sg_noise, generator
     )
     surrogate = attack_surrogate(model, cfg.surrogate_beta)
@@ -87,11 +78,11 @@ def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
 
     saved: dict[str, list[torch.Tensor]] = {}
     per_image: dict[str, list[torch.Tensor]] = {}
-    total, done = sample_size(dataset, cfg.num_examples), 0
+    total, done = victim.sample_size(dataset, cfg.num_examples), 0
     # a bar on a terminal; off it, a timestamped line with an ETA every few seconds
     with StepProgress(total, label=f"robattr attack {cfg.attack}", unit="img",
                       every=5.0) as progress:  # fmt: skip
-        for x, y, index, pred in iter_examples(
+        for x, y, index, pred in victim.iter_examples(
             model, dataset, cfg.num_examples, cfg.batch_size, device, cfg.correct_only
         ):  # pred: the fp32 decision the correct-only filter read (victim.predict)
             h_clean = heatmap(model, x, y, cfg.method, **opts).detach()
@@ -100,7 +91,7 @@ def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
                 generator=generator,
             )  # fmt: skip
             h_adv = heatmap(model, x_adv, y, cfg.method, **opts).detach()
-            pred_adv = predict(model, x_adv)
+            pred_adv = victim.predict(model, x_adv)
             # label_kept: the prediction survived (official "acc_adv" is adv_accuracy)
             extras["label_kept"] = (pred_adv == pred).float()
             extras["clean_accuracy"] = (pred == y).float()
@@ -134,7 +125,7 @@ def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
     file_meta = {"attack": cfg.attack, "method": cfg.method, "eps": cfg.budget}
     file_meta |= {"checkpoint": meta["checkpoint"], "dataset": meta["dataset"]}
     file_meta |= {"mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"])}
-    atomic_save_safetensors(run_dir / ATTACKED_FILE, tensors, file_meta)
+    atomic_save_safetensors(run_dir / victim.ATTACKED_FILE, tensors, file_meta)
     metrics = {
         "attack": cfg.attack,
         "method": cfg.method,
@@ -143,7 +134,7 @@ def run(cfg: AttackConfig, runtime, run_dir: Path) -> dict[str, Any]:
         "num_examples": int(tensors["y"].numel()),
         "sample": "correct" if cfg.correct_only else "all",
         "checkpoint": meta["checkpoint"],
-        "similarity_to_clean": mean_metrics(
+        "similarity_to_clean": victim.mean_metrics(
             {k_: v for k_, v in per_image.items() if k_ in _SIM_KEYS}
         ),
         **{k_: float(torch.cat(v).mean()) for k_, v in per_image.items() if k_ not in _SIM_KEYS},

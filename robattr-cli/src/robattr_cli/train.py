@@ -46,16 +46,8 @@ from labshared import distributed
 from labshared.console import log
 from labshared.data.image_classification import build_dataset, get_dataset_info
 from labshared.device import Runtime, make_grad_scaler
-from labshared.training import (
-    Interrupt,
-    MetricLogger,
-    StepProgress,
-    TrainState,
-    load_init_weights,
-    restore_state,
-    save_state,
-    write_status,
-)
+from labshared.training import Interrupt, MetricLogger, StepProgress, TrainState
+from labshared.training.state import load_init_weights, restore_state, save_state, write_status
 from robattr_cli.checks import check_data_root, validate_train
 from robattr_cli.config import TrainConfig
 from robattr_cli.model import build_model, model_meta, use_elementary_batchnorm
