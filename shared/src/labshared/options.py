@@ -27,7 +27,8 @@ passes every flag of every command and checks it reaches its field.
 
 `--help` shows each option's value under the preset given on the same command line (or the
 command's default preset), not a bare type: `ConfigCommand` reads `--preset` before click
-prints the help.
+prints the help. What a config is made of and needs no command line (`Flag`, `flag_name`,
+`check_choices`, the `--config` reader, the list parsers) is in `labshared.config`.
 """
 
 from __future__ import annotations
