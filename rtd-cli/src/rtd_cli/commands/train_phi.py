@@ -3,18 +3,13 @@
 
 from labshared.config import RUNTIME_KNOBS
 from labshared.options import TRAINING_RUN, RunFlags, config_command
+from rtd_cli import config as C
 from rtd_cli.commands.training import StopAfterOpt, run_training
-from rtd_cli.config import (
-    PHI_PRESET_PROCESSES,
-    PHI_PRESETS,
-    RENAMED_PRESETS,
-    PhiConfig,
-    validate_phi,
-)
+from rtd_cli.config import PhiConfig
 
 
-@config_command(PhiConfig, presets=PHI_PRESETS, default_preset="lincir-vit-l14",
-                run=TRAINING_RUN, validate=validate_phi, renamed=RENAMED_PRESETS)  # fmt: skip
+@config_command(PhiConfig, presets=C.PHI_PRESETS, default_preset="lincir-vit-l14",
+                run=TRAINING_RUN, validate=C.validate_phi, renamed=C.RENAMED_PRESETS)  # fmt: skip
 def train_phi_cmd(cfg: PhiConfig, run: RunFlags, stop_after: StopAfterOpt = None) -> None:
     """Train the projection phi LinCIR-style on captions only (keyword masking + MSE).
 
@@ -27,4 +22,4 @@ def train_phi_cmd(cfg: PhiConfig, run: RunFlags, stop_after: StopAfterOpt = None
 
     keys = ("step", "loss", "stopped", "phi", "keywords", "slot_fallbacks")
     run_training("train-phi", train_phi, cfg, run, stop_after, keys, RUNTIME_KNOBS,
-                 PHI_PRESET_PROCESSES)  # fmt: skip
+                 C.PHI_PRESET_PROCESSES)  # fmt: skip
